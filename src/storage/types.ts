@@ -1,0 +1,33 @@
+// The contract between the SCSI block commands (src/scsi/sbc) and a backing store (src/storage).
+// A backing store knows bytes and files; it never sees a CDB.
+
+/** One extent of a backing store's allocation map. */
+export interface AllocationExtent {
+  /** Byte offset. */
+  readonly offset: number;
+  /** Length in bytes. */
+  readonly length: number;
+  /** true: data is allocated (mapped); false: a hole (reads as zeroes, deallocated). */
+  readonly mapped: boolean;
+}
+
+export interface BackingStore {
+  /** Path of the file behind the store. */
+  readonly path: string;
+  /** Current size in bytes. */
+  size(): number;
+  /** Read exactly buf.length bytes at offset into buf (holes read as zeroes). */
+  read(buf: Buffer, offset: number): Promise<void>;
+  /** Write all of buf at offset. When fua is true the data is durable (fdatasync) before the promise resolves. */
+  write(buf: Buffer, offset: number, fua: boolean): Promise<void>;
+  /** Make every completed write durable (fdatasync). SYNCHRONIZE CACHE. */
+  flush(): Promise<void>;
+  /** Deallocate [offset, offset+length): afterwards it reads as zeroes (fallocate PUNCH_HOLE|KEEP_SIZE). */
+  deallocate(offset: number, length: number): Promise<void>;
+  /** Allocation map of [offset, offset+length) (SEEK_DATA / SEEK_HOLE), in order, covering the range. */
+  allocationMap(offset: number, length: number): Promise<AllocationExtent[]>;
+  /** Grow (or shrink) to newSize bytes. Growing keeps the file sparse. */
+  resize(newSize: number): Promise<void>;
+  /** Close the file descriptor. */
+  close(): Promise<void>;
+}
