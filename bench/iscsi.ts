@@ -1,0 +1,372 @@
+// Lunar vs tgt on loopback, with the same initiator (bench/iscsi-load.c over libiscsi), the same
+// backing store kind (a sparse file in the same directory, same size, filled before reading) and,
+// by default, tgt configured with the login parameters Lunar negotiated.
+//
+// Figures: 4 KiB random read and write IOPS at QD1 and QD32, 1 MiB sequential read and write MB/s
+// at QD8. Each is run `runs` times for `seconds`, alternating the two targets run by run so that
+// both see the same background noise; the median and the spread (max-min over median) are shown.
+
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { cpus, hostname, release, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { cacheDir, ensureLoadTool, fillLu, probeLogin, runLoad, verifyLu, type LoadResult, type LoadSpec } from './load.js';
+import { crossCheck, type CrossCheck } from './crosscheck.js';
+import { startLunar, type LunarTarget } from './lunar.js';
+import { mib, readMemory, sampleMaxRss } from './memory.js';
+import { startTgt, type TgtTarget } from './tgt.js';
+import { cpuBusyPercent, exec, fmtNum, loadAverage, markdownTable, summarize, type Summary } from './util.js';
+
+/** Loopback ports of engineer B's range (13360-13379). */
+export const LUNAR_PORT = 13360;
+export const TGT_PORT = 13361;
+export const TGT_CONTROL_PORT = 13370;
+
+export interface Workload extends LoadSpec {
+  readonly key: string;
+  readonly label: string;
+  readonly unit: 'IOPS' | 'MB/s';
+}
+
+export const WORKLOADS: readonly Workload[] = [
+  { key: 'randread-4k-qd1', label: '4 KiB random read, QD1', op: 'read', pattern: 'rand', bytes: 4096, qd: 1, unit: 'IOPS' },
+  { key: 'randread-4k-qd32', label: '4 KiB random read, QD32', op: 'read', pattern: 'rand', bytes: 4096, qd: 32, unit: 'IOPS' },
+  { key: 'randwrite-4k-qd1', label: '4 KiB random write, QD1', op: 'write', pattern: 'rand', bytes: 4096, qd: 1, unit: 'IOPS' },
+  { key: 'randwrite-4k-qd32', label: '4 KiB random write, QD32', op: 'write', pattern: 'rand', bytes: 4096, qd: 32, unit: 'IOPS' },
+  { key: 'seqread-1m-qd8', label: '1 MiB sequential read, QD8', op: 'read', pattern: 'seq', bytes: 1 << 20, qd: 8, unit: 'MB/s' },
+  { key: 'seqwrite-1m-qd8', label: '1 MiB sequential write, QD8', op: 'write', pattern: 'seq', bytes: 1 << 20, qd: 8, unit: 'MB/s' },
+];
+
+/** Login keys copied from Lunar's answers to tgt's target settings in "match" mode. */
+const MATCHED_KEYS = ['InitialR2T', 'ImmediateData', 'FirstBurstLength', 'MaxBurstLength', 'MaxOutstandingR2T', 'MaxRecvDataSegmentLength'];
+
+export interface BenchOptions {
+  readonly seconds: number;
+  readonly runs: number;
+  readonly targets: readonly ('lunar' | 'tgt')[];
+  /** match: tgt gets Lunar's negotiated values (falls back to tgt defaults without Lunar); default: tgt's own. */
+  readonly tgtParams: 'match' | 'default';
+  readonly size: string;
+  readonly sizeBytes: number;
+  readonly only?: readonly string[];
+  /** Also run iscsi-perf and qemu-img bench once per target. */
+  readonly crossCheck?: boolean;
+  readonly jsonOut?: string;
+  readonly markdownOut?: string;
+  readonly log: (line: string) => void;
+}
+
+type TargetName = 'Lunar' | 'tgt';
+
+interface Subject {
+  readonly name: TargetName;
+  readonly pid: number;
+  readonly url: string;
+  readonly login: Map<string, string>;
+  failed?: string;
+}
+
+interface RunRecord {
+  readonly result: LoadResult;
+  /** Target process CPU use during the run, percent of one core. */
+  readonly cpuPct: number;
+  /** Target process CPU time per completed command, microseconds (less sensitive to noise than IOPS). */
+  readonly cpuUsPerIo: number;
+  /** Largest VmRSS of the target process during the run, KiB. */
+  readonly maxRssKiB: number;
+}
+
+interface Cell {
+  runs: RunRecord[];
+  error?: string;
+}
+
+function value(w: Workload, r: LoadResult): number {
+  return w.unit === 'IOPS' ? r.iops : r.MBps;
+}
+
+/** utime+stime of a process in clock ticks (proc(5) /proc/<pid>/stat fields 14 and 15). */
+function cpuTicks(pid: number): number {
+  const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+  return Number(f[11]) + Number(f[12]);
+}
+
+const CLK_TCK = ((): number => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function measure(tool: string, s: Subject, w: Workload, seconds: number): Promise<RunRecord> {
+  const t0 = cpuTicks(s.pid);
+  const wall0 = process.hrtime.bigint();
+  const rss = sampleMaxRss(s.pid, 100);
+  try {
+    const result = await runLoad(tool, s.url, w, seconds);
+    const wall = Number(process.hrtime.bigint() - wall0) / 1e9;
+    const cpuSec = (cpuTicks(s.pid) - t0) / CLK_TCK;
+    return { result, cpuPct: (cpuSec / wall) * 100, cpuUsPerIo: (cpuSec / Math.max(1, result.ios)) * 1e6, maxRssKiB: rss.stop() };
+  } finally {
+    rss.stop();
+  }
+}
+
+/** "median (min-max)" */
+function fmtSummary(s: Summary): string {
+  return s.runs.length > 1 ? `${fmtNum(s.median)} (${fmtNum(s.min)}–${fmtNum(s.max)})` : fmtNum(s.median);
+}
+
+export async function runIscsiBench(opts: BenchOptions): Promise<number> {
+  const log = opts.log;
+  const t0 = Date.now();
+  const workloads = opts.only ? WORKLOADS.filter((w) => opts.only!.includes(w.key)) : WORKLOADS;
+  if (workloads.length === 0) throw new Error(`no workload matches ${opts.only?.join(',')}`);
+
+  const busyBefore = await cpuBusyPercent(1000);
+  const loadBefore = loadAverage();
+  log(`host: ${hostname()}, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), kernel ${release()}, node ${process.version}`);
+  log(`noise before start: load average ${loadBefore.join(' ')}; CPU busy over 1 s: ${fmtNum(busyBefore)}% of all cores`);
+
+  const tool = await ensureLoadTool();
+  const dataDir = mkdtempSync(join(tmpdir(), 'lunar-bench-'));
+  // The LUs are filled (2 x size on disk): remove them even when the run is interrupted.
+  const removeDataDir = (): void => rmSync(dataDir, { recursive: true, force: true });
+  process.once('exit', removeDataDir);
+  const memory: Record<string, string> = {};
+  let lunar: LunarTarget | undefined;
+  let tgt: TgtTarget | undefined;
+  const subjects: Subject[] = [];
+  const notes: string[] = [];
+  try {
+    // --- Lunar
+    if (opts.targets.includes('lunar')) {
+      try {
+        lunar = await startLunar({ dataDir, portal: `127.0.0.1:${LUNAR_PORT}`, size: opts.size });
+        memory['idle after volume create'] = mib(readMemory(lunar.pid).rssKiB);
+        subjects.push({ name: 'Lunar', pid: lunar.pid, url: lunar.url, login: await probeLogin(tool, lunar.url) });
+        log(`Lunar: pid ${lunar.pid}, ${lunar.url}, backing file ${lunar.backingFile ?? '(not found)'}`);
+      } catch (e) {
+        const msg = e instanceof Error ? e.message : String(e);
+        log(`Lunar unavailable: ${msg}`);
+        notes.push(`Lunar could not be started: ${msg.split('\n')[0]}`);
+      }
+    }
+    // --- tgt, backing file beside Lunar's
+    if (opts.targets.includes('tgt')) {
+      const dir = lunar?.backingFile ? dirname(lunar.backingFile) : dataDir;
+      const file = join(dir, 'tgt-bench.img');
+      const size = lunar?.backingFile ? statSync(lunar.backingFile).size : opts.sizeBytes;
+      writeFileSync(file, '');
+      execFileSync('truncate', ['-s', String(size), file]);
+      const params = new Map<string, string>();
+      const lunarLogin = subjects.find((s) => s.name === 'Lunar')?.login;
+      if (opts.tgtParams === 'match' && lunarLogin) {
+        for (const k of MATCHED_KEYS) {
+          const v = lunarLogin.get(k);
+          if (v !== undefined && !/^(Irrelevant|NotUnderstood|Reject)$/.test(v)) params.set(k, v);
+        }
+        // Data-In segment size: let tgt send what the initiator declared it can receive (libiscsi: 262144).
+        params.set('MaxXmitDataSegmentLength', '262144');
+      } else if (opts.tgtParams === 'match') {
+        notes.push('tgt ran with its default login parameters (no Lunar negotiation to match)');
+      }
+      tgt = await startTgt({
+        port: TGT_PORT,
+        controlPort: TGT_CONTROL_PORT,
+        backingFile: file,
+        iqn: 'iqn.2026-11.io.lunar.bench:tgt',
+        params,
+      });
+      subjects.push({ name: 'tgt', pid: tgt.pid, url: tgt.url, login: await probeLogin(tool, tgt.url) });
+      log(`tgt: ${tgt.version}, pid ${tgt.pid}, ${tgt.url}, backing file ${file} (${size} bytes, sparse, rdwr)` +
+        (params.size ? `, params ${[...params].map(([k, v]) => `${k}=${v}`).join(' ')}` : ', default params'));
+    }
+    if (subjects.length === 0) throw new Error('no target to measure');
+
+    // --- negotiated login parameters, side by side
+    const keys = [...new Set(subjects.flatMap((s) => [...s.login.keys()]))].filter((k) => k !== 'TargetPortalGroupTag');
+    const loginTable = markdownTable(['login key (target answer)', ...subjects.map((s) => s.name)],
+      keys.map((k) => [k, ...subjects.map((s) => s.login.get(k) ?? '(not sent)')]));
+    log('negotiated login parameters (libiscsi LIBISCSI_DEBUG=10, initiator defaults):\n' + loginTable);
+    if (subjects.length === 2) {
+      // TargetAlias is informational (RFC 7143 §13.6) and does not change the data path.
+      const diff = keys.filter((k) => k !== 'TargetAlias' && subjects[0]!.login.get(k) !== subjects[1]!.login.get(k));
+      if (diff.length) notes.push(`login keys that differ: ${diff.join(', ')}`);
+    }
+
+    // --- fill so reads hit data, and check that reads return it
+    for (const s of subjects) {
+      try {
+        const f = await fillLu(tool, s.url);
+        log(`${s.name}: filled ${fmtNum((f.blocks * f.blockSize) / 2 ** 20)} MiB in ${f.seconds.toFixed(1)} s ` +
+          `(${fmtNum(f.MBps)} MB/s, first write of every block)`);
+        const v = await verifyLu(tool, s.url, 4000);
+        if (v.mismatches > 0) throw new Error(`read back ${v.mismatches} of ${v.checked} random 4 KiB blocks wrong after the fill`);
+        log(`${s.name}: read back ${v.checked} random 4 KiB blocks, all match the fill pattern`);
+      } catch (e) {
+        s.failed = e instanceof Error ? e.message : String(e);
+        log(`${s.name}: fill/verify failed: ${s.failed}`);
+      }
+    }
+    if (lunar) memory['after fill'] = mib(readMemory(lunar.pid).rssKiB);
+
+    // --- measurements, targets alternating run by run
+    const cells = new Map<string, Cell>();
+    const cell = (w: Workload, s: Subject): Cell => {
+      const k = `${w.key}/${s.name}`;
+      let c = cells.get(k);
+      if (!c) cells.set(k, (c = { runs: [] }));
+      return c;
+    };
+    for (const w of workloads) {
+      for (let r = 0; r < opts.runs; r++) {
+        const order = r % 2 === 0 ? subjects : [...subjects].reverse();
+        for (const s of order) {
+          const c = cell(w, s);
+          if (s.failed || c.error) continue;
+          if (!alive(s.pid)) {
+            s.failed = 'process exited';
+            continue;
+          }
+          try {
+            const rec = await measure(tool, s, w, opts.seconds);
+            c.runs.push(rec);
+            log(`  ${w.key} ${s.name} run ${r + 1}: ${fmtNum(value(w, rec.result))} ${w.unit}, ` +
+              `p50 ${rec.result.latUs.p50} us, p99 ${rec.result.latUs.p99} us, target CPU ${fmtNum(rec.cpuPct)}%`);
+          } catch (e) {
+            c.error = e instanceof Error ? e.message : String(e);
+            log(`  ${w.key} ${s.name} run ${r + 1}: FAILED ${c.error}`);
+          }
+        }
+      }
+    }
+    if (lunar && alive(lunar.pid)) {
+      const m = readMemory(lunar.pid);
+      const qd32 = workloads.filter((w) => w.qd === 32).flatMap((w) => cell(w, subjects[0]!).runs.map((r) => r.maxRssKiB));
+      if (qd32.length) memory['max during QD32 runs'] = mib(Math.max(...qd32));
+      memory['at end (VmRSS)'] = mib(m.rssKiB);
+      memory['peak (VmHWM)'] = mib(m.hwmKiB);
+    }
+
+    // --- optional cross-check with other initiators
+    const checks = new Map<TargetName, CrossCheck[]>();
+    if (opts.crossCheck) {
+      for (const s of subjects) {
+        if (s.failed || !alive(s.pid)) continue;
+        try {
+          checks.set(s.name, await crossCheck(s.url, opts.seconds, lunar?.backingFile ? statSync(lunar.backingFile).size : opts.sizeBytes));
+          log(`  cross-check ${s.name}: ${checks.get(s.name)!.map((c) => `${c.tool} ${fmtNum(c.value)} ${c.unit}`).join(', ')}`);
+        } catch (e) {
+          notes.push(`cross-check ${s.name} failed: ${e instanceof Error ? e.message : String(e)}`);
+        }
+      }
+    }
+
+    // --- report
+    const loadAfter = loadAverage();
+    const names = subjects.map((s) => s.name);
+    const ratioOk = names.length === 2 && names[0] === 'Lunar';
+    const header = ['workload', 'unit', ...names.flatMap((n) => [`${n} median (min–max)`]), ...(ratioOk ? ['Lunar/tgt'] : []),
+      ...names.map((n) => `${n} CPU%`)];
+    const rows: string[][] = [];
+    const latRows: string[][] = [];
+    const cpuRows: string[][] = [];
+    const json: Record<string, unknown> = {};
+    for (const w of workloads) {
+      const sums = subjects.map((s) => {
+        const c = cell(w, s);
+        return c.runs.length ? { s: summarize(c.runs.map((r) => value(w, r.result))), c } : { s: undefined, c };
+      });
+      const row = [w.label, w.unit, ...sums.map(({ s, c }) => (s ? fmtSummary(s) : c.error ? 'FAILED' : 'n/a'))];
+      if (ratioOk) {
+        const a = sums[0]!.s;
+        const b = sums[1]!.s;
+        row.push(a && b ? `${(a.median / b.median).toFixed(2)}` : 'n/a');
+      }
+      row.push(...sums.map(({ c }) => (c.runs.length ? fmtNum(summarize(c.runs.map((r) => r.cpuPct)).median) : 'n/a')));
+      rows.push(row);
+      latRows.push([w.label, ...sums.flatMap(({ c }) => {
+        if (!c.runs.length) return ['n/a', 'n/a'];
+        return [fmtNum(summarize(c.runs.map((r) => r.result.latUs.p50)).median), fmtNum(summarize(c.runs.map((r) => r.result.latUs.p99)).median)];
+      })]);
+      const cpuMed = sums.map(({ c }) => (c.runs.length ? summarize(c.runs.map((r) => r.cpuUsPerIo)).median : Number.NaN));
+      cpuRows.push([w.label, ...cpuMed.map(fmtNum), ...(ratioOk ? [Number.isFinite(cpuMed[0]! / cpuMed[1]!) ? (cpuMed[0]! / cpuMed[1]!).toFixed(2) : 'n/a'] : [])]);
+      json[w.key] = Object.fromEntries(subjects.map((s, i) => [s.name, {
+        unit: w.unit,
+        runs: cell(w, s).runs.map((r) => ({ value: value(w, r.result), ...r.result, cpuPct: r.cpuPct, cpuUsPerIo: r.cpuUsPerIo, maxRssKiB: r.maxRssKiB })),
+        summary: sums[i]!.s ?? null,
+        error: cell(w, s).error ?? null,
+      }]));
+    }
+    const table = markdownTable(header, rows);
+    const cpuTable = markdownTable(['target CPU time per command (us)', ...names, ...(ratioOk ? ['Lunar/tgt'] : [])], cpuRows);
+    const latTable = markdownTable(['workload (latency, us)', ...names.flatMap((n) => [`${n} p50`, `${n} p99`])], latRows);
+    const checkRows = (checks.get(subjects[0]!.name) ?? []).map((c, i) => {
+      const vals = subjects.map((s) => checks.get(s.name)?.[i]?.value);
+      const ratio = ratioOk && vals[0] !== undefined && vals[1] !== undefined ? [(vals[0] / vals[1]).toFixed(2)] : ratioOk ? ['n/a'] : [];
+      return [`${c.tool}: ${c.workload}`, c.unit, ...vals.map((v) => (v === undefined ? 'n/a' : fmtNum(v))), ...ratio];
+    });
+    const checkTable = checkRows.length
+      ? markdownTable(['cross-check (1 run)', 'unit', ...names, ...(ratioOk ? ['Lunar/tgt'] : [])], checkRows)
+      : '';
+    const errors = subjects.flatMap((s) => (s.failed ? [`${s.name} failed: ${s.failed}`] : []))
+      .concat(workloads.flatMap((w) => subjects.flatMap((s) => { const e = cell(w, s).error; return e ? [`${w.key} ${s.name}: ${e}`] : []; })));
+    const elapsed = (Date.now() - t0) / 1000;
+    const noise = `load average at start ${loadBefore.join(' ')}, at end ${loadAfter.join(' ')}; ` +
+      `CPU busy before start ${fmtNum(busyBefore)}% of ${cpus().length} cores`;
+    const memLines = Object.entries(memory).map(([k, v]) => `- Lunar RSS ${k}: ${v}`);
+    const md = [
+      `Measured ${new Date().toISOString()} on ${cpus().length} CPUs, ${opts.runs} runs x ${opts.seconds} s per figure, ` +
+        `${opts.size} LU, initiator bench/iscsi-load.c (libiscsi ${await libiscsiVersion()}), total ${elapsed.toFixed(0)} s.`,
+      '',
+      table,
+      '',
+      latTable,
+      '',
+      cpuTable,
+      '',
+      ...(checkTable ? [checkTable, ''] : []),
+      'Negotiated login parameters:',
+      '',
+      loginTable,
+      '',
+      `Noise: ${noise}.`,
+      ...(memLines.length ? ['', ...memLines] : []),
+      ...(notes.length ? ['', ...notes.map((n) => `- ${n}`)] : []),
+      ...(errors.length ? ['', 'Errors:', ...errors.map((e) => `- ${e}`)] : []),
+    ].join('\n');
+    log('\n' + md + '\n');
+    const jsonPath = opts.jsonOut ?? join(cacheDir(), `iscsi-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+    mkdirSync(dirname(jsonPath), { recursive: true });
+    writeFileSync(jsonPath, JSON.stringify({ date: new Date().toISOString(), options: { seconds: opts.seconds, runs: opts.runs, size: opts.size, tgtParams: opts.tgtParams },
+      login: Object.fromEntries(subjects.map((s) => [s.name, Object.fromEntries(s.login)])), results: json, crossCheck: Object.fromEntries(checks), memory, noise, notes, errors }, null, 2));
+    log(`results: ${jsonPath}`);
+    if (opts.markdownOut) {
+      writeFileSync(opts.markdownOut, md + '\n');
+      log(`markdown: ${opts.markdownOut}`);
+    }
+    return errors.length ? 1 : 0;
+  } finally {
+    await tgt?.stop().catch((e: unknown) => log(`tgt stop: ${String(e)}`));
+    await lunar?.stop().catch((e: unknown) => log(`lunar stop: ${String(e)}`));
+    process.removeListener('exit', removeDataDir);
+    removeDataDir();
+  }
+}
+
+async function libiscsiVersion(): Promise<string> {
+  const r = await exec('dpkg-query', ['-W', '-f=${Version}', 'libiscsi7']);
+  return r.code === 0 ? r.stdout.trim() : 'unknown';
+}

@@ -1,0 +1,56 @@
+// The admin socket protocol (<data-dir>/admin.sock, a Unix stream socket, mode 0600): newline-delimited
+// JSON. Each request is one line {"id": n, "method": "...", "params": {...}}; each response is one line
+// {"id": n, "ok": true, "result": ...} or {"id": n, "ok": false, "error": {"code": "...", "message": "..."}}.
+// Responses may come out of order; match them by id. Error codes are VolumeErrorCode values plus
+// "bad-request" (malformed line) and "unknown-method".
+
+import type { VolumeErrorCode } from '../volumes/types.js';
+
+export const ADMIN_SOCKET = 'admin.sock';
+/** Longest request line accepted (bytes). */
+export const MAX_LINE = 1024 * 1024;
+
+export type AdminErrorCode = VolumeErrorCode | 'bad-request' | 'unknown-method';
+
+export interface AdminRequest {
+  readonly id: number;
+  readonly method: string;
+  readonly params?: Record<string, unknown>;
+}
+
+export type AdminResponse =
+  | { readonly id: number | null; readonly ok: true; readonly result: unknown }
+  | { readonly id: number | null; readonly ok: false; readonly error: { readonly code: AdminErrorCode; readonly message: string } };
+
+/** Methods the server answers (params in brackets):
+ *  ping                                           -> { version, serverId, dataDir, pid, portals }
+ *  volume.create   {VolumeSpec}                   -> Volume
+ *  volume.list                                    -> Volume[]
+ *  volume.get      {volume: id|name}              -> Volume
+ *  volume.delete   {volume: id|name}              -> { deleted: boolean, id }
+ *  volume.resize   {volume, sizeBytes}            -> Volume
+ *  volume.publish  {volume, nodeId, initiator}    -> Volume
+ *  volume.unpublish {volume, nodeId}              -> Volume
+ *  volume.condition {volume}                      -> { abnormal, message }
+ *  snapshot.create {volume, name}                 -> Snapshot
+ *  snapshot.list                                  -> Snapshot[]
+ *  snapshot.delete {snapshot: id|name}            -> { deleted: boolean }
+ *  sessions        {volume?}                      -> SessionInfo[]
+ *  capacity                                       -> { availableBytes, totalBytes }
+ */
+export const ADMIN_METHODS = [
+  'ping',
+  'volume.create',
+  'volume.list',
+  'volume.get',
+  'volume.delete',
+  'volume.resize',
+  'volume.publish',
+  'volume.unpublish',
+  'volume.condition',
+  'snapshot.create',
+  'snapshot.list',
+  'snapshot.delete',
+  'sessions',
+  'capacity',
+] as const;

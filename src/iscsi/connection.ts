@@ -1,0 +1,391 @@
+// One TCP connection: PDU framing from the byte stream (RFC 7143 §11.1), digests (§13.1), batched writes,
+// the login phase (§6.3), then full feature phase handed to a PduHandler (the session).
+import type { Socket } from 'node:net';
+import type { Logger } from 'pino';
+import { crc32cUpdate, digestBytes, DIGEST_LENGTH, readDigest } from './digest.js';
+import { IscsiProtocolError, RejectReason } from './errors.js';
+import { LoginStateMachine, type LoginContext, type LoginResult } from './login.js';
+import { BHS_LENGTH, decodePdu, encodePdu, pad4, readBhsPrefix, isInitiatorOpcode, Opcode, RESERVED_TAG, type InitiatorPdu, type Pdu, type TargetPdu } from './pdu.js';
+
+/** §11.12.1 / §13.12: login PDUs carry at most 8192 bytes of data before operational negotiation. */
+const LOGIN_MAX_DATA = 8192;
+/** Pause reading while this much is queued for the socket (back-pressure). */
+const WRITE_HIGH_WATER = 16 * 1024 * 1024;
+const ZERO_PAD = Buffer.alloc(4);
+
+/** Full feature phase handler (the session). */
+export interface PduHandler {
+  /**
+   * Where the data segment of this PDU should land (a view of exactly dataSegmentLength bytes), so that
+   * Data-Out and immediate data are copied once, straight into the command's buffer. null: gather it.
+   */
+  dataSink(pdu: InitiatorPdu): Buffer | null;
+  handle(pdu: InitiatorPdu, data: Buffer): void;
+  /** The connection is gone (after close); abort everything. */
+  connectionClosed(reason: string): void;
+}
+
+export interface ConnectionHooks {
+  readonly login: Omit<LoginContext, 'remoteAddress'>;
+  readonly logger: Logger;
+  /** Login finished: create (or reinstate) the session and return its handler. */
+  loginComplete(conn: IscsiConnection, result: LoginResult): { handler: PduHandler; tsih: number; maxCmdSN: number };
+  /** Connection ended (for bookkeeping). */
+  closed(conn: IscsiConnection): void;
+}
+
+interface PendingPdu {
+  pdu: InitiatorPdu | null;
+  /** Decoding failed; the data segment is skipped and the error answered. */
+  error: IscsiProtocolError | null;
+  header: Buffer;
+  dataLength: number;
+  /** dataLength + padding + data digest bytes still to consume. */
+  remaining: number;
+  sink: Buffer | null;
+  pieces: Buffer[];
+  filled: number;
+  crc: number;
+  digest: Buffer | null;
+}
+
+export class IscsiConnection {
+  readonly remoteAddress: string;
+  readonly localAddress: string;
+  readonly startedAt = Date.now();
+  phase: 'login' | 'ffp' | 'closed' = 'login';
+  headerDigest = false;
+  dataDigest = false;
+  /** Largest data segment we accept. */
+  maxRecvDataSegmentLength = LOGIN_MAX_DATA;
+  /** StatSN for the next status-carrying PDU (§4.2.2.2). */
+  statSN = 0;
+  private readonly chunks: Buffer[] = [];
+  private head = 0;
+  private avail = 0;
+  private pending: PendingPdu | null = null;
+  private readonly login: LoginStateMachine;
+  private handler: PduHandler | null = null;
+  private corked = false;
+  private loginTimer: NodeJS.Timeout | null = null;
+  private closeReason = '';
+  lastReceived = Date.now();
+
+  constructor(
+    readonly socket: Socket,
+    private readonly hooks: ConnectionHooks,
+  ) {
+    this.remoteAddress = socket.remoteAddress ?? '';
+    this.localAddress = socket.localAddress ?? '';
+    this.statSN = (Math.random() * 0x7fffffff) >>> 0;
+    this.login = new LoginStateMachine({ ...hooks.login, remoteAddress: this.remoteAddress });
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', (e) => this.close(`socket error: ${e.message}`));
+    socket.on('close', () => this.close('peer closed'));
+    socket.on('drain', () => {
+      if (this.phase !== 'closed') socket.resume();
+    });
+    if (hooks.login.tuning.loginTimeoutMs > 0) {
+      this.loginTimer = setTimeout(() => this.close('login timeout'), hooks.login.tuning.loginTimeoutMs);
+      this.loginTimer.unref();
+    }
+  }
+
+  get logger(): Logger {
+    return this.hooks.logger;
+  }
+
+  // ------------------------------------------------------------ reading
+
+  private onData(chunk: Buffer): void {
+    if (this.phase === 'closed') return;
+    this.lastReceived = Date.now();
+    this.chunks.push(chunk);
+    this.avail += chunk.length;
+    try {
+      this.pump();
+    } catch (e) {
+      // Every error is answered here: the process never dies because of a peer.
+      this.protocolFailure(e);
+    }
+  }
+
+  /** Copy or view n bytes from the front of the queue without consuming them. */
+  private peek(n: number): Buffer {
+    const first = this.chunks[0]!;
+    if (first.length - this.head >= n) return first.subarray(this.head, this.head + n);
+    const out = Buffer.allocUnsafe(n);
+    let o = 0;
+    let h = this.head;
+    for (const c of this.chunks) {
+      const take = Math.min(c.length - h, n - o);
+      c.copy(out, o, h, h + take);
+      o += take;
+      h = 0;
+      if (o === n) break;
+    }
+    return out;
+  }
+
+  /** Consume up to n bytes, calling fn with views of the chunks. */
+  private consume(n: number, fn: (piece: Buffer) => void): void {
+    while (n > 0 && this.avail > 0) {
+      const c = this.chunks[0]!;
+      const take = Math.min(c.length - this.head, n);
+      fn(c.subarray(this.head, this.head + take));
+      this.head += take;
+      this.avail -= take;
+      n -= take;
+      if (this.head === c.length) {
+        this.chunks.shift();
+        this.head = 0;
+      }
+    }
+  }
+
+  private take(n: number): Buffer {
+    const b = this.peek(n);
+    this.consume(n, () => undefined);
+    return b;
+  }
+
+  private pump(): void {
+    while (this.phase !== 'closed') {
+      if (!this.pending) {
+        if (this.avail < BHS_LENGTH) return;
+        const prefix = readBhsPrefix(this.peek(BHS_LENGTH));
+        const headerLength = BHS_LENGTH + prefix.totalAhsLength * 4;
+        const need = headerLength + (this.headerDigest ? DIGEST_LENGTH : 0);
+        if (this.avail < need) return;
+        const raw = this.take(need);
+        const header = raw.subarray(0, headerLength);
+        if (this.headerDigest) {
+          const got = readDigest(raw, headerLength);
+          if (crc32cUpdate(0, header) !== got) {
+            // §7.8 / ERL 0: a header digest error loses framing; the connection is dropped.
+            throw new IscsiProtocolError('header digest error', RejectReason.PROTOCOL_ERROR, true);
+          }
+        }
+        let pdu: InitiatorPdu | null = null;
+        let error: IscsiProtocolError | null = null;
+        try {
+          const decoded = decodePdu(header);
+          if (!isInitiatorOpcode(decoded.opcode)) throw new IscsiProtocolError(`target opcode 0x${decoded.opcode.toString(16)} sent by the initiator`, RejectReason.PROTOCOL_ERROR);
+          pdu = decoded as InitiatorPdu;
+        } catch (e) {
+          if (!(e instanceof IscsiProtocolError) || e.fatal) throw e;
+          error = e;
+        }
+        const dsl = prefix.dataSegmentLength;
+        const limit = this.phase === 'login' ? LOGIN_MAX_DATA : this.maxRecvDataSegmentLength;
+        if (dsl > limit) {
+          throw new IscsiProtocolError(`DataSegmentLength ${dsl} exceeds MaxRecvDataSegmentLength ${limit}`, RejectReason.PROTOCOL_ERROR, true, );
+        }
+        let sink: Buffer | null = null;
+        if (pdu && dsl > 0 && this.phase === 'ffp' && this.handler) sink = this.handler.dataSink(pdu);
+        if (sink && sink.length !== dsl) sink = null;
+        this.pending = {
+          pdu, error, header, dataLength: dsl, remaining: dsl + pad4(dsl) + (this.dataDigest && dsl > 0 ? DIGEST_LENGTH : 0),
+          sink, pieces: [], filled: 0, crc: 0, digest: null,
+        };
+      }
+      const p = this.pending;
+      if (p.remaining > 0) {
+        if (this.avail === 0) return;
+        const dataPart = p.dataLength + pad4(p.dataLength);
+        this.consume(Math.min(this.avail, p.remaining), (piece) => {
+          let off = 0;
+          const consumed = dataPart + (this.dataDigest && p.dataLength > 0 ? DIGEST_LENGTH : 0) - p.remaining;
+          // Data bytes (and padding, which the digest covers).
+          if (consumed < dataPart) {
+            const n = Math.min(piece.length, dataPart - consumed);
+            const d = piece.subarray(0, n);
+            if (this.dataDigest) p.crc = crc32cUpdate(p.crc, d);
+            const dataBytes = Math.max(0, Math.min(n, p.dataLength - consumed));
+            if (dataBytes > 0) {
+              if (p.sink) d.copy(p.sink, p.filled, 0, dataBytes);
+              else p.pieces.push(d.subarray(0, dataBytes));
+              p.filled += dataBytes;
+            }
+            off = n;
+          }
+          if (off < piece.length) {
+            const rest = piece.subarray(off);
+            p.digest = p.digest ? Buffer.concat([p.digest, rest]) : Buffer.from(rest);
+          }
+          p.remaining -= piece.length;
+        });
+        if (p.remaining > 0) return;
+      }
+      this.pending = null;
+      if (this.dataDigest && p.dataLength > 0) {
+        if (!p.digest || readDigest(p.digest, 0) !== p.crc) {
+          // §11.17.1 reason 0x02; at ERL 0 the task cannot be recovered, so the connection is dropped after.
+          this.sendReject(RejectReason.DATA_DIGEST_ERROR, p.header);
+          throw new IscsiProtocolError('data digest error', RejectReason.DATA_DIGEST_ERROR, true);
+        }
+      }
+      const data = p.sink ?? (p.pieces.length === 1 ? p.pieces[0]! : Buffer.concat(p.pieces, p.filled));
+      if (p.error || !p.pdu) {
+        this.hooks.logger.warn({ remote: this.remoteAddress, err: p.error?.message }, 'malformed PDU rejected');
+        if (this.phase === 'login') throw new IscsiProtocolError(p.error?.message ?? 'bad PDU during login', RejectReason.PROTOCOL_ERROR, true);
+        this.sendReject(p.error?.reason ?? RejectReason.PROTOCOL_ERROR, p.header);
+        continue;
+      }
+      this.dispatch(p.pdu, data, p.header);
+    }
+  }
+
+  private dispatch(pdu: InitiatorPdu, data: Buffer, header: Buffer): void {
+    if (this.phase === 'login') {
+      if (pdu.opcode !== Opcode.LOGIN_REQUEST) {
+        // §6.3: only Login Requests before full feature phase; anything else ends the connection.
+        throw new IscsiProtocolError(`opcode 0x${pdu.opcode.toString(16)} during login`, RejectReason.PROTOCOL_ERROR, true);
+      }
+      this.handleLogin(pdu, data);
+      return;
+    }
+    if (pdu.opcode === Opcode.LOGIN_REQUEST) {
+      // §6.3 / §11.17.1: a Login Request in full feature phase is a protocol error.
+      this.sendReject(RejectReason.PROTOCOL_ERROR, header);
+      return;
+    }
+    this.handler?.handle(pdu, data);
+  }
+
+  private handleLogin(req: Extract<InitiatorPdu, { opcode: 0x03 }>, data: Buffer): void {
+    const reply = this.login.handle(req, data);
+    let tsih = req.tsih;
+    let maxCmdSN = req.cmdSN;
+    if (reply.outcome === 'complete' && reply.result) {
+      const r = reply.result;
+      const created = this.hooks.loginComplete(this, r);
+      tsih = created.tsih;
+      maxCmdSN = created.maxCmdSN;
+      this.handler = created.handler;
+    }
+    const statSN = reply.statusClass === 0 ? this.nextStatSN() : this.statSN;
+    this.send(encodePdu({
+      opcode: 0x23, dataSegmentLength: reply.data.length, transit: reply.transit, continue: false, csg: reply.csg, nsg: reply.nsg, versionMax: 0, versionActive: 0,
+      isid: req.isid, tsih, initiatorTaskTag: req.initiatorTaskTag, statSN, expCmdSN: req.cmdSN, maxCmdSN,
+      statusClass: reply.statusClass, statusDetail: reply.statusDetail,
+    }), reply.data);
+    if (reply.outcome === 'fail') {
+      this.hooks.logger.warn({ remote: this.remoteAddress, statusClass: reply.statusClass, statusDetail: reply.statusDetail, reason: reply.reason }, 'login refused');
+      this.endAfterFlush(`login failed: ${reply.reason ?? ''}`);
+    } else if (reply.outcome === 'complete' && reply.result) {
+      // Digests and the data segment limit apply from the first PDU after the final login response.
+      const p = reply.result.params;
+      this.headerDigest = p.headerDigest;
+      this.dataDigest = p.dataDigest;
+      this.maxRecvDataSegmentLength = p.maxRecvDataSegmentLength;
+      this.phase = 'ffp';
+      if (this.loginTimer) clearTimeout(this.loginTimer);
+      this.loginTimer = null;
+    }
+  }
+
+  // ------------------------------------------------------------ writing
+
+  nextStatSN(): number {
+    const s = this.statSN;
+    this.statSN = (this.statSN + 1) >>> 0;
+    return s;
+  }
+
+  /**
+   * Queue one PDU: header (+ digest), data (+ padding + digest). Writes within one tick are corked and
+   * leave in one writev; data buffers are passed as views, never concatenated.
+   */
+  send(header: Buffer, data?: Buffer | null): void {
+    if (this.phase === 'closed' || this.socket.destroyed) return;
+    const s = this.socket;
+    if (!this.corked) {
+      this.corked = true;
+      s.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        s.uncork();
+      });
+    }
+    s.write(header);
+    if (this.headerDigest) s.write(digestBytes(crc32cUpdate(0, header)));
+    if (data && data.length > 0) {
+      s.write(data);
+      const pad = pad4(data.length);
+      if (pad) s.write(ZERO_PAD.subarray(0, pad));
+      if (this.dataDigest) {
+        let crc = crc32cUpdate(0, data);
+        if (pad) crc = crc32cUpdate(crc, ZERO_PAD.subarray(0, pad));
+        s.write(digestBytes(crc));
+      }
+    }
+    if (s.writableLength > WRITE_HIGH_WATER) s.pause();
+  }
+
+  sendPdu(pdu: TargetPdu, data?: Buffer | null): void {
+    this.send(encodePdu(pdu), data);
+  }
+
+  /** Reject (§11.17) carrying the offending header as data. */
+  sendReject(reason: number, badHeader: Buffer, expCmdSN = 0, maxCmdSN = 0): void {
+    const seq = this.handlerSeq?.() ?? { expCmdSN, maxCmdSN };
+    const data = Buffer.from(badHeader.subarray(0, BHS_LENGTH));
+    this.sendPdu({ opcode: 0x3f, dataSegmentLength: data.length, reason, statSN: this.nextStatSN(), expCmdSN: seq.expCmdSN, maxCmdSN: seq.maxCmdSN, dataSN: 0 }, data);
+  }
+
+  /** Set by the session so that Rejects carry the current command window. */
+  handlerSeq: (() => { expCmdSN: number; maxCmdSN: number }) | null = null;
+
+  // ------------------------------------------------------------ closing
+
+  private protocolFailure(e: unknown): void {
+    const err = e instanceof IscsiProtocolError ? e : new IscsiProtocolError(`internal error: ${(e as Error)?.message ?? String(e)}`, RejectReason.PROTOCOL_ERROR, true);
+    this.hooks.logger.warn({ remote: this.remoteAddress, err: err.message }, 'protocol error, closing connection');
+    this.endAfterFlush(err.message);
+  }
+
+  /** Let queued writes go, then close. */
+  endAfterFlush(reason: string): void {
+    if (this.phase === 'closed') return;
+    this.closeReason = reason;
+    this.socket.pause();
+    this.socket.end();
+    const t = setTimeout(() => this.socket.destroy(), 2000);
+    t.unref();
+    this.close(reason);
+  }
+
+  /** Close now (idempotent). */
+  close(reason: string): void {
+    if (this.phase === 'closed') return;
+    this.phase = 'closed';
+    this.closeReason ||= reason;
+    if (this.loginTimer) clearTimeout(this.loginTimer);
+    this.chunks.length = 0;
+    this.avail = 0;
+    if (!this.socket.writableEnded) {
+      this.socket.end();
+      const t = setTimeout(() => this.socket.destroy(), 2000);
+      t.unref();
+    }
+    try {
+      this.handler?.connectionClosed(this.closeReason);
+    } finally {
+      this.hooks.closed(this);
+    }
+  }
+
+  destroy(reason: string): void {
+    this.close(reason);
+    this.socket.destroy();
+  }
+
+  get reason(): string {
+    return this.closeReason;
+  }
+}
+
+export { RESERVED_TAG };
+export type { Pdu };

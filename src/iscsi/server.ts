@@ -1,0 +1,153 @@
+// IscsiServer: listens on every portal, runs login and sessions, reports and ends sessions.
+//
+// Data path note: file I/O concurrency is bounded by libuv's thread pool (4 threads by default). The
+// process entry point (src/cli.ts / src/server.ts) must set process.env.UV_THREADPOOL_SIZE (e.g. to the
+// queue depth, capped at 128) before any I/O happens; this module sets nothing global.
+import net from 'node:net';
+import type { Logger } from 'pino';
+import { componentLogger } from '../log.js';
+import type { Portal, SessionInfo, TargetRegistry } from '../target/types.js';
+import { IscsiConnection } from './connection.js';
+import type { LoginResult } from './login.js';
+import { DEFAULT_TUNING, type IscsiTuning } from './negotiation.js';
+import { Session, type SessionHost } from './session.js';
+
+export type { IscsiTuning } from './negotiation.js';
+export { DEFAULT_TUNING } from './negotiation.js';
+
+export interface IscsiServerOptions {
+  registry: TargetRegistry;
+  logger?: Logger;
+  tuning?: Partial<IscsiTuning>;
+}
+
+export class IscsiServer {
+  private readonly registry: TargetRegistry;
+  private readonly logger: Logger;
+  readonly tuning: IscsiTuning;
+  private readonly listeners: net.Server[] = [];
+  private readonly connections = new Set<IscsiConnection>();
+  private readonly byTsih = new Map<number, Session>();
+  private nextTsih = 1;
+  private closing = false;
+  private readonly host: SessionHost;
+
+  constructor(opts: IscsiServerOptions) {
+    this.registry = opts.registry;
+    this.logger = opts.logger ?? componentLogger('iscsi');
+    this.tuning = { ...DEFAULT_TUNING, ...opts.tuning };
+    this.host = {
+      registry: this.registry,
+      tuning: this.tuning,
+      logger: this.logger,
+      sessionsOfTarget: (iqn) => [...this.byTsih.values()].filter((s) => s.targetName === iqn),
+      sessionEnded: (s) => {
+        if (this.byTsih.get(s.tsih) === s) this.byTsih.delete(s.tsih);
+      },
+    };
+  }
+
+  /** Bind every registry.portals() entry. */
+  async listen(): Promise<void> {
+    for (const portal of this.registry.portals()) {
+      const srv = net.createServer({ noDelay: true }, (socket) => this.accept(socket, portal));
+      srv.on('error', (e) => this.logger.error({ err: e.message, host: portal.host, port: portal.port }, 'iSCSI listener error'));
+      await new Promise<void>((resolve, reject) => {
+        const onErr = (e: Error): void => reject(e);
+        srv.once('error', onErr);
+        srv.listen({ host: portal.host, port: portal.port }, () => {
+          srv.off('error', onErr);
+          resolve();
+        });
+      });
+      this.listeners.push(srv);
+      this.logger.info({ host: portal.host, port: portal.port, tpgt: portal.tpgt }, 'iSCSI portal listening');
+    }
+  }
+
+  /** Addresses actually bound (port 0 portals get a real port), in portal order. */
+  addresses(): net.AddressInfo[] {
+    return this.listeners.map((l) => l.address()).filter((a): a is net.AddressInfo => typeof a === 'object' && a !== null);
+  }
+
+  private accept(socket: net.Socket, portal: Portal): void {
+    if (this.closing) {
+      socket.destroy();
+      return;
+    }
+    socket.on('error', () => undefined); // errors are handled by the connection; never unhandled
+    const conn: IscsiConnection = new IscsiConnection(socket, {
+      login: {
+        registry: this.registry,
+        tuning: this.tuning,
+        portalGroupTag: portal.tpgt,
+        sessionExists: (tsih, initiatorName, isid, targetName) => {
+          const s = this.byTsih.get(tsih);
+          return !!s && s.opts.initiatorName === initiatorName && s.opts.isid === isid && s.targetName === targetName;
+        },
+      },
+      logger: this.logger,
+      loginComplete: (c, r) => this.loginComplete(c, r, portal),
+      closed: (c) => this.connections.delete(c),
+    });
+    this.connections.add(conn);
+  }
+
+  private allocTsih(): number {
+    for (let i = 0; i < 0xffff; i++) {
+      const t = this.nextTsih;
+      this.nextTsih = this.nextTsih >= 0xffff ? 1 : this.nextTsih + 1;
+      if (!this.byTsih.has(t)) return t;
+    }
+    throw new Error('no free TSIH');
+  }
+
+  /** §6.3.5 session reinstatement: same initiator port (name+ISID) and target ends the old session. */
+  private loginComplete(conn: IscsiConnection, r: LoginResult, portal: Portal): { handler: Session; tsih: number; maxCmdSN: number } {
+    const targetName = r.target?.iqn ?? null;
+    for (const old of [...this.byTsih.values()]) {
+      if (old.opts.initiatorName === r.initiatorName && old.opts.isid === r.isid && old.targetName === targetName && old.opts.type === r.sessionType) {
+        this.logger.info({ target: targetName, initiator: r.initiatorName, isid: r.isid, tsih: old.tsih }, 'session reinstatement');
+        old.end('reinstated by a new login');
+      }
+    }
+    const tsih = r.requestedTsih !== 0 && !this.byTsih.has(r.requestedTsih) ? r.requestedTsih : this.allocTsih();
+    const session = new Session(this.host, conn, {
+      tsih, type: r.sessionType, initiatorName: r.initiatorName, initiatorAlias: r.initiatorAlias, isid: r.isid, target: r.target,
+      portalGroupTag: portal.tpgt, params: r.params, firstCmdSN: r.cmdSN, cid: r.cid,
+    });
+    this.byTsih.set(tsih, session);
+    this.logger.info({
+      event: 'login', target: targetName, initiator: r.initiatorName, isid: r.isid, tsih, remote: conn.remoteAddress, discovery: r.sessionType === 'Discovery',
+      durationMs: Date.now() - conn.startedAt, headerDigest: r.params.headerDigest, dataDigest: r.params.dataDigest,
+      maxBurstLength: r.params.maxBurstLength, firstBurstLength: r.params.firstBurstLength, initialR2T: r.params.initialR2T, immediateData: r.params.immediateData,
+    }, 'iSCSI login');
+    return { handler: session, tsih, maxCmdSN: session.maxCmdSN() };
+  }
+
+  sessions(): SessionInfo[] {
+    return [...this.byTsih.values()].map((s) => s.info());
+  }
+
+  /** End the sessions matching every given field; returns how many. */
+  closeSessions(filter: { targetName?: string; initiatorName?: string }): number {
+    let n = 0;
+    for (const s of [...this.byTsih.values()]) {
+      if (filter.targetName !== undefined && s.targetName !== filter.targetName) continue;
+      if (filter.initiatorName !== undefined && s.opts.initiatorName !== filter.initiatorName) continue;
+      s.end('closed by administrator');
+      n++;
+    }
+    return n;
+  }
+
+  /** Stop listening and end every connection and session. */
+  async close(): Promise<void> {
+    this.closing = true;
+    const closes = this.listeners.map((l) => new Promise<void>((resolve) => l.close(() => resolve())));
+    for (const s of [...this.byTsih.values()]) s.end('server shutdown');
+    for (const c of [...this.connections]) c.destroy('server shutdown');
+    this.listeners.length = 0;
+    await Promise.all(closes);
+  }
+}

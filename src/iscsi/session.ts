@@ -1,0 +1,806 @@
+// Full feature phase of one session (RFC 7143 §4.2.2 numbering, §11 PDUs): CmdSN window, SCSI commands
+// with immediate/unsolicited/solicited data (R2T), Data-In and status, task management, NOP, text
+// (SendTargets), logout. One connection per session (MaxConnections=1), ErrorRecoveryLevel 0.
+import type { Logger } from 'pino';
+import type { ITNexus, ScsiCommand, ScsiResponse, TaskAttribute, TaskManagementFunction, TaskManagementResult } from '../scsi/types.js';
+import type { SessionInfo, TargetEntry, TargetRegistry } from '../target/types.js';
+import type { IscsiConnection, PduHandler } from './connection.js';
+import { sendTargets } from './discovery.js';
+import { IscsiProtocolError, IscsiTextError, RejectReason } from './errors.js';
+import type { IscsiTuning, SessionParameters, SessionType } from './negotiation.js';
+import { Negotiator } from './negotiation.js';
+import { decodeLun, encodePdu, RESERVED_TAG, type DataOut, type InitiatorPdu, type LogoutRequest, type NopOut, type ScsiCommandPdu, type TaskMgmtRequest, type TextRequest } from './pdu.js';
+import { encodeText, parseText, splitText, TextAssembler, type TextPair } from './text.js';
+
+// ------------------------------------------------------------ serial number arithmetic (RFC 1982, §4.2.2.1)
+
+export function serialLt(a: number, b: number): boolean {
+  return a !== b && ((b - a) >>> 0) < 0x80000000;
+}
+export function serialLe(a: number, b: number): boolean {
+  return a === b || serialLt(a, b);
+}
+
+/**
+ * The command window (§4.2.2.1): ExpCmdSN advances as commands arrive in order; MaxCmdSN lets
+ * `depth` commands be outstanding and never moves backwards. Out-of-order commands wait here.
+ */
+export class CmdWindow<T> {
+  expCmdSN: number;
+  private maxAdvertised: number;
+  private readonly waiting = new Map<number, T>();
+
+  constructor(
+    first: number,
+    private readonly depth: number,
+  ) {
+    this.expCmdSN = first >>> 0;
+    this.maxAdvertised = (first + depth - 1) >>> 0;
+  }
+
+  /** MaxCmdSN to send now, given `outstanding` commands not yet completed. */
+  maxCmdSN(outstanding: number): number {
+    const candidate = (this.expCmdSN + Math.max(0, this.depth - outstanding) - 1) >>> 0;
+    if (serialLt(this.maxAdvertised, candidate)) this.maxAdvertised = candidate;
+    return this.maxAdvertised;
+  }
+
+  inWindow(cmdSN: number): boolean {
+    return serialLe(this.expCmdSN, cmdSN) && serialLe(cmdSN, this.maxAdvertised);
+  }
+
+  /**
+   * Offer a non-immediate command. Returns the commands now deliverable in CmdSN order (possibly
+   * none when it arrived early), or null when it is outside the window or a duplicate (§4.2.2.1: ignore).
+   */
+  offer(cmdSN: number, item: T): T[] | null {
+    if (!this.inWindow(cmdSN) || this.waiting.has(cmdSN)) return null;
+    if (cmdSN !== this.expCmdSN) {
+      this.waiting.set(cmdSN, item);
+      return [];
+    }
+    const out = [item];
+    this.expCmdSN = (this.expCmdSN + 1) >>> 0;
+    for (let next = this.waiting.get(this.expCmdSN); next !== undefined; next = this.waiting.get(this.expCmdSN)) {
+      this.waiting.delete(this.expCmdSN);
+      out.push(next);
+      this.expCmdSN = (this.expCmdSN + 1) >>> 0;
+    }
+    return out;
+  }
+
+  get queued(): number {
+    return this.waiting.size;
+  }
+
+  clear(): void {
+    this.waiting.clear();
+  }
+}
+
+// ------------------------------------------------------------ tasks
+
+interface R2TState {
+  ttt: number;
+  offset: number;
+  length: number;
+  received: number;
+  nextDataSN: number;
+}
+
+interface Task {
+  readonly itt: number;
+  readonly cmdSN: number;
+  readonly pdu: ScsiCommandPdu;
+  readonly lun: number;
+  readonly edtl: number;
+  /** Write buffer, EDTL bytes, filled in place (immediate + unsolicited + solicited data). */
+  readonly buf: Buffer | null;
+  /** Bytes of [0, unsolicitedEnd) expected without R2T (§13.10, §13.14). */
+  unsolicitedEnd: number;
+  unsolicitedReceived: number;
+  unsolicitedDataSN: number;
+  /** Next offset to solicit with an R2T. */
+  nextR2TOffset: number;
+  r2tSN: number;
+  readonly r2ts: Map<number, R2TState>;
+  received: number;
+  state: 'ordering' | 'data' | 'executing' | 'aborted';
+  released: boolean;
+}
+
+const TMF_FUNCTIONS: Record<number, TaskManagementFunction> = {
+  1: 'abort-task', 2: 'abort-task-set', 3: 'clear-aca', 4: 'clear-task-set', 5: 'logical-unit-reset', 6: 'target-warm-reset', 7: 'target-cold-reset',
+};
+/** §11.6.1 response codes. */
+const TMF_RESPONSE: Record<TaskManagementResult, number> = {
+  'function-complete': 0, 'task-does-not-exist': 1, 'lun-does-not-exist': 2, 'task-still-allegiant': 3,
+  'reassignment-not-supported': 4, 'function-not-supported': 5, 'authorization-failed': 6, 'function-rejected': 255,
+};
+const ATTRIBUTES: Record<number, TaskAttribute> = { 0: 'untagged', 1: 'simple', 2: 'ordered', 3: 'head-of-queue', 4: 'aca' };
+
+/** What a session needs from the server. */
+export interface SessionHost {
+  readonly registry: TargetRegistry;
+  readonly tuning: IscsiTuning;
+  readonly logger: Logger;
+  /** Other sessions of the same target (for resets). */
+  sessionsOfTarget(iqn: string): Session[];
+  /** Session has ended (remove from the table). */
+  sessionEnded(s: Session): void;
+}
+
+export interface SessionOptions {
+  readonly tsih: number;
+  readonly type: SessionType;
+  readonly initiatorName: string;
+  readonly initiatorAlias: string | null;
+  readonly isid: string;
+  readonly target: TargetEntry | null;
+  readonly portalGroupTag: number;
+  readonly params: SessionParameters;
+  readonly firstCmdSN: number;
+  readonly cid: number;
+}
+
+/** Build the I_T nexus identity (src/scsi/types.ts; RFC 7143 §4.2.7 port names). */
+export function buildNexus(initiatorName: string, isid: string, targetName: string, tpgt: number): ITNexus {
+  const initiatorPortName = `${initiatorName},i,0x${isid.toLowerCase()}`;
+  const targetPortName = `${targetName},t,0x${tpgt.toString(16).padStart(4, '0')}`;
+  return {
+    initiatorPortName, initiatorName, isid: isid.toLowerCase(), targetPortName, targetPortalGroupTag: tpgt,
+    relativeTargetPortId: tpgt, key: `${initiatorPortName}|${targetPortName}`,
+  };
+}
+
+export class Session implements PduHandler {
+  readonly startedAt = Date.now();
+  readonly nexus: ITNexus | null;
+  readonly window: CmdWindow<InitiatorPdu>;
+  private readonly tasks = new Map<number, Task>();
+  private readonly recentlyAborted = new Set<number>();
+  private nextTtt = 1;
+  private ended = false;
+  private readonly textIn = new TextAssembler();
+  /** Pending multi-PDU text response (§6.2): chunks still to send, keyed by our TTT. */
+  private textOut: { ttt: number; itt: number; chunks: Buffer[] } | null = null;
+  private readonly ffpNegotiator: Negotiator;
+  private pingTtt: number | null = null;
+  private pingSentAt = 0;
+  private readonly pingTimer: NodeJS.Timeout | null;
+  private logoutRequested = false;
+  private readonly log: Logger;
+
+  constructor(
+    private readonly host: SessionHost,
+    readonly conn: IscsiConnection,
+    readonly opts: SessionOptions,
+  ) {
+    this.window = new CmdWindow(opts.firstCmdSN, host.tuning.queueDepth);
+    this.nexus = opts.target ? buildNexus(opts.initiatorName, opts.isid, opts.target.iqn, opts.portalGroupTag) : null;
+    this.ffpNegotiator = new Negotiator(host.tuning, opts.type);
+    this.log = host.logger.child({ target: opts.target?.iqn ?? null, initiator: opts.initiatorName, isid: opts.isid, tsih: opts.tsih });
+    conn.handlerSeq = () => ({ expCmdSN: this.window.expCmdSN, maxCmdSN: this.maxCmdSN() });
+    if (this.nexus && opts.target) opts.target.device.nexusAdded(this.nexus);
+    const interval = host.tuning.nopInIntervalMs;
+    if (interval > 0) {
+      this.pingTimer = setInterval(() => this.checkAlive(), Math.max(100, Math.min(interval, host.tuning.nopInTimeoutMs) / 2));
+      this.pingTimer.unref();
+    } else {
+      this.pingTimer = null;
+    }
+  }
+
+  get tsih(): number {
+    return this.opts.tsih;
+  }
+  get targetName(): string | null {
+    return this.opts.target?.iqn ?? null;
+  }
+  get params(): SessionParameters {
+    return this.opts.params;
+  }
+
+  info(): SessionInfo {
+    return {
+      targetName: this.opts.target?.iqn ?? '', initiatorName: this.opts.initiatorName, isid: this.opts.isid, tsih: this.opts.tsih,
+      remoteAddress: this.conn.remoteAddress, localAddress: this.conn.localAddress, connections: this.ended ? 0 : 1, discovery: this.opts.type === 'Discovery',
+    };
+  }
+
+  maxCmdSN(): number {
+    return this.window.maxCmdSN(this.tasks.size + this.window.queued);
+  }
+
+  // ------------------------------------------------------------ PduHandler
+
+  dataSink(pdu: InitiatorPdu): Buffer | null {
+    if (pdu.opcode === 0x05) {
+      const task = this.tasks.get(pdu.initiatorTaskTag);
+      if (!task || !task.buf || this.checkDataOut(task, pdu) !== null) return null;
+      return task.buf.subarray(pdu.bufferOffset, pdu.bufferOffset + pdu.dataSegmentLength);
+    }
+    if (pdu.opcode === 0x01 && pdu.write && this.opts.type === 'Normal' && !this.tasks.has(pdu.initiatorTaskTag)) {
+      if (this.checkImmediateData(pdu) !== null || this.writeRefusal(pdu) !== null) return null;
+      if (!pdu.immediate && !this.window.inWindow(pdu.cmdSN)) return null;
+      const task = this.createTask(pdu);
+      return task.buf!.subarray(0, pdu.dataSegmentLength);
+    }
+    return null;
+  }
+
+  handle(pdu: InitiatorPdu, data: Buffer): void {
+    if (this.ended) return;
+    switch (pdu.opcode) {
+      case 0x05:
+        this.onDataOut(pdu, data);
+        return;
+      case 0x10: // §11.16 SNACK: only meaningful at ERL > 0.
+        this.reject(RejectReason.PROTOCOL_ERROR, pdu);
+        return;
+      case 0x00:
+        if (pdu.initiatorTaskTag === RESERVED_TAG) {
+          // §11.18: answer to our ping (or an unanswered-ping NOP); never consumes CmdSN.
+          if (pdu.targetTransferTag !== RESERVED_TAG && pdu.targetTransferTag === this.pingTtt) this.pingTtt = null;
+          return;
+        }
+        break;
+      default:
+        break;
+    }
+    if (pdu.opcode === 0x03) return; // handled by the connection
+    // Commands: immediate ones now, others in CmdSN order (§4.2.2.1).
+    const cmd = pdu as Exclude<InitiatorPdu, DataOut | { opcode: 0x03 } | { opcode: 0x10 }>;
+    if (cmd.immediate) {
+      this.execute(cmd, data);
+      return;
+    }
+    // The data segment travels with the command until it is in CmdSN order (immediate data that did not
+    // land in a task buffer, NOP-Out ping data, text).
+    this.pendingData.set(cmd, data);
+    const ready = this.window.offer(cmd.cmdSN, cmd);
+    if (ready === null) {
+      // Outside the window or duplicate: silently ignored (§4.2.2.1); drop any buffer made for it.
+      this.pendingData.delete(cmd);
+      const t = cmd.opcode === 0x01 ? this.tasks.get(cmd.initiatorTaskTag) : undefined;
+      if (t && t.pdu === cmd) this.dropTask(t);
+      this.log.debug({ cmdSN: cmd.cmdSN, expCmdSN: this.window.expCmdSN }, 'command outside the CmdSN window ignored');
+      return;
+    }
+    for (const c of ready) {
+      const d = this.pendingData.get(c) ?? null;
+      this.pendingData.delete(c);
+      this.execute(c as typeof cmd, d);
+    }
+  }
+
+  private readonly pendingData = new Map<InitiatorPdu, Buffer>();
+
+  connectionClosed(reason: string): void {
+    this.end(reason);
+  }
+
+  // ------------------------------------------------------------ dispatch of ordered commands
+
+  private execute(pdu: Exclude<InitiatorPdu, DataOut | { opcode: 0x03 } | { opcode: 0x10 }>, data: Buffer | null): void {
+    switch (pdu.opcode) {
+      case 0x00:
+        return this.onNopOut(pdu, data);
+      case 0x01:
+        return this.onScsiCommand(pdu, data);
+      case 0x02:
+        void this.onTaskManagement(pdu);
+        return;
+      case 0x04:
+        return this.onText(pdu, data ?? Buffer.alloc(0));
+      case 0x06:
+        return this.onLogout(pdu);
+    }
+  }
+
+  private reject(reason: number, pdu: InitiatorPdu): void {
+    this.conn.sendReject(reason, encodePdu(pdu));
+  }
+
+  // ------------------------------------------------------------ NOP (§11.18, §11.19)
+
+  private onNopOut(pdu: NopOut, data: Buffer | null): void {
+    const echo = data && data.length > 0 ? Buffer.from(data.subarray(0, Math.min(data.length, this.params.maxXmitDataSegmentLength))) : null;
+    this.conn.sendPdu({
+      opcode: 0x20, dataSegmentLength: echo?.length ?? 0, lun: pdu.lun, initiatorTaskTag: pdu.initiatorTaskTag, targetTransferTag: RESERVED_TAG,
+      statSN: this.conn.nextStatSN(), expCmdSN: this.window.expCmdSN, maxCmdSN: this.maxCmdSN(),
+    }, echo);
+  }
+
+  /** Ping an idle initiator; drop it when it does not answer (§11.19: NOP-In with a TTT asks for a NOP-Out). */
+  private checkAlive(): void {
+    if (this.ended) return;
+    const now = Date.now();
+    if (this.pingTtt !== null) {
+      if (now - this.pingSentAt > this.host.tuning.nopInTimeoutMs && now - this.conn.lastReceived > this.host.tuning.nopInTimeoutMs) {
+        this.log.warn({ remote: this.conn.remoteAddress }, 'initiator did not answer NOP-In, dropping connection');
+        this.conn.destroy('NOP-In timeout');
+      }
+      return;
+    }
+    if (now - this.conn.lastReceived >= this.host.tuning.nopInIntervalMs) {
+      this.pingTtt = this.allocTtt();
+      this.pingSentAt = now;
+      this.conn.sendPdu({
+        opcode: 0x20, dataSegmentLength: 0, lun: 0n, initiatorTaskTag: RESERVED_TAG, targetTransferTag: this.pingTtt,
+        statSN: this.conn.statSN, expCmdSN: this.window.expCmdSN, maxCmdSN: this.maxCmdSN(),
+      });
+    }
+  }
+
+  private allocTtt(): number {
+    const t = this.nextTtt;
+    this.nextTtt = (this.nextTtt + 1) >>> 0;
+    if (this.nextTtt === RESERVED_TAG || this.nextTtt === 0) this.nextTtt = 1;
+    return t;
+  }
+
+  // ------------------------------------------------------------ SCSI command (§11.3) and data (§11.7, §11.8)
+
+  /** Immediate data rules (§13.11, §13.14). Returns an error message or null. */
+  private checkImmediateData(pdu: ScsiCommandPdu): string | null {
+    const p = this.params;
+    const dsl = pdu.dataSegmentLength;
+    if (dsl === 0) return null;
+    if (!pdu.write) return 'data segment on a command without W bit';
+    if (!p.immediateData) return 'immediate data sent with ImmediateData=No';
+    if (dsl > pdu.expectedDataTransferLength) return 'immediate data longer than ExpectedDataTransferLength';
+    if (dsl > p.firstBurstLength) return 'immediate data longer than FirstBurstLength';
+    return null;
+  }
+
+  /** Resource limits for a write's buffer: [status, sense key, ASC, ASCQ] to answer with, or null. */
+  private writeRefusal(pdu: ScsiCommandPdu): readonly [number, number, number, number] | null {
+    if (!pdu.write) return null;
+    const edtl = pdu.expectedDataTransferLength;
+    // SBC-3 §5.x: a transfer beyond what we accept → ILLEGAL REQUEST, INVALID FIELD IN CDB.
+    if (edtl > this.host.tuning.maxWriteLength) return [0x02, 0x05, 0x24, 0x00];
+    // SAM-5 §5.3.1: out of task resources → TASK SET FULL.
+    if (this.writeBufferBytes + edtl > this.host.tuning.maxSessionWriteBuffer) return [0x28, 0, 0, 0];
+    return null;
+  }
+
+  private writeBufferBytes = 0;
+
+  private createTask(pdu: ScsiCommandPdu): Task {
+    const p = this.params;
+    const edtl = pdu.expectedDataTransferLength;
+    const immediate = pdu.dataSegmentLength;
+    // §13.10/§13.14: unsolicited data = immediate data, plus Data-Out up to FirstBurstLength when
+    // InitialR2T=No and the command's F bit is 0.
+    const unsolicitedEnd = !pdu.final && !p.initialR2T ? Math.min(edtl, p.firstBurstLength) : immediate;
+    const task: Task = {
+      itt: pdu.initiatorTaskTag, cmdSN: pdu.cmdSN, pdu, lun: decodeLun(pdu.lun), edtl,
+      buf: pdu.write && edtl > 0 ? Buffer.allocUnsafe(edtl) : null,
+      unsolicitedEnd, unsolicitedReceived: immediate, unsolicitedDataSN: 0, nextR2TOffset: unsolicitedEnd, r2tSN: 0, r2ts: new Map(),
+      received: immediate, state: 'ordering', released: false,
+    };
+    this.tasks.set(task.itt, task);
+    if (task.buf) this.writeBufferBytes += task.buf.length;
+    return task;
+  }
+
+  /** Forget a task; release its share of the write buffer budget. */
+  private dropTask(task: Task): void {
+    if (this.tasks.get(task.itt) === task) this.tasks.delete(task.itt);
+    if (task.buf && !task.released) {
+      task.released = true;
+      this.writeBufferBytes -= task.buf.length;
+    }
+  }
+
+  private onScsiCommand(pdu: ScsiCommandPdu, data: Buffer | null): void {
+    if (this.opts.type === 'Discovery' || !this.opts.target || !this.nexus) {
+      // §4.3 (discovery sessions carry only Text, Logout and NOP).
+      this.reject(RejectReason.PROTOCOL_ERROR, pdu);
+      return;
+    }
+    let task = this.tasks.get(pdu.initiatorTaskTag);
+    if (task && task.pdu !== pdu) {
+      this.reject(RejectReason.TASK_IN_PROGRESS, pdu);
+      return;
+    }
+    const err = this.checkImmediateData(pdu) ?? (pdu.write && pdu.expectedDataTransferLength > 0 && !pdu.final && this.params.initialR2T ? 'unsolicited Data-Out announced with InitialR2T=Yes' : null)
+      ?? (!pdu.final && !pdu.write ? 'F bit clear on a command without W bit' : null);
+    if (err) {
+      if (task) this.dropTask(task);
+      this.log.warn({ itt: pdu.initiatorTaskTag, err }, 'SCSI command rejected');
+      this.reject(RejectReason.PROTOCOL_ERROR, pdu);
+      return;
+    }
+    if (pdu.initiatorTaskTag === RESERVED_TAG) {
+      this.reject(RejectReason.INVALID_PDU_FIELD, pdu);
+      return;
+    }
+    const refusal = task ? null : this.writeRefusal(pdu);
+    if (refusal) {
+      this.log.warn({ itt: pdu.initiatorTaskTag, edtl: pdu.expectedDataTransferLength, status: refusal[0] }, 'write refused: buffer limits');
+      this.failCommand(pdu.initiatorTaskTag, refusal);
+      return;
+    }
+    if (!task) {
+      task = this.createTask(pdu);
+      if (task.buf && data && data.length > 0) data.copy(task.buf, 0);
+    }
+    task.state = 'data';
+    this.recentlyAborted.delete(task.itt);
+    this.solicit(task);
+    this.maybeRun(task);
+  }
+
+  /** Send R2Ts (§11.8) for the solicited part, at most MaxOutstandingR2T at a time, each ≤ MaxBurstLength. */
+  private solicit(task: Task): void {
+    const p = this.params;
+    while (task.buf && task.state === 'data' && task.nextR2TOffset < task.edtl && task.r2ts.size < p.maxOutstandingR2T) {
+      const length = Math.min(p.maxBurstLength, task.edtl - task.nextR2TOffset);
+      const r: R2TState = { ttt: this.allocTtt(), offset: task.nextR2TOffset, length, received: 0, nextDataSN: 0 };
+      task.r2ts.set(r.ttt, r);
+      task.nextR2TOffset += length;
+      this.conn.sendPdu({
+        opcode: 0x31, dataSegmentLength: 0, lun: task.pdu.lun, initiatorTaskTag: task.itt, targetTransferTag: r.ttt,
+        statSN: this.conn.statSN, expCmdSN: this.window.expCmdSN, maxCmdSN: this.maxCmdSN(), r2tSN: task.r2tSN++, bufferOffset: r.offset, desiredDataTransferLength: length,
+      });
+    }
+  }
+
+  /** §11.7: DataSN, Buffer Offset and length of a Data-Out against the task's state. */
+  private checkDataOut(task: Task, pdu: DataOut): string | null {
+    const len = pdu.dataSegmentLength;
+    if (!task.buf) return 'Data-Out for a command without write data';
+    if (pdu.targetTransferTag === RESERVED_TAG) {
+      if (pdu.dataSN !== task.unsolicitedDataSN) return `unsolicited DataSN ${pdu.dataSN}, expected ${task.unsolicitedDataSN}`;
+      if (pdu.bufferOffset !== task.unsolicitedReceived) return `unsolicited BufferOffset ${pdu.bufferOffset}, expected ${task.unsolicitedReceived}`;
+      if (pdu.bufferOffset + len > task.unsolicitedEnd) return 'unsolicited data beyond FirstBurstLength';
+      return null;
+    }
+    const r = task.r2ts.get(pdu.targetTransferTag);
+    if (!r) return `Data-Out with unknown TTT ${pdu.targetTransferTag}`;
+    if (pdu.dataSN !== r.nextDataSN) return `DataSN ${pdu.dataSN}, expected ${r.nextDataSN}`;
+    if (pdu.bufferOffset !== r.offset + r.received) return `BufferOffset ${pdu.bufferOffset}, expected ${r.offset + r.received}`;
+    if (r.received + len > r.length) return 'Data-Out beyond the R2T\'s desired length';
+    return null;
+  }
+
+  private onDataOut(pdu: DataOut, data: Buffer): void {
+    const task = this.tasks.get(pdu.initiatorTaskTag);
+    if (!task || task.state === 'executing' || task.state === 'aborted') {
+      if (this.recentlyAborted.has(pdu.initiatorTaskTag)) return; // §11.5.1: data of an aborted task is discarded
+      this.reject(RejectReason.INVALID_PDU_FIELD, pdu);
+      return;
+    }
+    const err = this.checkDataOut(task, pdu);
+    if (err) {
+      // ERL 0 has no within-command recovery (§7.1.5): the command ends with CHECK CONDITION, ABORTED
+      // COMMAND (§11.4.7.2) and its remaining Data-Out is discarded. The connection stays up.
+      this.log.warn({ itt: task.itt, err }, 'Data-Out sequence error, command aborted');
+      this.failTask(task, err.includes('Offset') ? [0x4b, 0x05] : err.includes('DataSN') ? [0x4b, 0x00] : [0x0c, 0x0d]);
+      return;
+    }
+    const len = pdu.dataSegmentLength;
+    // The data normally already landed in task.buf through dataSink(); copy only when it was gathered.
+    const target = task.buf!.subarray(pdu.bufferOffset, pdu.bufferOffset + len);
+    if (data.buffer !== target.buffer || data.byteOffset !== target.byteOffset) data.copy(task.buf!, pdu.bufferOffset, 0, len);
+    task.received += len;
+    if (pdu.targetTransferTag === RESERVED_TAG) {
+      task.unsolicitedDataSN++;
+      task.unsolicitedReceived += len;
+    } else {
+      const r = task.r2ts.get(pdu.targetTransferTag)!;
+      r.nextDataSN++;
+      r.received += len;
+      if (r.received === r.length) {
+        task.r2ts.delete(r.ttt);
+        this.solicit(task);
+      }
+    }
+    this.maybeRun(task);
+  }
+
+  /** End a task in the transport with CHECK CONDITION / ABORTED COMMAND and the given ASC/ASCQ. */
+  private failTask(task: Task, [asc, ascq]: readonly [number, number]): void {
+    this.dropTask(task);
+    task.state = 'aborted';
+    this.failCommand(task.itt, [0x02, 0x0b, asc, ascq]); // ABORTED COMMAND
+  }
+
+  /**
+   * Answer a command the transport ends itself: status, and for CHECK CONDITION fixed-format sense
+   * (SPC-4 §4.5.3) with the given key/ASC/ASCQ. Later Data-Out for it is discarded.
+   */
+  private failCommand(itt: number, [status, key, asc, ascq]: readonly [number, number, number, number]): void {
+    this.rememberAborted(itt);
+    let senseData: Buffer | null = null;
+    if (status === 0x02) {
+      senseData = Buffer.alloc(2 + 18);
+      senseData.writeUInt16BE(18, 0);
+      senseData[2] = 0x70; // fixed format, current error
+      senseData[2 + 2] = key;
+      senseData[2 + 7] = 10;
+      senseData[2 + 12] = asc;
+      senseData[2 + 13] = ascq;
+    }
+    this.conn.sendPdu({
+      opcode: 0x21, dataSegmentLength: senseData?.length ?? 0, bidiOverflow: false, bidiUnderflow: false, overflow: false, underflow: false, response: 0x00, status,
+      initiatorTaskTag: itt, snackTag: 0, statSN: this.conn.nextStatSN(), expCmdSN: this.window.expCmdSN, maxCmdSN: this.maxCmdSN(), expDataSN: 0, bidiReadResidualCount: 0, residualCount: 0,
+    }, senseData);
+  }
+
+  private maybeRun(task: Task): void {
+    if (task.state !== 'data') return;
+    const need = task.buf ? task.edtl : 0;
+    if (task.received < need) return;
+    task.state = 'executing';
+    const p = task.pdu;
+    const cmd: ScsiCommand = {
+      nexus: this.nexus!, lun: task.lun, taskTag: task.itt, attribute: ATTRIBUTES[p.attr] ?? 'simple', cdb: p.cdb,
+      expectedDataLength: task.edtl, read: p.read, write: p.write, dataOut: task.buf,
+    };
+    const device = this.opts.target!.device;
+    let promise: Promise<ScsiResponse | null>;
+    try {
+      promise = device.execute(cmd);
+    } catch (e) {
+      promise = Promise.reject(e);
+    }
+    promise.then(
+      (resp) => this.complete(task, resp),
+      (e: unknown) => {
+        this.log.error({ itt: task.itt, err: (e as Error)?.message }, 'SCSI device failed a command');
+        // §11.4.3 response 0x01: target failure.
+        this.complete(task, null, true);
+      },
+    );
+  }
+
+  /** Send Data-In (§11.7) and status (§11.4) for a finished command. */
+  private complete(task: Task, resp: ScsiResponse | null, targetFailure = false): void {
+    this.dropTask(task);
+    if (this.ended || task.state === 'aborted') return;
+    if (!resp && !targetFailure) return; // aborted by task management: no response (§11.5.1)
+    const c = this.conn;
+    const p = this.params;
+    const edtl = task.edtl;
+    if (targetFailure || !resp) {
+      c.sendPdu({
+        opcode: 0x21, dataSegmentLength: 0, bidiOverflow: false, bidiUnderflow: false, overflow: false, underflow: false, response: 0x01, status: 0,
+        initiatorTaskTag: task.itt, snackTag: 0, statSN: c.nextStatSN(), expCmdSN: this.window.expCmdSN, maxCmdSN: this.maxCmdSN(), expDataSN: 0, bidiReadResidualCount: 0, residualCount: 0,
+      });
+      return;
+    }
+    const readData = task.pdu.read && resp.data ? resp.data.subarray(0, Math.min(resp.data.length, edtl)) : null;
+    // §11.4.5 residuals: what the CDB asked for vs ExpectedDataTransferLength.
+    const transferLength = resp.transferLength ?? (task.pdu.read && !task.pdu.write ? (resp.data?.length ?? 0) : edtl);
+    const overflow = transferLength > edtl;
+    const underflow = transferLength < edtl;
+    const residual = overflow ? transferLength - edtl : underflow ? edtl - transferLength : 0;
+    const collapse = resp.sense === null || resp.sense.length === 0;
+    let dataSN = 0;
+    if (readData && readData.length > 0) {
+      const seg = Math.max(512, p.maxXmitDataSegmentLength);
+      for (let off = 0; off < readData.length; off += seg) {
+        const n = Math.min(seg, readData.length - off);
+        const last = off + n === readData.length;
+        const burstEnd = (off + n) % p.maxBurstLength === 0;
+        const withStatus = last && collapse;
+        c.sendPdu({
+          opcode: 0x25, dataSegmentLength: n, final: last || burstEnd, acknowledge: false, overflow: withStatus && overflow, underflow: withStatus && underflow,
+          statusPresent: withStatus, status: withStatus ? resp.status : 0, lun: task.pdu.lun, initiatorTaskTag: task.itt, targetTransferTag: RESERVED_TAG,
+          statSN: withStatus ? c.nextStatSN() : 0, expCmdSN: this.window.expCmdSN, maxCmdSN: this.maxCmdSN(), dataSN: dataSN++, bufferOffset: off, residualCount: withStatus ? residual : 0,
+        }, readData.subarray(off, off + n));
+        if (withStatus) return;
+      }
+    }
+    // §11.4.7: sense data is preceded by its 2-byte length.
+    let senseData: Buffer | null = null;
+    if (resp.sense && resp.sense.length > 0) {
+      senseData = Buffer.allocUnsafe(2 + resp.sense.length);
+      senseData.writeUInt16BE(resp.sense.length, 0);
+      resp.sense.copy(senseData, 2);
+    }
+    c.sendPdu({
+      opcode: 0x21, dataSegmentLength: senseData?.length ?? 0, bidiOverflow: false, bidiUnderflow: false, overflow, underflow, response: 0x00, status: resp.status,
+      initiatorTaskTag: task.itt, snackTag: 0, statSN: c.nextStatSN(), expCmdSN: this.window.expCmdSN, maxCmdSN: this.maxCmdSN(), expDataSN: dataSN, bidiReadResidualCount: 0, residualCount: residual,
+    }, senseData);
+  }
+
+  // ------------------------------------------------------------ task management (§11.5, §11.6)
+
+  /** Drop transport-held tasks (waiting for data) that match; returns how many. */
+  abortPending(lun: number | null, filter: (t: Task) => boolean = () => true): number {
+    let n = 0;
+    for (const t of [...this.tasks.values()]) {
+      if (t.state !== 'executing' && (lun === null || t.lun === lun) && filter(t)) {
+        t.state = 'aborted';
+        this.dropTask(t);
+        this.rememberAborted(t.itt);
+        n++;
+      }
+    }
+    return n;
+  }
+
+  private rememberAborted(itt: number): void {
+    this.recentlyAborted.add(itt);
+    if (this.recentlyAborted.size > 1024) {
+      const first = this.recentlyAborted.values().next().value;
+      if (first !== undefined) this.recentlyAborted.delete(first);
+    }
+  }
+
+  private async onTaskManagement(pdu: TaskMgmtRequest): Promise<void> {
+    const fn = TMF_FUNCTIONS[pdu.function];
+    const lun = decodeLun(pdu.lun);
+    let result: TaskManagementResult;
+    try {
+      result = await this.taskManagement(pdu, fn, lun);
+    } catch (e) {
+      this.log.error({ err: (e as Error)?.message, fn }, 'task management failed');
+      result = 'function-rejected';
+    }
+    if (this.ended) return;
+    this.conn.sendPdu({
+      opcode: 0x22, dataSegmentLength: 0, response: TMF_RESPONSE[result], initiatorTaskTag: pdu.initiatorTaskTag,
+      statSN: this.conn.nextStatSN(), expCmdSN: this.window.expCmdSN, maxCmdSN: this.maxCmdSN(),
+    });
+    this.log.info({ fn: fn ?? pdu.function, lun, result }, 'task management');
+    if (fn === 'target-cold-reset' && result === 'function-complete' && this.opts.target) {
+      // §11.5.1: a cold reset also ends every session of the target, after the response.
+      for (const s of this.host.sessionsOfTarget(this.opts.target.iqn)) s.conn.endAfterFlush('target cold reset');
+    }
+  }
+
+  private async taskManagement(pdu: TaskMgmtRequest, fn: TaskManagementFunction | undefined, lun: number): Promise<TaskManagementResult> {
+    if (pdu.function === 8) return 'reassignment-not-supported'; // TASK REASSIGN needs ERL 2
+    if (!fn) return 'function-not-supported';
+    if (!this.opts.target || !this.nexus) return 'function-rejected';
+    const device = this.opts.target.device;
+    switch (fn) {
+      case 'abort-task': {
+        const t = this.tasks.get(pdu.referencedTaskTag);
+        if (!t) {
+          // §11.5.1: unknown task: complete if its CmdSN is within the window (it may still arrive), else does not exist.
+          if (serialLt(pdu.refCmdSN, this.window.expCmdSN) || !serialLt(pdu.refCmdSN, pdu.cmdSN)) return 'task-does-not-exist';
+          return 'function-complete';
+        }
+        if (t.state !== 'executing') {
+          this.abortPending(null, (x) => x === t);
+          return 'function-complete';
+        }
+        return device.taskManagement('abort-task', this.nexus, t.lun, t.itt);
+      }
+      case 'abort-task-set':
+      case 'clear-task-set':
+      case 'clear-aca': {
+        if (fn !== 'clear-aca') this.abortPending(lun);
+        return device.taskManagement(fn, this.nexus, lun);
+      }
+      case 'logical-unit-reset':
+        for (const s of this.host.sessionsOfTarget(this.opts.target.iqn)) s.abortPending(lun);
+        return device.taskManagement(fn, this.nexus, lun);
+      case 'target-warm-reset':
+      case 'target-cold-reset':
+        for (const s of this.host.sessionsOfTarget(this.opts.target.iqn)) s.abortPending(null);
+        return device.taskManagement(fn, this.nexus, lun);
+    }
+  }
+
+  // ------------------------------------------------------------ text (§11.10, §11.11): SendTargets and FFP keys
+
+  private onText(pdu: TextRequest, data: Buffer): void {
+    const c = this.conn;
+    const respond = (payload: Buffer, final: boolean, cont: boolean, ttt: number): void => {
+      c.sendPdu({
+        opcode: 0x24, dataSegmentLength: payload.length, final, continue: cont, lun: pdu.lun, initiatorTaskTag: pdu.initiatorTaskTag, targetTransferTag: ttt,
+        statSN: c.nextStatSN(), expCmdSN: this.window.expCmdSN, maxCmdSN: this.maxCmdSN(),
+      }, payload);
+    };
+    // Continuation of a long response we are sending (§6.2: empty request carrying our TTT).
+    if (pdu.targetTransferTag !== RESERVED_TAG) {
+      const out = this.textOut;
+      if (!out || out.ttt !== pdu.targetTransferTag) {
+        this.reject(RejectReason.INVALID_PDU_FIELD, pdu);
+        return;
+      }
+      const chunk = out.chunks.shift()!;
+      const last = out.chunks.length === 0;
+      if (last) this.textOut = null;
+      respond(chunk, last, !last, last ? RESERVED_TAG : out.ttt);
+      return;
+    }
+    this.textOut = null;
+    let text: Buffer | null;
+    let pairs: TextPair[];
+    try {
+      text = this.textIn.push(data, pdu.continue);
+      if (text === null) {
+        // §11.10.2: more request text follows; answer with an empty response.
+        respond(Buffer.alloc(0), false, false, this.allocTtt());
+        return;
+      }
+      pairs = parseText(text);
+    } catch (e) {
+      if (!(e instanceof IscsiTextError)) throw e;
+      this.reject(RejectReason.PROTOCOL_ERROR, pdu);
+      return;
+    }
+    const response: TextPair[] = [];
+    const rest: TextPair[] = [];
+    for (const p of pairs) {
+      if (p.key === 'SendTargets') {
+        response.push(...sendTargets(this.host.registry, {
+          initiatorName: this.opts.initiatorName, remoteAddress: c.remoteAddress, localAddress: c.localAddress, value: p.value,
+          sessionTarget: this.opts.type === 'Normal' ? this.opts.target?.iqn ?? null : null,
+        }));
+      } else {
+        rest.push(p);
+      }
+    }
+    if (rest.length > 0) {
+      const neg = this.ffpNegotiator.negotiate(rest, 'ffp');
+      response.push(...neg.response);
+      const mrdsl = rest.find((p) => p.key === 'MaxRecvDataSegmentLength');
+      if (mrdsl && neg.response.every((r) => r.key !== 'MaxRecvDataSegmentLength')) {
+        this.opts.params.maxXmitDataSegmentLength = this.ffpNegotiator.params.maxXmitDataSegmentLength;
+      }
+    }
+    const payload = encodeText(response);
+    const chunks = splitText(payload, this.params.maxXmitDataSegmentLength);
+    if (chunks.length === 1) {
+      respond(chunks[0]!, true, false, RESERVED_TAG);
+      return;
+    }
+    const ttt = this.allocTtt();
+    this.textOut = { ttt, itt: pdu.initiatorTaskTag, chunks: chunks.slice(1) };
+    respond(chunks[0]!, false, true, ttt);
+  }
+
+  // ------------------------------------------------------------ logout (§11.14, §11.15)
+
+  private onLogout(pdu: LogoutRequest): void {
+    let response = 0;
+    if (pdu.reasonCode === 1 && pdu.cid !== this.opts.cid) response = 1; // CID not found
+    else if (pdu.reasonCode === 2) response = 2; // connection recovery not supported (ERL 0)
+    else if (pdu.reasonCode > 2) {
+      this.reject(RejectReason.INVALID_PDU_FIELD, pdu);
+      return;
+    }
+    this.conn.sendPdu({
+      opcode: 0x26, dataSegmentLength: 0, response, initiatorTaskTag: pdu.initiatorTaskTag, statSN: this.conn.nextStatSN(),
+      expCmdSN: this.window.expCmdSN, maxCmdSN: this.maxCmdSN(), time2Wait: this.params.defaultTime2Wait, time2Retain: this.params.defaultTime2Retain,
+    });
+    if (response === 0) {
+      this.logoutRequested = true;
+      this.conn.endAfterFlush('logout');
+    }
+  }
+
+  // ------------------------------------------------------------ end
+
+  /** End the session: abort tasks (device.nexusRemoved), stop timers, log once. */
+  end(reason: string): void {
+    if (this.ended) return;
+    this.ended = true;
+    if (this.pingTimer) clearInterval(this.pingTimer);
+    for (const t of this.tasks.values()) t.state = 'aborted';
+    this.tasks.clear();
+    this.window.clear();
+    this.pendingData.clear();
+    if (this.nexus && this.opts.target) {
+      try {
+        this.opts.target.device.nexusRemoved(this.nexus);
+      } catch (e) {
+        this.log.error({ err: (e as Error)?.message }, 'nexusRemoved failed');
+      }
+    }
+    this.log.info({ event: this.logoutRequested ? 'logout' : 'session-end', reason, remote: this.conn.remoteAddress, durationMs: Date.now() - this.startedAt, discovery: this.opts.type === 'Discovery' }, this.logoutRequested ? 'iSCSI logout' : 'iSCSI session ended');
+    this.conn.close(reason);
+    this.host.sessionEnded(this);
+  }
+}
+
+export { IscsiProtocolError };

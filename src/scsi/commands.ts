@@ -1,0 +1,188 @@
+// The one operation code table: it drives dispatch AND REPORT SUPPORTED OPERATION CODES (SPC-4 §6.35),
+// so the two can never disagree.
+import { decodeRsoc, serviceActionOf } from './cdb.js';
+import type { CommandContext, CommandHandler, LogicalUnit } from './lu.js';
+import { dataIn } from './respond.js';
+import * as sbc from './sbc.js';
+import { invalidFieldInCdb } from './sense.js';
+import * as spc from './spc.js';
+import type { ScsiResponse } from './types.js';
+
+export interface CommandDescriptor {
+  readonly opcode: number;
+  /** Service action for opcodes that have them (byte 1 bits 4..0). */
+  readonly serviceAction?: number;
+  /** Name from SPC-4 / SBC-3. */
+  readonly name: string;
+  /** SPC-4 §6.35.3 CDB USAGE DATA: byte 0 = opcode, then a bit mask of the bits the device server evaluates. */
+  readonly cdbUsage: readonly number[];
+  readonly handler: CommandHandler;
+  /** Not blocked by, and does not consume, a pending unit attention (SPC-4 §5.14). */
+  readonly unitAttentionExempt?: boolean;
+  /** Modifies the medium (maps store errors to write errors). */
+  readonly writes?: boolean;
+  /** Offered only when true for the LU (e.g. UNMAP on thin provisioned LUs). */
+  readonly available?: (lu: LogicalUnit) => boolean;
+  /** Recommended command timeout, seconds (SPC-4 §6.35.4). */
+  readonly timeout?: number;
+}
+
+const thin = (lu: LogicalUnit): boolean => lu.thinProvisioned;
+
+// Usage masks: control byte 0x00 (no NACA/LINK support).
+const RW10 = [0xfa, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0x00];
+const RW12 = [0xfa, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0x00];
+const RW16 = [0xfa, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0x00];
+const V10 = [0xf6, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0x00];
+const V12 = [0xf6, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0x00];
+const V16 = [0xf6, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0x00];
+const SC10 = [0x02, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0x00];
+const SC16 = [0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0x00];
+const SAI16 = (sa: number): number[] => [sa, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00];
+const MI = (sa: number, b2 = 0x00): number[] => [sa, b2, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00];
+const PRIN = (sa: number): number[] => [sa, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0x00];
+
+function cmd(opcode: number, name: string, usage: readonly number[], handler: CommandHandler, extra: Partial<CommandDescriptor> = {}): CommandDescriptor {
+  return { opcode, name, cdbUsage: [opcode, ...usage], handler, ...extra };
+}
+
+function sa(opcode: number, serviceAction: number, name: string, usage: readonly number[], handler: CommandHandler, extra: Partial<CommandDescriptor> = {}): CommandDescriptor {
+  return { opcode, serviceAction, name, cdbUsage: [opcode, ...usage], handler, ...extra };
+}
+
+const W = { writes: true } as const;
+
+/** Every command Lunar implements, by opcode then service action. */
+export const COMMANDS: readonly CommandDescriptor[] = [
+  cmd(0x00, 'TEST UNIT READY', [0x00, 0x00, 0x00, 0x00, 0x00], spc.testUnitReady),
+  cmd(0x03, 'REQUEST SENSE', [0x01, 0x00, 0x00, 0xff, 0x00], spc.requestSense, { unitAttentionExempt: true }),
+  cmd(0x08, 'READ(6)', [0x1f, 0xff, 0xff, 0xff, 0x00], sbc.read),
+  cmd(0x0a, 'WRITE(6)', [0x1f, 0xff, 0xff, 0xff, 0x00], sbc.write, W),
+  cmd(0x12, 'INQUIRY', [0x01, 0xff, 0xff, 0xff, 0x00], spc.inquiry, { unitAttentionExempt: true }),
+  cmd(0x15, 'MODE SELECT(6)', [0x11, 0x00, 0x00, 0xff, 0x00], spc.modeSelect),
+  cmd(0x16, 'RESERVE(6)', [0x00, 0x00, 0x00, 0x00, 0x00], spc.reserve),
+  cmd(0x17, 'RELEASE(6)', [0x00, 0x00, 0x00, 0x00, 0x00], spc.release),
+  cmd(0x1a, 'MODE SENSE(6)', [0x08, 0xff, 0xff, 0xff, 0x00], spc.modeSense),
+  cmd(0x1b, 'START STOP UNIT', [0x01, 0x00, 0x0f, 0xf7, 0x00], spc.startStopUnit),
+  cmd(0x1e, 'PREVENT ALLOW MEDIUM REMOVAL', [0x00, 0x00, 0x00, 0x03, 0x00], spc.preventAllowMediumRemoval),
+  cmd(0x25, 'READ CAPACITY(10)', [0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x01, 0x00], sbc.readCapacity10),
+  cmd(0x28, 'READ(10)', RW10, sbc.read),
+  cmd(0x2a, 'WRITE(10)', RW10, sbc.write, W),
+  cmd(0x2e, 'WRITE AND VERIFY(10)', V10, sbc.write, W),
+  cmd(0x2f, 'VERIFY(10)', V10, sbc.verify),
+  cmd(0x34, 'PRE-FETCH(10)', SC10, sbc.preFetch),
+  cmd(0x35, 'SYNCHRONIZE CACHE(10)', SC10, sbc.synchronizeCache),
+  cmd(0x41, 'WRITE SAME(10)', [0xf8, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0x00], sbc.writeSame, W),
+  cmd(0x42, 'UNMAP', [0x01, 0x00, 0x00, 0x00, 0x00, 0x1f, 0xff, 0xff, 0x00], sbc.unmap, { ...W, available: thin }),
+  cmd(0x55, 'MODE SELECT(10)', [0x11, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0x00], spc.modeSelect),
+  cmd(0x56, 'RESERVE(10)', [0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00], spc.reserve),
+  cmd(0x57, 'RELEASE(10)', [0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00], spc.release),
+  cmd(0x5a, 'MODE SENSE(10)', [0x18, 0xff, 0xff, 0x00, 0x00, 0x00, 0xff, 0xff, 0x00], spc.modeSense),
+  ...[0, 1, 2, 3].map((s) =>
+    sa(0x5e, s, ['PERSISTENT RESERVE IN/READ KEYS', 'PERSISTENT RESERVE IN/READ RESERVATION', 'PERSISTENT RESERVE IN/REPORT CAPABILITIES', 'PERSISTENT RESERVE IN/READ FULL STATUS'][s]!, PRIN(s), spc.persistentReserveIn),
+  ),
+  ...[0, 1, 2, 3, 4, 5, 6, 7].map((s) =>
+    sa(0x5f, s, `PERSISTENT RESERVE OUT/${['REGISTER', 'RESERVE', 'RELEASE', 'CLEAR', 'PREEMPT', 'PREEMPT AND ABORT', 'REGISTER AND IGNORE EXISTING KEY', 'REGISTER AND MOVE'][s]}`, [s, 0xff, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00], spc.persistentReserveOut),
+  ),
+  cmd(0x88, 'READ(16)', RW16, sbc.read),
+  cmd(0x89, 'COMPARE AND WRITE', [0xfa, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0xff, 0x1f, 0x00], sbc.compareAndWrite, W),
+  cmd(0x8a, 'WRITE(16)', RW16, sbc.write, W),
+  cmd(0x8b, 'ORWRITE(16)', RW16, sbc.orWrite, W),
+  cmd(0x8e, 'WRITE AND VERIFY(16)', V16, sbc.write, W),
+  cmd(0x8f, 'VERIFY(16)', V16, sbc.verify),
+  cmd(0x90, 'PRE-FETCH(16)', SC16, sbc.preFetch),
+  cmd(0x91, 'SYNCHRONIZE CACHE(16)', SC16, sbc.synchronizeCache),
+  cmd(0x93, 'WRITE SAME(16)', [0xf9, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0x00], sbc.writeSame, W),
+  sa(0x9e, 0x10, 'READ CAPACITY(16)', SAI16(0x10), sbc.readCapacity16),
+  sa(0x9e, 0x12, 'GET LBA STATUS', SAI16(0x12), sbc.getLbaStatus, { available: thin }),
+  cmd(0xa0, 'REPORT LUNS', [0x00, 0xff, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00], (ctx) => spc.reportLuns(ctx.cmd, ctx.device.luns()), { unitAttentionExempt: true }),
+  sa(0xa3, 0x0a, 'REPORT TARGET PORT GROUPS', MI(0xea), spc.reportTargetPortGroups),
+  sa(0xa3, 0x0c, 'REPORT SUPPORTED OPERATION CODES', MI(0x0c, 0x87).map((v, i) => (i >= 2 && i <= 4 ? 0xff : v)), reportSupportedOperationCodes),
+  sa(0xa3, 0x0d, 'REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS', MI(0x0d, 0x80), spc.reportSupportedTaskManagementFunctions),
+  cmd(0xa8, 'READ(12)', RW12, sbc.read),
+  cmd(0xaa, 'WRITE(12)', RW12, sbc.write, W),
+  cmd(0xae, 'WRITE AND VERIFY(12)', V12, sbc.write, W),
+  cmd(0xaf, 'VERIFY(12)', V12, sbc.verify),
+];
+
+/** Opcodes that carry a service action in byte 1. */
+const HAS_SERVICE_ACTION = new Set(COMMANDS.filter((c) => c.serviceAction !== undefined).map((c) => c.opcode));
+
+const BY_KEY = new Map<number, CommandDescriptor>(COMMANDS.map((c) => [c.opcode * 256 + (c.serviceAction ?? 0), c]));
+
+/** The descriptor for a CDB on this LU; 'invalid-service-action' for a known opcode with an unknown SA. */
+export function lookupCommand(cdb: Buffer, lu: LogicalUnit): CommandDescriptor | 'invalid-service-action' | undefined {
+  const opcode = cdb[0]!;
+  const hasSa = HAS_SERVICE_ACTION.has(opcode);
+  const d = BY_KEY.get(opcode * 256 + (hasSa ? serviceActionOf(cdb) : 0));
+  if (!d) return hasSa ? 'invalid-service-action' : undefined;
+  if (d.available && !d.available(lu)) return hasSa ? 'invalid-service-action' : undefined;
+  return d;
+}
+
+/** Commands supported by this LU (REPORT SUPPORTED OPERATION CODES "all"). */
+export function supportedCommands(lu: LogicalUnit): CommandDescriptor[] {
+  return COMMANDS.filter((c) => !c.available || c.available(lu));
+}
+
+const DEFAULT_TIMEOUT_SECONDS = 30;
+
+/** SPC-4 §6.35.4 command timeouts descriptor (12 bytes). */
+function timeoutsDescriptor(d: CommandDescriptor): Buffer {
+  const b = Buffer.alloc(12);
+  b.writeUInt16BE(0x0a, 0); // DESCRIPTOR LENGTH
+  b.writeUInt32BE(0, 4); // NOMINAL COMMAND PROCESSING TIMEOUT: not specified
+  b.writeUInt32BE(d.timeout ?? DEFAULT_TIMEOUT_SECONDS, 8); // RECOMMENDED COMMAND TIMEOUT
+  return b;
+}
+
+/** SPC-4 §6.35 REPORT SUPPORTED OPERATION CODES (MAINTENANCE IN, SA 0Ch). */
+export function reportSupportedOperationCodes(ctx: CommandContext): ScsiResponse {
+  const { cmd: c, lu } = ctx;
+  const r = decodeRsoc(c.cdb);
+  let data: Buffer;
+  switch (r.reportingOptions) {
+    case 0: {
+      // all_commands parameter data: 8-byte descriptors (+12 with RCTD)
+      const list = supportedCommands(lu);
+      const size = r.rctd ? 20 : 8;
+      data = Buffer.alloc(4 + size * list.length);
+      data.writeUInt32BE(size * list.length, 0);
+      list.forEach((d, i) => {
+        const off = 4 + size * i;
+        data[off] = d.opcode;
+        data.writeUInt16BE(d.serviceAction ?? 0, off + 2);
+        data[off + 5] = (r.rctd ? 0x02 : 0) | (d.serviceAction !== undefined ? 0x01 : 0); // CTDP, SERVACTV
+        data.writeUInt16BE(d.cdbUsage.length, off + 6);
+        if (r.rctd) timeoutsDescriptor(d).copy(data, off + 8);
+      });
+      break;
+    }
+    case 1:
+    case 2:
+    case 3: {
+      const hasSa = HAS_SERVICE_ACTION.has(r.opcode);
+      // Option 1: opcode without service actions; option 2: opcode + service action; 3: either.
+      if (r.reportingOptions === 1 && hasSa) throw invalidFieldInCdb(2);
+      if (r.reportingOptions === 2 && !hasSa) throw invalidFieldInCdb(2);
+      const want = hasSa ? r.serviceAction : 0;
+      if (hasSa && r.reportingOptions !== 1 && r.serviceAction > 0x1f) throw invalidFieldInCdb(4);
+      const d = supportedCommands(lu).find((x) => x.opcode === r.opcode && (x.serviceAction ?? 0) === want);
+      if (!d) {
+        data = Buffer.alloc(4);
+        data[1] = 0x01; // SUPPORT 001b: not supported
+        break;
+      }
+      const usage = Buffer.from(d.cdbUsage);
+      data = Buffer.alloc(4 + usage.length + (r.rctd ? 12 : 0));
+      data[1] = (r.rctd ? 0x80 : 0) | 0x03; // CTDP, SUPPORT 011b: supported in conformance with a standard
+      data.writeUInt16BE(usage.length, 2);
+      usage.copy(data, 4);
+      if (r.rctd) timeoutsDescriptor(d).copy(data, 4 + usage.length);
+      break;
+    }
+    default:
+      throw invalidFieldInCdb(2, 2);
+  }
+  return dataIn(c, data, r.allocationLength);
+}

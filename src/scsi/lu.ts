@@ -1,0 +1,291 @@
+// One logical unit: unit attention queues per I_T nexus (SPC-4 §5.14), the task set with per-task
+// abort (SAM-5 §7), the reservation check (SPC-4 §5.13.1), and command dispatch through the opcode table.
+import type { Logger } from '../log.js';
+import type { BackingStore } from '../storage/types.js';
+import { lookupCommand, type CommandDescriptor } from './commands.js';
+import { AbortedError, IoGate } from './gate.js';
+import { defaultModeState, type ModeState } from './mode.js';
+import { createReservationManager } from './pr.js';
+import { Asc, ScsiError, SenseKey, checkCondition, invalidOpcode } from './sense.js';
+import {
+  ScsiStatus,
+  type ITNexus,
+  type LogicalUnitHooks,
+  type LogicalUnitIdentity,
+  type PersistentReservationSnapshot,
+  type ReservationManager,
+  type ScsiCommand,
+  type ScsiResponse,
+  type UnitAttention,
+} from './types.js';
+
+/** What a LogicalUnit needs to know about the target device around it. */
+export interface DeviceView {
+  luns(): number[];
+  readonly targetPorts: readonly number[];
+}
+
+export interface LogicalUnitOptions {
+  readonly identity: LogicalUnitIdentity;
+  readonly store: BackingStore;
+  readonly blockSize: number;
+  readonly thinProvisioned: boolean;
+  readonly readOnly: boolean;
+  readonly prState?: PersistentReservationSnapshot;
+  readonly onPrChange?: (s: PersistentReservationSnapshot) => void;
+}
+
+/** Everything a command handler gets. */
+export interface CommandContext {
+  readonly cmd: ScsiCommand;
+  readonly lu: LogicalUnit;
+  readonly device: DeviceView;
+  /** Aborted by task management; handlers stop before their next I/O. */
+  readonly signal: AbortSignal;
+}
+
+export type CommandHandler = (ctx: CommandContext) => Promise<ScsiResponse> | ScsiResponse;
+
+interface Task {
+  readonly nexusKey: string;
+  readonly taskTag: number;
+  readonly controller: AbortController;
+  done: Promise<unknown>;
+}
+
+/** Most unit attentions kept per nexus; older ones collapse into the newest (SPC-4 §5.14 allows it). */
+const MAX_UA_QUEUE = 16;
+
+function sameUa(a: UnitAttention, b: UnitAttention): boolean {
+  return a.asc === b.asc && a.ascq === b.ascq;
+}
+
+/** Map a backing-store failure to sense data (SBC-3 §4.x medium errors; thin provisioning exhaustion). */
+export function ioErrorToScsi(e: unknown, writing: boolean): ScsiError {
+  const code = typeof e === 'object' && e !== null && 'code' in e ? String((e as { code: unknown }).code) : '';
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return new ScsiError(SenseKey.DATA_PROTECT, Asc.SPACE_ALLOCATION_FAILED_WRITE_PROTECT);
+  }
+  if (code === 'EIO') {
+    return new ScsiError(SenseKey.MEDIUM_ERROR, writing ? Asc.WRITE_ERROR : Asc.UNRECOVERED_READ_ERROR);
+  }
+  return new ScsiError(SenseKey.HARDWARE_ERROR, Asc.INTERNAL_TARGET_FAILURE);
+}
+
+/** Never return more Data-In than ExpectedDataTransferLength (the rest is a residual overflow). */
+export function clampToExpected(cmd: ScsiCommand, res: ScsiResponse): ScsiResponse {
+  const d = res.data;
+  if (!d || d.length <= cmd.expectedDataLength) return res;
+  return { ...res, data: d.subarray(0, cmd.expectedDataLength), transferLength: res.transferLength ?? d.length };
+}
+
+export class LogicalUnit {
+  readonly identity: LogicalUnitIdentity;
+  readonly store: BackingStore;
+  readonly blockSize: number;
+  readonly thinProvisioned: boolean;
+  readonly readOnly: boolean;
+  readonly reservations: ReservationManager;
+  /** Current mode parameters (shared by all I_T nexuses; nothing saveable). */
+  mode: ModeState = defaultModeState();
+  /** Writes share it; COMPARE AND WRITE / ORWRITE / quiesce take it exclusively. */
+  readonly gate = new IoGate();
+
+  #blocks: number;
+  readonly #ua = new Map<string, UnitAttention[]>();
+  readonly #nexuses = new Map<string, ITNexus>();
+  readonly #tasks = new Map<string, Task>();
+
+  constructor(
+    readonly lun: number,
+    opts: LogicalUnitOptions,
+    private readonly device: DeviceView,
+    private readonly log: Logger,
+  ) {
+    if (opts.blockSize !== 512 && opts.blockSize !== 4096) {
+      throw new Error(`block size must be 512 or 4096, got ${opts.blockSize}`);
+    }
+    this.identity = opts.identity;
+    this.store = opts.store;
+    this.blockSize = opts.blockSize;
+    this.thinProvisioned = opts.thinProvisioned;
+    this.readOnly = opts.readOnly;
+    this.#blocks = Math.floor(opts.store.size() / opts.blockSize);
+    const hooks: LogicalUnitHooks = {
+      queueUnitAttention: (key, ua) => this.queueUnitAttention(key, ua),
+      nexusKeys: () => [...this.#nexuses.keys()],
+      abortTasksOf: (keys) => {
+        const set = new Set(keys);
+        for (const t of this.#tasks.values()) if (set.has(t.nexusKey)) t.controller.abort();
+      },
+    };
+    this.reservations = createReservationManager(hooks, opts.prState, opts.onPrChange);
+  }
+
+  /** Number of logical blocks (capacity). */
+  get blocks(): number {
+    return this.#blocks;
+  }
+
+  /** Write protected: read-only LU or SWP set in the control mode page. */
+  get writeProtected(): boolean {
+    return this.readOnly || this.mode.swp;
+  }
+
+  /** After store.resize(): new capacity, CAPACITY DATA HAS CHANGED to every I_T nexus (SBC-3 §4.x). */
+  capacityChanged(): void {
+    const blocks = Math.floor(this.store.size() / this.blockSize);
+    if (blocks === this.#blocks) return;
+    this.#blocks = blocks;
+    this.queueUnitAttentionAll(Asc.CAPACITY_DATA_HAS_CHANGED);
+    this.log.info({ lun: this.lun, blocks }, 'capacity changed');
+  }
+
+  /** Block new writes, wait for in-flight ones, flush. Call the returned function to resume. */
+  async quiesce(): Promise<() => void> {
+    const release = await this.gate.acquire(true);
+    try {
+      await this.store.flush();
+    } catch (e) {
+      release();
+      throw e;
+    }
+    return release;
+  }
+
+  // ---- I_T nexus and unit attentions ----------------------------------------------------------------
+
+  nexusAdded(n: ITNexus): void {
+    this.#nexuses.set(n.key, n);
+    this.#ua.set(n.key, [Asc.POWER_ON_RESET_OR_BUS_DEVICE_RESET_OCCURRED]);
+  }
+
+  nexusRemoved(n: ITNexus): void {
+    this.abortTasks((t) => t.nexusKey === n.key);
+    this.#nexuses.delete(n.key);
+    this.#ua.delete(n.key);
+    this.reservations.nexusRemoved(n);
+  }
+
+  queueUnitAttention(nexusKey: string, ua: UnitAttention): void {
+    const q = this.#ua.get(nexusKey);
+    if (!q) {
+      if (this.#nexuses.has(nexusKey)) this.#ua.set(nexusKey, [ua]);
+      return;
+    }
+    if (q.some((u) => sameUa(u, ua))) return;
+    q.push(ua);
+    if (q.length > MAX_UA_QUEUE) q.shift();
+  }
+
+  queueUnitAttentionAll(ua: UnitAttention, exceptKey?: string): void {
+    for (const key of this.#nexuses.keys()) if (key !== exceptKey) this.queueUnitAttention(key, ua);
+  }
+
+  /** Take the oldest pending unit attention of a nexus (REQUEST SENSE, or any command but INQUIRY/REPORT LUNS). */
+  takeUnitAttention(nexusKey: string): UnitAttention | undefined {
+    const q = this.#ua.get(nexusKey);
+    return q && q.length > 0 ? q.shift() : undefined;
+  }
+
+  pendingUnitAttentions(nexusKey: string): readonly UnitAttention[] {
+    return this.#ua.get(nexusKey) ?? [];
+  }
+
+  // ---- execution ----------------------------------------------------------------------------------
+
+  async execute(cmd: ScsiCommand): Promise<ScsiResponse | null> {
+    const nexusKey = cmd.nexus.key;
+    if (!this.#nexuses.has(nexusKey)) this.nexusAdded(cmd.nexus); // a nexus we were not told about: treat as new
+    const taskKey = `${nexusKey}#${cmd.taskTag}`;
+    const controller = new AbortController();
+    const task: Task = { nexusKey, taskTag: cmd.taskTag, controller, done: Promise.resolve() };
+    const prior = this.#tasks.get(taskKey);
+    this.#tasks.set(taskKey, task);
+    const run = this.#run(cmd, controller.signal);
+    task.done = run.catch(() => undefined);
+    try {
+      const res = await run;
+      return controller.signal.aborted ? null : res;
+    } finally {
+      if (this.#tasks.get(taskKey) === task) {
+        if (prior && prior !== task) this.#tasks.set(taskKey, prior);
+        else this.#tasks.delete(taskKey);
+      }
+    }
+  }
+
+  async #run(cmd: ScsiCommand, signal: AbortSignal): Promise<ScsiResponse> {
+    const entry: CommandDescriptor | 'invalid-service-action' | undefined = lookupCommand(cmd.cdb, this);
+    // SPC-4 §5.14: a pending unit attention is reported for any command but INQUIRY, REPORT LUNS and
+    // REQUEST SENSE (which reports it as its parameter data).
+    if (!(typeof entry === 'object' && entry.unitAttentionExempt)) {
+      const ua = this.takeUnitAttention(cmd.nexus.key);
+      if (ua) return checkCondition(SenseKey.UNIT_ATTENTION, ua);
+    }
+    try {
+      if (entry === undefined) throw invalidOpcode();
+      if (entry === 'invalid-service-action') throw new ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB, { field: { cdb: true, byte: 1, bit: 4 } });
+      if (cmd.cdb.length < entry.cdbUsage.length) throw invalidOpcode();
+      if (this.reservations.conflicts(cmd.nexus, cmd.cdb)) {
+        return { status: ScsiStatus.RESERVATION_CONFLICT, data: null, sense: null };
+      }
+      return clampToExpected(cmd, await entry.handler({ cmd, lu: this, device: this.device, signal }));
+    } catch (e) {
+      if (e instanceof ScsiError) return e.toResponse();
+      if (e instanceof AbortedError || signal.aborted) return { status: ScsiStatus.TASK_ABORTED, data: null, sense: null };
+      const writing = typeof entry === 'object' && entry.writes === true;
+      this.log.error({ lun: this.lun, opcode: cmd.cdb[0], err: e }, 'command failed');
+      return ioErrorToScsi(e, writing).toResponse();
+    }
+  }
+
+  // ---- task management ------------------------------------------------------------------------------
+
+  /** Abort matching tasks and wait until each has stopped touching the medium. Returns how many. */
+  abortTasks(match: (t: Task) => boolean): Promise<number> {
+    const victims = [...this.#tasks.values()].filter(match);
+    for (const t of victims) t.controller.abort();
+    return Promise.all(victims.map((t) => t.done)).then(() => victims.length);
+  }
+
+  /** ABORT TASK (SAM-5 §7.2). */
+  async abortTask(nexusKey: string, taskTag: number): Promise<boolean> {
+    const t = this.#tasks.get(`${nexusKey}#${taskTag}`);
+    if (!t) return false;
+    await this.abortTasks((x) => x === t);
+    return true;
+  }
+
+  /** ABORT TASK SET (SAM-5 §7.3): the tasks of this I_T nexus. */
+  async abortTaskSet(nexusKey: string): Promise<void> {
+    await this.abortTasks((t) => t.nexusKey === nexusKey);
+  }
+
+  /** CLEAR TASK SET (SAM-5 §7.5): every task; other nexuses that lost tasks get COMMANDS CLEARED BY ANOTHER INITIATOR. */
+  async clearTaskSet(nexusKey: string): Promise<void> {
+    const others = new Set([...this.#tasks.values()].map((t) => t.nexusKey).filter((k) => k !== nexusKey));
+    await this.abortTasks(() => true);
+    for (const k of others) this.queueUnitAttention(k, Asc.COMMANDS_CLEARED_BY_ANOTHER_INITIATOR);
+  }
+
+  /**
+   * LOGICAL UNIT RESET (SAM-5 §7.7): abort every task, release SPC-2 reservations and establish
+   * BUS DEVICE RESET FUNCTION OCCURRED for every I_T nexus, the requesting one included.
+   */
+  async reset(ua: UnitAttention = Asc.BUS_DEVICE_RESET_FUNCTION_OCCURRED): Promise<void> {
+    await this.abortTasks(() => true);
+    this.reservations.reset();
+    this.queueUnitAttentionAll(ua);
+  }
+
+  /** Tasks in the task set (for tests and diagnostics). */
+  taskCount(): number {
+    return this.#tasks.size;
+  }
+
+  /** Wait for every task to finish (device close). */
+  async drain(): Promise<void> {
+    await Promise.all([...this.#tasks.values()].map((t) => t.done));
+  }
+}

@@ -1,0 +1,145 @@
+// Fixed-format sense data (SPC-4 §4.5.3) and the sense keys / additional sense codes Lunar reports.
+import { ScsiStatus, type ScsiResponse } from './types.js';
+
+/** SPC-4 §4.5.6 Table 48: sense keys. */
+export const SenseKey = {
+  NO_SENSE: 0x0,
+  RECOVERED_ERROR: 0x1,
+  NOT_READY: 0x2,
+  MEDIUM_ERROR: 0x3,
+  HARDWARE_ERROR: 0x4,
+  ILLEGAL_REQUEST: 0x5,
+  UNIT_ATTENTION: 0x6,
+  DATA_PROTECT: 0x7,
+  BLANK_CHECK: 0x8,
+  ABORTED_COMMAND: 0xb,
+  MISCOMPARE: 0xe,
+} as const;
+
+export interface AdditionalSense {
+  readonly asc: number;
+  readonly ascq: number;
+}
+
+const a = (asc: number, ascq: number): AdditionalSense => ({ asc, ascq });
+
+/** SPC-4 Annex D, Table D.1: additional sense codes used here. */
+export const Asc = {
+  NO_ADDITIONAL_SENSE_INFORMATION: a(0x00, 0x00),
+  WRITE_ERROR: a(0x0c, 0x00),
+  UNRECOVERED_READ_ERROR: a(0x11, 0x00),
+  PARAMETER_LIST_LENGTH_ERROR: a(0x1a, 0x00),
+  MISCOMPARE_DURING_VERIFY_OPERATION: a(0x1d, 0x00),
+  INVALID_COMMAND_OPERATION_CODE: a(0x20, 0x00),
+  LOGICAL_BLOCK_ADDRESS_OUT_OF_RANGE: a(0x21, 0x00),
+  INVALID_FIELD_IN_CDB: a(0x24, 0x00),
+  LOGICAL_UNIT_NOT_SUPPORTED: a(0x25, 0x00),
+  INVALID_FIELD_IN_PARAMETER_LIST: a(0x26, 0x00),
+  PARAMETER_NOT_SUPPORTED: a(0x26, 0x01),
+  WRITE_PROTECTED: a(0x27, 0x00),
+  SPACE_ALLOCATION_FAILED_WRITE_PROTECT: a(0x27, 0x07),
+  POWER_ON_RESET_OR_BUS_DEVICE_RESET_OCCURRED: a(0x29, 0x00),
+  POWER_ON_OCCURRED: a(0x29, 0x01),
+  BUS_DEVICE_RESET_FUNCTION_OCCURRED: a(0x29, 0x03),
+  MODE_PARAMETERS_CHANGED: a(0x2a, 0x01),
+  CAPACITY_DATA_HAS_CHANGED: a(0x2a, 0x09),
+  COMMANDS_CLEARED_BY_ANOTHER_INITIATOR: a(0x2f, 0x00),
+  SAVING_PARAMETERS_NOT_SUPPORTED: a(0x39, 0x00),
+  REPORTED_LUNS_DATA_HAS_CHANGED: a(0x3f, 0x0e),
+  INTERNAL_TARGET_FAILURE: a(0x44, 0x00),
+} as const;
+
+export interface SenseOptions {
+  /** INFORMATION field (VALID bit set), e.g. the miscompare offset (SBC-3 §5.x). */
+  information?: number;
+  /** Sense-key specific field pointer (SPC-4 §4.5.2.4.2) for ILLEGAL REQUEST. */
+  field?: { cdb: boolean; byte: number; bit?: number };
+}
+
+/** SPC-4 §4.5.3: 18-byte fixed-format sense data, response code 70h (current error). */
+export function encodeFixedSense(key: number, sense: AdditionalSense, opts: SenseOptions = {}): Buffer {
+  const b = Buffer.alloc(18);
+  b[0] = 0x70;
+  b[2] = key & 0x0f;
+  if (opts.information !== undefined) {
+    b[0] |= 0x80;
+    b.writeUInt32BE(opts.information >>> 0, 3);
+  }
+  b[7] = 10; // ADDITIONAL SENSE LENGTH
+  b[12] = sense.asc;
+  b[13] = sense.ascq;
+  if (opts.field) {
+    const f = opts.field;
+    b[15] = 0x80 | (f.cdb ? 0x40 : 0) | (f.bit !== undefined ? 0x08 | (f.bit & 7) : 0);
+    b.writeUInt16BE(f.byte & 0xffff, 16);
+  }
+  return b;
+}
+
+/** A SCSI-level failure raised by a command handler; becomes a CHECK CONDITION response. */
+export class ScsiError extends Error {
+  constructor(
+    readonly key: number,
+    readonly sense: AdditionalSense,
+    readonly opts: SenseOptions = {},
+  ) {
+    super(`sense ${key.toString(16)}/${sense.asc.toString(16).padStart(2, '0')}/${sense.ascq.toString(16).padStart(2, '0')}`);
+    this.name = 'ScsiError';
+  }
+
+  toResponse(): ScsiResponse {
+    return checkCondition(this.key, this.sense, this.opts);
+  }
+}
+
+export function checkCondition(key: number, sense: AdditionalSense, opts?: SenseOptions): ScsiResponse {
+  return { status: ScsiStatus.CHECK_CONDITION, data: null, sense: encodeFixedSense(key, sense, opts) };
+}
+
+/** ILLEGAL REQUEST / INVALID FIELD IN CDB with a field pointer to CDB byte (and bit). */
+export function invalidFieldInCdb(byte: number, bit?: number): ScsiError {
+  return new ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB, {
+    field: bit === undefined ? { cdb: true, byte } : { cdb: true, byte, bit },
+  });
+}
+
+/** ILLEGAL REQUEST / INVALID FIELD IN PARAMETER LIST with a field pointer into the parameter data. */
+export function invalidFieldInParameterList(byte: number, bit?: number): ScsiError {
+  return new ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_PARAMETER_LIST, {
+    field: bit === undefined ? { cdb: false, byte } : { cdb: false, byte, bit },
+  });
+}
+
+export function lbaOutOfRange(): ScsiError {
+  return new ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.LOGICAL_BLOCK_ADDRESS_OUT_OF_RANGE);
+}
+
+export function parameterListLengthError(): ScsiError {
+  return new ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.PARAMETER_LIST_LENGTH_ERROR);
+}
+
+export function invalidOpcode(): ScsiError {
+  return new ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_COMMAND_OPERATION_CODE, { field: { cdb: true, byte: 0 } });
+}
+
+export function writeProtected(): ScsiError {
+  return new ScsiError(SenseKey.DATA_PROTECT, Asc.WRITE_PROTECTED);
+}
+
+/** SBC-3 §5.2 / §5.22: MISCOMPARE DURING VERIFY OPERATION, INFORMATION = offset of the first differing byte. */
+export function miscompare(offset: number): ScsiError {
+  return new ScsiError(SenseKey.MISCOMPARE, Asc.MISCOMPARE_DURING_VERIFY_OPERATION, { information: offset });
+}
+
+/** Decode sense key / ASC / ASCQ from fixed or descriptor format sense data (for tests and logs). */
+export function decodeSense(b: Buffer): { key: number; asc: number; ascq: number; information?: number } {
+  const code = b[0]! & 0x7f;
+  if (code === 0x72 || code === 0x73) return { key: b[1]! & 0x0f, asc: b[2]!, ascq: b[3]! };
+  const out: { key: number; asc: number; ascq: number; information?: number } = {
+    key: b[2]! & 0x0f,
+    asc: b[12]!,
+    ascq: b[13]!,
+  };
+  if (b[0]! & 0x80) out.information = b.readUInt32BE(3);
+  return out;
+}

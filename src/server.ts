@@ -1,0 +1,137 @@
+// `lunar serve`: one process holding the data directory, the iSCSI target on every portal, the admin
+// socket for the CLI and (later) the CSI controller endpoint.
+//
+// Start order: admin socket first (it doubles as the data directory's lock: a second server on the same
+// directory finds it answering and refuses), then state + volumes, then the iSCSI listeners, then CSI.
+// Until everything is up, admin requests other than "ping" get failed-precondition and ping says ready:false.
+
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { startAdminServer, type AdminServer } from './admin/server.js';
+import { ADMIN_SOCKET } from './admin/protocol.js';
+import { IscsiServer } from './iscsi/server.js';
+import { rootLogger } from './log.js';
+import { VolumeTargetRegistry, portalKey } from './target/registry.js';
+import type { ChapCredentials, Portal } from './target/types.js';
+import { LUNAR_VERSION } from './util/version.js';
+import { VolumeManager } from './volumes/manager.js';
+import { VolumeError, type VolumeService } from './volumes/types.js';
+
+export interface LunarConfig {
+  /** Data directory: state.json, volumes/, snapshots/, admin.sock. */
+  dataDir: string;
+  /** iSCSI portals; tpgt should be 1, 2, ... in order. */
+  portals: Portal[];
+  /** CHAP required for SendTargets discovery sessions; null/absent = none. */
+  discoveryChap?: ChapCredentials | null;
+  /** CSI gRPC endpoint (unix:///path or host:port); absent = no CSI server. */
+  csiEndpoint?: string;
+  logger?: Logger;
+}
+
+export interface LunarServer {
+  readonly volumes: VolumeService;
+  readonly iscsi: IscsiServer;
+  /** true once every listener is up and until close() starts. */
+  ready(): boolean;
+  close(): Promise<void>;
+}
+
+/** Path of the admin socket of a data directory. */
+export function adminSocketPath(dataDir: string): string {
+  return join(dataDir, ADMIN_SOCKET);
+}
+
+export async function startLunar(config: LunarConfig): Promise<LunarServer> {
+  // Components log through children of the base logger, each with its own `component` binding.
+  const base = config.logger ?? rootLogger;
+  const log = base.child({ component: 'server' });
+  const started = Date.now();
+  if (config.portals.length === 0) throw new Error('at least one portal is needed');
+  const seen = new Set<string>();
+  for (const p of config.portals) {
+    const k = portalKey(p);
+    if (seen.has(k)) throw new Error(`portal ${k} is listed twice`);
+    seen.add(k);
+  }
+
+  await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  let manager: VolumeManager | null = null;
+  let iscsi: IscsiServer | null = null;
+  let isReady = false;
+  let closing: Promise<void> | null = null;
+
+  const admin: AdminServer = await startAdminServer(
+    adminSocketPath(config.dataDir),
+    {
+    volumes: () => {
+      if (!manager || !isReady) {
+        throw new VolumeError('failed-precondition', closing ? 'Lunar is shutting down' : 'Lunar is still starting; retry in a moment');
+      }
+      return manager;
+    },
+    allSessions: () => iscsi?.sessions() ?? [],
+    info: () => ({
+      version: LUNAR_VERSION,
+      ready: isReady,
+      pid: process.pid,
+      dataDir: config.dataDir,
+      serverId: manager?.serverId() ?? null,
+      portals: config.portals,
+    }),
+    },
+    base.child({ component: 'admin' }),
+  );
+
+  // Filled in by the CSI block below (an object so the shutdown closure sees the assignment).
+  const csi: { server: { close(): Promise<void> } | null } = { server: null };
+  try {
+    const registry = new VolumeTargetRegistry(config.portals, config.discoveryChap ?? null);
+    manager = await VolumeManager.open({ dataDir: config.dataDir, portals: config.portals, registry, logger: base.child({ component: 'volumes' }) });
+    iscsi = new IscsiServer({ registry, logger: base.child({ component: 'iscsi' }) });
+    await iscsi.listen();
+    manager.attachTransport(iscsi);
+
+    // ---- CSI server: the lead adds startCsiServer (src/csi/server.ts) here. ------------------------
+    // if (config.csiEndpoint) csi.server = await startCsiServer({ endpoint: config.csiEndpoint, volumes: manager,
+    //   pluginName: ..., version: LUNAR_VERSION, ready: () => isReady, logger: base.child({ component: 'csi' }) });
+    // ---------------------------------------------------------------------------------------------------
+  } catch (err) {
+    await iscsi?.close().catch(() => undefined);
+    await manager?.close().catch(() => undefined);
+    await admin.close().catch(() => undefined);
+    throw err;
+  }
+
+  isReady = true;
+  const m = manager;
+  const t = iscsi;
+  log.info(
+    {
+      dataDir: config.dataDir,
+      portals: config.portals.map(portalKey),
+      volumes: m.list().length,
+      durationMs: Date.now() - started,
+    },
+    'Lunar ready',
+  );
+
+  return {
+    volumes: m,
+    iscsi: t,
+    ready: () => isReady,
+    close: () => {
+      closing ??= (async () => {
+        isReady = false;
+        const t0 = Date.now();
+        await admin.close().catch((err: unknown) => log.warn({ err: String(err) }, 'admin socket close failed'));
+        await csi.server?.close().catch((err: unknown) => log.warn({ err: String(err) }, 'CSI server close failed'));
+        await t.close().catch((err: unknown) => log.warn({ err: String(err) }, 'iSCSI server close failed'));
+        await m.close();
+        log.info({ durationMs: Date.now() - t0 }, 'Lunar stopped');
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,165 @@
+// Sparse-file backing store: positioned reads/writes on one file descriptor, fdatasync for durability,
+// fallocate(PUNCH_HOLE) for deallocation and SEEK_DATA/SEEK_HOLE for the allocation map.
+import { constants as fsc } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+import type { AllocationExtent } from './types.js';
+import type { ZeroingBackingStore } from './zeroes.js';
+import { loadNative, type LunarNative } from './native.js';
+
+export interface OpenFileStoreOptions {
+  /** Create the file (it must not exist) with this size; sparse unless preallocate. */
+  create?: { size: number; preallocate?: boolean };
+  /** Open read-only (O_RDONLY); writes then fail with EBADF. */
+  readOnly?: boolean;
+}
+
+function isErrno(e: unknown, ...codes: string[]): boolean {
+  return typeof e === 'object' && e !== null && 'code' in e && codes.includes(String((e as { code: unknown }).code));
+}
+
+function checkRange(what: string, offset: number, length: number): void {
+  if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
+    throw new RangeError(`${what}: bad range offset=${offset} length=${length}`);
+  }
+}
+
+/** Chunk used when a file system cannot punch holes and zeroes must be written instead. */
+const ZERO_CHUNK = 1 << 20;
+
+class FileStore implements ZeroingBackingStore {
+  #size: number;
+  #closed = false;
+
+  constructor(
+    readonly path: string,
+    private readonly fh: FileHandle,
+    size: number,
+    private readonly native: LunarNative,
+  ) {
+    this.#size = size;
+  }
+
+  size(): number {
+    return this.#size;
+  }
+
+  async read(buf: Buffer, offset: number): Promise<void> {
+    checkRange('read', offset, buf.length);
+    let done = 0;
+    while (done < buf.length) {
+      const { bytesRead } = await this.fh.read(buf, done, buf.length - done, offset + done);
+      if (bytesRead === 0) {
+        // Beyond the end of the file (e.g. a concurrent shrink): reads as zeroes.
+        buf.fill(0, done);
+        return;
+      }
+      done += bytesRead;
+    }
+  }
+
+  async write(buf: Buffer, offset: number, fua: boolean): Promise<void> {
+    checkRange('write', offset, buf.length);
+    let done = 0;
+    while (done < buf.length) {
+      const { bytesWritten } = await this.fh.write(buf, done, buf.length - done, offset + done);
+      done += bytesWritten;
+    }
+    if (fua) await this.fh.datasync();
+  }
+
+  flush(): Promise<void> {
+    return this.fh.datasync();
+  }
+
+  async deallocate(offset: number, length: number): Promise<void> {
+    checkRange('deallocate', offset, length);
+    if (length === 0) return;
+    const n = this.native;
+    try {
+      await n.fallocate(this.fh.fd, n.FALLOC_FL_PUNCH_HOLE | n.FALLOC_FL_KEEP_SIZE, offset, length);
+    } catch (e) {
+      if (!isErrno(e, 'EOPNOTSUPP', 'ENOSYS')) throw e;
+      // File system without hole punching: keep the contract (reads as zeroes) by writing zeroes.
+      await this.#writeZeroBuffers(offset, length);
+    }
+  }
+
+  async writeZeroes(offset: number, length: number, fua: boolean): Promise<void> {
+    checkRange('writeZeroes', offset, length);
+    if (length > 0) {
+      const n = this.native;
+      try {
+        await n.fallocate(this.fh.fd, n.FALLOC_FL_ZERO_RANGE | n.FALLOC_FL_KEEP_SIZE, offset, length);
+      } catch (e) {
+        if (!isErrno(e, 'EOPNOTSUPP', 'ENOSYS')) throw e;
+        await this.#writeZeroBuffers(offset, length);
+      }
+    }
+    if (fua) await this.fh.datasync();
+  }
+
+  async #writeZeroBuffers(offset: number, length: number): Promise<void> {
+    const zero = Buffer.alloc(Math.min(ZERO_CHUNK, length));
+    for (let pos = offset; pos < offset + length; pos += zero.length) {
+      const len = Math.min(zero.length, offset + length - pos);
+      await this.write(len === zero.length ? zero : zero.subarray(0, len), pos, false);
+    }
+  }
+
+  async allocationMap(offset: number, length: number): Promise<AllocationExtent[]> {
+    checkRange('allocationMap', offset, length);
+    if (length === 0) return [];
+    let flat: number[];
+    try {
+      flat = await this.native.allocationMap(this.fh.fd, offset, length);
+    } catch (e) {
+      if (!isErrno(e, 'EINVAL', 'EOPNOTSUPP')) throw e;
+      // No SEEK_DATA support: everything is reported as mapped (always correct, never "zero" by mistake).
+      return [{ offset, length, mapped: true }];
+    }
+    const out: AllocationExtent[] = [];
+    for (let i = 0; i + 2 < flat.length; i += 3) {
+      out.push({ offset: flat[i]!, length: flat[i + 1]!, mapped: flat[i + 2] === 1 });
+    }
+    return out;
+  }
+
+  async resize(newSize: number): Promise<void> {
+    checkRange('resize', newSize, 0);
+    await this.fh.truncate(newSize);
+    this.#size = newSize;
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.fh.close();
+  }
+}
+
+/** Open (or create) a sparse file as a BackingStore. */
+export async function openFileStore(path: string, opts: OpenFileStoreOptions = {}): Promise<ZeroingBackingStore> {
+  const native = loadNative();
+  if (opts.create) {
+    const { size, preallocate } = opts.create;
+    checkRange('create', size, 0);
+    const fh = await open(path, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL, 0o600);
+    try {
+      await fh.truncate(size);
+      if (preallocate && size > 0) await native.fallocate(fh.fd, 0, 0, size);
+    } catch (e) {
+      await fh.close();
+      throw e;
+    }
+    return new FileStore(path, fh, size, native);
+  }
+  const fh = await open(path, opts.readOnly ? fsc.O_RDONLY : fsc.O_RDWR);
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) throw new Error(`${path}: not a regular file`);
+    return new FileStore(path, fh, st.size, native);
+  } catch (e) {
+    await fh.close();
+    throw e;
+  }
+}

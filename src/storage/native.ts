@@ -1,0 +1,46 @@
+// Loader for the lunar_native N-API addon (native/lunar_native.c, built by node-gyp into build/Release).
+// Node's fs has no fallocate(2) and no lseek SEEK_DATA/SEEK_HOLE; the addon provides exactly those.
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface LunarNative {
+  /** fallocate(2) on the libuv pool. */
+  fallocate(fd: number, mode: number, offset: number, length: number): Promise<void>;
+  /** SEEK_DATA/SEEK_HOLE walk of [offset, offset+length): flat [offset, length, mapped(0|1), ...]. */
+  allocationMap(fd: number, offset: number, length: number): Promise<number[]>;
+  readonly FALLOC_FL_KEEP_SIZE: number;
+  readonly FALLOC_FL_PUNCH_HOLE: number;
+  readonly FALLOC_FL_ZERO_RANGE: number;
+}
+
+const ADDON = join('build', 'Release', 'lunar_native.node');
+
+/** Walk up from this module (src/storage or dist/src/storage) to the directory holding build/Release. */
+function findAddon(): string {
+  const override = process.env.LUNAR_NATIVE_ADDON;
+  if (override) return override;
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    const candidate = join(dir, ADDON);
+    if (existsSync(candidate)) return candidate;
+    const parent = dirname(dir);
+    if (parent === dir) break;
+    dir = parent;
+  }
+  throw new Error(
+    `lunar native addon not found (${ADDON}); build it with: ` +
+      'node "$(npm root -g)/npm/node_modules/node-gyp/bin/node-gyp.js" rebuild --nodedir=/usr',
+  );
+}
+
+let cached: LunarNative | undefined;
+
+export function loadNative(): LunarNative {
+  if (!cached) {
+    const require = createRequire(import.meta.url);
+    cached = require(findAddon()) as LunarNative;
+  }
+  return cached;
+}

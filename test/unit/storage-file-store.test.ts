@@ -1,0 +1,116 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { openFileStore } from '../../src/storage/file-store.js';
+
+const MiB = 1 << 20;
+
+describe('file-store (real sparse files)', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'lunar-store-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('creates a sparse file of the requested size and refuses to overwrite', async () => {
+    const p = join(dir, 'sparse.img');
+    const s = await openFileStore(p, { create: { size: 64 * MiB } });
+    assert.equal(s.size(), 64 * MiB);
+    const st = await stat(p);
+    assert.equal(st.size, 64 * MiB);
+    assert.equal(st.blocks, 0, 'a new volume allocates nothing');
+    await s.close();
+    await assert.rejects(openFileStore(p, { create: { size: MiB } }), { code: 'EEXIST' });
+  });
+
+  it('preallocates when asked', async () => {
+    const p = join(dir, 'thick.img');
+    const s = await openFileStore(p, { create: { size: 4 * MiB, preallocate: true } });
+    const st = await stat(p);
+    assert.ok(st.blocks * 512 >= 4 * MiB, `st_blocks=${st.blocks}`);
+    await s.close();
+  });
+
+  it('reads what was written, holes read as zeroes, FUA and flush succeed', async () => {
+    const p = join(dir, 'rw.img');
+    const s = await openFileStore(p, { create: { size: 8 * MiB } });
+    const data = Buffer.alloc(8192, 0xab);
+    await s.write(data, MiB, true);
+    await s.flush();
+    const back = Buffer.alloc(8192 + 4096, 0x55);
+    await s.read(back, MiB - 4096);
+    assert.ok(back.subarray(0, 4096).every((b) => b === 0));
+    assert.ok(back.subarray(4096).every((b) => b === 0xab));
+    await s.close();
+    // reopen sees the data and the size
+    const s2 = await openFileStore(p);
+    assert.equal(s2.size(), 8 * MiB);
+    const again = Buffer.alloc(8192);
+    await s2.read(again, MiB);
+    assert.deepEqual(again, data);
+    await s2.close();
+  });
+
+  it('punches real holes (st_blocks drops) and maps them with SEEK_DATA/SEEK_HOLE', async () => {
+    const p = join(dir, 'punch.img');
+    const s = await openFileStore(p, { create: { size: 16 * MiB } });
+    await s.write(Buffer.alloc(4 * MiB, 1), 2 * MiB, false);
+    await s.flush();
+    const before = (await stat(p)).blocks;
+    assert.ok(before * 512 >= 4 * MiB);
+    assert.deepEqual(await s.allocationMap(0, 16 * MiB), [
+      { offset: 0, length: 2 * MiB, mapped: false },
+      { offset: 2 * MiB, length: 4 * MiB, mapped: true },
+      { offset: 6 * MiB, length: 10 * MiB, mapped: false },
+    ]);
+    await s.deallocate(3 * MiB, MiB);
+    const afterPunch = (await stat(p)).blocks;
+    assert.equal(before - afterPunch, MiB / 512, `blocks ${before} -> ${afterPunch}`);
+    assert.equal((await stat(p)).size, 16 * MiB, 'KEEP_SIZE');
+    const zero = Buffer.alloc(MiB, 7);
+    await s.read(zero, 3 * MiB);
+    assert.ok(zero.every((b) => b === 0));
+    assert.deepEqual(await s.allocationMap(2 * MiB, 4 * MiB), [
+      { offset: 2 * MiB, length: MiB, mapped: true },
+      { offset: 3 * MiB, length: MiB, mapped: false },
+      { offset: 4 * MiB, length: 2 * MiB, mapped: true },
+    ]);
+    // a sub-range that starts inside data
+    assert.deepEqual(await s.allocationMap(4 * MiB + 512, 512), [{ offset: 4 * MiB + 512, length: 512, mapped: true }]);
+    assert.deepEqual(await s.allocationMap(0, 0), []);
+    await s.close();
+  });
+
+  it('resize grows sparse and shrinks', async () => {
+    const p = join(dir, 'grow.img');
+    const s = await openFileStore(p, { create: { size: MiB } });
+    await s.write(Buffer.alloc(4096, 9), 0, false);
+    await s.resize(1024 * MiB);
+    assert.equal(s.size(), 1024 * MiB);
+    const st = await stat(p);
+    assert.equal(st.size, 1024 * MiB);
+    assert.ok(st.blocks * 512 <= 64 * 1024, 'growth allocates nothing');
+    const map = await s.allocationMap(0, 1024 * MiB);
+    assert.equal(map.at(-1)!.mapped, false);
+    assert.equal(map.at(-1)!.offset + map.at(-1)!.length, 1024 * MiB);
+    await s.resize(MiB / 2);
+    assert.equal((await stat(p)).size, MiB / 2);
+    await s.close();
+  });
+
+  it('rejects bad ranges and opens existing files only if regular', async () => {
+    const p = join(dir, 'plain.img');
+    await writeFile(p, Buffer.alloc(4096));
+    const s = await openFileStore(p);
+    await assert.rejects(s.read(Buffer.alloc(1), -1), RangeError);
+    await assert.rejects(s.deallocate(0, -5), RangeError);
+    await s.close();
+    await s.close(); // idempotent
+    await assert.rejects(openFileStore(dir), /not a regular file|EISDIR/);
+    await assert.rejects(openFileStore(join(dir, 'missing.img')), { code: 'ENOENT' });
+  });
+});
