@@ -12,6 +12,7 @@ import { cpus, hostname, release, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { cacheDir, ensureLoadTool, fillLu, probeLogin, runLoad, verifyLu, type LoadResult, type LoadSpec } from './load.js';
 import { crossCheck, type CrossCheck } from './crosscheck.js';
+import { newestProfile, readProfileSummary } from './profile.js';
 import { startLunar, type LunarTarget } from './lunar.js';
 import { mib, readMemory, sampleMaxRss } from './memory.js';
 import { startTgt, type TgtTarget } from './tgt.js';
@@ -51,6 +52,8 @@ export interface BenchOptions {
   readonly only?: readonly string[];
   /** Also run iscsi-perf and qemu-img bench once per target. */
   readonly crossCheck?: boolean;
+  /** Profile Lunar (node --cpu-prof) into this directory and print its hottest functions. */
+  readonly profileDir?: string;
   readonly jsonOut?: string;
   readonly markdownOut?: string;
   readonly log: (line: string) => void;
@@ -153,10 +156,16 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
     // --- Lunar
     if (opts.targets.includes('lunar')) {
       try {
-        lunar = await startLunar({ dataDir, portal: `127.0.0.1:${LUNAR_PORT}`, size: opts.size });
+        lunar = await startLunar({
+          dataDir,
+          portal: `127.0.0.1:${LUNAR_PORT}`,
+          size: opts.size,
+          ...(opts.profileDir ? { cpuProfileDir: opts.profileDir } : {}),
+        });
         memory['idle after volume create'] = mib(readMemory(lunar.pid).rssKiB);
         subjects.push({ name: 'Lunar', pid: lunar.pid, url: lunar.url, login: await probeLogin(tool, lunar.url) });
-        log(`Lunar: pid ${lunar.pid}, ${lunar.url}, backing file ${lunar.backingFile ?? '(not found)'}`);
+        log(`Lunar: pid ${lunar.pid}, ${lunar.url}, UV_THREADPOOL_SIZE=${lunar.threadPoolSize}, backing file ${lunar.backingFile ?? '(not found)'}`);
+        notes.push(`Lunar started as \`node dist/src/cli.js serve\` with UV_THREADPOOL_SIZE=${lunar.threadPoolSize}, LUNAR_LOG_LEVEL=${process.env['LUNAR_LOG_LEVEL'] ?? 'info'}`);
       } catch (e) {
         const msg = e instanceof Error ? e.message : String(e);
         log(`Lunar unavailable: ${msg}`);
@@ -187,10 +196,11 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
         controlPort: TGT_CONTROL_PORT,
         backingFile: file,
         iqn: 'iqn.2026-11.io.lunar.bench:tgt',
+        thin: true,
         params,
       });
       subjects.push({ name: 'tgt', pid: tgt.pid, url: tgt.url, login: await probeLogin(tool, tgt.url) });
-      log(`tgt: ${tgt.version}, pid ${tgt.pid}, ${tgt.url}, backing file ${file} (${size} bytes, sparse, rdwr)` +
+      log(`tgt: ${tgt.version}, pid ${tgt.pid}, ${tgt.url}, backing file ${file} (${size} bytes, sparse, rdwr, thin_provisioning=1)` +
         (params.size ? `, params ${[...params].map(([k, v]) => `${k}=${v}`).join(' ')}` : ', default params'));
     }
     if (subjects.length === 0) throw new Error('no target to measure');
@@ -361,6 +371,16 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
   } finally {
     await tgt?.stop().catch((e: unknown) => log(`tgt stop: ${String(e)}`));
     await lunar?.stop().catch((e: unknown) => log(`lunar stop: ${String(e)}`));
+    if (lunar && opts.profileDir) {
+      const file = newestProfile(opts.profileDir);
+      if (file) {
+        const top = readProfileSummary(file, 25);
+        log(`\nLunar CPU profile ${file} (whole run, self time):\n` +
+          markdownTable(['function', 'where', 'self %'], top.map((e) => [e.fn, e.where, e.selfPct.toFixed(1)])));
+      } else {
+        log(`no CPU profile found in ${opts.profileDir} (did lunar serve exit cleanly?)`);
+      }
+    }
     process.removeListener('exit', removeDataDir);
     removeDataDir();
   }

@@ -3,6 +3,7 @@
 
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { WANTED_POOL_SIZE } from '../src/util/threadpool.js';
 
 type LunarSupport = typeof import('../test/support/lunar.js');
 
@@ -13,6 +14,8 @@ export interface LunarTarget {
   /** The volume's backing file when it could be located, else undefined. */
   readonly backingFile: string | undefined;
   readonly volumeId: string;
+  /** UV_THREADPOOL_SIZE the server was started with. */
+  readonly threadPoolSize: string;
   stop(): Promise<void>;
 }
 
@@ -41,9 +44,24 @@ export function parseVolumeJson(stdout: string): { iqn: string; lun: number; id:
   return { iqn: vol['iqn'], lun, id };
 }
 
-export async function startLunar(opts: { dataDir: string; portal: string; size: string }): Promise<LunarTarget> {
+export async function startLunar(opts: {
+  dataDir: string;
+  portal: string;
+  size: string;
+  /** Write a V8 CPU profile of the server into this directory on exit (bench/cpu-prof-preload.ts). */
+  cpuProfileDir?: string;
+}): Promise<LunarTarget> {
   const start = await loadHelper();
-  const proc = await start({ dataDir: opts.dataDir, portals: [opts.portal] });
+  // The helper runs `node dist/src/cli.js serve`, where cli.js's shebang (which sizes libuv's pool
+  // before the loader starts it) does not apply: give the server the pool the `lunar` command gives it.
+  const poolSize = process.env['UV_THREADPOOL_SIZE'] ?? String(WANTED_POOL_SIZE);
+  const env: Record<string, string> = { UV_THREADPOOL_SIZE: poolSize };
+  if (opts.cpuProfileDir) {
+    const preload = new URL('./cpu-prof-preload.js', import.meta.url).href;
+    env['NODE_OPTIONS'] = `${process.env['NODE_OPTIONS'] ?? ''} --import=${preload}`.trim();
+    env['LUNAR_BENCH_CPU_PROF_DIR'] = opts.cpuProfileDir;
+  }
+  const proc = await start({ dataDir: opts.dataDir, portals: [opts.portal], env });
   try {
     const r = await proc.cli(['volume', 'create', 'bench', '--size', opts.size, '--json']);
     if (r.code !== 0) throw new Error(`lunar volume create failed (${r.code}): ${(r.stderr || r.stdout).trim()}`);
@@ -55,6 +73,7 @@ export async function startLunar(opts: { dataDir: string; portal: string; size: 
       dataDir: proc.dataDir,
       backingFile: vol.id !== '' && existsSync(file) ? file : undefined,
       volumeId: vol.id,
+      threadPoolSize: poolSize,
       stop: () => proc.stop().catch(() => proc.kill9()),
     };
   } catch (e) {

@@ -1,8 +1,10 @@
 // `npm run bench` entry point: Lunar vs tgt over iSCSI on loopback (bench/iscsi.ts).
 //
 //   npm run bench -- [--seconds 3] [--runs 3] [--targets lunar,tgt] [--tgt-params match|default]
-//                    [--size 1GiB] [--only randread-4k-qd1,...] [--cross-check] [--json FILE] [--markdown FILE]
+//                    [--size 1GiB] [--only randread-4k-qd1,...] [--cross-check] [--profile DIR]
+//                    [--json FILE] [--markdown FILE]
 
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { runIscsiBench, WORKLOADS } from './iscsi.js';
 
@@ -23,6 +25,7 @@ async function main(): Promise<number> {
       size: { type: 'string', default: '1GiB' },
       only: { type: 'string' },
       'cross-check': { type: 'boolean', default: false },
+      profile: { type: 'string' },
       json: { type: 'string' },
       markdown: { type: 'string' },
       help: { type: 'boolean', default: false },
@@ -31,7 +34,7 @@ async function main(): Promise<number> {
   if (values.help) {
     process.stdout.write(
       'usage: npm run bench -- [--seconds N] [--runs N] [--targets lunar,tgt] [--tgt-params match|default]\n' +
-        '                        [--size 1GiB] [--only KEY,...] [--cross-check] [--json FILE] [--markdown FILE]\n' +
+        '                        [--size 1GiB] [--only KEY,...] [--cross-check] [--profile DIR] [--json FILE] [--markdown FILE]\n' +
         `workload keys: ${WORKLOADS.map((w) => w.key).join(', ')}\n`,
     );
     return 0;
@@ -51,6 +54,7 @@ async function main(): Promise<number> {
     size: values.size,
     sizeBytes: sizeBytes(values.size),
     crossCheck: values['cross-check'],
+    ...(values.profile ? { profileDir: resolve(values.profile) } : {}),
     ...(values.only ? { only: values.only.split(',') } : {}),
     ...(values.json ? { jsonOut: values.json } : {}),
     ...(values.markdown ? { markdownOut: values.markdown } : {}),

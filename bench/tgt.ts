@@ -1,7 +1,7 @@
 // tgtd (Debian package tgt) as the reference target for the benchmarks: one target, LUN 1 on a
 // sparse file with the rdwr backing store, bound to one loopback portal, stopped reliably.
-// (test/support/tgt.ts serves the tests; this one adds per-key login parameter updates and
-// the process id the benchmark samples.)
+// (test/support/tgt.ts serves the tests; this one puts the backing file where the benchmark says,
+// beside Lunar's, and sets target login parameters before the first login.)
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { execOk, exec, sleep } from './util.js';
@@ -13,6 +13,8 @@ export interface TgtOptions {
   readonly controlPort: number;
   readonly backingFile: string;
   readonly iqn: string;
+  /** thin_provisioning=1 on the LU (as Lunar's thin volumes: LBPME, UNMAP); the read/write path is the same. */
+  readonly thin?: boolean;
   /** Target-level iSCSI parameters set with `tgtadm --op update --mode target` (e.g. InitialR2T=No). */
   readonly params?: ReadonlyMap<string, string>;
 }
@@ -96,6 +98,9 @@ export async function startTgt(opts: TgtOptions): Promise<TgtTarget> {
     const base = ['--lld', 'iscsi', '--mode'];
     await tgtadm(opts.controlPort, [...base, 'target', '--op', 'new', '--tid', TID, '-T', opts.iqn]);
     await tgtadm(opts.controlPort, [...base, 'logicalunit', '--op', 'new', '--tid', TID, '--lun', '1', '--bstype', 'rdwr', '-b', opts.backingFile]);
+    if (opts.thin) {
+      await tgtadm(opts.controlPort, [...base, 'logicalunit', '--op', 'update', '--tid', TID, '--lun', '1', '--params', 'thin_provisioning=1']);
+    }
     for (const [name, value] of opts.params ?? new Map<string, string>()) {
       await tgtadm(opts.controlPort, [...base, 'target', '--op', 'update', '--tid', TID, '--name', name, '--value', value]);
     }

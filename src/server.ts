@@ -65,21 +65,21 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
   const admin: AdminServer = await startAdminServer(
     adminSocketPath(config.dataDir),
     {
-    volumes: () => {
-      if (!manager || !isReady) {
-        throw new VolumeError('failed-precondition', closing ? 'Lunar is shutting down' : 'Lunar is still starting; retry in a moment');
-      }
-      return manager;
-    },
-    allSessions: () => iscsi?.sessions() ?? [],
-    info: () => ({
-      version: LUNAR_VERSION,
-      ready: isReady,
-      pid: process.pid,
-      dataDir: config.dataDir,
-      serverId: manager?.serverId() ?? null,
-      portals: config.portals,
-    }),
+      volumes: () => {
+        if (!manager || !isReady) {
+          throw new VolumeError('failed-precondition', closing ? 'Lunar is shutting down' : 'Lunar is still starting; retry in a moment');
+        }
+        return manager;
+      },
+      allSessions: () => iscsi?.sessions() ?? [],
+      info: () => ({
+        version: LUNAR_VERSION,
+        ready: isReady,
+        pid: process.pid,
+        dataDir: config.dataDir,
+        serverId: manager?.serverId() ?? null,
+        portals: config.portals,
+      }),
     },
     base.child({ component: 'admin' }),
   );
@@ -95,7 +95,7 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
 
     // ---- CSI server: the lead adds startCsiServer (src/csi/server.ts) here. ------------------------
     // if (config.csiEndpoint) csi.server = await startCsiServer({ endpoint: config.csiEndpoint, volumes: manager,
-    //   pluginName: ..., version: LUNAR_VERSION, ready: () => isReady, logger: base.child({ component: 'csi' }) });
+    //   pluginName: ..., version: LUNAR_VERSION, ready: () => isReady, logger: base });  // it adds component=csi
     // ---------------------------------------------------------------------------------------------------
   } catch (err) {
     await iscsi?.close().catch(() => undefined);

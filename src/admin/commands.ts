@@ -5,6 +5,8 @@ import { relative, resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { SessionInfo } from '../target/types.js';
 import { parsePortals } from '../util/portal.js';
+import { chapValueProblem } from '../util/ids.js';
+import { portalKey } from '../target/registry.js';
 import { formatSize, parseSize, SizeError } from '../util/size.js';
 import { LUNAR_VERSION } from '../util/version.js';
 import type { Snapshot, Volume } from '../volumes/types.js';
@@ -38,6 +40,7 @@ Usage:
   lunar snapshot list [--json]
   lunar snapshot delete SNAPSHOT
   lunar sessions [--volume VOLUME] [--json]
+  lunar status [--json]
   lunar --help | --version
 
 Every command takes --data-dir DIR (default: $LUNAR_DATA_DIR, else ./.lunar); all but serve talk to the
@@ -107,7 +110,7 @@ function wwid(v: Volume): string {
 }
 
 function portalText(v: Volume): string {
-  return v.portals.map((p) => `${p.advertise ?? p.host}:${p.port},${p.tpgt}`).join(' ');
+  return v.portals.map((p) => `${portalKey({ host: p.advertise ?? p.host, port: p.port })},${p.tpgt}`).join(' ');
 }
 
 function describeVolume(v: Volume): string {
@@ -218,6 +221,10 @@ export async function main(argv: string[], io: Io = processIo, poolSizeAtStart?:
       }
       const dchap = str(values['discovery-chap']) ?? io.env.LUNAR_DISCOVERY_CHAP;
       const discoveryChap = dchap ? splitCreds(dchap, '--discovery-chap') : null;
+      if (discoveryChap) {
+        const problem = chapValueProblem('discovery CHAP user', discoveryChap.user, 1) ?? chapValueProblem('discovery CHAP secret', discoveryChap.secret, 12);
+        if (problem) throw new UsageError(problem);
+      }
       const csiEndpoint = str(values['csi-endpoint']) ?? io.env.LUNAR_CSI_ENDPOINT;
       const { serve } = await import('./serve.js');
       return await serve({ dataDir, portals, discoveryChap, ...(csiEndpoint ? { csiEndpoint } : {}) }, io, shownDir(dataDir), poolSizeAtStart);
@@ -322,7 +329,10 @@ export async function main(argv: string[], io: Io = processIo, poolSizeAtStart?:
         case 'show': {
           const ref = positional(positionals, 0, 'VOLUME', 'volume show');
           noExtra(positionals, 1, 'volume show');
-          printVolume((await call('volume.get', { volume: ref })) as Volume);
+          const v = (await call('volume.get', { volume: ref })) as Volume;
+          const cond = (await call('volume.condition', { volume: v.id })) as { abnormal: boolean; message: string };
+          if (json) io.out(JSON.stringify({ ...v, condition: cond }, null, 2) + '\n');
+          else io.out(describeVolume(v) + `  condition: ${cond.abnormal ? `ABNORMAL — ${cond.message}` : 'healthy'}\n`);
           return ExitCode.OK;
         }
         case 'delete': {
@@ -404,6 +414,35 @@ export async function main(argv: string[], io: Io = processIo, poolSizeAtStart?:
         default:
           throw new UsageError(sub === undefined ? 'snapshot: missing subcommand (create, list, delete)' : `snapshot: unknown subcommand "${sub}" (create, list, delete)`);
       }
+    }
+
+    if (cmd === 'status') {
+      const { values, positionals } = parse(rest, {});
+      if (values.help) {
+        io.out(USAGE);
+        return ExitCode.OK;
+      }
+      noExtra(positionals, 0, 'status');
+      if (str(values['data-dir'])) dataDir = resolve(str(values['data-dir'])!);
+      const info = (await call('ping')) as { version: string; ready: boolean; pid: number; dataDir: string; portals: Array<{ host: string; port: number; tpgt: number }> };
+      let extra: { volumes: number; sessions: number; capacity: { availableBytes: number; totalBytes: number } } | null = null;
+      if (info.ready) {
+        const [vols, sess, cap] = await Promise.all([call('volume.list'), call('sessions'), call('capacity')]);
+        extra = { volumes: (vols as Volume[]).length, sessions: (sess as SessionInfo[]).length, capacity: cap as { availableBytes: number; totalBytes: number } };
+      }
+      if (values.json === true) io.out(JSON.stringify({ ...info, ...extra }, null, 2) + '\n');
+      else {
+        io.out(
+          `Lunar ${info.version} (pid ${info.pid}) ${info.ready ? 'ready' : 'starting'}\n` +
+            `  data:     ${info.dataDir}\n` +
+            `  portals:  ${info.portals.map((p) => `${portalKey(p)},${p.tpgt}`).join(' ')}\n` +
+            (extra
+              ? `  volumes:  ${extra.volumes}\n  sessions: ${extra.sessions}\n` +
+                `  space:    ${formatSize(extra.capacity.availableBytes)} free of ${formatSize(extra.capacity.totalBytes)}\n`
+              : ''),
+        );
+      }
+      return ExitCode.OK;
     }
 
     if (cmd === 'sessions') {

@@ -3,6 +3,7 @@
 import type { Io } from './commands.js';
 import { rootLogger } from '../log.js';
 import { startLunar, type LunarConfig } from '../server.js';
+import { portalKey } from '../target/registry.js';
 import { LUNAR_VERSION } from '../util/version.js';
 import { effectivePoolSize, POOL_PRELOAD, WANTED_POOL_SIZE } from '../util/threadpool.js';
 
@@ -39,7 +40,7 @@ export async function serve(config: LunarConfig, io: Io, shownDataDir: string, p
   }
   const s = server;
   io.out(
-    `Lunar ${LUNAR_VERSION} serving ${shownDataDir} on ${config.portals.map((p) => `${p.host.includes(':') ? `[${p.host}]` : p.host}:${p.port}`).join(', ')} ` +
+    `Lunar ${LUNAR_VERSION} serving ${shownDataDir} on ${config.portals.map((p) => portalKey(p)).join(', ')} ` +
       `(${s.volumes.list().length} volume(s)); admin socket ${shownDataDir}/admin.sock\n`,
   );
   return new Promise<number>((resolve) => {
@@ -51,11 +52,19 @@ export async function serve(config: LunarConfig, io: Io, shownDataDir: string, p
       }
       stopping = true;
       log.info({ signal }, 'stopping');
+      const done = (code: number): void => {
+        // Everything is closed; should some handle still keep the event loop alive, do not hang.
+        setTimeout(() => {
+          log.warn('event loop still busy 5 s after shutdown; exiting');
+          process.exit(code);
+        }, 5000).unref();
+        resolve(code);
+      };
       s.close().then(
-        () => resolve(0),
+        () => done(0),
         (err: unknown) => {
           log.error({ err: String(err) }, 'shutdown failed');
-          resolve(1);
+          done(1);
         },
       );
     };

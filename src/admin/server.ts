@@ -257,9 +257,14 @@ export async function startAdminServer(path: string, ctx: AdminContext, logger?:
     });
   });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EADDRINUSE') {
+        reject(new Error(`another Lunar server is already running with this data directory (${path} was created while this one started); stop it first`));
+      } else reject(err);
+    });
     server.listen(path, () => {
-      server.off('error', reject);
+      server.removeAllListeners('error');
+      server.on('error', (e) => log.error({ err: e.message, path }, 'admin socket error'));
       resolve();
     });
   });

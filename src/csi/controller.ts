@@ -335,8 +335,14 @@ export class ControllerService {
         'readonly must be false: Lunar has no PUBLISH_READONLY capability; the node plugin makes the mount or device read-only (NodePublishVolume.readonly)',
       );
     }
-    const node = parseNodeId(nodeId);
     const v = this.getVolume(id, 'volume_id');
+    let node: ReturnType<typeof parseNodeId>;
+    try {
+      node = parseNodeId(nodeId);
+    } catch (err) {
+      // An id no Lunar node plugin reports names no node: the spec's "Node does not exist".
+      throw notFound(err instanceof Error ? err.message : String(err));
+    }
     const ctx = req.volume_context ?? {};
     const mine = this.volumeContext(v);
     for (const [k, val] of Object.entries(ctx)) {

@@ -9,6 +9,7 @@
 import { existsSync, promises as fsp } from 'node:fs';
 import net from 'node:net';
 import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { componentLogger, type Logger } from '../log.js';
@@ -37,8 +38,8 @@ import { redact } from './validate.js';
 /** proto/csi.proto, found from dist/src/csi/ or src/csi/. */
 export function csiProtoPath(): string {
   for (const rel of ['../../../proto/csi.proto', '../../proto/csi.proto']) {
-    const p = new URL(rel, import.meta.url);
-    if (existsSync(p)) return p.pathname;
+    const p = fileURLToPath(new URL(rel, import.meta.url));
+    if (existsSync(p)) return p;
   }
   throw new Error('proto/csi.proto not found next to the Lunar installation');
 }
@@ -69,6 +70,11 @@ export function loadCsiPackage(): CsiPackage {
     return svc as grpc.ServiceClientConstructor;
   };
   return { Identity: pick('Identity'), Controller: pick('Controller'), Node: pick('Node') };
+}
+
+/** Where `lunar serve` listens for CSI when neither --csi-endpoint nor LUNAR_CSI_ENDPOINT is given. */
+export function defaultCsiEndpoint(dataDir: string): string {
+  return `unix://${resolve(dataDir, 'csi.sock')}`;
 }
 
 export type CsiEndpoint = { readonly kind: 'unix'; readonly path: string } | { readonly kind: 'tcp'; readonly host: string; readonly port: number };
@@ -177,7 +183,18 @@ export async function startCsiServer(opts: CsiServerOptions): Promise<CsiServer>
         for (const k of held) inFlight.delete(k);
         const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
         const code = err ? err.code : grpc.status.OK;
-        const line = { rpc: method, service, ...ids, code: CODE_NAMES[code] ?? String(code), durationMs: Math.round(durationMs * 1000) / 1000 };
+        const line: Record<string, unknown> = {
+          rpc: method,
+          service,
+          ...ids,
+          code: CODE_NAMES[code] ?? String(code),
+          durationMs: Math.round(durationMs * 1000) / 1000,
+        };
+        // At debug level the same single line carries the request and response, secrets redacted.
+        if (log.isLevelEnabled('debug')) {
+          line.request = redact(req);
+          if (!err) line.response = redact(res);
+        }
         if (!err) {
           if (spec.quiet) log.debug(line, `${method} OK`);
           else log.info(line, `${method} OK`);
@@ -186,7 +203,6 @@ export async function startCsiServer(opts: CsiServerOptions): Promise<CsiServer>
         } else {
           log.warn({ ...line, err: err.message }, `${method} refused`);
         }
-        if (log.isLevelEnabled('debug')) log.debug({ rpc: method, request: redact(req), response: err ? undefined : redact(res) }, `${method} detail`);
         if (err) callback({ code: err.code, details: err.message }, null);
         else callback(null, res);
       };
@@ -238,6 +254,7 @@ export async function startCsiServer(opts: CsiServerOptions): Promise<CsiServer>
       locks: (r) => [
         `volume name:${r.name ?? ''}`,
         ...(r.volume_content_source?.volume ? [vol(r.volume_content_source.volume.volume_id)] : []),
+        ...(r.volume_content_source?.snapshot ? [`snapshot:${r.volume_content_source.snapshot.snapshot_id ?? ''}`] : []),
       ],
       ids: (r) => ({ name: r.name ?? '' }),
       needsReady: true,

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { crc32cUpdate, digestBytes, DIGEST_LENGTH, readDigest } from './digest.js';
 import { IscsiProtocolError, RejectReason } from './errors.js';
 import { LoginStateMachine, type LoginContext, type LoginResult } from './login.js';
-import { BHS_LENGTH, decodePdu, encodePdu, pad4, readBhsPrefix, isInitiatorOpcode, Opcode, RESERVED_TAG, type InitiatorPdu, type Pdu, type TargetPdu } from './pdu.js';
+import { BHS_LENGTH, decodePdu, encodePdu, pad4, readBhsPrefix, isInitiatorOpcode, Opcode, type InitiatorPdu, type TargetPdu } from './pdu.js';
 
 /** §11.12.1 / §13.12: login PDUs carry at most 8192 bytes of data before operational negotiation. */
 const LOGIN_MAX_DATA = 8192;
@@ -21,6 +21,8 @@ export interface PduHandler {
    */
   dataSink(pdu: InitiatorPdu): Buffer | null;
   handle(pdu: InitiatorPdu, data: Buffer): void;
+  /** A PDU that could not be decoded was rejected; a command among them still uses up its CmdSN. */
+  rejected(header: Buffer): void;
   /** The connection is gone (after close); abort everything. */
   connectionClosed(reason: string): void;
 }
@@ -231,6 +233,7 @@ export class IscsiConnection {
         this.hooks.logger.warn({ remote: this.remoteAddress, err: p.error?.message }, 'malformed PDU rejected');
         if (this.phase === 'login') throw new IscsiProtocolError(p.error?.message ?? 'bad PDU during login', RejectReason.PROTOCOL_ERROR, true);
         this.sendReject(p.error?.reason ?? RejectReason.PROTOCOL_ERROR, p.header);
+        this.handler?.rejected(p.header);
         continue;
       }
       this.dispatch(p.pdu, data, p.header);
@@ -272,7 +275,11 @@ export class IscsiConnection {
       statusClass: reply.statusClass, statusDetail: reply.statusDetail,
     }), reply.data);
     if (reply.outcome === 'fail') {
-      this.hooks.logger.warn({ remote: this.remoteAddress, statusClass: reply.statusClass, statusDetail: reply.statusDetail, reason: reply.reason }, 'login refused');
+      const who = this.login.identity();
+      this.hooks.logger.warn({
+        event: 'login-refused', target: who.targetName, initiator: who.initiatorName, isid: who.isid, remote: this.remoteAddress,
+        status: `0x${((reply.statusClass << 8) | reply.statusDetail).toString(16).padStart(4, '0')}`, reason: reply.reason, durationMs: Date.now() - this.startedAt,
+      }, 'iSCSI login refused');
       this.endAfterFlush(`login failed: ${reply.reason ?? ''}`);
     } else if (reply.outcome === 'complete' && reply.result) {
       // Digests and the data segment limit apply from the first PDU after the final login response.
@@ -329,8 +336,8 @@ export class IscsiConnection {
   }
 
   /** Reject (§11.17) carrying the offending header as data. */
-  sendReject(reason: number, badHeader: Buffer, expCmdSN = 0, maxCmdSN = 0): void {
-    const seq = this.handlerSeq?.() ?? { expCmdSN, maxCmdSN };
+  sendReject(reason: number, badHeader: Buffer): void {
+    const seq = this.handlerSeq?.() ?? { expCmdSN: 0, maxCmdSN: 0 };
     const data = Buffer.from(badHeader.subarray(0, BHS_LENGTH));
     this.sendPdu({ opcode: 0x3f, dataSegmentLength: data.length, reason, statSN: this.nextStatSN(), expCmdSN: seq.expCmdSN, maxCmdSN: seq.maxCmdSN, dataSN: 0 }, data);
   }
@@ -387,5 +394,3 @@ export class IscsiConnection {
   }
 }
 
-export { RESERVED_TAG };
-export type { Pdu };

@@ -100,6 +100,7 @@ export class LoginStateMachine {
   private sessionType: SessionType = 'Normal';
   private target: TargetEntry | null = null;
   private required: ChapCredentials | null = null;
+  private requestedTarget: string | null = null;
 
   constructor(private readonly ctx: LoginContext) {
     this.negotiator = new Negotiator(ctx.tuning);
@@ -221,6 +222,7 @@ export class LoginStateMachine {
     if (st === 'Normal') {
       const targetName = value(pairs, 'TargetName');
       if (!targetName) throw fail(LoginStatus.MISSING_PARAMETER, 'TargetName missing');
+      this.requestedTarget = targetName;
       const target = this.ctx.registry.findTarget(targetName);
       if (!target) throw fail(LoginStatus.NOT_FOUND, `target ${targetName} not found`);
       const onPortal = target.portals.length === 0 || target.portals.some((p) => p.tpgt === this.ctx.portalGroupTag);
@@ -279,5 +281,10 @@ export class LoginStateMachine {
 
   get tpgtDeclared(): boolean {
     return this.declaredTpgt;
+  }
+
+  /** Who is logging in to what, as far as known (for logs). */
+  identity(): { initiatorName: string | null; targetName: string | null; isid: string; sessionType: SessionType } {
+    return { initiatorName: this.initiatorName || null, targetName: this.target?.iqn ?? this.requestedTarget, isid: this.isid, sessionType: this.sessionType };
   }
 }

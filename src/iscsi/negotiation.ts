@@ -195,6 +195,11 @@ export class Negotiator {
     this.params.maxRecvDataSegmentLength = tuning.maxRecvDataSegmentLength;
   }
 
+  /** Is this an operational key of §13 that we negotiate? */
+  knows(key: string): boolean {
+    return this.table.has(key) || key === 'OFMarkInt' || key === 'IFMarkInt';
+  }
+
   setSessionType(t: SessionType): void {
     this.sessionType = t;
   }

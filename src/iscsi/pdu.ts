@@ -350,7 +350,8 @@ function writeIsid(b: Buffer, isid: string): void {
 }
 function header(opcode: number, immediate: boolean, flags: number, ahsWords: number, dsl: number): Buffer {
   if (dsl < 0 || dsl > MAX_DATA_SEGMENT_LENGTH) throw new RangeError(`DataSegmentLength ${dsl} out of range`);
-  const b = Buffer.alloc(BHS_LENGTH + ahsWords * 4);
+  // allocUnsafe takes small buffers from Node's shared pool (no new ArrayBuffer per PDU); zero it ourselves.
+  const b = Buffer.allocUnsafe(BHS_LENGTH + ahsWords * 4).fill(0);
   b[0] = (immediate ? 0x40 : 0) | opcode;
   b[1] = flags;
   b[4] = ahsWords;

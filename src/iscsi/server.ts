@@ -141,10 +141,17 @@ export class IscsiServer {
     return n;
   }
 
-  /** Stop listening and end every connection and session. */
-  async close(): Promise<void> {
+  /**
+   * Stop listening and end every connection and session. With logoutGraceMs > 0, normal sessions are
+   * first asked to log out (Async Message, RFC 7143 §11.9.1) and given that long to do so.
+   */
+  async close(opts: { logoutGraceMs?: number } = {}): Promise<void> {
     this.closing = true;
     const closes = this.listeners.map((l) => new Promise<void>((resolve) => l.close(() => resolve())));
+    const grace = opts.logoutGraceMs ?? 0;
+    if (grace > 0) {
+      await Promise.all([...this.byTsih.values()].filter((s) => s.opts.type === 'Normal').map((s) => s.requestLogout(grace)));
+    }
     for (const s of [...this.byTsih.values()]) s.end('server shutdown');
     for (const c of [...this.connections]) c.destroy('server shutdown');
     this.listeners.length = 0;

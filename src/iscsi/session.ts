@@ -6,77 +6,12 @@ import type { ITNexus, ScsiCommand, ScsiResponse, TaskAttribute, TaskManagementF
 import type { SessionInfo, TargetEntry, TargetRegistry } from '../target/types.js';
 import type { IscsiConnection, PduHandler } from './connection.js';
 import { sendTargets } from './discovery.js';
-import { IscsiProtocolError, IscsiTextError, RejectReason } from './errors.js';
+import { IscsiTextError, RejectReason } from './errors.js';
 import type { IscsiTuning, SessionParameters, SessionType } from './negotiation.js';
 import { Negotiator } from './negotiation.js';
 import { decodeLun, encodePdu, RESERVED_TAG, type DataOut, type InitiatorPdu, type LogoutRequest, type NopOut, type ScsiCommandPdu, type TaskMgmtRequest, type TextRequest } from './pdu.js';
 import { encodeText, parseText, splitText, TextAssembler, type TextPair } from './text.js';
-
-// ------------------------------------------------------------ serial number arithmetic (RFC 1982, §4.2.2.1)
-
-export function serialLt(a: number, b: number): boolean {
-  return a !== b && ((b - a) >>> 0) < 0x80000000;
-}
-export function serialLe(a: number, b: number): boolean {
-  return a === b || serialLt(a, b);
-}
-
-/**
- * The command window (§4.2.2.1): ExpCmdSN advances as commands arrive in order; MaxCmdSN lets
- * `depth` commands be outstanding and never moves backwards. Out-of-order commands wait here.
- */
-export class CmdWindow<T> {
-  expCmdSN: number;
-  private maxAdvertised: number;
-  private readonly waiting = new Map<number, T>();
-
-  constructor(
-    first: number,
-    private readonly depth: number,
-  ) {
-    this.expCmdSN = first >>> 0;
-    this.maxAdvertised = (first + depth - 1) >>> 0;
-  }
-
-  /** MaxCmdSN to send now, given `outstanding` commands not yet completed. */
-  maxCmdSN(outstanding: number): number {
-    const candidate = (this.expCmdSN + Math.max(0, this.depth - outstanding) - 1) >>> 0;
-    if (serialLt(this.maxAdvertised, candidate)) this.maxAdvertised = candidate;
-    return this.maxAdvertised;
-  }
-
-  inWindow(cmdSN: number): boolean {
-    return serialLe(this.expCmdSN, cmdSN) && serialLe(cmdSN, this.maxAdvertised);
-  }
-
-  /**
-   * Offer a non-immediate command. Returns the commands now deliverable in CmdSN order (possibly
-   * none when it arrived early), or null when it is outside the window or a duplicate (§4.2.2.1: ignore).
-   */
-  offer(cmdSN: number, item: T): T[] | null {
-    if (!this.inWindow(cmdSN) || this.waiting.has(cmdSN)) return null;
-    if (cmdSN !== this.expCmdSN) {
-      this.waiting.set(cmdSN, item);
-      return [];
-    }
-    const out = [item];
-    this.expCmdSN = (this.expCmdSN + 1) >>> 0;
-    for (let next = this.waiting.get(this.expCmdSN); next !== undefined; next = this.waiting.get(this.expCmdSN)) {
-      this.waiting.delete(this.expCmdSN);
-      out.push(next);
-      this.expCmdSN = (this.expCmdSN + 1) >>> 0;
-    }
-    return out;
-  }
-
-  get queued(): number {
-    return this.waiting.size;
-  }
-
-  clear(): void {
-    this.waiting.clear();
-  }
-}
+import { CmdWindow, serialLt } from './cmdsn.js';
 
 // ------------------------------------------------------------ tasks
 
@@ -164,6 +99,9 @@ export class Session implements PduHandler {
   private readonly textIn = new TextAssembler();
   /** Pending multi-PDU text response (§6.2): chunks still to send, keyed by our TTT. */
   private textOut: { ttt: number; itt: number; chunks: Buffer[] } | null = null;
+  /** TTT we gave the initiator to continue a multi-PDU request under, and that request's ITT. */
+  private textInTtt: number | null = null;
+  private textInItt = RESERVED_TAG;
   private readonly ffpNegotiator: Negotiator;
   private pingTtt: number | null = null;
   private pingSentAt = 0;
@@ -184,7 +122,7 @@ export class Session implements PduHandler {
     if (this.nexus && opts.target) opts.target.device.nexusAdded(this.nexus);
     const interval = host.tuning.nopInIntervalMs;
     if (interval > 0) {
-      this.pingTimer = setInterval(() => this.checkAlive(), Math.max(100, Math.min(interval, host.tuning.nopInTimeoutMs) / 2));
+      this.pingTimer = setInterval(() => this.guard(() => this.checkAlive()), Math.max(100, Math.min(interval, host.tuning.nopInTimeoutMs) / 2));
       this.pingTimer.unref();
     } else {
       this.pingTimer = null;
@@ -270,11 +208,30 @@ export class Session implements PduHandler {
     for (const c of ready) {
       const d = this.pendingData.get(c) ?? null;
       this.pendingData.delete(c);
-      this.execute(c as typeof cmd, d);
+      if (!this.consumed.has(c)) this.execute(c as typeof cmd, d);
     }
   }
 
   private readonly pendingData = new Map<InitiatorPdu, Buffer>();
+  /** Stand-ins for rejected commands in the CmdSN window: they use up a CmdSN and do nothing. */
+  private readonly consumed = new WeakSet<InitiatorPdu>();
+
+  rejected(header: Buffer): void {
+    // A non-immediate command rejected before decoding still occupies its CmdSN (RFC 7143 §4.2.2.1);
+    // without this the window would wait forever for it.
+    const op = header[0]! & 0x3f;
+    if ((header[0]! & 0x40) !== 0 || ![0x00, 0x01, 0x02, 0x04, 0x06].includes(op) || header.length < 48) return;
+    if (op === 0x00 && header.readUInt32BE(16) === RESERVED_TAG) return;
+    const cmdSN = header.readUInt32BE(24);
+    const stand: InitiatorPdu = { opcode: 0x00, immediate: false, dataSegmentLength: 0, lun: 0n, initiatorTaskTag: RESERVED_TAG, targetTransferTag: RESERVED_TAG, cmdSN, expStatSN: 0 };
+    this.consumed.add(stand);
+    const ready = this.window.offer(cmdSN, stand);
+    for (const c of ready ?? []) {
+      const d = this.pendingData.get(c) ?? null;
+      this.pendingData.delete(c);
+      if (!this.consumed.has(c)) this.execute(c as Exclude<InitiatorPdu, DataOut | { opcode: 0x03 } | { opcode: 0x10 }>, d);
+    }
+  }
 
   connectionClosed(reason: string): void {
     this.end(reason);
@@ -289,12 +246,27 @@ export class Session implements PduHandler {
       case 0x01:
         return this.onScsiCommand(pdu, data);
       case 0x02:
-        void this.onTaskManagement(pdu);
+        this.onTaskManagement(pdu).catch((e: unknown) => this.guard(() => {
+          throw e;
+        }));
         return;
       case 0x04:
         return this.onText(pdu, data ?? Buffer.alloc(0));
       case 0x06:
         return this.onLogout(pdu);
+    }
+  }
+
+  /**
+   * Run work that happens outside the connection's data handler (promise callbacks, timers): an
+   * unexpected error must end this connection, never surface as an unhandled rejection.
+   */
+  private guard(fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      this.log.error({ err: (e as Error)?.message }, 'internal error, closing connection');
+      this.conn.destroy('internal error');
     }
   }
 
@@ -548,11 +520,11 @@ export class Session implements PduHandler {
       promise = Promise.reject(e);
     }
     promise.then(
-      (resp) => this.complete(task, resp),
+      (resp) => this.guard(() => this.complete(task, resp)),
       (e: unknown) => {
         this.log.error({ itt: task.itt, err: (e as Error)?.message }, 'SCSI device failed a command');
         // §11.4.3 response 0x01: target failure.
-        this.complete(task, null, true);
+        this.guard(() => this.complete(task, null, true));
       },
     );
   }
@@ -560,6 +532,7 @@ export class Session implements PduHandler {
   /** Send Data-In (§11.7) and status (§11.4) for a finished command. */
   private complete(task: Task, resp: ScsiResponse | null, targetFailure = false): void {
     this.dropTask(task);
+    if (this.idleWaiters.length > 0) queueMicrotask(() => this.idleWaiters.forEach((w) => w()));
     if (this.ended || task.state === 'aborted') return;
     if (!resp && !targetFailure) return; // aborted by task management: no response (§11.5.1)
     const c = this.conn;
@@ -604,7 +577,7 @@ export class Session implements PduHandler {
     }
     c.sendPdu({
       opcode: 0x21, dataSegmentLength: senseData?.length ?? 0, bidiOverflow: false, bidiUnderflow: false, overflow, underflow, response: 0x00, status: resp.status,
-      initiatorTaskTag: task.itt, snackTag: 0, statSN: c.nextStatSN(), expCmdSN: this.window.expCmdSN, maxCmdSN: this.maxCmdSN(), expDataSN: dataSN, bidiReadResidualCount: 0, residualCount: residual,
+      initiatorTaskTag: task.itt, snackTag: 0, statSN: c.nextStatSN(), expCmdSN: this.window.expCmdSN, maxCmdSN: this.maxCmdSN(), expDataSN: dataSN + task.r2tSN, bidiReadResidualCount: 0, residualCount: residual,
     }, senseData);
   }
 
@@ -699,32 +672,50 @@ export class Session implements PduHandler {
         statSN: c.nextStatSN(), expCmdSN: this.window.expCmdSN, maxCmdSN: this.maxCmdSN(),
       }, payload);
     };
-    // Continuation of a long response we are sending (§6.2: empty request carrying our TTT).
     if (pdu.targetTransferTag !== RESERVED_TAG) {
       const out = this.textOut;
-      if (!out || out.ttt !== pdu.targetTransferTag) {
+      if (out && out.ttt === pdu.targetTransferTag && out.itt === pdu.initiatorTaskTag) {
+        // Continuation of a long response we are sending (§6.2: empty request carrying our TTT).
+        const chunk = out.chunks.shift()!;
+        const last = out.chunks.length === 0;
+        if (last) this.textOut = null;
+        respond(chunk, last, !last, last ? RESERVED_TAG : out.ttt);
+        return;
+      }
+      if (this.textInTtt === null || this.textInTtt !== pdu.targetTransferTag || this.textInItt !== pdu.initiatorTaskTag) {
         this.reject(RejectReason.INVALID_PDU_FIELD, pdu);
         return;
       }
-      const chunk = out.chunks.shift()!;
-      const last = out.chunks.length === 0;
-      if (last) this.textOut = null;
-      respond(chunk, last, !last, last ? RESERVED_TAG : out.ttt);
-      return;
+      // Otherwise: the next part of a request the initiator continues (C bit) under our TTT.
+    } else if (this.textIn.pending && this.textInItt !== pdu.initiatorTaskTag) {
+      // §11.10: a new text exchange replaces an unfinished one.
+      this.textIn.reset();
     }
     this.textOut = null;
+    this.textInTtt = null;
+    this.textInItt = pdu.initiatorTaskTag;
     let text: Buffer | null;
     let pairs: TextPair[];
     try {
       text = this.textIn.push(data, pdu.continue);
       if (text === null) {
-        // §11.10.2: more request text follows; answer with an empty response.
-        respond(Buffer.alloc(0), false, false, this.allocTtt());
+        // §11.10.2: more request text follows; answer with an empty response and a TTT to continue under.
+        this.textInTtt = this.allocTtt();
+        respond(Buffer.alloc(0), false, false, this.textInTtt);
         return;
       }
       pairs = parseText(text);
     } catch (e) {
       if (!(e instanceof IscsiTextError)) throw e;
+      this.reject(RejectReason.PROTOCOL_ERROR, pdu);
+      return;
+    }
+    // §13.3: SendTargets=All, =<iSCSI name> or empty. A request with a malformed SendTargets value or
+    // without any key we know is refused with a Reject (as LIO does; libiscsi's iSCSISendTargets tests it).
+    const known = pairs.some((p) => p.key === 'SendTargets' || this.ffpNegotiator.knows(p.key));
+    const badValue = pairs.some((p) => p.key === 'SendTargets' && !/^(?:All|(?:iqn|eui|naa)\..+)?$/.test(p.value));
+    if (!known || badValue) {
+      this.log.warn({ keys: pairs.map((p) => p.key) }, 'text request refused');
       this.reject(RejectReason.PROTOCOL_ERROR, pdu);
       return;
     }
@@ -761,7 +752,41 @@ export class Session implements PduHandler {
 
   // ------------------------------------------------------------ logout (§11.14, §11.15)
 
+  /** Resolves when no command is executing in the device (or after timeoutMs). */
+  private quiesce(timeoutMs: number): Promise<void> {
+    const busy = [...this.tasks.values()].some((t) => t.state === 'executing');
+    if (!busy) return Promise.resolve();
+    return new Promise((resolve) => {
+      const t = setTimeout(done, timeoutMs);
+      t.unref();
+      const waiter = (): void => {
+        if (![...this.tasks.values()].some((x) => x.state === 'executing')) done();
+      };
+      function done(): void {
+        clearTimeout(t);
+        resolve();
+      }
+      this.idleWaiters.push(waiter);
+    });
+  }
+
+  private idleWaiters: Array<() => void> = [];
+
   private onLogout(pdu: LogoutRequest): void {
+    // §11.14: commands still running finish (their responses go first), commands waiting for data
+    // that will never come are dropped; then the Logout Response.
+    const closing = pdu.reasonCode === 0 || (pdu.reasonCode === 1 && pdu.cid === this.opts.cid);
+    if (!closing) {
+      this.logoutNow(pdu);
+      return;
+    }
+    this.abortPending(null);
+    void this.quiesce(5000).then(() => this.guard(() => {
+      if (!this.ended) this.logoutNow(pdu);
+    }));
+  }
+
+  private logoutNow(pdu: LogoutRequest): void {
     let response = 0;
     if (pdu.reasonCode === 1 && pdu.cid !== this.opts.cid) response = 1; // CID not found
     else if (pdu.reasonCode === 2) response = 2; // connection recovery not supported (ERL 0)
@@ -778,6 +803,28 @@ export class Session implements PduHandler {
       this.conn.endAfterFlush('logout');
     }
   }
+
+  /**
+   * Ask the initiator to log out (§11.9.1 AsyncEvent 1, Parameter3 = seconds it has to do so).
+   * Resolves when the session has ended or the grace time passed.
+   */
+  requestLogout(graceMs: number): Promise<void> {
+    if (this.ended) return Promise.resolve();
+    this.conn.sendPdu({
+      opcode: 0x32, dataSegmentLength: 0, lun: 0n, statSN: this.conn.nextStatSN(), expCmdSN: this.window.expCmdSN, maxCmdSN: this.maxCmdSN(),
+      asyncEvent: 1, asyncVCode: 0, parameter1: 0, parameter2: 0, parameter3: Math.max(1, Math.ceil(graceMs / 1000)),
+    });
+    return new Promise((resolve) => {
+      const t = setTimeout(resolve, graceMs);
+      t.unref();
+      this.endWaiters.push(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+
+  private endWaiters: Array<() => void> = [];
 
   // ------------------------------------------------------------ end
 
@@ -800,7 +847,7 @@ export class Session implements PduHandler {
     this.log.info({ event: this.logoutRequested ? 'logout' : 'session-end', reason, remote: this.conn.remoteAddress, durationMs: Date.now() - this.startedAt, discovery: this.opts.type === 'Discovery' }, this.logoutRequested ? 'iSCSI logout' : 'iSCSI session ended');
     this.conn.close(reason);
     this.host.sessionEnded(this);
+    for (const w of this.endWaiters.splice(0)) w();
   }
 }
 
-export { IscsiProtocolError };

@@ -49,8 +49,8 @@ export function createTargetDevice(opts: {
   for (const n of lunNumbers) {
     if (!Number.isInteger(n) || n < 0 || n > 16383) throw new RangeError(`LUN ${n} out of range 0..16383`);
   }
-  const view: DeviceView = { luns: () => [...lunNumbers], targetPorts: [...opts.targetPorts] };
   const units = new Map<number, LogicalUnit>();
+  const view: DeviceView = { luns: () => [...lunNumbers], logicalUnits: () => [...units.values()], targetPorts: [...opts.targetPorts] };
   for (const n of lunNumbers) {
     const c = opts.luns.get(n)!;
     const lu = new LogicalUnit(

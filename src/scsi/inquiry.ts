@@ -31,7 +31,7 @@ export function encodeStandardInquiry(o: StandardInquiryOptions): Buffer {
   b[2] = 0x06; // VERSION: SPC-4
   b[3] = 0x10 | 0x02; // HISUP=1, RESPONSE DATA FORMAT=2
   b[4] = STANDARD_LENGTH - 5; // ADDITIONAL LENGTH
-  b[5] = 0x10; // TPGS=01b: implicit asymmetric logical unit access
+  b[5] = 0x10 | 0x08; // TPGS=01b: implicit asymmetric logical unit access; 3PC: EXTENDED COPY
   b[6] = o.multiPort ? 0x10 : 0x00; // MULTIP
   b[7] = 0x02; // CMDQUE=1
   putAscii(b, 8, 8, o.identity.vendor);

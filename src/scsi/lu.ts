@@ -6,7 +6,7 @@ import { lookupCommand, type CommandDescriptor } from './commands.js';
 import { AbortedError, IoGate } from './gate.js';
 import { defaultModeState, type ModeState } from './mode.js';
 import { createReservationManager } from './pr.js';
-import { Asc, ScsiError, SenseKey, checkCondition, invalidOpcode } from './sense.js';
+import { Asc, ScsiError, SenseKey, checkCondition, invalidOpcode, ioErrorToScsi } from './sense.js';
 import {
   ScsiStatus,
   type ITNexus,
@@ -22,6 +22,8 @@ import {
 /** What a LogicalUnit needs to know about the target device around it. */
 export interface DeviceView {
   luns(): number[];
+  /** The logical units of this device (EXTENDED COPY stays inside them). */
+  logicalUnits(): LogicalUnit[];
   readonly targetPorts: readonly number[];
 }
 
@@ -33,6 +35,12 @@ export interface LogicalUnitOptions {
   readonly readOnly: boolean;
   readonly prState?: PersistentReservationSnapshot;
   readonly onPrChange?: (s: PersistentReservationSnapshot) => void;
+}
+
+/** Outcome of a completed EXTENDED COPY kept for RECEIVE COPY RESULTS. */
+export interface CopyResult {
+  readonly segments: number;
+  readonly bytes: number;
 }
 
 /** Everything a command handler gets. */
@@ -60,18 +68,6 @@ function sameUa(a: UnitAttention, b: UnitAttention): boolean {
   return a.asc === b.asc && a.ascq === b.ascq;
 }
 
-/** Map a backing-store failure to sense data (SBC-3 §4.x medium errors; thin provisioning exhaustion). */
-export function ioErrorToScsi(e: unknown, writing: boolean): ScsiError {
-  const code = typeof e === 'object' && e !== null && 'code' in e ? String((e as { code: unknown }).code) : '';
-  if (code === 'ENOSPC' || code === 'EDQUOT') {
-    return new ScsiError(SenseKey.DATA_PROTECT, Asc.SPACE_ALLOCATION_FAILED_WRITE_PROTECT);
-  }
-  if (code === 'EIO') {
-    return new ScsiError(SenseKey.MEDIUM_ERROR, writing ? Asc.WRITE_ERROR : Asc.UNRECOVERED_READ_ERROR);
-  }
-  return new ScsiError(SenseKey.HARDWARE_ERROR, Asc.INTERNAL_TARGET_FAILURE);
-}
-
 /** Never return more Data-In than ExpectedDataTransferLength (the rest is a residual overflow). */
 export function clampToExpected(cmd: ScsiCommand, res: ScsiResponse): ScsiResponse {
   const d = res.data;
@@ -95,12 +91,16 @@ export class LogicalUnit {
   readonly #ua = new Map<string, UnitAttention[]>();
   readonly #nexuses = new Map<string, ITNexus>();
   readonly #tasks = new Map<string, Task>();
+  /** Completed EXTENDED COPY lists by nexus and LIST IDENTIFIER (RECEIVE COPY RESULTS). */
+  readonly #copyResults = new Map<string, Map<number, CopyResult>>();
+  /** Completion of the youngest ORDERED task still running. */
+  #barrier: Promise<unknown> | null = null;
 
   constructor(
     readonly lun: number,
     opts: LogicalUnitOptions,
     private readonly device: DeviceView,
-    private readonly log: Logger,
+    readonly log: Logger,
   ) {
     if (opts.blockSize !== 512 && opts.blockSize !== 4096) {
       throw new Error(`block size must be 512 or 4096, got ${opts.blockSize}`);
@@ -161,6 +161,7 @@ export class LogicalUnit {
   }
 
   nexusRemoved(n: ITNexus): void {
+    this.#copyResults.delete(n.key);
     this.abortTasks((t) => t.nexusKey === n.key);
     this.#nexuses.delete(n.key);
     this.#ua.delete(n.key);
@@ -192,6 +193,18 @@ export class LogicalUnit {
     return this.#ua.get(nexusKey) ?? [];
   }
 
+  rememberCopyResult(nexusKey: string, listId: number, r: CopyResult): void {
+    let m = this.#copyResults.get(nexusKey);
+    if (!m) this.#copyResults.set(nexusKey, (m = new Map()));
+    m.delete(listId);
+    m.set(listId, r);
+    if (m.size > 16) m.delete(m.keys().next().value!);
+  }
+
+  copyResult(nexusKey: string, listId: number): CopyResult | undefined {
+    return this.#copyResults.get(nexusKey)?.get(listId);
+  }
+
   // ---- execution ----------------------------------------------------------------------------------
 
   async execute(cmd: ScsiCommand): Promise<ScsiResponse | null> {
@@ -201,9 +214,31 @@ export class LogicalUnit {
     const controller = new AbortController();
     const task: Task = { nexusKey, taskTag: cmd.taskTag, controller, done: Promise.resolve() };
     const prior = this.#tasks.get(taskKey);
+    // SAM-5 §8.6 task attributes: an ORDERED task starts after every older task has completed, and
+    // younger SIMPLE tasks start after it; HEAD OF QUEUE starts at once. (Linux sends SIMPLE only.)
+    let waitFor: Promise<unknown> | null = null;
+    if (cmd.attribute === 'ordered') {
+      const older = [...this.#tasks.values()].map((t) => t.done);
+      if (this.#barrier) older.push(this.#barrier);
+      waitFor = Promise.all(older);
+    } else if (cmd.attribute !== 'head-of-queue' && this.#barrier) {
+      waitFor = this.#barrier;
+    }
     this.#tasks.set(taskKey, task);
-    const run = this.#run(cmd, controller.signal);
+    if (waitFor) {
+      // An aborted task stops waiting for its turn at once.
+      const abortedWait = new Promise<void>((resolve) => controller.signal.addEventListener('abort', () => resolve(), { once: true }));
+      waitFor = Promise.race([waitFor, abortedWait]);
+    }
+    const run = waitFor ? waitFor.then(() => this.#run(cmd, controller.signal)) : this.#run(cmd, controller.signal);
     task.done = run.catch(() => undefined);
+    if (cmd.attribute === 'ordered') {
+      const barrier = task.done;
+      this.#barrier = barrier;
+      void barrier.then(() => {
+        if (this.#barrier === barrier) this.#barrier = null;
+      });
+    }
     try {
       const res = await run;
       return controller.signal.aborted ? null : res;
@@ -216,6 +251,16 @@ export class LogicalUnit {
   }
 
   async #run(cmd: ScsiCommand, signal: AbortSignal): Promise<ScsiResponse> {
+    if (!this.log.isLevelEnabled('debug')) return this.#dispatch(cmd, signal);
+    const started = process.hrtime.bigint();
+    const res = await this.#dispatch(cmd, signal);
+    const us = Number(process.hrtime.bigint() - started) / 1000;
+    this.log.debug({ opcode: cmd.cdb[0], itt: cmd.taskTag, status: res.status, sense: res.sense?.toString('hex'), us }, 'scsi command');
+    return res;
+  }
+
+  async #dispatch(cmd: ScsiCommand, signal: AbortSignal): Promise<ScsiResponse> {
+    if (signal.aborted) return { status: ScsiStatus.TASK_ABORTED, data: null, sense: null };
     const entry: CommandDescriptor | 'invalid-service-action' | undefined = lookupCommand(cmd.cdb, this);
     // SPC-4 §5.14: a pending unit attention is reported for any command but INQUIRY, REPORT LUNS and
     // REQUEST SENSE (which reports it as its parameter data).

@@ -725,6 +725,11 @@ export function createReservationManager(
       if (!ignoreExisting && rk !== ZERO_KEY) return conflict();
       if (sark === ZERO_KEY) return good(); // nothing to register, nothing changes
       if (regs.size >= MAX_REGISTRATIONS) return insufficientRegistrationResources();
+      // One ALL_TG_PT registration stands for every I_T nexus of the initiator port; it cannot be mixed
+      // with registrations the port already holds through other target ports (each with its own key).
+      if (allTgPt && [...regs.values()].some((x) => x.initiatorPortName === nexus.initiatorPortName)) {
+        return invalidParam(20, 2);
+      }
       const r: Registration = allTgPt
         ? { initiatorPortName: nexus.initiatorPortName, targetPortName: '*', relativeTargetPortId: 0, key: sark }
         : {
@@ -922,7 +927,8 @@ export function createReservationManager(
     }
     // Move the reservation, same scope and type, to the destination I_T nexus.
     reservation = { holder: destId, type: reservation.type, key: sark };
-    if (unreg) regs.delete(regIdOf(own));
+    // UNREG cannot remove the source when one ALL_TG_PT registration covers both I_T nexuses.
+    if (unreg && dest !== own) regs.delete(regIdOf(own));
     aptpl = aptplBit;
     bumpGeneration();
     changed();

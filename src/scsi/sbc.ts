@@ -2,9 +2,10 @@
 // PRE-FETCH, UNMAP, WRITE SAME, COMPARE AND WRITE, ORWRITE, GET LBA STATUS, READ CAPACITY.
 import { decodeBlock, decodeCompareAndWrite, decodeWriteSameFlags, readU64, u16, u32, type BlockCdb } from './cdb.js';
 import { AbortedError } from './gate.js';
-import { ioErrorToScsi, type CommandContext, type LogicalUnit } from './lu.js';
+import type { CommandContext, LogicalUnit } from './lu.js';
 import { GOOD, dataIn, good, parameterList } from './respond.js';
 import {
+  ioErrorToScsi,
   invalidFieldInCdb,
   invalidFieldInParameterList,
   lbaOutOfRange,
@@ -179,13 +180,16 @@ export async function unmap(ctx: CommandContext): Promise<ScsiResponse> {
   const descriptors = parseUnmapParameters(lu, parameterList(cmd, listLength), listLength);
   const bs = lu.blockSize;
   await lu.gate.run(false, ctx.signal, async () => {
-    for (const d of descriptors) {
-      checkNotAborted(ctx.signal);
-      try {
+    try {
+      for (const d of descriptors) {
+        checkNotAborted(ctx.signal);
         await lu.store.deallocate(d.lba * bs, d.blocks * bs);
-      } catch (e) {
-        throw ioErrorToScsi(e, true);
       }
+      // Write cache disabled (WCE=0): the deallocation is durable before GOOD, like a write.
+      if (!lu.mode.wce && descriptors.length > 0) await lu.store.flush();
+    } catch (e) {
+      if (e instanceof AbortedError) throw e;
+      throw ioErrorToScsi(e, true);
     }
   });
   return good(listLength);
@@ -234,8 +238,12 @@ export async function writeSame(ctx: CommandContext): Promise<ScsiResponse> {
         // UNMAP=0: allocate zeroed blocks without transferring zeroes (FALLOC_FL_ZERO_RANGE). The space
         // is reserved; ext4/XFS keep such extents "unwritten", which GET LBA STATUS (SEEK_DATA) then
         // reports as deallocated: indistinguishable for the initiator since LBPRZ=1.
-        if (f.unmap && lu.thinProvisioned) await store.deallocate(offset, length);
-        else if (canWriteZeroes(store)) await store.writeZeroes(offset, length, !lu.mode.wce);
+        if (f.unmap && lu.thinProvisioned) {
+          await store.deallocate(offset, length);
+          if (!lu.mode.wce) await store.flush();
+        } else if (canWriteZeroes(store)) {
+          await store.writeZeroes(offset, length, !lu.mode.wce);
+        }
       } catch (e) {
         throw ioErrorToScsi(e, true);
       }
@@ -402,5 +410,19 @@ export async function getLbaStatus(ctx: CommandContext): Promise<ScsiResponse> {
     data.writeUInt32BE(Math.min(s.blocks, 0xffffffff), off + 8);
     data[off + 12] = s.deallocated ? 0x01 : 0x00;
   });
+  return dataIn(cmd, data, alloc);
+}
+
+/**
+ * SBC-3 §5.18/§5.19 READ DEFECT DATA(10)/(12): a file has no grown or primary defects; the header
+ * echoes the requested list format with PLISTV/GLISTV as asked and a zero DEFECT LIST LENGTH.
+ */
+export function readDefectData(ctx: CommandContext): ScsiResponse {
+  const { cmd } = ctx;
+  const twelve = cmd.cdb[0] === 0xb7;
+  const flags = cmd.cdb[twelve ? 1 : 2]! & 0x1f; // REQ_PLIST, REQ_GLIST, DEFECT LIST FORMAT
+  const alloc = twelve ? u32(cmd.cdb, 6) : u16(cmd.cdb, 7);
+  const data = Buffer.alloc(twelve ? 8 : 4);
+  data[1] = flags;
   return dataIn(cmd, data, alloc);
 }

@@ -12,6 +12,7 @@ export const SenseKey = {
   UNIT_ATTENTION: 0x6,
   DATA_PROTECT: 0x7,
   BLANK_CHECK: 0x8,
+  COPY_ABORTED: 0xa,
   ABORTED_COMMAND: 0xb,
   MISCOMPARE: 0xe,
 } as const;
@@ -27,6 +28,7 @@ const a = (asc: number, ascq: number): AdditionalSense => ({ asc, ascq });
 export const Asc = {
   NO_ADDITIONAL_SENSE_INFORMATION: a(0x00, 0x00),
   WRITE_ERROR: a(0x0c, 0x00),
+  COPY_TARGET_DEVICE_NOT_REACHABLE: a(0x0d, 0x02),
   UNRECOVERED_READ_ERROR: a(0x11, 0x00),
   PARAMETER_LIST_LENGTH_ERROR: a(0x1a, 0x00),
   MISCOMPARE_DURING_VERIFY_OPERATION: a(0x1d, 0x00),
@@ -36,6 +38,10 @@ export const Asc = {
   LOGICAL_UNIT_NOT_SUPPORTED: a(0x25, 0x00),
   INVALID_FIELD_IN_PARAMETER_LIST: a(0x26, 0x00),
   PARAMETER_NOT_SUPPORTED: a(0x26, 0x01),
+  TOO_MANY_TARGET_DESCRIPTORS: a(0x26, 0x06),
+  UNSUPPORTED_TARGET_DESCRIPTOR_TYPE_CODE: a(0x26, 0x07),
+  TOO_MANY_SEGMENT_DESCRIPTORS: a(0x26, 0x08),
+  UNSUPPORTED_SEGMENT_DESCRIPTOR_TYPE_CODE: a(0x26, 0x09),
   WRITE_PROTECTED: a(0x27, 0x00),
   SPACE_ALLOCATION_FAILED_WRITE_PROTECT: a(0x27, 0x07),
   POWER_ON_RESET_OR_BUS_DEVICE_RESET_OCCURRED: a(0x29, 0x00),
@@ -142,4 +148,16 @@ export function decodeSense(b: Buffer): { key: number; asc: number; ascq: number
   };
   if (b[0]! & 0x80) out.information = b.readUInt32BE(3);
   return out;
+}
+
+/** Map a backing-store failure to sense data (SBC-3 §4.x medium errors; thin provisioning exhaustion). */
+export function ioErrorToScsi(e: unknown, writing: boolean): ScsiError {
+  const code = typeof e === 'object' && e !== null && 'code' in e ? String((e as { code: unknown }).code) : '';
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return new ScsiError(SenseKey.DATA_PROTECT, Asc.SPACE_ALLOCATION_FAILED_WRITE_PROTECT);
+  }
+  if (code === 'EIO') {
+    return new ScsiError(SenseKey.MEDIUM_ERROR, writing ? Asc.WRITE_ERROR : Asc.UNRECOVERED_READ_ERROR);
+  }
+  return new ScsiError(SenseKey.HARDWARE_ERROR, Asc.INTERNAL_TARGET_FAILURE);
 }

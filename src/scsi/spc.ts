@@ -7,7 +7,7 @@ import { encodeNoLunInquiry, encodeStandardInquiry } from './inquiry.js';
 import type { CommandContext } from './lu.js';
 import { encodeModeSense, parseModeSelect, type ModeSenseParams } from './mode.js';
 import { GOOD, dataIn, good } from './respond.js';
-import { Asc, SenseKey, encodeFixedSense, invalidFieldInCdb, type AdditionalSense } from './sense.js';
+import { Asc, SenseKey, checkCondition, encodeFixedSense, invalidFieldInCdb } from './sense.js';
 import type { ScsiCommand, ScsiResponse } from './types.js';
 import { encodeVpdPage } from './vpd.js';
 
@@ -38,9 +38,7 @@ export function inquiry(ctx: CommandContext): ScsiResponse {
 /** INQUIRY to a LUN without a logical unit (SPC-4 §6.6.2: peripheral qualifier 011b). */
 export function inquiryNoLun(cmd: ScsiCommand): ScsiResponse {
   const c = decodeInquiry(cmd.cdb);
-  if (c.evpd || c.pageCode !== 0) {
-    return { status: 0x02, data: null, sense: encodeFixedSense(SenseKey.ILLEGAL_REQUEST, Asc.LOGICAL_UNIT_NOT_SUPPORTED) };
-  }
+  if (c.evpd || c.pageCode !== 0) return checkCondition(SenseKey.ILLEGAL_REQUEST, Asc.LOGICAL_UNIT_NOT_SUPPORTED);
   return dataIn(cmd, encodeNoLunInquiry(), c.allocationLength);
 }
 
@@ -107,7 +105,10 @@ export function modeSelect(ctx: CommandContext): ScsiResponse {
   const next = parseModeSelect(cmd.cdb, cmd.dataOut, modeParams(ctx));
   const changed = next.wce !== lu.mode.wce || next.swp !== lu.mode.swp;
   lu.mode = next;
-  if (changed) lu.queueUnitAttentionAll(Asc.MODE_PARAMETERS_CHANGED, cmd.nexus.key);
+  if (changed) {
+    lu.queueUnitAttentionAll(Asc.MODE_PARAMETERS_CHANGED, cmd.nexus.key);
+    lu.log.info({ lun: lu.lun, wce: next.wce, swp: next.swp, initiator: cmd.nexus.initiatorPortName }, 'mode parameters changed');
+  }
   const len = cmd.cdb[0] === 0x55 ? cmd.cdb.readUInt16BE(7) : cmd.cdb[4]!;
   return good(len);
 }
@@ -164,6 +165,3 @@ export function release(ctx: CommandContext): ScsiResponse {
   return ctx.lu.reservations.release(ctx.cmd.nexus, ctx.cmd.cdb);
 }
 
-export function illegalRequest(sense: AdditionalSense): ScsiResponse {
-  return { status: 0x02, data: null, sense: encodeFixedSense(SenseKey.ILLEGAL_REQUEST, sense) };
-}

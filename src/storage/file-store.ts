@@ -29,6 +29,11 @@ const ZERO_CHUNK = 1 << 20;
 class FileStore implements ZeroingBackingStore {
   #size: number;
   #closed = false;
+  /** fdatasync in progress, and the one queued behind it (group commit: concurrent FUA writes share one). */
+  #syncing: Promise<void> | null = null;
+  #nextSync: Promise<void> | null = null;
+  /** Native (fallocate / SEEK_DATA) calls in flight on this fd. */
+  readonly #nativeOps = new Set<Promise<void>>();
 
   constructor(
     readonly path: string,
@@ -64,11 +69,35 @@ class FileStore implements ZeroingBackingStore {
       const { bytesWritten } = await this.fh.write(buf, done, buf.length - done, offset + done);
       done += bytesWritten;
     }
-    if (fua) await this.fh.datasync();
+    if (fua) await this.#datasync();
   }
 
   flush(): Promise<void> {
-    return this.fh.datasync();
+    return this.#datasync();
+  }
+
+  /**
+   * fdatasync(2) with group commit: a caller arriving while one runs cannot rely on it (its write may
+   * have completed after that sync started), so it waits for the next one, which every caller arriving
+   * meanwhile shares. N concurrent FUA writes cost at most two fdatasyncs, not N.
+   */
+  #datasync(): Promise<void> {
+    if (!this.#syncing) {
+      const p = this.fh.datasync().finally(() => {
+        if (this.#syncing === p) this.#syncing = null;
+      });
+      this.#syncing = p;
+      return p;
+    }
+    if (!this.#nextSync) {
+      this.#nextSync = this.#syncing
+        .catch(() => undefined)
+        .then(() => {
+          this.#nextSync = null;
+          return this.#datasync();
+        });
+    }
+    return this.#nextSync;
   }
 
   async deallocate(offset: number, length: number): Promise<void> {
@@ -76,7 +105,7 @@ class FileStore implements ZeroingBackingStore {
     if (length === 0) return;
     const n = this.native;
     try {
-      await n.fallocate(this.fh.fd, n.FALLOC_FL_PUNCH_HOLE | n.FALLOC_FL_KEEP_SIZE, offset, length);
+      await this.#onFd((fd) => n.fallocate(fd, n.FALLOC_FL_PUNCH_HOLE | n.FALLOC_FL_KEEP_SIZE, offset, length));
     } catch (e) {
       if (!isErrno(e, 'EOPNOTSUPP', 'ENOSYS')) throw e;
       // File system without hole punching: keep the contract (reads as zeroes) by writing zeroes.
@@ -89,13 +118,13 @@ class FileStore implements ZeroingBackingStore {
     if (length > 0) {
       const n = this.native;
       try {
-        await n.fallocate(this.fh.fd, n.FALLOC_FL_ZERO_RANGE | n.FALLOC_FL_KEEP_SIZE, offset, length);
+        await this.#onFd((fd) => n.fallocate(fd, n.FALLOC_FL_ZERO_RANGE | n.FALLOC_FL_KEEP_SIZE, offset, length));
       } catch (e) {
         if (!isErrno(e, 'EOPNOTSUPP', 'ENOSYS')) throw e;
         await this.#writeZeroBuffers(offset, length);
       }
     }
-    if (fua) await this.fh.datasync();
+    if (fua) await this.#datasync();
   }
 
   async #writeZeroBuffers(offset: number, length: number): Promise<void> {
@@ -111,7 +140,7 @@ class FileStore implements ZeroingBackingStore {
     if (length === 0) return [];
     let flat: number[];
     try {
-      flat = await this.native.allocationMap(this.fh.fd, offset, length);
+      flat = await this.#onFd((fd) => this.native.allocationMap(fd, offset, length));
     } catch (e) {
       if (!isErrno(e, 'EINVAL', 'EOPNOTSUPP')) throw e;
       // No SEEK_DATA support: everything is reported as mapped (always correct, never "zero" by mistake).
@@ -130,9 +159,29 @@ class FileStore implements ZeroingBackingStore {
     this.#size = newSize;
   }
 
+  /**
+   * Run a native call on the raw fd. FileHandle tracks its own operations but not ours: close() waits
+   * for these so that an fd number is never closed (and reused by another file) under a running fallocate.
+   */
+  async #onFd<T>(op: (fd: number) => Promise<T>): Promise<T> {
+    if (this.#closed) throw Object.assign(new Error(`${this.path}: store is closed`), { code: 'EBADF' });
+    const p = op(this.fh.fd);
+    const settled = p.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#nativeOps.add(settled);
+    try {
+      return await p;
+    } finally {
+      this.#nativeOps.delete(settled);
+    }
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await Promise.all([...this.#nativeOps]);
     await this.fh.close();
   }
 }

@@ -5,6 +5,7 @@
 
 import { constants, promises as fsp } from 'node:fs';
 import type { BackingStore } from '../storage/types.js';
+import { loadNative } from '../storage/native.js';
 
 const CHUNK = 1024 * 1024;
 
@@ -73,6 +74,19 @@ export async function growFile(path: string, size: number): Promise<void> {
 export async function fsyncFile(path: string): Promise<void> {
   const fh = await fsp.open(path, 'r+');
   try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Allocate [offset, offset+length) of the file at path (fallocate mode 0: data already there is kept,
+ * holes become allocated zeroes) and make it durable. Thick volumes: after a clone and after a grow. */
+export async function preallocate(path: string, offset: number, length: number): Promise<void> {
+  if (length <= 0) return;
+  const fh = await fsp.open(path, 'r+');
+  try {
+    await loadNative().fallocate(fh.fd, 0, offset, length);
     await fh.sync();
   } finally {
     await fh.close();

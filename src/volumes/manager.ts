@@ -27,6 +27,7 @@ import { fsyncDir, isTempName, removeDurable, renameDurable, TMP_PREFIX } from '
 import {
   chapValueProblem,
   isIscsiName,
+  isLunarId,
   newChapSecret,
   newNaa6,
   newSnapshotId,
@@ -37,7 +38,7 @@ import {
 import { KeyedMutex } from '../util/mutex.js';
 import { alignUp, formatSize } from '../util/size.js';
 import { LUNAR_VERSION } from '../util/version.js';
-import { copySparse, fsyncFile, growFile, tryReflink } from './copy.js';
+import { copySparse, fsyncFile, growFile, preallocate, tryReflink } from './copy.js';
 import { StateError, StateStore, type SnapshotRecord, type VolumeRecord } from './state.js';
 import {
   VolumeError,
@@ -180,7 +181,7 @@ export class VolumeManager implements VolumeService {
       [this.snapshotsDir, data.snapshots, 'snapshot'],
     ] as const) {
       const names = await fsp.readdir(dir);
-      const images = names.filter((n) => n.endsWith('.img') && !isTempName(n));
+      const images = names.filter((n) => n.endsWith('.img') && isLunarId(n.slice(0, -4)));
       if (this.state.created && images.length > 0) {
         throw new StateError(
           `${this.state.path} is missing but ${dir} holds ${images.length} ${kind} file(s); Lunar will not start ` +
@@ -189,9 +190,15 @@ export class VolumeManager implements VolumeService {
       }
       let removed = 0;
       for (const n of names) {
-        const id = n.endsWith('.img') ? n.slice(0, -4) : null;
-        if (isTempName(n) || id === null || !Object.hasOwn(records, id)) {
-          await fsp.rm(join(dir, n), { force: true, recursive: false });
+        // Only names Lunar itself makes: <id>.img and .tmp-<id>.img. Anything else is left alone.
+        const base = isTempName(n) ? n.slice(TMP_PREFIX.length) : n;
+        const id = base.endsWith('.img') ? base.slice(0, -4) : '';
+        if (!isLunarId(id)) {
+          this.log.warn({ file: join(dir, n), kind }, 'ignoring a file Lunar did not create');
+          continue;
+        }
+        if (isTempName(n) || !Object.hasOwn(records, id)) {
+          await fsp.rm(join(dir, n), { force: true });
           removed++;
           this.log.warn({ file: join(dir, n), kind }, 'removed orphan file left by an interrupted operation');
         }
@@ -225,6 +232,9 @@ export class VolumeManager implements VolumeService {
   }
 
   private async openVolume(rec: VolumeRecord): Promise<void> {
+    if (rec.portals !== null && !this.opts.portals.some((p) => rec.portals?.includes(portalKey(p)))) {
+      this.log.warn({ volumeId: rec.id, portals: rec.portals }, 'none of the volume\'s portals is served any more; offering it on every portal');
+    }
     const store = await openFileStore(this.volumePath(rec.id));
     let device: TargetDevice;
     try {
@@ -274,9 +284,13 @@ export class VolumeManager implements VolumeService {
     const rec = this.state.data.volumes[volumeId];
     if (!rec) return;
     rec.reservations[String(lun)] = s;
-    this.state.save().catch((err: unknown) => {
+    // Synchronously: the PERSISTENT RESERVE OUT status is sent after this callback returns, and a
+    // reservation an initiator was told about must survive a crash (APTPL, SPC-4 §5.13.5).
+    try {
+      this.state.saveSync();
+    } catch (err) {
       this.log.error({ volumeId, err: errMessage(err) }, 'could not persist reservation state');
-    });
+    }
   }
 
   // ---------------------------------------------------------------------------------------------------
@@ -539,8 +553,10 @@ export class VolumeManager implements VolumeService {
       const tmp = join(this.volumesDir, `${TMP_PREFIX}${id}.img`);
       const final = this.volumePath(id);
       try {
-        if (s.source) await this.fillFromSource(s.source, s.sizeBytes, tmp);
-        else {
+        if (s.source) {
+          await this.fillFromSource(s.source, s.sizeBytes, tmp);
+          if (!s.thin) await preallocate(tmp, 0, s.sizeBytes);
+        } else {
           const st = await openFileStore(tmp, { create: { size: s.sizeBytes, preallocate: !s.thin } });
           await st.close();
         }
@@ -691,6 +707,7 @@ export class VolumeManager implements VolumeService {
       const oldSize = rec.sizeBytes;
       try {
         await ov.store.resize(newSize);
+        if (!rec.thin) await preallocate(this.volumePath(id), oldSize, newSize - oldSize);
         await ov.store.flush();
       } catch (err) {
         throw new VolumeError('internal', `could not grow ${this.volumePath(id)}: ${errMessage(err)}`);
@@ -727,6 +744,7 @@ export class VolumeManager implements VolumeService {
       throw new VolumeError('invalid-argument', `"${String(initiatorName)}" is not a valid iSCSI initiator name (iqn.YYYY-MM.domain:... or eui.<16 hex>)`);
     }
     return this.exclusive(`vol:${id}`, `volume ${id}`, async () => {
+      const started = Date.now();
       const rec = this.record(id);
       const prev = rec.publications[nodeId];
       if (prev === initiatorName) return this.toVolume(rec);
@@ -742,7 +760,7 @@ export class VolumeManager implements VolumeService {
       if (prev !== undefined && !this.initiatorStillAllowed(rec, prev)) {
         this.transport?.closeSessions({ targetName: targetIqn(id), initiatorName: prev });
       }
-      this.log.info({ op: 'publish', volumeId: id, nodeId, initiatorName }, 'volume published');
+      this.log.info({ op: 'publish', volumeId: id, nodeId, initiatorName, durationMs: Date.now() - started }, 'volume published');
       return this.toVolume(rec);
     });
   }
@@ -750,6 +768,7 @@ export class VolumeManager implements VolumeService {
   async unpublish(id: string, nodeId: string): Promise<Volume> {
     this.record(id);
     return this.exclusive(`vol:${id}`, `volume ${id}`, async () => {
+      const started = Date.now();
       const rec = this.record(id);
       const prev = rec.publications[nodeId];
       if (prev === undefined) return this.toVolume(rec);
@@ -767,7 +786,7 @@ export class VolumeManager implements VolumeService {
         // so that unpublish means "this node no longer uses the volume".
         closed = this.transport?.closeSessions({ targetName: targetIqn(id), initiatorName: prev }) ?? 0;
       }
-      this.log.info({ op: 'unpublish', volumeId: id, nodeId, initiatorName: prev, closedSessions: closed }, 'volume unpublished');
+      this.log.info({ op: 'unpublish', volumeId: id, nodeId, initiatorName: prev, closedSessions: closed, durationMs: Date.now() - started }, 'volume unpublished');
       return this.toVolume(rec);
     });
   }
@@ -819,6 +838,7 @@ export class VolumeManager implements VolumeService {
   async deleteSnapshot(id: string): Promise<boolean> {
     if (!Object.hasOwn(this.state.data.snapshots, id)) return false;
     return this.exclusive(`snap:${id}`, `snapshot ${id}`, async () => {
+      const started = Date.now();
       const rec = this.state.data.snapshots[id];
       if (!rec) return false;
       delete this.state.data.snapshots[id];
@@ -829,7 +849,7 @@ export class VolumeManager implements VolumeService {
         throw new VolumeError('internal', `could not record deletion of snapshot ${id}: ${errMessage(err)}`);
       }
       await removeDurable(this.snapshotPath(id));
-      this.log.info({ op: 'delete-snapshot', snapshotId: id, volumeId: rec.sourceVolumeId }, 'snapshot deleted');
+      this.log.info({ op: 'delete-snapshot', snapshotId: id, volumeId: rec.sourceVolumeId, durationMs: Date.now() - started }, 'snapshot deleted');
       return true;
     });
   }

@@ -14,11 +14,11 @@
 
 import { randomUUID } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { PersistentReservationSnapshot } from '../scsi/types.js';
 import type { ChapCredentials } from '../target/types.js';
 import type { VolumeSource } from './types.js';
-import { isTempName, writeFileAtomic } from '../util/atomic-file.js';
+import { commitTempSync, fsyncDir, isTempName, writeFileAtomicSync, writeTempFile } from '../util/atomic-file.js';
 
 export const STATE_FILE = 'state.json';
 export const STATE_FORMAT = 'lunar-state';
@@ -148,17 +148,40 @@ export class StateStore {
     return new StateStore(path, validateState(raw, path), false);
   }
 
+  private serialise(): string {
+    return JSON.stringify(this.data, null, 2) + '\n';
+  }
+
   /** Persist the current in-memory state. */
   save(): Promise<void> {
     const wanted = ++this.version;
     const run = async (): Promise<void> => {
       if (this.savedVersion >= wanted) return;
       const v = this.version;
-      await writeFileAtomic(this.path, JSON.stringify(this.data, null, 2) + '\n');
+      const tmp = await writeTempFile(this.path, this.serialise());
+      // A saveSync() may have written a newer state meanwhile; never rename an older one over it. The
+      // check and the rename run on the main thread without a pause, as saveSync does.
+      if (this.savedVersion >= v) {
+        await fsp.rm(tmp, { force: true });
+        return;
+      }
+      commitTempSync(tmp, this.path);
       this.savedVersion = v;
+      await fsyncDir(dirname(this.path));
     };
     const p = this.chain.then(run, run);
     this.chain = p.catch(() => undefined);
     return p;
+  }
+
+  /**
+   * Persist now, synchronously: durable when this returns. For changes that must not be acknowledged
+   * before they are on disk and that arrive in a synchronous callback (persistent reservations: the
+   * PERSISTENT RESERVE OUT status follows the callback). Blocks the event loop for one small fsync.
+   */
+  saveSync(): void {
+    const v = ++this.version;
+    writeFileAtomicSync(this.path, this.serialise());
+    this.savedVersion = Math.max(this.savedVersion, v);
   }
 }

@@ -242,6 +242,11 @@ test('CreateVolume: size rounded up, context, idempotent by name, incompatible r
   assert.ok(line, 'no CreateVolume log line');
   assert.equal(line.name, 'pvc-create-1');
   assert.equal(typeof line.durationMs, 'number');
+  // one line per call: two OK and two ALREADY_EXISTS answers for this name
+  const lines = logLines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.rpc === 'CreateVolume' && l.name === 'pvc-create-1');
+  assert.deepEqual(lines.map((l) => l.code), ['OK', 'OK', 'ALREADY_EXISTS', 'ALREADY_EXISTS']);
+  // at debug level the line carries the request with the secrets redacted
+  assert.deepEqual((line.request as { secrets?: unknown }).secrets, { password: '[redacted]' });
 });
 
 test('CreateVolume: every invalid request gets INVALID_ARGUMENT saying what to fix', async () => {
@@ -294,7 +299,7 @@ test('ControllerPublishVolume: LUN masking by initiator, a real LU through libis
 
   await fails(controller, 'ControllerPublishVolume', { volume_id: '', node_id: NODE1, volume_capability: blockCap() }, status.INVALID_ARGUMENT, /volume_id/);
   await fails(controller, 'ControllerPublishVolume', { volume_id: v.volume_id, node_id: '', volume_capability: blockCap() }, status.INVALID_ARGUMENT, /node_id/);
-  await fails(controller, 'ControllerPublishVolume', { volume_id: v.volume_id, node_id: 'node1', volume_capability: blockCap() }, status.INVALID_ARGUMENT, /initiator/);
+  await fails(controller, 'ControllerPublishVolume', { volume_id: v.volume_id, node_id: 'some-fake-node-id', volume_capability: blockCap() }, status.NOT_FOUND, /initiator/);
   await fails(controller, 'ControllerPublishVolume', { volume_id: v.volume_id, node_id: NODE1 }, status.INVALID_ARGUMENT, /volume_capability/);
   await fails(controller, 'ControllerPublishVolume', { volume_id: v.volume_id, node_id: NODE1, volume_capability: blockCap(), readonly: true }, status.INVALID_ARGUMENT, /readonly/);
   await fails(controller, 'ControllerPublishVolume', { volume_id: 'vol-missing', node_id: NODE1, volume_capability: blockCap() }, status.NOT_FOUND);
@@ -317,9 +322,12 @@ test('ControllerPublishVolume: LUN masking by initiator, a real LU through libis
   assert.equal(inq.code, 0, inq.stderr);
   const vpd83 = await run('iscsi-inq', ['-i', INIT1, '-e', '1', '-c', '131', iscsiUrl(ctx)]);
   assert.equal(vpd83.code, 0, vpd83.stderr);
-  // iscsi-inq prints the binary NAA designator raw: look for its 16 bytes (the WWID minus the leading "3")
+  // iscsi-inq prints the binary NAA designator raw as a C string (cut at the first zero byte): look for
+  // those bytes of the WWID (minus its leading "3") right after the "[".
   const naa = Buffer.from((ctx.wwid ?? '').slice(1), 'hex').toString('latin1');
-  assert.ok(naa.length === 16 && vpd83.stdout.includes(naa), `VPD 0x83 does not carry the WWID ${ctx.wwid}:\n${vpd83.stdout}`);
+  const printable = naa.split('\0')[0] ?? '';
+  assert.ok(naa.length === 16 && printable.length >= 1, `bad wwid ${ctx.wwid}`);
+  assert.ok(vpd83.stdout.includes(`Designator Type:(3) NAA\nDesignator:[${printable}`), `VPD 0x83 does not carry the WWID ${ctx.wwid}:\n${vpd83.stdout}`);
   assert.ok(vpd83.stdout.includes(ctx.serial ?? '<none>'), `VPD 0x83 does not carry the serial ${ctx.serial}`);
   const cap = await run('iscsi-readcapacity16', ['-i', INIT1, iscsiUrl(ctx)]);
   assert.equal(cap.code, 0, cap.stderr);
@@ -716,4 +724,41 @@ test('endpoints: unix:relative, tcp://, stale socket replaced, live socket and n
   await assert.rejects(startCsiServer({ ...opts, endpoint: 'http://x' }), /unix/);
   await assert.rejects(startCsiServer({ ...opts, endpoint: 'unix://relative.sock' }), /absolute/);
   await assert.rejects(startCsiServer({ ...opts, endpoint: 'unix:///tmp/x.sock', pluginName: 'bad_name' }), /plugin name/);
+});
+
+test('topology: with a configured segment, volumes carry it and requirements are honoured', async () => {
+  const path = join(dataDir, 'topo.sock');
+  const segment = { 'topology.iscsi.lunar.dev/site': 'rack-7' };
+  const s = await startCsiServer({ endpoint: `unix://${path}`, volumes: lunar.volumes, pluginName: 'iscsi.lunar.dev', version: '1', ready: () => true, topology: segment, logger: pino({ level: 'silent' }) });
+  const id = new pkg.Identity(`unix://${path}`, grpc.credentials.createInsecure());
+  const ctl = new pkg.Controller(`unix://${path}`, grpc.credentials.createInsecure());
+  try {
+    const caps = await rpc<T.GetPluginCapabilitiesResponse>(id, 'GetPluginCapabilities');
+    assert.ok(caps.capabilities.some((c) => c.service?.type === 'VOLUME_ACCESSIBILITY_CONSTRAINTS'));
+    const base = { volume_capabilities: [blockCap()], capacity_range: { required_bytes: String(MiB) } };
+    const v = (
+      await rpc<T.CreateVolumeResponse>(ctl, 'CreateVolume', {
+        ...base,
+        name: 'pvc-topo',
+        accessibility_requirements: { requisite: [{ segments: { 'topology.iscsi.lunar.dev/site': 'rack-1' } }, { segments: segment }], preferred: [] },
+      })
+    ).volume;
+    assert.deepEqual(v.accessible_topology, [{ segments: segment }]);
+    await fails(
+      ctl,
+      'CreateVolume',
+      { ...base, name: 'pvc-topo-2', accessibility_requirements: { requisite: [{ segments: { 'topology.iscsi.lunar.dev/site': 'rack-1' } }], preferred: [] } },
+      status.RESOURCE_EXHAUSTED,
+      /rack-7/,
+    );
+    const other = await rpc<T.GetCapacityResponse>(ctl, 'GetCapacity', { accessible_topology: { segments: { 'topology.iscsi.lunar.dev/site': 'rack-1' } } });
+    assert.equal(other.available_capacity, '0');
+    const here = await rpc<T.GetCapacityResponse>(ctl, 'GetCapacity', { accessible_topology: { segments: segment } });
+    assert.ok(Number(here.available_capacity) > 0);
+    await rpc(ctl, 'DeleteVolume', { volume_id: v.volume_id });
+  } finally {
+    id.close();
+    ctl.close();
+    await s.close();
+  }
 });

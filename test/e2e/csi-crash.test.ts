@@ -93,9 +93,12 @@ if (process.env[CHILD_ENV]) {
     const dataDir = mkdtempSync(join(tmpdir(), 'lunar-csi-crash-'));
     const socket = `unix://${join(dataDir, 'csi.sock')}`;
     const pkg = loadCsiPackage();
-    let proc = await spawnChild(dataDir);
-    let client = new pkg.Controller(socket, grpc.credentials.createInsecure());
+    let proc: ChildProcess | undefined;
+    let client: grpc.Client | undefined;
     try {
+      proc = await spawnChild(dataDir);
+      let c: grpc.Client = new pkg.Controller(socket, grpc.credentials.createInsecure());
+      client = c;
       const acked = new Map<string, string>(); // name -> id
       const deleted = new Set<string>(); // acknowledged deletes
       const attemptedDeletes = new Set<string>();
@@ -103,7 +106,7 @@ if (process.env[CHILD_ENV]) {
       let next = 0;
       for (; next < 8; next++) {
         attempted.add(next);
-        const v = await rpc<T.CreateVolumeResponse>(client, 'CreateVolume', createRequest(next));
+        const v = await rpc<T.CreateVolumeResponse>(c, 'CreateVolume', createRequest(next));
         acked.set(`crash-${next}`, v.volume.volume_id);
       }
 
@@ -116,12 +119,12 @@ if (process.env[CHILD_ENV]) {
             if ((ops + w) % 3 === 2 && live.length > 0) {
               const id = live[(ops * 7 + w) % live.length] as string;
               attemptedDeletes.add(id);
-              await rpc(client, 'DeleteVolume', { volume_id: id });
+              await rpc(c, 'DeleteVolume', { volume_id: id });
               deleted.add(id);
             } else {
               const n = next++;
               attempted.add(n);
-              const v = await rpc<T.CreateVolumeResponse>(client, 'CreateVolume', createRequest(n));
+              const v = await rpc<T.CreateVolumeResponse>(c, 'CreateVolume', createRequest(n));
               acked.set(`crash-${n}`, v.volume.volume_id);
             }
             ops++;
@@ -138,12 +141,13 @@ if (process.env[CHILD_ENV]) {
       await exited(proc);
       stop = true;
       await Promise.all(workers);
-      client.close();
+      c.close();
       assert.ok(ops >= 25, `only ${ops} operations before the kill`);
 
       proc = await spawnChild(dataDir);
-      client = new pkg.Controller(socket, grpc.credentials.createInsecure());
-      const list = await rpc<T.ListVolumesResponse>(client, 'ListVolumes', {});
+      c = new pkg.Controller(socket, grpc.credentials.createInsecure());
+      client = c;
+      const list = await rpc<T.ListVolumesResponse>(c, 'ListVolumes', {});
       const listedIds = new Set(list.entries.map((e) => e.volume.volume_id));
       for (const [name, id] of acked) {
         if (deleted.has(id)) assert.ok(!listedIds.has(id), `acknowledged delete of ${name} (${id}) undone by the crash`);
@@ -159,19 +163,19 @@ if (process.env[CHILD_ENV]) {
       }
       // retries are idempotent: every attempted create succeeds and names stay unique
       for (const n of attempted) {
-        const v = await rpc<T.CreateVolumeResponse>(client, 'CreateVolume', createRequest(n));
+        const v = await rpc<T.CreateVolumeResponse>(c, 'CreateVolume', createRequest(n));
         const id = acked.get(`crash-${n}`);
         if (id !== undefined && !deleted.has(id) && !attemptedDeletes.has(id)) assert.equal(v.volume.volume_id, id, `crash-${n} changed id`);
       }
-      for (const id of attemptedDeletes) await rpc(client, 'DeleteVolume', { volume_id: id });
-      const after = await rpc<T.ListVolumesResponse>(client, 'ListVolumes', {});
+      for (const id of attemptedDeletes) await rpc(c, 'DeleteVolume', { volume_id: id });
+      const after = await rpc<T.ListVolumesResponse>(c, 'ListVolumes', {});
       assert.equal(after.entries.length, new Set(after.entries.map((e) => e.volume.volume_id)).size);
       const afterNames = after.entries.map((e) => lunarName(e.volume.volume_id, dataDir));
       assert.equal(new Set(await Promise.all(afterNames)).size, after.entries.length, 'two volumes share a name');
       // a volume that survived is a working LU
       const survivor = after.entries[0]?.volume as T.CsiVolume;
       const ctx = (
-        await rpc<T.ControllerPublishVolumeResponse>(client, 'ControllerPublishVolume', {
+        await rpc<T.ControllerPublishVolumeResponse>(c, 'ControllerPublishVolume', {
           volume_id: survivor.volume_id,
           node_id: 'n1#iqn.2026-11.dev.lunar.test:crash',
           volume_capability: { block: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } },
@@ -187,9 +191,11 @@ if (process.env[CHILD_ENV]) {
       );
       assert.equal(Number(/Total size:(\d+)/.exec(cap)?.[1]), Number(survivor.capacity_bytes), cap);
     } finally {
-      client.close();
-      proc.kill('SIGTERM');
-      await exited(proc);
+      client?.close();
+      if (proc) {
+        proc.kill('SIGTERM');
+        await exited(proc);
+      }
       await fsp.rm(dataDir, { recursive: true, force: true });
     }
   });

@@ -2,7 +2,9 @@
 // (createTargetDevice) over a sparse file store, and a registry built here.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { Writable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -48,6 +50,14 @@ let store: BackingStore;
 let device: TargetDevice;
 let server: IscsiServer;
 let discoveryChap: ChapCredentials | null = null;
+/** The server's pino lines, parsed (login/logout/session-end records are checked). */
+const logLines: Array<Record<string, unknown>> = [];
+const logSink = new Writable({
+  write(chunk: Buffer, _enc, cb): void {
+    for (const line of chunk.toString().split('\n')) if (line.trim()) logLines.push(JSON.parse(line) as Record<string, unknown>);
+    cb();
+  },
+});
 
 describe('iSCSI target with libiscsi tools (real peer, real SCSI device)', () => {
   before(async () => {
@@ -67,7 +77,7 @@ describe('iSCSI target with libiscsi tools (real peer, real SCSI device)', () =>
     const registry: TargetRegistry = {
       findTarget: (i) => targets.find((t) => t.iqn === i), listTargets: () => targets, portals: () => [portal], discoveryChap: () => discoveryChap,
     };
-    server = new IscsiServer({ registry, logger: pino({ level: 'silent' }) });
+    server = new IscsiServer({ registry, logger: pino({ level: 'info' }, logSink) });
     await server.listen();
   });
 
@@ -138,10 +148,21 @@ describe('iSCSI target with libiscsi tools (real peer, real SCSI device)', () =>
     assert.match(r.stdout, /LOGICAL BLOCK LENGTH IN BYTES:512/);
   });
 
-  it('header and data digests CRC32C negotiated with libiscsi', async () => {
-    const r = await run('iscsi-readcapacity16', ['-i', NODE.plain, `iscsi://${HOST}:${PORT}/${IQN.open}/0?header_digest=crc32c`]);
+  it('QEMU block driver with HeaderDigest=CRC32C writes and reads back 4 MiB', async () => {
+    const opts = `driver=iscsi,transport=tcp,portal=${HOST}:${PORT},target=${IQN.open},lun=0,header-digest=crc32c,initiator-name=${NODE.plain}`;
+    const src = join(dir, 'src.raw');
+    const back = join(dir, 'back.raw');
+    const data = randomBytes(4 * 1024 * 1024);
+    writeFileSync(src, data);
+    const before = logLines.length;
+    const w = await run('qemu-img', ['convert', '-n', '-f', 'raw', src, '--target-image-opts', opts]);
+    assert.equal(w.code, 0, w.stderr);
+    const r = await run('qemu-img', ['convert', '--image-opts', opts, '-O', 'raw', back]);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, new RegExp(`Total size:${SIZE}`));
+    assert.ok(readFileSync(back).subarray(0, data.length).equals(data));
+    const logins = logLines.slice(before).filter((l) => l.event === 'login' && l.initiator === NODE.plain);
+    assert.ok(logins.length >= 2);
+    assert.ok(logins.every((l) => l.headerDigest === true), JSON.stringify(logins));
   });
 
   it('one-way CHAP: right secret logs in, wrong secret is refused (Authentication failure)', async () => {
@@ -180,6 +201,25 @@ describe('iSCSI target with libiscsi tools (real peer, real SCSI device)', () =>
     assert.match(r.stdout + r.stderr, /not found/i);
   });
 
+  it('IPv6 portal: discovery advertises [::1]:port and an IPv6 CIDR ACL admits the initiator', async () => {
+    const v6Target: TargetEntry = { iqn: 'iqn.2026-01.io.lunar.e2e:v6', portals: [], access: { allow: ['::1/128'] }, chap: null, device };
+    const v6Portal: Portal = { host: '::1', port: PORT + 1, tpgt: 7 };
+    const v6 = new IscsiServer({
+      registry: { findTarget: (i) => (i === v6Target.iqn ? v6Target : undefined), listTargets: () => [v6Target], portals: () => [v6Portal], discoveryChap: () => null },
+      logger: pino({ level: 'silent' }),
+    });
+    await v6.listen();
+    try {
+      const ls = await run('iscsi-ls', ['-s', '-i', NODE.plain, `iscsi://[::1]:${PORT + 1}`]);
+      assert.equal(ls.code, 0, ls.stderr);
+      assert.match(ls.stdout, new RegExp(`Target:${v6Target.iqn} Portal:\\[::1\\]:${PORT + 1},7\\s+Lun:0`));
+      const inq = await run('iscsi-inq', ['-i', NODE.plain, `iscsi://[::1]:${PORT + 1}/${v6Target.iqn}/0`]);
+      assert.equal(inq.code, 0, inq.stderr);
+    } finally {
+      await v6.close();
+    }
+  });
+
   it('iscsi-test-cu iSCSI suites (CmdSN, DataSN, residuals, TMF) pass', async () => {
     const r = await run('iscsi-test-cu', ['--dataloss', '-i', NODE.plain, '-t', 'ALL.iSCSI*', `iscsi://${HOST}:${PORT}/${IQN.open}/0`], 120000);
     const summary = /tests\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)/.exec(r.stdout);
@@ -191,7 +231,20 @@ describe('iSCSI target with libiscsi tools (real peer, real SCSI device)', () =>
     assert.doesNotMatch(r.stdout, /\[SKIPPED\]/);
   });
 
-  it('the server listed and then forgot the libiscsi sessions', () => {
+  it('the server listed and then forgot the libiscsi sessions, logging one line per login and session end', () => {
     assert.deepEqual(server.sessions(), []);
+    const logins = logLines.filter((l) => l.event === 'login');
+    const ends = logLines.filter((l) => l.event === 'logout' || l.event === 'session-end');
+    assert.ok(logins.length > 10);
+    assert.equal(ends.length, logins.length);
+    for (const l of [...logins, ...ends]) {
+      assert.equal(typeof l.initiator, 'string');
+      assert.equal(typeof l.durationMs, 'number');
+      assert.ok('target' in l);
+    }
+    const refused = logLines.filter((l) => l.event === 'login-refused');
+    assert.ok(refused.some((l) => l.status === '0x0201' && l.target === IQN.chap));
+    assert.ok(refused.some((l) => l.status === '0x0202' && l.initiator === NODE.plain && l.target === IQN.acl));
+    assert.ok(refused.some((l) => l.status === '0x0203'));
   });
 });

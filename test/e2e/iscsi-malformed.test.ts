@@ -97,7 +97,7 @@ describe('malformed input against the iSCSI target', () => {
     const registry: TargetRegistry = { findTarget: (n) => targets.find((t) => t.iqn === n), listTargets: () => targets, portals: () => [portal], discoveryChap: () => null };
     server = new IscsiServer({
       registry, logger: pino({ level: 'silent' }),
-      tuning: { loginTimeoutMs: 1500, nopInIntervalMs: 500, nopInTimeoutMs: 1000, maxWriteLength: 4 * 1024 * 1024, maxSessionWriteBuffer: 32 * 1024 * 1024 },
+      tuning: { loginTimeoutMs: 1500, nopInIntervalMs: 500, nopInTimeoutMs: 2000, maxWriteLength: 4 * 1024 * 1024, maxSessionWriteBuffer: 32 * 1024 * 1024 },
     });
     await server.listen();
     healthy = await login(HEALTHY);
@@ -196,7 +196,7 @@ describe('malformed input against the iSCSI target', () => {
       i.answerPings = false;
       const nop = encodePdu({ opcode: 0x00, immediate: true, dataSegmentLength: 100, lun: 0n, initiatorTaskTag: 98, targetTransferTag: RESERVED_TAG, cmdSN: i.cmdSN, expStatSN: i.expStatSN });
       i.sendRaw(Buffer.concat([nop, Buffer.alloc(10)]));
-      await within(i.closed, 5000, 'close');
+      await within(i.closed, 8000, 'close');
     });
 
     it('commands outside the CmdSN window are ignored (§4.2.2.1) and the session goes on', async () => {
@@ -227,13 +227,16 @@ describe('malformed input against the iSCSI target', () => {
       i.close();
     });
 
-    it('an unknown AHS type gets a Reject; a Login Request in full feature phase too', async () => {
+    it('an unknown AHS type gets a Reject (and its CmdSN is used up); a Login Request in full feature phase too', async () => {
       const i = await login();
       const h = encodePdu(scsi(i));
       const withAhs = Buffer.concat([h, Buffer.from([0, 1, 9, 0])]);
       withAhs[4] = 1;
       i.sendRaw(withAhs);
       assertRejected(await outcome(i), 0x09);
+      // The rejected command used up its CmdSN: the next one is not held back waiting for it.
+      i.cmdSN++;
+      assert.equal((await i.command(Buffer.alloc(6))).status, 0);
       i.send({ opcode: 0x03, dataSegmentLength: 0, transit: true, continue: false, csg: 1, nsg: 3, versionMax: 0, versionMin: 0, isid: i.isid, tsih: i.tsih, initiatorTaskTag: 3, cid: 0, cmdSN: i.cmdSN, expStatSN: i.expStatSN });
       assertRejected(await outcome(i), 0x04);
       await stillWorks(i);
@@ -286,7 +289,7 @@ describe('malformed input against the iSCSI target', () => {
     });
   });
 
-  it('hundreds of random PDUs: each is answered, rejected or closes its connection; the server lives on', async () => {
+  it('hundreds of random PDUs: each is answered, rejected or closes its connection; the server lives on', async (t) => {
     const initiatorOps = [0x00, 0x01, 0x02, 0x04, 0x05, 0x06, 0x10];
     const otherOps = [0x03, 0x07, 0x1c, 0x20, 0x21, 0x25, 0x3f];
     let conn = await login();
@@ -322,7 +325,7 @@ describe('malformed input against the iSCSI target', () => {
       conn.sendRaw(Buffer.concat([h, randomBytes(s.dataLength), Buffer.alloc((4 - (s.dataLength & 3)) & 3)]));
       // Drain what comes back (or the close) for a moment.
       for (;;) {
-        const r = await conn.next(60);
+        const r = await conn.next(25);
         if (!r) break;
         answered++;
       }
@@ -344,7 +347,7 @@ describe('malformed input against the iSCSI target', () => {
     assert.equal(inq.code, 0);
     assert.match(inq.out, /Product:MALFORMED/);
     assert.ok(answered > 0, 'the target answered some of the random PDUs');
-    assert.ok(closes >= 0);
+    t.diagnostic(`random PDUs: ${samples.length}, target PDUs received: ${answered}, connections closed by the target: ${closes}`);
   });
 
   it('discovery text with a malformed pair gets a Reject', async () => {

@@ -6,6 +6,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LUNAR_CLI, startLunarProcess, type LunarProcess } from '../support/lunar.js';
 import type { Volume } from '../../src/volumes/types.js';
@@ -92,6 +93,18 @@ test('CHAP and ACL options are validated and stored', async () => {
   assert.match(list.stdout, /sec2\s+\S+\s+8 MiB\s+thin\s+mutual/);
 });
 
+test('status reports version, portals, volumes and space', async () => {
+  const r = await lunar.cli(['status']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^Lunar \d+\.\d+\.\d+ \(pid \d+\) ready/);
+  assert.match(r.stdout, /portals:\s+127\.0\.0\.1:13320,1/);
+  assert.match(r.stdout, /volumes:\s+\d+/);
+  const j = JSON.parse((await lunar.cli(['status', '--json'])).stdout) as { ready: boolean; pid: number; volumes: number };
+  assert.equal(j.ready, true);
+  assert.equal(j.pid, lunar.pid);
+  assert.ok(j.volumes >= 1);
+});
+
 test('sessions lists nothing when idle; delete removes volume and file; deleting again exits 4', async () => {
   const s = await lunar.cli(['sessions', '--json']);
   assert.equal(s.code, 0, s.stderr);
@@ -147,4 +160,21 @@ test('serve refuses a portal already in use with a clear message', async () => {
   });
   assert.equal(r.code, 1);
   assert.match(r.stderr, /address already in use/);
+});
+
+test('a volume whose file vanished while stopped is kept, shown ABNORMAL and not served', async () => {
+  const ok = await lunar.cli(['volume', 'show', 'growme']);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.match(ok.stdout, /condition: healthy/);
+  const v = JSON.parse((await lunar.cli(['volume', 'show', 'growme', '--json'])).stdout) as Volume;
+  await lunar.stop();
+  await rm(join(lunar.dataDir, 'volumes', `${v.id}.img`));
+  await lunar.restart();
+  const bad = await lunar.cli(['volume', 'show', 'growme']);
+  assert.equal(bad.code, 0, bad.stderr);
+  assert.match(bad.stdout, /condition: ABNORMAL — backing file .* is missing/);
+  const ls = await run('iscsi-ls', ['-i', 'iqn.2026-11.test:cli', `iscsi://${PORTAL}`]);
+  assert.ok(!ls.stdout.includes(v.iqn), 'an abnormal volume is not offered');
+  const d = await lunar.cli(['volume', 'delete', 'growme']);
+  assert.equal(d.code, 0, d.stderr);
 });

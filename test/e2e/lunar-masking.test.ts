@@ -98,3 +98,19 @@ test('delete ends the sessions of the volume', async () => {
   assert.ok(!left.some((x) => x.targetName === v.iqn), 'no session to a deleted volume remains');
   holder.kill('SIGKILL');
 });
+
+test('SIGTERM with a live session: the server ends the session and exits 0 promptly', async () => {
+  const r = await lunar.cli(['volume', 'create', 'term', '--size', '16MiB', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const v = JSON.parse(r.stdout) as Volume;
+  const holder = holdSession(v, NODE1);
+  await waitFor('the session', async () => (await sessionsOf(v)).length === 1);
+  const t0 = Date.now();
+  await lunar.stop();
+  const took = Date.now() - t0;
+  assert.deepEqual(lunar.lastExit, { code: 0, signal: null });
+  assert.ok(took < 5000, `graceful stop took ${took} ms`);
+  holder.kill('SIGKILL');
+  await lunar.restart();
+  assert.equal((JSON.parse((await lunar.cli(['volume', 'show', 'term', '--json'])).stdout) as Volume).id, v.id);
+});

@@ -88,7 +88,7 @@ test('CHAP: the URL form and --image-opts with a secret object work; a wrong sec
   assert.notEqual(none.code, 0, 'logging in without CHAP must be refused');
 });
 
-test('ACL: a listed initiator gets in, another is refused', async () => {
+test('ACL: listed initiators and addresses get in, others are refused', async () => {
   const v = await create(['acl', '--size', '16MiB', '--allow', 'iqn.2026-11.test:allowed']);
   const opts = (initiator: string): string =>
     `driver=raw,file.driver=iscsi,file.transport=tcp,file.portal=${PORTAL},file.target=${v.iqn},file.lun=0,file.initiator-name=${initiator}`;
@@ -96,6 +96,11 @@ test('ACL: a listed initiator gets in, another is refused', async () => {
   assert.equal(ok.code, 0, ok.stderr);
   const no = await qemuImg(['info', '--image-opts', opts('iqn.2026-11.test:intruder')]);
   assert.notEqual(no.code, 0, 'an unlisted initiator must be refused');
+  // Address entries: loopback is in 127.0.0.0/8, not in 10.0.0.0/8.
+  const byAddr = await create(['acl-addr', '--size', '16MiB', '--allow', '127.0.0.0/8']);
+  assert.equal((await qemuImg(['info', `iscsi://${PORTAL}/${byAddr.iqn}/0`])).code, 0, 'an allowed address gets in');
+  const elsewhere = await create(['acl-elsewhere', '--size', '16MiB', '--allow', '10.0.0.0/8']);
+  assert.notEqual((await qemuImg(['info', `iscsi://${PORTAL}/${elsewhere.iqn}/0`])).code, 0, 'another address is refused');
 });
 
 test('mutual CHAP with libiscsi: the right target secret passes, a wrong one fails', async () => {

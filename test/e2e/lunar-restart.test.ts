@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
-import { readdir } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { startLunarProcess, type LunarProcess } from '../support/lunar.js';
 import type { Volume } from '../../src/volumes/types.js';
 
@@ -120,4 +121,33 @@ test('acknowledged writes survive kill -9; the restarted server has the same vol
   const out = await qemuIo(url, reads, ['-r']);
   assert.ok(!/Pattern verification failed/.test(out), `data lost or corrupted:\n${out.split('\n').filter((l) => /failed/.test(l)).slice(0, 10).join('\n')}`);
   assert.equal((out.match(/^read 65536\/65536 bytes/gm) ?? []).length, reads.length);
+});
+
+test('kill -9 during clone creation leaves either a complete volume or nothing, and no orphan file', async (t) => {
+  const big = JSON.parse((await lunar.cli(['volume', 'create', 'big', '--size', '64MiB', '--json'])).stdout) as Volume;
+  // Fill it with data so that clones take a while to copy (holes would be skipped).
+  const fill = Array.from({ length: 64 }, (_, i) => `write -P ${(i % 250) + 1} ${i * MiB} ${MiB}`);
+  await qemuIo(`iscsi://${PORTAL}/${big.iqn}/0`, [...fill, 'flush']);
+  const bigFile = await readFile(join(lunar.dataDir, 'volumes', `${big.id}.img`));
+  let sawComplete = 0;
+  let sawNothing = 0;
+  for (const delayMs of [5, 40, 120, 400]) {
+    const name = `clone-${delayMs}`;
+    const cli = lunar.cli(['volume', 'create', name, '--size', '64MiB', '--from-volume', 'big']);
+    await new Promise((r) => setTimeout(r, delayMs));
+    await lunar.kill9();
+    await cli;
+    await lunar.restart();
+    const vols = JSON.parse((await lunar.cli(['volume', 'list', '--json'])).stdout) as Volume[];
+    const files = (await readdir(join(lunar.dataDir, 'volumes'))).sort();
+    assert.deepEqual(files, vols.map((v) => `${v.id}.img`).sort(), `after a kill at ${delayMs} ms the volume files match the volumes exactly`);
+    const clone = vols.find((v) => v.name === name);
+    if (clone) {
+      sawComplete++;
+      const data = await readFile(join(lunar.dataDir, 'volumes', `${clone.id}.img`));
+      assert.ok(data.equals(bigFile), `clone ${name} is complete`);
+    } else sawNothing++;
+  }
+  t.diagnostic(`kills during clone creation: ${sawNothing} left nothing, ${sawComplete} left a complete clone`);
+  assert.equal(sawComplete + sawNothing, 4);
 });

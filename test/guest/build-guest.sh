@@ -49,6 +49,7 @@ fi
 
 t0=$(date +%s)
 work=$(mktemp -d "$cache_root/.build-$key.XXXXXX")
+chmod 0755 "$work" # apt-get download drops privileges to _apt
 trap 'rm -rf "$work"' EXIT
 root="$work/rootfs"
 
@@ -58,8 +59,10 @@ debootstrap --variant=minbase \
 	bookworm "$root" "$mirror" >"$work/debootstrap.log" 2>&1 || { tail -30 "$work/debootstrap.log" >&2; exit 1; }
 
 log "kernel: linux-image-cloud-amd64"
-kpkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
-[ -n "$kpkg" ] || { log "cannot resolve linux-image-cloud-amd64 (apt-get update?)"; exit 1; }
+resolve_kernel() { apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}'; }
+kpkg=$(resolve_kernel)
+if [ -z "$kpkg" ]; then apt-get update >&2; kpkg=$(resolve_kernel); fi
+[ -n "$kpkg" ] || { log "cannot resolve linux-image-cloud-amd64"; exit 1; }
 (cd "$work" && apt-get download "$kpkg" >&2)
 dpkg-deb -x "$work"/"$kpkg"_*.deb "$work/kernel"
 kver=$(ls "$work/kernel/lib/modules")
@@ -145,5 +148,7 @@ touch "$work/complete"
 rm -rf "$out"
 mv "$work" "$out"
 trap - EXIT
+# Keep the two newest images (a running QEMU keeps an open file alive if its image goes).
+ls -1dt "$cache_root"/*/ 2>/dev/null | tail -n +3 | xargs -r rm -rf
 log "built $out in $(($(date +%s) - t0)) s"
 echo "$out"

@@ -156,17 +156,23 @@ export class Bed {
     const netns = `lunar-g${process.pid}`;
     const runDir = await mkdtemp(path.join(os.tmpdir(), 'lunar-guest-'));
     const bed = new Bed(netns, runDir, imageDir);
+    await run('ip', ['netns', 'del', netns]); // a leftover of a crashed run with the same pid
     await runOk('ip', ['netns', 'add', netns]);
     liveNetns.add(netns);
     bed.cleanups.push(async () => {
       await run('ip', ['netns', 'del', netns]);
       liveNetns.delete(netns);
     });
-    await bed.ip(['link', 'set', 'lo', 'up']);
-    for (const s of SUBNETS) {
-      await bed.ip(['link', 'add', s.bridge, 'type', 'bridge']);
-      await bed.ip(['addr', 'add', `${s.hostAddress}/24`, 'dev', s.bridge]);
-      await bed.ip(['link', 'set', s.bridge, 'up']);
+    try {
+      await bed.ip(['link', 'set', 'lo', 'up']);
+      for (const s of SUBNETS) {
+        await bed.ip(['link', 'add', s.bridge, 'type', 'bridge']);
+        await bed.ip(['addr', 'add', `${s.hostAddress}/24`, 'dev', s.bridge]);
+        await bed.ip(['link', 'set', s.bridge, 'up']);
+      }
+    } catch (e) {
+      await bed.close();
+      throw e;
     }
     return bed;
   }
@@ -312,10 +318,15 @@ export class Guest {
     this.qmp = await Promise.race([Qmp.connect(qmpPath, deadline), died]);
     const hello = new Promise<void>((resolve) => this.helloWaiters.push(resolve));
     const pinger = setInterval(() => this.ctl?.write('P\n'), 2000);
+    let timer: NodeJS.Timeout | undefined;
+    const silent = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`guest ${this.index} agent silent after ${opts.timeoutMs ?? 180_000} ms`)), deadline - Date.now());
+    });
     try {
-      await Promise.race([hello, died, sleep(deadline - Date.now()).then(() => Promise.reject(new Error(`guest ${this.index} agent silent after ${opts.timeoutMs ?? 180_000} ms`)))]);
+      await Promise.race([hello, died, silent]);
     } finally {
       clearInterval(pinger);
+      clearTimeout(timer);
     }
     this.bootMs = Date.now() - t0;
     // Network: static addresses on the NICs found by MAC (no DHCP/DNS in the bed).
@@ -412,7 +423,9 @@ export class Guest {
   async kill(): Promise<void> {
     this.ctl?.destroy();
     if (this.qmp) {
-      await Promise.race([this.qmp.command('quit', {}).catch(() => undefined), sleep(2000)]);
+      let t: NodeJS.Timeout | undefined;
+      await Promise.race([this.qmp.command('quit', {}).catch(() => undefined), new Promise<void>((r) => (t = setTimeout(r, 2000)))]);
+      clearTimeout(t);
       this.qmp.close();
     }
     if (this.qemu) await stopChild(this.qemu, 3000);

@@ -52,8 +52,38 @@ export function login(g: Guest, iqn: string, portal: string, iface: string): Pro
   return g.exec(`iscsiadm -m node -T ${q(iqn)} -p ${portal} -I ${iface} --login`, 90);
 }
 
+/**
+ * Tears a volume down the way a node plugin must: flush its multipath map while the paths still exist,
+ * then log out. A map left without paths queues I/O (no_path_retry), and whoever opens it next — udev's
+ * blkid — hangs for up to no_path_retry × polling interval; so each map is switched to fail_if_no_path
+ * first, and maps that still lost all their paths are flushed the same way afterwards.
+ */
 export async function logout(g: Guest, iqn: string): Promise<void> {
-  await g.sh(`iscsiadm -m node -T ${q(iqn)} --logout >/dev/null 2>&1 || true`, 60);
+  await g.sh(
+    `devs=$(iscsiadm -m session -P 3 2>/dev/null | awk -v t=${q(iqn)} '/^Target: /{on=($2==t)} on && /Attached scsi disk/{print $4}')
+maps=$(for d in $devs; do multipathd show paths raw format '%d %m' 2>/dev/null | awk -v d="$d" '$1==d && substr($2,1,1) != "[" {print $2}'; done | sort -u)
+for m in $maps; do
+  dmsetup message "$m" 0 fail_if_no_path || true
+  for i in $(seq 20); do multipath -f "$m" >/dev/null 2>&1 && break; sleep 0.5; done
+done
+iscsiadm -m node -T ${q(iqn)} --logout >/dev/null 2>&1 || true`,
+    90,
+  );
+  await flushEmptyMaps(g);
+}
+
+/** Flushes every multipath map that has no path left (see logout()). */
+export async function flushEmptyMaps(g: Guest): Promise<void> {
+  await g.sh(
+    `empty() { multipathd show maps raw format '%n %N' 2>/dev/null | awk '$2==0{print $1}'; }
+for m in $(empty); do dmsetup message "$m" 0 fail_if_no_path || true; done
+udevadm settle --timeout=20 || true
+for m in $(empty); do
+  dmsetup message "$m" 0 fail_if_no_path || true
+  for i in $(seq 20); do multipath -f "$m" >/dev/null 2>&1 && break; sleep 0.5; done
+done`,
+    90,
+  );
 }
 
 export interface SessionPath {
@@ -165,17 +195,31 @@ echo "$i $mib"`;
 }
 
 /**
- * Latency probe: 4 KiB O_DSYNC overwrite of one file every 10 ms, logging "start end" (EPOCHREALTIME) or
- * "ERR start" per write, until /run/<tag>.stop exists.
+ * Latency probe: one long-lived process (the host's Node, copied into the guest) overwrites 4 KiB of one
+ * file with O_DSYNC every 10 ms and logs "start end" (unix seconds) or "ERR start" per write, until
+ * /run/<tag>.stop exists. One process, not a dd per write: under TCG a process spawn costs ~150 ms, which
+ * would hide every pause shorter than that (a shell+dd probe measured a 150 ms median here).
  */
 export function probeScript(file: string, tag: string): string {
-  return `rm -f /run/${tag}.stop; : > /run/${tag}.log
-dd if=/dev/zero of=${file} bs=4k count=1 oflag=dsync status=none
-while [ ! -e /run/${tag}.stop ]; do
-  t0=$EPOCHREALTIME
-  if dd if=/dev/zero of=${file} bs=4k count=1 oflag=dsync conv=notrunc status=none; then echo "$t0 $EPOCHREALTIME" >> /run/${tag}.log; else echo "ERR $t0" >> /run/${tag}.log; fi
-  sleep 0.01
-done`;
+  const js = `import { appendFileSync, constants, existsSync, openSync, writeSync } from 'node:fs';
+const [file, tag] = process.argv.slice(2);
+const fd = openSync(file, constants.O_WRONLY | constants.O_CREAT | constants.O_DSYNC, 0o644);
+const buf = Buffer.alloc(4096, 0x5a);
+const nap = new Int32Array(new SharedArrayBuffer(4));
+const now = () => (performance.timeOrigin + performance.now()) / 1000;
+writeSync(fd, buf, 0, buf.length, 0);
+while (!existsSync('/run/' + tag + '.stop')) {
+  const t0 = now();
+  let ok = true;
+  try { writeSync(fd, buf, 0, buf.length, 0); } catch { ok = false; }
+  const t1 = now();
+  appendFileSync('/run/' + tag + '.log', ok ? t0.toFixed(6) + ' ' + t1.toFixed(6) + '\\n' : 'ERR ' + t0.toFixed(6) + '\\n');
+  Atomics.wait(nap, 0, 0, 10);
+}
+`;
+  return `rm -f /run/${tag}.stop /run/${tag}.log
+echo ${Buffer.from(js).toString('base64')} | base64 -d > /run/${tag}.mjs
+exec /usr/local/bin/node /run/${tag}.mjs ${file} ${tag}`;
 }
 
 export interface ProbeStats {
@@ -266,4 +310,22 @@ export async function connectBothPaths(
   const map = await waitMap(g, wwid, allActive(portals.length), 90_000, `map ${wwid} with ${portals.length} active paths`);
   t('login start -> map with all paths active', tLogin);
   return { discovered, map, paths };
+}
+
+/** Kernel log lines (monotonic seconds + text) from the line holding `marker` on. */
+export async function dmesgFrom(g: Guest, marker: string): Promise<{ t: number; msg: string }[]> {
+  const out = await g.sh(`dmesg | sed -n '/${marker}/,$p'`);
+  return out
+    .split('\n')
+    .map((l) => /^\[\s*(\d+\.\d+)\]\s?(.*)$/.exec(l))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => ({ t: Number(m[1]), msg: m[2]! }));
+}
+
+/** Seconds from the kernel-log line holding `from` to the first later line matching `to`; undefined if none. */
+export function kernelDelay(lines: readonly { t: number; msg: string }[], from: string, to: RegExp): number | undefined {
+  const i = lines.findIndex((l) => l.msg.includes(from));
+  if (i < 0) return undefined;
+  const j = lines.findIndex((l, k) => k > i && to.test(l.msg));
+  return j < 0 ? undefined : lines[j]!.t - lines[i]!.t;
 }

@@ -5,12 +5,14 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { Bed, buildGuest, sleep, type Guest } from './harness.js';
+import { Bed, buildGuest, buildLunarDisk, sleep, type Guest } from './harness.js';
 import {
   allActive,
   connectBothPaths,
   discover,
+  dmesgFrom,
   guestNowMs,
+  kernelDelay,
   kernelEvents,
   login,
   logout,
@@ -18,7 +20,6 @@ import {
   markKernelLog,
   probeScript,
   probeStats,
-  q,
   sessionPaths,
   setChap,
   setupIfaces,
@@ -63,8 +64,11 @@ describe(`kernel initiator + dm-multipath in a QEMU guest, target ${kind}`, { ti
     target = await startTarget(kind, bed);
     timing(`${kind} start`, Date.now() - t0);
     vol = await target.createVolume({ name: 'mp0', sizeBytes: 2 * GiB });
-    const booting = bed.bootGuest({ index: 0 });
-    g = await booting;
+    // The built Lunar rides along on a read-only disk, for the node-plugin tests to come (checked in a).
+    t0 = Date.now();
+    const lunarDisk = await buildLunarDisk(bed.runDir);
+    timing('Lunar disk image (dist + production node_modules)', Date.now() - t0);
+    g = await bed.bootGuest({ index: 0, extraDisk: lunarDisk });
     timing('guest boot (QEMU spawn -> agent ready)', g.bootMs);
   });
 
@@ -100,11 +104,31 @@ describe(`kernel initiator + dm-multipath in a QEMU guest, target ${kind}`, { ti
     assert.ok(map.paths.every((p) => p.dmState === 'active' && p.checker === 'ready'), JSON.stringify(map));
     for (const p of r.paths) assert.equal(await vpdWwid(g, p.dev), map.wwid, `VPD 0x83 of ${p.dev}`);
     if (vol.wwid) assert.equal(map.wwid, vol.wwid, 'multipath WWID must be "3" + the volume NAA');
+    // The target's own view: the guest's IQN, once from each NIC's address.
+    const ts = await target.sessions(vol);
+    assert.deepEqual(
+      ts.map((x) => `${x.initiator} ${x.address}`).sort(),
+      g.nics.map((n) => `${g.initiatorName} ${n.address}`).sort(),
+      `target-side sessions of ${vol.iqn}`,
+    );
     const maps = await g.sh(`multipathd show maps raw format '%n %w'`);
     assert.equal(maps.trim().split('\n').filter((l) => l.includes(map.wwid)).length, 1, maps);
     facts.push(`map ${map.name} wwid ${map.wwid}, paths ${map.paths.map((p) => p.dev).join(',')}`);
-    // The host's Node runs in the guest (for the later node-plugin tests).
-    assert.match(await g.sh('/usr/local/bin/node -e "process.stdout.write(process.version)"', 60), /^v\d+\./);
+    // The host's Node and the built Lunar run in the guest (for the later node-plugin tests).
+    assert.match(await g.sh('/usr/local/bin/node -e "process.stdout.write(process.version)"', 60), new RegExp(`^${process.version}$`));
+    const t0 = Date.now();
+    assert.match(await g.sh('mkdir -p /opt/lunar; mount -o ro /dev/disk/by-id/virtio-lunar /opt/lunar; /usr/local/bin/node /opt/lunar/dist/src/cli.js --version', 120), /lunar \d+\.\d+/);
+    timing('mount Lunar disk + `lunar --version` in the guest', Date.now() - t0);
+  });
+
+  test('a2) the kernel takes the LU as reported: no warning about its geometry, limits or sense data', async () => {
+    // sd prints these when READ CAPACITY(16), Block Limits VPD (0xB0) or a sense response is inconsistent;
+    // the hint in question is then ignored (e.g. io_min/io_opt, so mkfs cannot align).
+    const disks = map.paths.map((p) => p.dev).join('|');
+    const out = await g.sh(`dmesg | grep -E '\\[(${disks})\\]' | grep -iE 'not a multiple|unsupported|invalid|unaligned|ignor|not supported|too (big|small|large)|Sense Key|ASC=|Medium|Unit Attention|failed|error' || true`);
+    const lines = out.trim().split('\n').filter(Boolean);
+    facts.push(`a2 kernel warnings: ${lines.length ? lines.map((l) => l.replace(/^\[[^\]]*\]\s*/, '')).join(' | ') : 'none'}`);
+    assert.deepEqual(lines, [], 'kernel warnings about the LU');
   });
 
   test('b) mkfs.ext4 + mkfs.xfs + mount through the map; 256 MiB written while a NIC is cut: no I/O error, path failed then restored, checksums intact', async () => {
@@ -135,6 +159,7 @@ describe(`kernel initiator + dm-multipath in a QEMU guest, target ${kind}`, { ti
     await sleep(1500);
     const cutAt = Date.now();
     const guestCutAt = await guestNowMs(g);
+    await markKernelLog(g, 'LUNAR-LINK-OFF');
     await g.setLink('n1', false);
     const failed = await waitMap(g, map.wwid, (m) => m.paths.some((p) => p.dev === cutPath.dev && p.dmState === 'failed'), 60_000, 'cut path failed');
     timing('NIC cut -> multipathd shows path failed', Date.now() - cutAt);
@@ -147,6 +172,7 @@ describe(`kernel initiator + dm-multipath in a QEMU guest, target ${kind}`, { ti
       assert.ok(Date.now() < deadline, 'no writes progress on the remaining path');
       await sleep(500);
     }
+    await markKernelLog(g, 'LUNAR-LINK-ON');
     const restoreAt = Date.now();
     await g.setLink('n1', true);
     await waitMap(g, map.wwid, allActive(2), 120_000, 'cut path restored');
@@ -166,6 +192,11 @@ describe(`kernel initiator + dm-multipath in a QEMU guest, target ${kind}`, { ti
     const t1 = Date.now();
     assert.match(await verifySums(g, `/dev/mapper/${map.name}`, MNT, 'wb'), /verified \d+ files/);
     timing(`verify ${mib} MiB (remount + sha256)`, Date.now() - t1);
+    const klog = await dmesgFrom(g, 'LUNAR-CUT-B');
+    const kFail = kernelDelay(klog, 'LUNAR-LINK-OFF', /Failing path/);
+    const kBack = kernelDelay(klog, 'LUNAR-LINK-ON', /Reinstating path/);
+    if (kFail !== undefined) timing('NIC cut -> kernel "Failing path" (dmesg)', kFail * 1000);
+    if (kBack !== undefined) timing('NIC restored -> kernel "Reinstating path" (dmesg)', kBack * 1000);
     const ev = await kernelEvents(g, 'LUNAR-CUT-B');
     facts.push(`b kernel: ${ev.filter((l) => /Failing|Reinstating|ping timeout|recovery timed out/.test(l)).map((l) => l.replace(/^\[[^\]]*\]\s*/, '')).join(' | ')}`);
     assert.deepEqual(mapErrors(ev), [], 'I/O errors reached the map or the file system');
@@ -193,6 +224,12 @@ describe(`kernel initiator + dm-multipath in a QEMU guest, target ${kind}`, { ti
     timing(`${kind} restart after kill -9`, Date.now() - t0);
     await waitMap(g, map.wwid, allActive(2), 120_000, 'both paths back after target restart');
     timing('kill -9 -> both paths active again (3 s down)', Date.now() - killAt);
+    // I/O resumes: the writer completes at least one more 32 MiB file after the paths are back.
+    const filesBack = Number((await g.sh('cat /run/wc.count')).trim());
+    for (const deadline = Date.now() + 120_000; Number((await g.sh('cat /run/wc.count')).trim()) <= filesBack; ) {
+      assert.ok(Date.now() < deadline, `writes did not resume after the restart\n${(await kernelEvents(g, 'LUNAR-KILL-C')).join('\n')}`);
+      await sleep(500);
+    }
     await g.sh('touch /run/wc.stop');
     const w = await writer;
     await g.sh('touch /run/pc.stop');
@@ -201,6 +238,8 @@ describe(`kernel initiator + dm-multipath in a QEMU guest, target ${kind}`, { ti
     const ps = await probeStats(g, 'pc');
     assert.equal(ps.errors, 0, 'probe writes failed across the restart');
     timing('longest 4 KiB O_DSYNC write around kill -9 + restart', ps.maxMs);
+    // The target was gone >= 3 s: an O_DSYNC write that did not wait that long was not really durable.
+    assert.ok(ps.maxMs >= 2500, `no probe write waited for the restarted target (max ${ps.maxMs} ms)`);
     facts.push(`c: ${w.stdout.trim()} (files MiB); max pause starts ${((ps.maxAt - guestKillAt) / 1000).toFixed(2)} s after kill`);
     assert.match(await verifySums(g, `/dev/mapper/${map.name}`, MNT, 'wc'), /verified \d+ files/);
     assert.match(await verifySums(g, `/dev/mapper/${map.name}`, MNT, 'wb'), /verified \d+ files/, 'scenario b data changed');
@@ -250,14 +289,18 @@ describe(`kernel initiator + dm-multipath in a QEMU guest, target ${kind}`, { ti
     const found = await discover(g, p0, 'p0');
     for (const v of [volChap, volMutual]) assert.ok(found.some((d) => d.iqn === v.iqn && d.portal === p0), `${v.iqn} not discovered: ${JSON.stringify(found)}`);
 
+    const steps: string[] = [];
     const tryLogin = async (v: BedVolume, c: typeof chap | null, m?: typeof mutual): Promise<{ code: number; stderr: string }> => {
       await setChap(g, v.iqn, p0, 'p0', c, m);
       const t0 = Date.now();
       const r = await login(g, v.iqn, p0, 'p0');
+      steps.push(`login ${m ? 'mutual' : c ? 'chap' : 'none'} -> ${r.code} in ${Date.now() - t0} ms`);
       if (r.code === 0) {
         timing(`login with ${m ? 'mutual CHAP' : c ? 'CHAP' : 'no auth'} (1 session)`, Date.now() - t0);
         assert.equal(await sessionCount(g, v.iqn), 1, `one session to ${v.iqn}`);
+        const t1 = Date.now();
         await logout(g, v.iqn);
+        steps.push(`logout+flush ${Date.now() - t1} ms`);
       }
       return { code: r.code, stderr: r.stderr + r.stdout };
     };
@@ -275,6 +318,7 @@ describe(`kernel initiator + dm-multipath in a QEMU guest, target ${kind}`, { ti
     r = await tryLogin(volMutual, chap, { user: mutual.user, secret: 'not-the-target-1' });
     assert.notEqual(r.code, 0, 'mutual CHAP with a wrong target secret succeeded');
     facts.push(`d: wrong mutual secret -> iscsiadm exit ${r.code}: ${r.stderr.trim().split('\n').pop()}`);
+    facts.push(`d steps: ${steps.join('; ')}`);
     assert.equal((await sessionCount(g, volChap.iqn)) + (await sessionCount(g, volMutual.iqn)), 0, 'refused logins left sessions');
   });
 
@@ -300,11 +344,21 @@ describe(`kernel initiator + dm-multipath in a QEMU guest, target ${kind}`, { ti
       const s = (await sessionPaths(gg)).filter((p) => p.iqn === shared.iqn);
       assert.equal(s.length, 2, `guest ${gg.index} sessions: ${JSON.stringify(s)}`);
     }
-    await g2.sh(`multipath -f ${m2.map.name} || true; iscsiadm -m node -T ${q(shared.iqn)} --logout >/dev/null`, 60);
+    const ts = await target.sessions(shared);
+    assert.deepEqual(
+      ts.map((x) => `${x.initiator} ${x.address}`).sort(),
+      [g, g2].flatMap((gg) => gg.nics.map((n) => `${gg.initiatorName} ${n.address}`)).sort(),
+      'target-side sessions of the shared volume',
+    );
+    await logout(g2, shared.iqn);
+    assert.equal(await sessionCount(g2, shared.iqn), 0, 'guest 2 logged out');
   });
 
   test('g) clean teardown: umount, flush the map, log out of every session', async () => {
-    await g.sh(`umount ${MNT}; multipath -F; iscsiadm -m node --logoutall=all >/dev/null 2>&1 || true; iscsiadm -m session 2>&1 || true`, 120);
+    // udev may still hold a map open (blkid after the last writes): settle and retry the flush.
+    await g.sh(`umount ${MNT}; udevadm settle; for i in $(seq 20); do multipath -F && break; sleep 1; done; multipath -F`, 120);
+    await g.sh('iscsiadm -m node --logoutall=all >/dev/null', 120);
+    assert.equal((await g.sh(`dmsetup ls --target multipath`)).trim(), 'No devices found');
     const s = await sessionPaths(g);
     assert.equal(s.length, 0, `sessions left: ${JSON.stringify(s)}`);
   });

@@ -34,6 +34,12 @@ export interface BedVolume {
   readonly wwid?: string;
 }
 
+export interface TargetSession {
+  readonly initiator: string;
+  /** Initiator IP address (no port). */
+  readonly address: string;
+}
+
 export interface BedTarget {
   readonly kind: 'lunar' | 'tgt';
   /** "198.18.0.1:23260", "198.18.1.1:23260" */
@@ -50,6 +56,8 @@ export interface BedTarget {
   readonly logFile: string;
   /** Recent target log output. */
   output(): string;
+  /** The target's own view: who is logged in to the volume, from which address (normal sessions only). */
+  sessions(vol: BedVolume): Promise<TargetSession[]>;
 }
 
 export function targetKind(): 'lunar' | 'tgt' {
@@ -114,6 +122,25 @@ class TgtTarget implements BedTarget {
 
   output(): string {
     return `(tgtd log: ${this.logFile}.*)`;
+  }
+
+  async sessions(vol: BedVolume): Promise<TargetSession[]> {
+    const e = this.tids.get(vol.iqn);
+    if (!e) throw new Error(`unknown volume ${vol.iqn}`);
+    const out = await runOk('tgtadm', ['-C', TgtTarget.control, '--lld', 'iscsi', '--op', 'show', '--mode', 'target']);
+    const res: TargetSession[] = [];
+    let initiator = '';
+    let current = '';
+    for (const line of out.split('\n')) {
+      const t = /^Target \d+: (\S+)/.exec(line);
+      if (t) current = t[1]!;
+      if (current !== vol.iqn) continue;
+      const i = /^\s*Initiator: (\S+)/.exec(line);
+      if (i) initiator = i[1]!;
+      const a = /^\s*IP Address: (\S+)/.exec(line);
+      if (a) res.push({ initiator, address: a[1]! });
+    }
+    return res;
   }
 
   /** tgt accounts are global to the daemon: create each user once. */
@@ -223,6 +250,14 @@ class LunarTarget implements BedTarget {
     const src = v.volume ?? v;
     if (typeof src.iqn !== 'string' || typeof src.naa !== 'string') throw new Error(`lunar volume create --json gave no iqn/naa: ${out}`);
     return { name: req.name, iqn: src.iqn, lun: 0, wwid: `3${src.naa.toLowerCase()}` };
+  }
+
+  async sessions(vol: BedVolume): Promise<TargetSession[]> {
+    const out = await this.cli(['sessions', '--volume', vol.name, '--json']);
+    const list = JSON.parse(out) as { initiatorName: string; remoteAddress: string; discovery: boolean }[];
+    return list
+      .filter((x) => !x.discovery)
+      .map((x) => ({ initiator: x.initiatorName, address: x.remoteAddress.replace(/^::ffff:/, '').replace(/^\[?([^\]]*?)\]?(:\d+)?$/, '$1') }));
   }
 
   async resize(vol: BedVolume, sizeBytes: number): Promise<void> {

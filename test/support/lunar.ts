@@ -50,6 +50,8 @@ export interface LunarProcess {
   kill9(): Promise<void>;
   /** Start again on the same data directory and portals (stopping first if running); waits until ready. */
   restart(): Promise<void>;
+  /** How the last server process ended (null while the first one runs). */
+  readonly lastExit: { code: number | null; signal: NodeJS.Signals | null } | null;
   /** Server stderr+stdout collected so far (last 256 KiB), for failure messages. */
   output(): string;
   /** stop() and delete the data directory if this helper created it. */
@@ -91,6 +93,7 @@ export async function startLunarProcess(opts: StartLunarOptions): Promise<LunarP
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'lunar-t-'));
   const socketPath = join(dataDir, 'admin.sock');
   let child: ChildProcess | null = null;
+  let lastExit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
   let log = '';
   const append = (b: Buffer): void => {
     log += b.toString('utf8');
@@ -107,7 +110,10 @@ export async function startLunarProcess(opts: StartLunarOptions): Promise<LunarP
     });
     child = c;
     live.add(c);
-    c.on('exit', () => live.delete(c));
+    c.on('exit', (code, signal) => {
+      live.delete(c);
+      lastExit = { code, signal };
+    });
     c.stdout?.on('data', append);
     c.stderr?.on('data', append);
     const deadline = Date.now() + (opts.readyTimeoutMs ?? 30_000);
@@ -160,6 +166,9 @@ export async function startLunarProcess(opts: StartLunarOptions): Promise<LunarP
     socketPath,
     get pid(): number {
       return child?.pid ?? -1;
+    },
+    get lastExit() {
+      return lastExit;
     },
     cli: (args, env) =>
       new Promise<CliResult>((res, rej) => {

@@ -77,6 +77,7 @@ test('CLI: help, version, usage errors exit 2 with a hint', async () => {
     [['volume', 'resize', 'a'], /--size SIZE is required/],
     [['volume', 'publish', 'a'], /needs --node NODE and --initiator IQN/],
     [['serve', '--portal', '::1:3260'], /IPv6 addresses in brackets/],
+    [['serve', '--discovery-chap', 'u:short'], /discovery CHAP secret must be at least 12 characters/],
   ] as Array<[string[], RegExp]>) {
     o = io();
     assert.equal(await main(args, o), ExitCode.USAGE, args.join(' '));

@@ -32,6 +32,8 @@ import {
 } from '../../src/csi/validate.js';
 import { VolumeError } from '../../src/volumes/types.js';
 import { isValidPluginName, DEFAULT_PLUGIN_NAME } from '../../src/csi/identity.js';
+import { defaultCsiEndpoint, parseEndpoint } from '../../src/csi/server.js';
+import { resolve } from 'node:path';
 
 const MiB = 1024 * 1024;
 
@@ -277,4 +279,20 @@ test('AuthorityRewriter: preface and frames pass; a HEADERS block split over CON
   const rw2 = new AuthorityRewriter();
   const clean = Buffer.concat([preface, settings, frame(0x1, 0x5, 1, Buffer.from([0x83, 0x41, 0x09, ...Buffer.from('localhost')])), data]);
   assert.deepEqual(Buffer.concat(rw2.push(clean)), clean);
+});
+
+test('CSI endpoints: unix:///abs, unix:rel, tcp://host:port; others refused', () => {
+  assert.deepEqual(parseEndpoint('unix:///var/lib/kubelet/plugins/iscsi.lunar.dev/csi.sock'), {
+    kind: 'unix',
+    path: '/var/lib/kubelet/plugins/iscsi.lunar.dev/csi.sock',
+  });
+  assert.deepEqual(parseEndpoint('unix:/csi/csi.sock'), { kind: 'unix', path: '/csi/csi.sock' });
+  assert.deepEqual(parseEndpoint('unix:run/csi.sock'), { kind: 'unix', path: resolve('run/csi.sock') });
+  assert.deepEqual(parseEndpoint('tcp://127.0.0.1:10000'), { kind: 'tcp', host: '127.0.0.1', port: 10000 });
+  assert.deepEqual(parseEndpoint('tcp://[::1]:10000'), { kind: 'tcp', host: '::1', port: 10000 });
+  assert.equal(defaultCsiEndpoint('/var/lib/lunar'), 'unix:///var/lib/lunar/csi.sock');
+  assert.deepEqual(parseEndpoint(defaultCsiEndpoint('data')), { kind: 'unix', path: resolve('data/csi.sock') });
+  for (const bad of ['unix://relative.sock', 'unix:', '/csi/csi.sock', 'tcp://host', 'tcp://h:99999', 'http://h:1']) {
+    assert.throws(() => parseEndpoint(bad), Error, bad);
+  }
 });

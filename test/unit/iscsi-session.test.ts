@@ -7,7 +7,7 @@ import type { ITNexus, ScsiCommand, ScsiResponse, ScsiTargetDevice, TaskManageme
 import type { Portal, TargetEntry, TargetRegistry } from '../../src/target/types.js';
 import { TestInitiator } from '../../src/iscsi/initiator.js';
 import { IscsiServer } from '../../src/iscsi/server.js';
-import { CmdWindow, serialLe, serialLt } from '../../src/iscsi/session.js';
+import { CmdWindow, serialLe, serialLt } from '../../src/iscsi/cmdsn.js';
 import { RESERVED_TAG } from '../../src/iscsi/pdu.js';
 
 const PORT = 13260;
@@ -37,6 +37,12 @@ class MemDevice implements ScsiTargetDevice {
         cmd.dataOut?.copy(this.data, lba * BLOCK, 0, Math.min(n, cmd.dataOut.length));
         return Promise.resolve({ status: 0, data: null, sense: null, transferLength: n });
       }
+      case 0xc3: // completes after 300 ms
+        return new Promise((resolve) => setTimeout(() => resolve({ status: 0, data: null, sense: null }), 300));
+      case 0xc4: // a device bug: rejected promise
+        return Promise.reject(new Error('device bug'));
+      case 0xc5: // a device bug: synchronous throw
+        throw new Error('device bug (sync)');
       case 0xc1: // hangs until aborted
         return new Promise((resolve) => this.hanging.set(cmd.taskTag, resolve));
       default: {
@@ -144,9 +150,28 @@ describe('CmdSN window (RFC 7143 §4.2.2.1)', () => {
   });
 });
 
+describe('graceful shutdown', () => {
+  it('close({ logoutGraceMs }) sends an Async Message asking for logout, then ends the session', async () => {
+    const srv = new IscsiServer({ registry: { ...registry, portals: () => [{ host: '127.0.0.1', port: PORT + 1, tpgt: 1 }] }, logger: pino({ level: 'silent' }) });
+    await srv.listen();
+    const i = await TestInitiator.connect('127.0.0.1', PORT + 1);
+    assert.equal((await i.login({ initiatorName: INITIATOR, targetName: 'iqn.2026-01.io.lunar:t0' })).statusClass, 0);
+    const closing = srv.close({ logoutGraceMs: 2000 });
+    const msg = await i.expect();
+    assert.equal(msg.pdu.opcode, 0x32);
+    assert.equal(msg.pdu.opcode === 0x32 && msg.pdu.asyncEvent, 1);
+    assert.equal(msg.pdu.opcode === 0x32 && msg.pdu.parameter3, 2);
+    const t0 = Date.now();
+    assert.equal(await i.logout(), 0);
+    await closing;
+    assert.ok(Date.now() - t0 < 1500, 'close() returns once the initiator logged out');
+    await i.closed;
+  });
+});
+
 describe('iSCSI session over loopback (in-memory device)', () => {
   before(async () => {
-    server = new IscsiServer({ registry, logger: pino({ level: 'silent' }), tuning: { nopInIntervalMs: 300, nopInTimeoutMs: 600 } });
+    server = new IscsiServer({ registry, logger: pino({ level: 'silent' }), tuning: { nopInIntervalMs: 300, nopInTimeoutMs: 1500 } });
     await server.listen();
   });
   after(async () => {
@@ -205,6 +230,16 @@ describe('iSCSI session over loopback (in-memory device)', () => {
     i.close();
   });
 
+  it('a failing device gets SCSI Response "target failure" (0x01), and the session goes on', async () => {
+    const i = await session();
+    for (const op of [0xc4, 0xc5]) {
+      const r = await i.command(Buffer.from([op, 0, 0, 0, 0, 0]));
+      assert.equal(r.response, 0x01);
+    }
+    assert.equal((await i.command(Buffer.alloc(6))).status, 0);
+    i.close();
+  });
+
   it('answers NOP-Out pings with their data and pings idle initiators itself', async () => {
     const i = await session();
     const echo = await i.ping(Buffer.from('hello'));
@@ -220,7 +255,7 @@ describe('iSCSI session over loopback (in-memory device)', () => {
   it('drops a peer that does not answer NOP-In pings', async () => {
     const i = await session();
     i.answerPings = false;
-    await Promise.race([i.closed, new Promise((_, rej) => setTimeout(() => rej(new Error('not dropped')), 4000))]);
+    await Promise.race([i.closed, new Promise((_, rej) => setTimeout(() => rej(new Error('not dropped')), 6000))]);
     assert.equal(i.isClosed, true);
   });
 
@@ -336,6 +371,56 @@ describe('iSCSI session over loopback (in-memory device)', () => {
     assert.equal(server.sessions().some((s) => s.isid === '400000000777'), false);
   });
 
+  it('frames PDUs however the byte stream is split (1-byte and random pieces, digests on)', async () => {
+    for (const mode of ['bytes', 'random'] as const) {
+      const i = await session({ HeaderDigest: 'CRC32C', DataDigest: 'CRC32C', ImmediateData: 'Yes', InitialR2T: 'No' });
+      const realSend = i.sendRaw.bind(i);
+      const pieces: Buffer[] = [];
+      i.sendRaw = (b: Buffer): void => {
+        pieces.push(b);
+      };
+      const data = pattern(6000, mode === 'bytes' ? 3 : 4); // 4 KiB immediate... and the rest unsolicited (MRDSL 4096 below)
+      i.maxXmit = 4096;
+      const lba = mode === 'bytes' ? 3000 : 3100;
+      const pending = i.command(write10(lba, 12), { writeData: Buffer.concat([data, Buffer.alloc(144)]) });
+      const stream = Buffer.concat(pieces);
+      i.sendRaw = realSend;
+      let off = 0;
+      let seed = 12345;
+      while (off < stream.length) {
+        seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+        const n = mode === 'bytes' ? 1 : 1 + (seed % 97);
+        realSend(stream.subarray(off, off + n));
+        off += n;
+        if (off % 64 < n) await new Promise((r) => setImmediate(r));
+      }
+      const w = await pending;
+      assert.equal(w.status, 0);
+      assert.ok(device.data.subarray(lba * BLOCK, lba * BLOCK + 6000).equals(data));
+      i.close();
+    }
+  });
+
+  it('logout waits for running commands: their responses come before the Logout Response', async () => {
+    const i = await session();
+    i.send({ opcode: 0x01, immediate: false, dataSegmentLength: 0, final: true, read: false, write: false, attr: 1, lun: 0n, initiatorTaskTag: 4242, expectedDataTransferLength: 0, cmdSN: i.cmdSN++, expStatSN: i.expStatSN, cdb: Buffer.from([0xc3, ...Array(15).fill(0)]), bidiReadLength: null });
+    i.send({ opcode: 0x06, immediate: false, dataSegmentLength: 0, reasonCode: 0, initiatorTaskTag: 4243, cid: 0, cmdSN: i.cmdSN++, expStatSN: i.expStatSN });
+    const first = await i.expect();
+    assert.equal(first.pdu.opcode === 0x21 && first.pdu.initiatorTaskTag, 4242);
+    const second = await i.expect();
+    assert.equal(second.pdu.opcode === 0x26 && second.pdu.response, 0);
+    await i.closed;
+  });
+
+  it('logout of another CID answers "CID not found" and keeps the session', async () => {
+    const i = await session();
+    i.send({ opcode: 0x06, immediate: true, dataSegmentLength: 0, reasonCode: 1, initiatorTaskTag: 4244, cid: 9, cmdSN: i.cmdSN, expStatSN: i.expStatSN });
+    const r = await i.expect();
+    assert.equal(r.pdu.opcode === 0x26 && r.pdu.response, 1);
+    assert.equal((await i.command(Buffer.alloc(6))).status, 0);
+    i.close();
+  });
+
   it('SendTargets=All in a discovery session lists visible targets, continuing long answers (§6.2)', async () => {
     const i = await TestInitiator.connect('127.0.0.1', PORT);
     const r = await i.login({ initiatorName: INITIATOR, sessionType: 'Discovery', keys: { MaxRecvDataSegmentLength: '512' } });
@@ -345,6 +430,29 @@ describe('iSCSI session over loopback (in-memory device)', () => {
     assert.equal(names.length, 41);
     assert.ok(!names.includes('iqn.2026-01.io.lunar:hidden'));
     assert.ok(pairs.filter((p) => p.key === 'TargetAddress').every((p) => p.value === '127.0.0.1:13260,1'));
+    // A request continued over two PDUs (C bit), the second under the TTT the target handed out (§11.10.2).
+    const part1 = Buffer.from('SendTar');
+    i.send({ opcode: 0x04, immediate: true, dataSegmentLength: part1.length, final: false, continue: true, lun: 0n, initiatorTaskTag: 300, targetTransferTag: RESERVED_TAG, cmdSN: i.cmdSN, expStatSN: i.expStatSN }, part1);
+    const empty = await i.expect();
+    assert.equal(empty.pdu.opcode, 0x24);
+    assert.equal(empty.data.length, 0);
+    const ttt = empty.pdu.opcode === 0x24 ? empty.pdu.targetTransferTag : RESERVED_TAG;
+    assert.notEqual(ttt, RESERVED_TAG);
+    const part2 = Buffer.from('gets=iqn.2026-01.io.lunar:t0\0');
+    i.send({ opcode: 0x04, immediate: true, dataSegmentLength: part2.length, final: true, continue: false, lun: 0n, initiatorTaskTag: 300, targetTransferTag: ttt, cmdSN: i.cmdSN, expStatSN: i.expStatSN }, part2);
+    const full = await i.expect();
+    assert.equal(full.pdu.opcode === 0x24 && full.pdu.final, true);
+    assert.match(full.data.toString(), /^TargetName=iqn.2026-01.io.lunar:t0\0TargetAddress=127.0.0.1:13260,1\0$/);
+    // libiscsi iSCSISendTargets.Invalid: unknown key, bad values, wrong case → Reject; then a valid one works.
+    for (const bad of ['SendTargetsPlease=All', 'SendTargets=Alle', 'SendTargets=A', 'sENDtARGETS=aLL']) {
+      const d = Buffer.from(`${bad}\0`);
+      i.send({ opcode: 0x04, immediate: true, dataSegmentLength: d.length, final: true, continue: false, lun: 0n, initiatorTaskTag: 310, targetTransferTag: RESERVED_TAG, cmdSN: i.cmdSN, expStatSN: i.expStatSN }, d);
+      assert.equal((await i.expect()).pdu.opcode, 0x3f, bad);
+    }
+    assert.ok((await i.text([{ key: 'SendTargets', value: 'iqn.2026-01.io.lunar:nonexistent' }])).length === 0);
+    // A TTT the target never gave is rejected.
+    i.send({ opcode: 0x04, immediate: true, dataSegmentLength: 0, final: true, continue: false, lun: 0n, initiatorTaskTag: 301, targetTransferTag: 0x5555, cmdSN: i.cmdSN, expStatSN: i.expStatSN });
+    assert.equal((await i.expect()).pdu.opcode, 0x3f);
     // SCSI commands are not allowed in a discovery session.
     i.send({ opcode: 0x01, immediate: true, dataSegmentLength: 0, final: true, read: false, write: false, attr: 1, lun: 0n, initiatorTaskTag: 77, expectedDataTransferLength: 0, cmdSN: i.cmdSN, expStatSN: i.expStatSN, cdb: Buffer.alloc(16), bidiReadLength: null });
     const rej = await i.expect();

@@ -209,6 +209,17 @@ describe('PR OUT REGISTER / REGISTER AND IGNORE EXISTING KEY (SPC-4 §5.13.7)', 
     assert.deepEqual(readKeys(pr, B).keys, []);
   });
 
+  test('ALL_TG_PT cannot be mixed with registrations the port holds through other target ports', () => {
+    const { pr } = setup();
+    assertGood(register(pr, A2, K2));
+    const r = register(pr, A, K1, { allTgPt: true });
+    assertIllegal(r, 0x26, 0x00);
+    assert.equal(r.sense!.readUInt16BE(16), 20);
+    assert.equal(r.sense![15]! & 0x0f, 0x08 | 2, 'bit pointer: ALL_TG_PT');
+    assertGood(register(pr, A, K1), 'a plain registration of the other I_T nexus is fine');
+    assert.deepEqual(readKeys(pr, B).keys, [K2, K1]);
+  });
+
   test('SPEC_I_PT is refused with INVALID FIELD IN PARAMETER LIST (SIP_C=0)', () => {
     const { pr } = setup();
     const p = Buffer.concat([params(0n, K1, { specIPt: true }), Buffer.alloc(4)]);
@@ -541,6 +552,18 @@ describe('PR OUT REGISTER AND MOVE (SPC-4 §5.13.8)', () => {
     assert.equal(pr.conflicts(C, READ10), false);
     assert.equal(pr.conflicts(A, READ10), true);
     assert.deepEqual(readKeys(pr, A).keys, [K1, K3]);
+  });
+
+  test('moving between two target ports of one ALL_TG_PT registration keeps that registration', () => {
+    const { pr, rec } = setup();
+    assertGood(register(pr, A, K1, { allTgPt: true }));
+    assertGood(reserve(pr, A, K1, T.EA));
+    const p = moveParams(K1, K2, 2, iscsiTransportId(A2.initiatorPortName, 1), true);
+    assertGood(pr.persistentReserveOut(A, proutCdb(SA.REGISTER_AND_MOVE, T.EA, p.length), p));
+    assert.equal(rec.snapshots.at(-1)!.reservation!.holder, A2.key);
+    assert.deepEqual(readKeys(pr, B).keys, [K2]);
+    assert.equal(pr.conflicts(A2, WRITE10), false);
+    assert.equal(pr.conflicts(A, WRITE10), true, 'EA: A on port 1 is registered but no longer the holder');
   });
 
   test('refusals: not holder, all-registrants, SARK 0, move to itself, bad TransportID', () => {

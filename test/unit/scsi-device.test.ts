@@ -99,7 +99,7 @@ describe('SCSI target device on a sparse file', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  async function makeDevice(o: { thin?: boolean; readOnly?: boolean; blockSize?: number } = {}): Promise<TargetDevice> {
+  async function makeDevice(o: { thin?: boolean; readOnly?: boolean; blockSize?: number; naa?: string } = {}): Promise<TargetDevice> {
     const bs = o.blockSize ?? BS;
     store = await openFileStore(join(dir, `lu${n++}.img`), { create: { size: BLOCKS * bs } });
     opened.push(store);
@@ -108,7 +108,7 @@ describe('SCSI target device on a sparse file', () => {
         [
           0,
           {
-            identity: { naa: NAA, serial: 'lunar-serial-0001', vendor: 'LUNAR', product: 'Lunar Volume', revision: '0001' },
+            identity: { naa: o.naa ?? NAA, serial: 'lunar-serial-0001', vendor: 'LUNAR', product: 'Lunar Volume', revision: '0001' },
             store,
             blockSize: bs,
             thinProvisioned: o.thin ?? true,
@@ -603,6 +603,118 @@ describe('SCSI target device on a sparse file', () => {
     assertSense(await exec(dev, cdb([0x00]), { nexus: A }), 6, 0x29, 0x03);
     assertGood(await exec(dev, cdb([0x00]), { nexus: A }));
     assert.equal(await dev.taskManagement('clear-aca', A, 0), 'function-not-supported');
+  });
+
+  it('READ DEFECT DATA reports an empty list', async () => {
+    const r = await exec(dev, cdb([0x37, 0, 0x18 | 0x05, 0, 0, 0, 0, 0, 32, 0]));
+    assertGood(r);
+    assert.deepEqual([...r.data!], [0, 0x1d, 0, 0]);
+    const r12 = await exec(dev, cdb([0xb7, 0x1d, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0]));
+    assert.equal(r12.data!.length, 8);
+    assert.equal(r12.data!.readUInt32BE(4), 0);
+  });
+
+  it('ORDERED waits for older tasks and holds younger SIMPLE ones; HEAD OF QUEUE does not wait', async () => {
+    const lu = dev.logicalUnit(0)!;
+    const resume = await lu.quiesce();
+    const order: string[] = [];
+    const run = (name: string, attribute: 'simple' | 'ordered' | 'head-of-queue', c: Buffer, dataOut?: Buffer): Promise<unknown> =>
+      dev.execute({ nexus: A, lun: 0, taskTag: tag++, attribute, cdb: c, expectedDataLength: dataOut ? dataOut.length : BS,
+        read: !dataOut, write: !!dataOut, dataOut: dataOut ?? null }).then((r) => {
+        order.push(name);
+        return r;
+      });
+    const w = run('write', 'simple', rw10(0x2a, 0, 1), Buffer.alloc(BS, 1)); // blocked by quiesce
+    const o = run('ordered', 'ordered', rw10(0x28, 0, 1));
+    const s = run('simple-after', 'simple', rw10(0x28, 0, 1));
+    const h = run('head', 'head-of-queue', rw10(0x28, 0, 1));
+    const abortedTag = tag;
+    const victim = run('aborted', 'simple', rw10(0x28, 0, 1));
+    await h;
+    await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(order, ['head']);
+    // a task waiting behind the ORDERED one can be aborted without waiting for its turn
+    assert.equal(await dev.taskManagement('abort-task', A, 0, abortedTag), 'function-complete');
+    assert.equal(await victim, null);
+    resume();
+    await Promise.all([w, o, s]);
+    assert.deepEqual(order, ['head', 'aborted', 'write', 'ordered', 'simple-after']);
+  });
+
+  it('EXTENDED COPY within the device (sparse-aware), limits, and never into another device', async () => {
+    const xcopyList = (naa: string, segs: [number, number, number, number, number][], listId = 1): Buffer => {
+      const p = Buffer.alloc(16 + 32 + 28 * segs.length);
+      p[0] = listId;
+      p.writeUInt16BE(32, 2);
+      p.writeUInt32BE(28 * segs.length, 8);
+      p[16] = 0xe4;
+      p[20] = 0x01; // code set binary
+      p[21] = 0x03; // LU association, NAA
+      p[23] = 16;
+      Buffer.from(naa, 'hex').copy(p, 24);
+      p.writeUIntBE(BS, 16 + 29, 3);
+      segs.forEach(([src, dst, n, sl, dl], i) => {
+        const o = 48 + 28 * i;
+        p[o] = 0x02;
+        p.writeUInt16BE(0x18, o + 2);
+        p.writeUInt16BE(src, o + 4);
+        p.writeUInt16BE(dst, o + 6);
+        p.writeUInt16BE(n, o + 10);
+        p.writeBigUInt64BE(BigInt(sl), o + 12);
+        p.writeBigUInt64BE(BigInt(dl), o + 20);
+      });
+      return p;
+    };
+    const xcopy = (p: Buffer, d = dev): Promise<ScsiResponse> => {
+      const c = cdb([0x83]);
+      c.writeUInt32BE(p.length, 10);
+      return exec(d, c, { dataOut: p });
+    };
+    // source: 8 blocks of data, 8 blocks hole, 8 blocks data; destination was all 0xdd
+    assertGood(await exec(dev, rw10(0x2a, 0, 8), { dataOut: Buffer.alloc(8 * BS, 0x61) }));
+    assertGood(await exec(dev, rw10(0x2a, 16, 8), { dataOut: Buffer.alloc(8 * BS, 0x62) }));
+    assertGood(await exec(dev, rw10(0x2a, 1000, 24), { dataOut: Buffer.alloc(24 * BS, 0xdd) }));
+    assertGood(await xcopy(xcopyList(NAA, [[0, 0, 24, 0, 1000]])));
+    const got = (await exec(dev, rw10(0x28, 1000, 24))).data!;
+    assert.ok(got.subarray(0, 8 * BS).every((b) => b === 0x61));
+    assert.ok(got.subarray(8 * BS, 16 * BS).every((b) => b === 0));
+    assert.ok(got.subarray(16 * BS).every((b) => b === 0x62));
+    // overlapping copy inside the LU (forward overlap handled backwards)
+    assertGood(await xcopy(xcopyList(NAA, [[0, 0, 16, 1000, 1004]])));
+    const ov = (await exec(dev, rw10(0x28, 1004, 16))).data!;
+    assert.ok(ov.subarray(0, 8 * BS).every((b) => b === 0x61) && ov.subarray(8 * BS).every((b) => b === 0));
+    // RECEIVE COPY RESULTS
+    const rcr = (sa: number, listId = 1): Buffer => {
+      const c = cdb([0x84, sa, listId]);
+      c.writeUInt32BE(1024, 10);
+      return c;
+    };
+    const op = (await exec(dev, rcr(3))).data!;
+    assert.equal(op.readUInt16BE(8), 4);
+    assert.equal(op.readUInt16BE(10), 16);
+    assert.deepEqual([...op.subarray(44)], [0x02, 0xe4]);
+    const st = (await exec(dev, rcr(0, 1))).data!;
+    assert.equal(st[4]! & 0x7f, 1);
+    assertSense(await exec(dev, rcr(0, 7)), 5, 0x24, 0);
+    // errors
+    assertSense(await xcopy(xcopyList(NAA, [[0, 1, 8, 0, 100]])), 0x0a, 0x0d, 0x02);
+    assertSense(await xcopy(xcopyList(NAA, [[0, 0, 8, 0, BLOCKS - 4]])), 0x0a, 0, 0);
+    const unsupported = xcopyList(NAA, [[0, 0, 8, 0, 100]]);
+    unsupported[16] = 0xe0;
+    assertSense(await xcopy(unsupported), 5, 0x26, 0x07);
+    const tooMany = xcopyList(NAA, Array.from({ length: 17 }, () => [0, 0, 1, 0, 100] as [number, number, number, number, number]));
+    assertSense(await xcopy(tooMany), 5, 0x26, 0x08);
+    assertSense(await xcopy(xcopyList(NAA, [[0, 0, 8, 0, 100]]).subarray(0, 40)), 5, 0x1a, 0);
+    assertGood(await exec(dev, cdb([0x83]), { edtl: 0 }));
+    // another device's LU is unreachable even with its NAA
+    const otherNaa = '600140500000000000000000000000ff';
+    const other = await makeDevice({ naa: otherNaa });
+    assertGood(await exec(other, rw10(0x2a, 0, 8), { dataOut: Buffer.alloc(8 * BS, 0x77) }));
+    const before = (await exec(dev, rw10(0x28, 500, 8))).data!;
+    assertSense(await xcopy(xcopyList(otherNaa, [[0, 0, 8, 0, 500]])), 0x0a, 0x0d, 0x02);
+    assert.deepEqual((await exec(dev, rw10(0x28, 500, 8))).data, before);
+    assertGood(await xcopy(xcopyList(otherNaa, [[0, 0, 8, 0, 100]]), other));
+    await other.close();
   });
 
   it('SPC-2 RESERVE from one nexus gives the other RESERVATION CONFLICT', async () => {

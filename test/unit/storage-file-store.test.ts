@@ -55,6 +55,24 @@ describe('file-store (real sparse files)', () => {
     await s2.close();
   });
 
+  it('concurrent FUA writes and flushes share fdatasyncs and all complete with their data', async () => {
+    const p = join(dir, 'fua.img');
+    const s = await openFileStore(p, { create: { size: 8 * MiB } });
+    await Promise.all(
+      Array.from({ length: 64 }, (_, i) =>
+        i % 4 === 3 ? s.flush() : s.write(Buffer.alloc(4096, i), i * 4096, true),
+      ),
+    );
+    for (let i = 0; i < 64; i++) {
+      if (i % 4 === 3) continue;
+      const b = Buffer.alloc(4096);
+      await s.read(b, i * 4096);
+      assert.ok(b.every((x) => x === i), `block ${i}`);
+    }
+    await s.flush();
+    await s.close();
+  });
+
   it('punches real holes (st_blocks drops) and maps them with SEEK_DATA/SEEK_HOLE', async () => {
     const p = join(dir, 'punch.img');
     const s = await openFileStore(p, { create: { size: 16 * MiB } });
@@ -83,6 +101,32 @@ describe('file-store (real sparse files)', () => {
     assert.deepEqual(await s.allocationMap(4 * MiB + 512, 512), [{ offset: 4 * MiB + 512, length: 512, mapped: true }]);
     assert.deepEqual(await s.allocationMap(0, 0), []);
     await s.close();
+  });
+
+  it('writeZeroes allocates zeroed blocks without writing them (FALLOC_FL_ZERO_RANGE)', async () => {
+    const p = join(dir, 'zero.img');
+    const s = await openFileStore(p, { create: { size: 8 * MiB } });
+    await s.write(Buffer.alloc(2 * MiB, 0xcc), MiB, false);
+    await s.writeZeroes(MiB + 4096, MiB, true);
+    const b = Buffer.alloc(2 * MiB);
+    await s.read(b, MiB);
+    assert.ok(b.subarray(0, 4096).every((x) => x === 0xcc));
+    assert.ok(b.subarray(4096, 4096 + MiB).every((x) => x === 0));
+    assert.ok(b.subarray(4096 + MiB).every((x) => x === 0xcc));
+    await s.writeZeroes(4 * MiB, 2 * MiB, false);
+    assert.ok((await stat(p)).blocks * 512 >= 4 * MiB, 'zeroed range is allocated');
+    await s.close();
+  });
+
+  it('close() waits for native calls in flight; later calls fail with EBADF', async () => {
+    const p = join(dir, 'closing.img');
+    const s = await openFileStore(p, { create: { size: 64 * MiB } });
+    await s.write(Buffer.alloc(8 * MiB, 1), 0, false);
+    const punch = s.deallocate(0, 8 * MiB);
+    await s.close();
+    await punch;
+    assert.ok((await stat(p)).blocks * 512 < MiB, 'the punch completed on the right file');
+    await assert.rejects(s.deallocate(0, 4096), { code: 'EBADF' });
   });
 
   it('resize grows sparse and shrinks', async () => {

@@ -63,6 +63,11 @@ test('create: thick volumes are allocated; bad specs are invalid-argument', asyn
     const v = await m.create({ name: 'thick', sizeBytes: 4 * MiB, thin: false });
     const st = await stat(join(d, 'volumes', `${v.id}.img`));
     assert.ok(st.blocks * 512 >= 4 * MiB, 'thick volume is preallocated');
+    await m.resize(v.id, 8 * MiB);
+    assert.ok((await stat(join(d, 'volumes', `${v.id}.img`))).blocks * 512 >= 8 * MiB, 'a grown thick volume stays preallocated');
+    const c = await m.create({ name: 'thick-clone', sizeBytes: 16 * MiB, thin: false, source: { kind: 'volume', id: v.id } });
+    assert.ok((await stat(join(d, 'volumes', `${c.id}.img`))).blocks * 512 >= 16 * MiB, 'a thick clone is preallocated');
+    await m.delete(c.id);
     await assert.rejects(m.create({ name: '', sizeBytes: MiB }), code('invalid-argument'));
     await assert.rejects(m.create({ name: 'x', sizeBytes: 0 }), code('invalid-argument'));
     await assert.rejects(m.create({ name: 'x', sizeBytes: 1.5 }), code('invalid-argument'));
@@ -180,11 +185,13 @@ test('delete removes target, file and record; state survives reopen; orphans are
     await writeFile(join(d, 'volumes', '.tmp-vol-1111111111111111.img'), 'x');
     await writeFile(join(d, 'volumes', 'vol-2222222222222222.img'), 'x');
     await writeFile(join(d, 'snapshots', 'snap-3333333333333333.img'), 'x');
+    // Files Lunar did not make are left alone.
+    await writeFile(join(d, 'volumes', 'README.txt'), 'mine');
     await withManager(async (m, _d, reg) => {
       assert.deepEqual(m.list().map((v) => v.id), [keep]);
       assert.equal(m.get(keep)?.naa, keepNaa);
       assert.ok(reg.findTarget(`iqn.2026-11.io.lunar:${keep}`));
-      assert.deepEqual(await readdir(join(d, 'volumes')), [`${keep}.img`]);
+      assert.deepEqual((await readdir(join(d, 'volumes'))).sort(), ['README.txt', `${keep}.img`].sort());
       assert.deepEqual(await readdir(join(d, 'snapshots')), []);
       assert.deepEqual(await m.condition(keep), { abnormal: false, message: 'volume is healthy' });
     }, d);
@@ -263,6 +270,9 @@ test('persistent reservations are persisted through onPrChange and restored on r
       param[20] = 0x01;
       const out = await exec(reg, v.iqn, Buffer.from([0x5f, 0x00, 0, 0, 0, 0, 0, 0, 24, 0]), param, 24);
       assert.equal(out?.status, 0, `REGISTER failed: ${out?.sense?.toString('hex')}`);
+      // Durable before the status was returned, not at some later save.
+      const now = JSON.parse(await readFile(join(d, 'state.json'), 'utf8')) as { volumes: Record<string, { reservations: Record<string, { registrations: unknown[] }> }> };
+      assert.equal(now.volumes[id]?.reservations['0']?.registrations.length, 1);
     }, d);
     const saved = JSON.parse(await readFile(join(d, 'state.json'), 'utf8')) as { volumes: Record<string, { reservations: Record<string, { registrations: Array<{ key: string }> }> }> };
     assert.equal(saved.volumes[id]?.reservations['0']?.registrations[0]?.key, '1122334455667788');
@@ -278,4 +288,15 @@ test('persistent reservations are persisted through onPrChange and restored on r
   } finally {
     await rm(d, { recursive: true, force: true });
   }
+});
+
+test('concurrent creates of one name: one runs, the other is busy; afterwards the retry returns the volume', async () => {
+  await withManager(async (m) => {
+    const [a, b] = await Promise.allSettled([m.create({ name: 'same', sizeBytes: 8 * MiB }), m.create({ name: 'same', sizeBytes: 8 * MiB })]);
+    assert.equal(a.status, 'fulfilled');
+    assert.ok(b.status === 'rejected' && code('busy')(b.reason));
+    const again = await m.create({ name: 'same', sizeBytes: 8 * MiB });
+    assert.equal(again.id, a.status === 'fulfilled' ? a.value.id : '');
+    assert.equal(m.list().length, 1);
+  });
 });

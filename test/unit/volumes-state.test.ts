@@ -90,3 +90,27 @@ test('StateStore: leftovers of an interrupted atomic write are removed at open',
     await rm(d, { recursive: true, force: true });
   }
 });
+
+test('StateStore: saveSync is durable at once and an older in-flight async save never overwrites it', async () => {
+  const d = await tempDir();
+  try {
+    const s = await StateStore.open(d);
+    await s.save();
+    for (let round = 0; round < 20; round++) {
+      s.data.server.createdAt = `async-${round}`;
+      const pending = [s.save(), s.save()];
+      // Let the async save get to different phases (serialised, temp file written, ...) before the sync one.
+      for (let tick = 0; tick < round; tick++) await new Promise((r) => setImmediate(r));
+      s.data.server.createdAt = `sync-${round}`;
+      s.saveSync();
+      const onDisk = JSON.parse(await readFile(join(d, STATE_FILE), 'utf8')) as { server: { createdAt: string } };
+      assert.equal(onDisk.server.createdAt, `sync-${round}`);
+      await Promise.all(pending);
+      const later = JSON.parse(await readFile(join(d, STATE_FILE), 'utf8')) as { server: { createdAt: string } };
+      assert.equal(later.server.createdAt, `sync-${round}`, 'the async save started earlier did not roll the file back');
+    }
+    assert.deepEqual(await readdir(d), [STATE_FILE]);
+  } finally {
+    await rm(d, { recursive: true, force: true });
+  }
+});
