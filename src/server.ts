@@ -10,6 +10,8 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { startAdminServer, type AdminServer } from './admin/server.js';
 import { ADMIN_SOCKET } from './admin/protocol.js';
+import { DEFAULT_PLUGIN_NAME } from './csi/identity.js';
+import { defaultCsiEndpoint, startCsiServer } from './csi/server.js';
 import { IscsiServer } from './iscsi/server.js';
 import { rootLogger } from './log.js';
 import { VolumeTargetRegistry, portalKey } from './target/registry.js';
@@ -25,8 +27,13 @@ export interface LunarConfig {
   portals: Portal[];
   /** CHAP required for SendTargets discovery sessions; null/absent = none. */
   discoveryChap?: ChapCredentials | null;
-  /** CSI gRPC endpoint (unix:///path or host:port); absent = no CSI server. */
+  /**
+   * CSI gRPC endpoint: unix:///abs/path, unix:rel/path or tcp://host:port. Absent = unix://<data-dir>/csi.sock
+   * (skipped with a warning when that path is too long for a unix socket); "none" = no CSI server.
+   */
   csiEndpoint?: string;
+  /** CSI plugin name (GetPluginInfo); default iscsi.lunar.dev. */
+  csiPluginName?: string;
   logger?: Logger;
 }
 
@@ -36,6 +43,22 @@ export interface LunarServer {
   /** true once every listener is up and until close() starts. */
   ready(): boolean;
   close(): Promise<void>;
+}
+
+/** Longest path a unix socket address holds on Linux (sun_path is 108 bytes with the NUL). */
+const UNIX_PATH_MAX = 107;
+
+/** The CSI endpoint to serve, or null for none. */
+function csiEndpointFor(config: LunarConfig): string | null {
+  if (config.csiEndpoint === 'none') return null;
+  if (config.csiEndpoint !== undefined) return config.csiEndpoint;
+  const endpoint = defaultCsiEndpoint(config.dataDir);
+  const path = endpoint.replace(/^unix:\/\//, '');
+  if (Buffer.byteLength(path) > UNIX_PATH_MAX) {
+    (config.logger ?? rootLogger).warn({ path }, 'default CSI socket path is too long for a unix socket; CSI not started (set --csi-endpoint)');
+    return null;
+  }
+  return endpoint;
 }
 
 /** Path of the admin socket of a data directory. */
@@ -93,9 +116,18 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
     await iscsi.listen();
     manager.attachTransport(iscsi);
 
-    // ---- CSI server: the lead adds startCsiServer (src/csi/server.ts) here. ------------------------
-    // if (config.csiEndpoint) csi.server = await startCsiServer({ endpoint: config.csiEndpoint, volumes: manager,
-    //   pluginName: ..., version: LUNAR_VERSION, ready: () => isReady, logger: base });  // it adds component=csi
+    // ---- CSI Identity + Controller on the endpoint (default unix://<data-dir>/csi.sock; "none" = off).
+    const endpoint = csiEndpointFor(config);
+    if (endpoint !== null) {
+      csi.server = await startCsiServer({
+        endpoint,
+        volumes: manager,
+        pluginName: config.csiPluginName ?? DEFAULT_PLUGIN_NAME,
+        version: LUNAR_VERSION,
+        ready: () => isReady,
+        logger: base, // startCsiServer adds component=csi itself
+      });
+    }
     // ---------------------------------------------------------------------------------------------------
   } catch (err) {
     await iscsi?.close().catch(() => undefined);

@@ -52,7 +52,8 @@ serve:
                                   =ADVERTISE reports that address in SendTargets (NAT, 0.0.0.0 binds).
                                   IPv6: [::1]:3260.
   --discovery-chap USER:SECRET    require CHAP for SendTargets discovery (default $LUNAR_DISCOVERY_CHAP)
-  --csi-endpoint ENDPOINT         CSI gRPC endpoint (default $LUNAR_CSI_ENDPOINT)
+  --csi-endpoint ENDPOINT         CSI Identity+Controller endpoint: unix:///path, tcp://host:port or none
+                                  (default $LUNAR_CSI_ENDPOINT, $CSI_ENDPOINT, else unix://DIR/csi.sock)
   Stops cleanly on SIGTERM or SIGINT. Logs are JSON lines on stderr (LUNAR_LOG_LEVEL=debug|info|warn).
 
 volume create:
@@ -225,7 +226,7 @@ export async function main(argv: string[], io: Io = processIo, poolSizeAtStart?:
         const problem = chapValueProblem('discovery CHAP user', discoveryChap.user, 1) ?? chapValueProblem('discovery CHAP secret', discoveryChap.secret, 12);
         if (problem) throw new UsageError(problem);
       }
-      const csiEndpoint = str(values['csi-endpoint']) ?? io.env.LUNAR_CSI_ENDPOINT;
+      const csiEndpoint = str(values['csi-endpoint']) ?? io.env.LUNAR_CSI_ENDPOINT ?? io.env.CSI_ENDPOINT;
       const { serve } = await import('./serve.js');
       return await serve({ dataDir, portals, discoveryChap, ...(csiEndpoint ? { csiEndpoint } : {}) }, io, shownDir(dataDir), poolSizeAtStart);
     }

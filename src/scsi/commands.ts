@@ -84,7 +84,7 @@ export const COMMANDS: readonly CommandDescriptor[] = [
     sa(0x5e, s, ['PERSISTENT RESERVE IN/READ KEYS', 'PERSISTENT RESERVE IN/READ RESERVATION', 'PERSISTENT RESERVE IN/REPORT CAPABILITIES', 'PERSISTENT RESERVE IN/READ FULL STATUS'][s]!, PRIN(s), spc.persistentReserveIn),
   ),
   ...[0, 1, 2, 3, 4, 5, 6, 7].map((s) =>
-    sa(0x5f, s, `PERSISTENT RESERVE OUT/${['REGISTER', 'RESERVE', 'RELEASE', 'CLEAR', 'PREEMPT', 'PREEMPT AND ABORT', 'REGISTER AND IGNORE EXISTING KEY', 'REGISTER AND MOVE'][s]}`, [s, 0xff, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00], spc.persistentReserveOut),
+    sa(0x5f, s, `PERSISTENT RESERVE OUT/${['REGISTER', 'RESERVE', 'RELEASE', 'CLEAR', 'PREEMPT', 'PREEMPT AND ABORT', 'REGISTER AND IGNORE EXISTING KEY', 'REGISTER AND MOVE'][s]}`, [s, 0xff, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00], spc.persistentReserveOut),
   ),
   sa(0x83, 0x00, 'EXTENDED COPY(LID1)', [0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00], xcopy.extendedCopy, W),
   sa(0x84, 0x00, 'RECEIVE COPY RESULTS/COPY STATUS', [0x00, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00], xcopy.receiveCopyResultsCopyStatus),

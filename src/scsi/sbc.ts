@@ -15,7 +15,9 @@ import {
 } from './sense.js';
 import { ScsiStatus, type ScsiResponse } from './types.js';
 import { canWriteZeroes } from '../storage/zeroes.js';
-import { blockLimits } from './vpd.js';
+import { blockLimits, physicalBlockExponent } from './vpd.js';
+
+export { physicalBlockExponent };
 
 /** SBC-3 §4.5: LBA range check (LOGICAL BLOCK ADDRESS OUT OF RANGE). */
 export function checkRange(lu: LogicalUnit, lba: number, blocks: number): void {
@@ -326,10 +328,6 @@ export function readCapacity10(ctx: CommandContext): ScsiResponse {
   return dataIn(cmd, data, 8);
 }
 
-/** log2(logical blocks per 4 KiB physical block): 3 for 512-byte blocks, 0 for 4096. */
-export function physicalBlockExponent(blockSize: number): number {
-  return Math.max(0, Math.round(Math.log2(4096 / blockSize)));
-}
 
 /** SBC-3 §5.17 READ CAPACITY(16) (SERVICE ACTION IN(16), SA 10h): LBPME/LBPRZ when thin provisioned. */
 export function readCapacity16(ctx: CommandContext): ScsiResponse {

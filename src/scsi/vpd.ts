@@ -140,6 +140,11 @@ export function encodeDeviceIdentification(ctx: VpdContext): Buffer {
   return page(VpdPage.DEVICE_IDENTIFICATION, body);
 }
 
+/** log2(logical blocks per 4 KiB physical block): 3 for 512-byte blocks, 0 for 4096. */
+export function physicalBlockExponent(blockSize: number): number {
+  return Math.max(0, Math.round(Math.log2(4096 / blockSize)));
+}
+
 /** SBC-3 §6.5.3: Block Limits (page length 3Ch). */
 export function encodeBlockLimits(blockSize: number, thin: boolean): Buffer {
   const l = blockLimits(blockSize);
@@ -147,7 +152,8 @@ export function encodeBlockLimits(blockSize: number, thin: boolean): Buffer {
   // offsets below are page offsets minus the 4-byte header
   b[0] = 0x00; // WSNZ=0: WRITE SAME with NUMBER OF LOGICAL BLOCKS 0 runs through the last LBA
   b[1] = l.maxCompareAndWriteLength;
-  b.writeUInt16BE(1, 2); // OPTIMAL TRANSFER LENGTH GRANULARITY
+  // OPTIMAL TRANSFER LENGTH GRANULARITY: one physical block, so Linux's io_min agrees with READ CAPACITY(16)
+  b.writeUInt16BE(1 << physicalBlockExponent(blockSize), 2);
   b.writeUInt32BE(l.maxTransferLength, 4);
   b.writeUInt32BE(l.optimalTransferLength, 8);
   b.writeUInt32BE(l.maxTransferLength, 12); // MAXIMUM PREFETCH LENGTH

@@ -250,7 +250,7 @@ export class VolumeManager implements VolumeService {
                 serial: rec.serial,
                 vendor: 'LUNAR',
                 product: 'VOLUME',
-                revision: LUNAR_VERSION.slice(0, 4),
+                revision: LUNAR_VERSION.replace(/\./g, '').slice(0, 4), // "0.1.0" -> "010": the field holds 4 characters
               },
               store,
               thinProvisioned: rec.thin,
