@@ -40,6 +40,8 @@ export interface LunarConfig {
 export interface LunarServer {
   readonly volumes: VolumeService;
   readonly iscsi: IscsiServer;
+  /** The CSI endpoint served, or null when CSI is off. */
+  readonly csiEndpoint: string | null;
   /** true once every listener is up and until close() starts. */
   ready(): boolean;
   close(): Promise<void>;
@@ -152,6 +154,7 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
   return {
     volumes: m,
     iscsi: t,
+    csiEndpoint: csi.server ? csiEndpointFor(config) : null,
     ready: () => isReady,
     close: () => {
       closing ??= (async () => {

@@ -41,7 +41,8 @@ export async function serve(config: LunarConfig, io: Io, shownDataDir: string, p
   const s = server;
   io.out(
     `Lunar ${LUNAR_VERSION} serving ${shownDataDir} on ${config.portals.map((p) => portalKey(p)).join(', ')} ` +
-      `(${s.volumes.list().length} volume(s)); admin socket ${shownDataDir}/admin.sock\n`,
+      `(${s.volumes.list().length} volume(s)); admin socket ${shownDataDir}/admin.sock` +
+      (s.csiEndpoint ? `; CSI ${s.csiEndpoint}` : '') + '\n',
   );
   return new Promise<number>((resolve) => {
     let stopping = false;
