@@ -15,12 +15,8 @@ import { startLunar } from '../src/server.js';
 import { loadCsiPackage, startCsiServer } from '../src/csi/server.js';
 import { DEFAULT_PLUGIN_NAME, lunarVersion } from '../src/csi/identity.js';
 import type { CreateVolumeResponse, ListVolumesResponse } from '../src/csi/types.js';
+import { rpc } from '../test/support/csi.js';
 
-type Unary = (req: object, cb: (err: grpc.ServiceError | null, res?: unknown) => void) => void;
-function rpc<R>(client: grpc.Client, method: string, req: object = {}): Promise<R> {
-  const fn = (client as unknown as Record<string, Unary>)[method] as Unary;
-  return new Promise((resolve, reject) => fn.call(client, req, (err, res) => (err ? reject(err) : resolve(res as R))));
-}
 
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;

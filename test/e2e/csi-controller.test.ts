@@ -18,6 +18,7 @@ import { startLunar, type LunarServer } from '../../src/server.js';
 import { loadCsiPackage, startCsiServer, type CsiServer } from '../../src/csi/server.js';
 import { DEFAULT_PLUGIN_NAME, lunarVersion } from '../../src/csi/identity.js';
 import type * as T from '../../src/csi/types.js';
+import { rpc } from '../support/csi.js';
 
 const PORT = 13340;
 const PORTAL = `127.0.0.1:${PORT}`;
@@ -38,13 +39,6 @@ let controller: grpc.Client;
 let identity: grpc.Client;
 const logLines: string[] = [];
 
-type Unary = (req: object, cb: (err: grpc.ServiceError | null, res?: unknown) => void) => void;
-
-function rpc<R>(client: grpc.Client, method: string, req: object = {}): Promise<R> {
-  const fn = (client as unknown as Record<string, Unary>)[method];
-  assert.ok(fn, `no method ${method}`);
-  return new Promise((resolve, reject) => fn.call(client, req, (err, res) => (err ? reject(err) : resolve(res as R))));
-}
 
 /** The call must fail with `code`; returns the error for further checks. */
 async function fails(client: grpc.Client, method: string, req: object, code: grpc.status, message?: RegExp): Promise<grpc.ServiceError> {

@@ -18,6 +18,7 @@ import { startLunar } from '../../src/server.js';
 import { loadCsiPackage, startCsiServer } from '../../src/csi/server.js';
 import { DEFAULT_PLUGIN_NAME, lunarVersion } from '../../src/csi/identity.js';
 import type * as T from '../../src/csi/types.js';
+import { rpc } from '../support/csi.js';
 
 const PORT = 13343;
 const MiB = 1024 * 1024;
@@ -42,13 +43,6 @@ async function child(dataDir: string): Promise<void> {
   process.stdout.write('READY\n');
 }
 
-type Unary = (req: object, cb: (err: grpc.ServiceError | null, res?: unknown) => void) => void;
-function rpc<R>(client: grpc.Client, method: string, req: object = {}): Promise<R> {
-  const fn = (client as unknown as Record<string, Unary>)[method] as Unary;
-  return new Promise((resolve, reject) =>
-    fn.call(client, req, (err, res) => (err ? reject(err) : resolve(res as R))),
-  );
-}
 
 function spawnChild(dataDir: string): Promise<ChildProcess> {
   const c = spawn(process.execPath, [fileURLToPath(import.meta.url)], {

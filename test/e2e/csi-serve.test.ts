@@ -10,16 +10,10 @@ import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { loadCsiPackage } from '../../src/csi/server.js';
 import { startLunarProcess, type LunarProcess } from '../support/lunar.js';
+import { rpc } from '../support/csi.js';
 
 const run = promisify(execFile);
 const PORT = 13356;
-type Unary = (req: object, cb: (err: grpc.ServiceError | null, res: unknown) => void) => void;
-
-function rpc<R>(client: grpc.Client, method: string, req: object = {}): Promise<R> {
-  const fn = (client as unknown as Record<string, Unary>)[method];
-  assert.ok(fn, `no method ${method}`);
-  return new Promise((resolve, reject) => fn.call(client, req, (err, res) => (err ? reject(err) : resolve(res as R))));
-}
 
 const procs: LunarProcess[] = [];
 after(async () => {

@@ -103,7 +103,7 @@ setconf() { # key value
 setconf node.startup manual
 setconf node.session.timeo.replacement_timeout 5
 setconf node.conn\\[0\\].timeo.noop_out_interval 1
-setconf node.conn\\[0\\].timeo.noop_out_timeout 2
+setconf node.conn\\[0\\].timeo.noop_out_timeout 1
 setconf node.conn\\[0\\].timeo.login_timeout 5
 setconf node.conn\\[0\\].timeo.logout_timeout 5
 setconf node.session.err_timeo.abort_timeout 5

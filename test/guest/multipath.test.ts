@@ -188,6 +188,9 @@ describe(`kernel initiator + dm-multipath in a QEMU guest, target ${kind}`, { ti
     const ps = await probeStats(g, 'pb');
     assert.equal(ps.errors, 0, 'probe writes failed');
     timing(`longest 4 KiB O_DSYNC write (I/O pause) around the cut`, ps.maxMs);
+    // The pause is noop interval + noop timeout + fast_io_fail_tmo (1 + 1 + 1 s here) plus TCG slowness;
+    // a pause near replacement_timeout or no_path_retry would mean failover did not happen as configured.
+    assert.ok(ps.maxMs < 8000, `I/O paused ${ps.maxMs} ms during the cut: failover is not working as configured`);
     facts.push(`b: ${files} files / ${mib} MiB written, probe ${ps.writes} writes, median ${ps.medianMs.toFixed(1)} ms, max ${ps.maxMs.toFixed(0)} ms starting ${((ps.maxAt - guestCutAt) / 1000).toFixed(2)} s after the cut`);
     const t1 = Date.now();
     assert.match(await verifySums(g, `/dev/mapper/${map.name}`, MNT, 'wb'), /verified \d+ files/);
