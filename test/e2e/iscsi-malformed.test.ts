@@ -14,7 +14,7 @@ import { createTargetDevice, type TargetDevice } from '../../src/scsi/device.js'
 import type { BackingStore } from '../../src/storage/types.js';
 import { openFileStore } from '../../src/storage/file-store.js';
 import type { Portal, TargetEntry, TargetRegistry } from '../../src/target/types.js';
-import { TestInitiator } from '../../src/iscsi/initiator.js';
+import { TestInitiator } from '../support/iscsi-initiator.js';
 import { encodePdu, RESERVED_TAG, type InitiatorPdu } from '../../src/iscsi/pdu.js';
 import { IscsiServer } from '../../src/iscsi/server.js';
 import { encodeText } from '../../src/iscsi/text.js';

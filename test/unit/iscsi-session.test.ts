@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import type { ITNexus, ScsiCommand, ScsiResponse, ScsiTargetDevice, TaskManagementFunction, TaskManagementResult } from '../../src/scsi/types.js';
 import type { Portal, TargetEntry, TargetRegistry } from '../../src/target/types.js';
-import { TestInitiator } from '../../src/iscsi/initiator.js';
+import { TestInitiator } from '../support/iscsi-initiator.js';
 import { IscsiServer } from '../../src/iscsi/server.js';
 import { CmdWindow, serialLe, serialLt } from '../../src/iscsi/cmdsn.js';
 import { RESERVED_TAG } from '../../src/iscsi/pdu.js';

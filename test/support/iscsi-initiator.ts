@@ -3,10 +3,10 @@
 // tests can send malformed input. Not a production initiator: one connection, ERL 0, no retries.
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
-import { chapMd5, decodeBinary, encodeHex } from './chap.js';
-import { crc32cUpdate, digestBytes, readDigest } from './digest.js';
-import { BHS_LENGTH, decodePdu, encodeLun, encodePdu, pad4, readBhsPrefix, RESERVED_TAG, type InitiatorPdu, type TargetPdu } from './pdu.js';
-import { encodeText, parseText, type TextPair } from './text.js';
+import { chapMd5, decodeBinary, encodeHex } from '../../src/iscsi/chap.js';
+import { crc32cUpdate, digestBytes, readDigest } from '../../src/iscsi/digest.js';
+import { BHS_LENGTH, decodePdu, encodeLun, encodePdu, pad4, readBhsPrefix, RESERVED_TAG, type InitiatorPdu, type TargetPdu } from '../../src/iscsi/pdu.js';
+import { encodeText, parseText, type TextPair } from '../../src/iscsi/text.js';
 
 export interface ReceivedPdu {
   pdu: TargetPdu;
