@@ -25,25 +25,14 @@ export function isTempName(name: string): boolean {
 
 /** Atomically replace `path` with `data` (mode defaults to 0600: state files may hold CHAP secrets). */
 export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
-  const dir = dirname(path);
-  const tmp = join(dir, `${TMP_PREFIX}${basename(path)}.${randomBytes(6).toString('hex')}`);
-  const fh = await fsp.open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, mode);
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } catch (err) {
-    await fh.close().catch(() => undefined);
-    await fsp.rm(tmp, { force: true });
-    throw err;
-  }
-  await fh.close();
+  const tmp = await writeTempFile(path, data, mode);
   try {
     await fsp.rename(tmp, path);
   } catch (err) {
     await fsp.rm(tmp, { force: true });
     throw err;
   }
-  await fsyncDir(dir);
+  await fsyncDir(dirname(path));
 }
 
 /** Rename then fsync the directory (both paths must be in the same directory). */
