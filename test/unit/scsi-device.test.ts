@@ -471,7 +471,7 @@ describe('SCSI target device on a sparse file', () => {
     assertGood(await exec(dev, rw10(0x2a, 1, 1), { dataOut: Buffer.alloc(BS) })); // write-through path
     // a non-changeable bit is refused
     const bad = Buffer.from(sel);
-    bad[4 + 2] |= 0x01; // RCD
+    bad[4 + 2] = bad[4 + 2]! | 0x01; // RCD
     assertSense(await exec(dev, cdb([0x15, 0x10, 0, 0, bad.length, 0]), { dataOut: bad }), 5, 0x26, 0);
     assertSense(await exec(dev, cdb([0x15, 0x11, 0, 0, sel.length, 0]), { dataOut: sel }), 5, 0x24, 0); // SP=1
 
@@ -480,7 +480,7 @@ describe('SCSI target device on a sparse file', () => {
     const ctlSel = Buffer.from(ctl);
     ctlSel[0] = 0;
     ctlSel[2] = 0;
-    ctlSel[4 + 4] |= 0x08;
+    ctlSel[4 + 4] = ctlSel[4 + 4]! | 0x08;
     assertGood(await exec(dev, cdb([0x15, 0x10, 0, 0, ctlSel.length, 0]), { dataOut: ctlSel }));
     assertSense(await exec(dev, rw10(0x2a, 1, 1), { dataOut: Buffer.alloc(BS) }), 7, 0x27, 0);
     assert.equal((await exec(dev, cdb([0x1a, 0, 0x3f, 0, 255, 0]))).data![2]! & 0x80, 0x80, 'WP');
