@@ -17,7 +17,6 @@ import { DEFAULT_PLUGIN_NAME, lunarVersion } from '../src/csi/identity.js';
 import type { CreateVolumeResponse, ListVolumesResponse } from '../src/csi/types.js';
 import { rpc } from '../test/support/csi.js';
 
-
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] as number;

@@ -164,8 +164,12 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
         });
         memory['idle after volume create'] = mib(readMemory(lunar.pid).rssKiB);
         subjects.push({ name: 'Lunar', pid: lunar.pid, url: lunar.url, login: await probeLogin(tool, lunar.url) });
-        log(`Lunar: pid ${lunar.pid}, ${lunar.url}, UV_THREADPOOL_SIZE=${lunar.threadPoolSize}, backing file ${lunar.backingFile ?? '(not found)'}`);
-        notes.push(`Lunar started as \`node dist/src/cli.js serve\` with UV_THREADPOOL_SIZE=${lunar.threadPoolSize}, LUNAR_LOG_LEVEL=${process.env['LUNAR_LOG_LEVEL'] ?? 'info'}`);
+        log(
+          `Lunar: pid ${lunar.pid}, ${lunar.url}, UV_THREADPOOL_SIZE=${lunar.threadPoolSize}, backing file ${lunar.backingFile ?? '(not found)'}`,
+        );
+        notes.push(
+          `Lunar started as \`node dist/src/cli.js serve\` with UV_THREADPOOL_SIZE=${lunar.threadPoolSize}, LUNAR_LOG_LEVEL=${process.env['LUNAR_LOG_LEVEL'] ?? 'info'}`,
+        );
       } catch (e) {
         const msg = e instanceof Error ? e.message : String(e);
         log(`Lunar unavailable: ${msg}`);
@@ -200,15 +204,19 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
         params,
       });
       subjects.push({ name: 'tgt', pid: tgt.pid, url: tgt.url, login: await probeLogin(tool, tgt.url) });
-      log(`tgt: ${tgt.version}, pid ${tgt.pid}, ${tgt.url}, backing file ${file} (${size} bytes, sparse, rdwr, thin_provisioning=1)` +
-        (params.size ? `, params ${[...params].map(([k, v]) => `${k}=${v}`).join(' ')}` : ', default params'));
+      log(
+        `tgt: ${tgt.version}, pid ${tgt.pid}, ${tgt.url}, backing file ${file} (${size} bytes, sparse, rdwr, thin_provisioning=1)` +
+          (params.size ? `, params ${[...params].map(([k, v]) => `${k}=${v}`).join(' ')}` : ', default params'),
+      );
     }
     if (subjects.length === 0) throw new Error('no target to measure');
 
     // --- negotiated login parameters, side by side
     const keys = [...new Set(subjects.flatMap((s) => [...s.login.keys()]))].filter((k) => k !== 'TargetPortalGroupTag');
-    const loginTable = markdownTable(['login key (target answer)', ...subjects.map((s) => s.name)],
-      keys.map((k) => [k, ...subjects.map((s) => s.login.get(k) ?? '(not sent)')]));
+    const loginTable = markdownTable(
+      ['login key (target answer)', ...subjects.map((s) => s.name)],
+      keys.map((k) => [k, ...subjects.map((s) => s.login.get(k) ?? '(not sent)')]),
+    );
     log('negotiated login parameters (libiscsi LIBISCSI_DEBUG=10, initiator defaults):\n' + loginTable);
     if (subjects.length === 2) {
       // TargetAlias is informational (RFC 7143 §13.6) and does not change the data path.
@@ -220,8 +228,10 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
     for (const s of subjects) {
       try {
         const f = await fillLu(tool, s.url);
-        log(`${s.name}: filled ${fmtNum((f.blocks * f.blockSize) / 2 ** 20)} MiB in ${f.seconds.toFixed(1)} s ` +
-          `(${fmtNum(f.MBps)} MB/s, first write of every block)`);
+        log(
+          `${s.name}: filled ${fmtNum((f.blocks * f.blockSize) / 2 ** 20)} MiB in ${f.seconds.toFixed(1)} s ` +
+            `(${fmtNum(f.MBps)} MB/s, first write of every block)`,
+        );
         const v = await verifyLu(tool, s.url, 4000);
         if (v.mismatches > 0) throw new Error(`read back ${v.mismatches} of ${v.checked} random 4 KiB blocks wrong after the fill`);
         log(`${s.name}: read back ${v.checked} random 4 KiB blocks, all match the fill pattern`);
@@ -253,8 +263,10 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
           try {
             const rec = await measure(tool, s, w, opts.seconds);
             c.runs.push(rec);
-            log(`  ${w.key} ${s.name} run ${r + 1}: ${fmtNum(value(w, rec.result))} ${w.unit}, ` +
-              `p50 ${rec.result.latUs.p50} us, p99 ${rec.result.latUs.p99} us, target CPU ${fmtNum(rec.cpuPct)}%`);
+            log(
+              `  ${w.key} ${s.name} run ${r + 1}: ${fmtNum(value(w, rec.result))} ${w.unit}, ` +
+                `p50 ${rec.result.latUs.p50} us, p99 ${rec.result.latUs.p99} us, target CPU ${fmtNum(rec.cpuPct)}%`,
+            );
           } catch (e) {
             c.error = e instanceof Error ? e.message : String(e);
             log(`  ${w.key} ${s.name} run ${r + 1}: FAILED ${c.error}`);
@@ -277,7 +289,12 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
         if (s.failed || !alive(s.pid)) continue;
         try {
           checks.set(s.name, await crossCheck(s.url, opts.seconds, lunar?.backingFile ? statSync(lunar.backingFile).size : opts.sizeBytes));
-          log(`  cross-check ${s.name}: ${checks.get(s.name)!.map((c) => `${c.tool} ${fmtNum(c.value)} ${c.unit}`).join(', ')}`);
+          log(
+            `  cross-check ${s.name}: ${checks
+              .get(s.name)!
+              .map((c) => `${c.tool} ${fmtNum(c.value)} ${c.unit}`)
+              .join(', ')}`,
+          );
         } catch (e) {
           notes.push(`cross-check ${s.name} failed: ${e instanceof Error ? e.message : String(e)}`);
         }
@@ -288,8 +305,13 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
     const loadAfter = loadAverage();
     const names = subjects.map((s) => s.name);
     const ratioOk = names.length === 2 && names[0] === 'Lunar';
-    const header = ['workload', 'unit', ...names.flatMap((n) => [`${n} median (min–max)`]), ...(ratioOk ? ['Lunar/tgt'] : []),
-      ...names.map((n) => `${n} CPU%`)];
+    const header = [
+      'workload',
+      'unit',
+      ...names.flatMap((n) => [`${n} median (min–max)`]),
+      ...(ratioOk ? ['Lunar/tgt'] : []),
+      ...names.map((n) => `${n} CPU%`),
+    ];
     const rows: string[][] = [];
     const latRows: string[][] = [];
     const cpuRows: string[][] = [];
@@ -307,18 +329,39 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
       }
       row.push(...sums.map(({ c }) => (c.runs.length ? fmtNum(summarize(c.runs.map((r) => r.cpuPct)).median) : 'n/a')));
       rows.push(row);
-      latRows.push([w.label, ...sums.flatMap(({ c }) => {
-        if (!c.runs.length) return ['n/a', 'n/a'];
-        return [fmtNum(summarize(c.runs.map((r) => r.result.latUs.p50)).median), fmtNum(summarize(c.runs.map((r) => r.result.latUs.p99)).median)];
-      })]);
+      latRows.push([
+        w.label,
+        ...sums.flatMap(({ c }) => {
+          if (!c.runs.length) return ['n/a', 'n/a'];
+          return [
+            fmtNum(summarize(c.runs.map((r) => r.result.latUs.p50)).median),
+            fmtNum(summarize(c.runs.map((r) => r.result.latUs.p99)).median),
+          ];
+        }),
+      ]);
       const cpuMed = sums.map(({ c }) => (c.runs.length ? summarize(c.runs.map((r) => r.cpuUsPerIo)).median : Number.NaN));
-      cpuRows.push([w.label, ...cpuMed.map(fmtNum), ...(ratioOk ? [Number.isFinite(cpuMed[0]! / cpuMed[1]!) ? (cpuMed[0]! / cpuMed[1]!).toFixed(2) : 'n/a'] : [])]);
-      json[w.key] = Object.fromEntries(subjects.map((s, i) => [s.name, {
-        unit: w.unit,
-        runs: cell(w, s).runs.map((r) => ({ value: value(w, r.result), ...r.result, cpuPct: r.cpuPct, cpuUsPerIo: r.cpuUsPerIo, maxRssKiB: r.maxRssKiB })),
-        summary: sums[i]!.s ?? null,
-        error: cell(w, s).error ?? null,
-      }]));
+      cpuRows.push([
+        w.label,
+        ...cpuMed.map(fmtNum),
+        ...(ratioOk ? [Number.isFinite(cpuMed[0]! / cpuMed[1]!) ? (cpuMed[0]! / cpuMed[1]!).toFixed(2) : 'n/a'] : []),
+      ]);
+      json[w.key] = Object.fromEntries(
+        subjects.map((s, i) => [
+          s.name,
+          {
+            unit: w.unit,
+            runs: cell(w, s).runs.map((r) => ({
+              value: value(w, r.result),
+              ...r.result,
+              cpuPct: r.cpuPct,
+              cpuUsPerIo: r.cpuUsPerIo,
+              maxRssKiB: r.maxRssKiB,
+            })),
+            summary: sums[i]!.s ?? null,
+            error: cell(w, s).error ?? null,
+          },
+        ]),
+      );
     }
     const table = markdownTable(header, rows);
     const cpuTable = markdownTable(['target CPU time per command (us)', ...names, ...(ratioOk ? ['Lunar/tgt'] : [])], cpuRows);
@@ -331,10 +374,19 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
     const checkTable = checkRows.length
       ? markdownTable(['cross-check (1 run)', 'unit', ...names, ...(ratioOk ? ['Lunar/tgt'] : [])], checkRows)
       : '';
-    const errors = subjects.flatMap((s) => (s.failed ? [`${s.name} failed: ${s.failed}`] : []))
-      .concat(workloads.flatMap((w) => subjects.flatMap((s) => { const e = cell(w, s).error; return e ? [`${w.key} ${s.name}: ${e}`] : []; })));
+    const errors = subjects
+      .flatMap((s) => (s.failed ? [`${s.name} failed: ${s.failed}`] : []))
+      .concat(
+        workloads.flatMap((w) =>
+          subjects.flatMap((s) => {
+            const e = cell(w, s).error;
+            return e ? [`${w.key} ${s.name}: ${e}`] : [];
+          }),
+        ),
+      );
     const elapsed = (Date.now() - t0) / 1000;
-    const noise = `load average at start ${loadBefore.join(' ')}, at end ${loadAfter.join(' ')}; ` +
+    const noise =
+      `load average at start ${loadBefore.join(' ')}, at end ${loadAfter.join(' ')}; ` +
       `CPU busy before start ${fmtNum(busyBefore)}% of ${cpus().length} cores`;
     const memLines = Object.entries(memory).map(([k, v]) => `- Lunar RSS ${k}: ${v}`);
     const md = [
@@ -360,8 +412,24 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
     log('\n' + md + '\n');
     const jsonPath = opts.jsonOut ?? join(cacheDir(), `iscsi-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
     mkdirSync(dirname(jsonPath), { recursive: true });
-    writeFileSync(jsonPath, JSON.stringify({ date: new Date().toISOString(), options: { seconds: opts.seconds, runs: opts.runs, size: opts.size, tgtParams: opts.tgtParams },
-      login: Object.fromEntries(subjects.map((s) => [s.name, Object.fromEntries(s.login)])), results: json, crossCheck: Object.fromEntries(checks), memory, noise, notes, errors }, null, 2));
+    writeFileSync(
+      jsonPath,
+      JSON.stringify(
+        {
+          date: new Date().toISOString(),
+          options: { seconds: opts.seconds, runs: opts.runs, size: opts.size, tgtParams: opts.tgtParams },
+          login: Object.fromEntries(subjects.map((s) => [s.name, Object.fromEntries(s.login)])),
+          results: json,
+          crossCheck: Object.fromEntries(checks),
+          memory,
+          noise,
+          notes,
+          errors,
+        },
+        null,
+        2,
+      ),
+    );
     log(`results: ${jsonPath}`);
     if (opts.markdownOut) {
       writeFileSync(opts.markdownOut, md + '\n');
@@ -375,8 +443,13 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
       const file = newestProfile(opts.profileDir);
       if (file) {
         const top = readProfileSummary(file, 25);
-        log(`\nLunar CPU profile ${file} (whole run, self time):\n` +
-          markdownTable(['function', 'where', 'self %'], top.map((e) => [e.fn, e.where, e.selfPct.toFixed(1)])));
+        log(
+          `\nLunar CPU profile ${file} (whole run, self time):\n` +
+            markdownTable(
+              ['function', 'where', 'self %'],
+              top.map((e) => [e.fn, e.where, e.selfPct.toFixed(1)]),
+            ),
+        );
       } else {
         log(`no CPU profile found in ${opts.profileDir} (did lunar serve exit cleanly?)`);
       }

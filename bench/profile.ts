@@ -45,7 +45,9 @@ export function summarizeProfile(profileJson: string, n: number): ProfileEntry[]
 export function newestProfile(dir: string): string | undefined {
   let files: string[];
   try {
-    files = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile')).sort();
+    files = readdirSync(dir)
+      .filter((f) => f.endsWith('.cpuprofile'))
+      .sort();
   } catch {
     return undefined;
   }

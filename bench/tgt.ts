@@ -97,9 +97,33 @@ export async function startTgt(opts: TgtOptions): Promise<TgtTarget> {
     }
     const base = ['--lld', 'iscsi', '--mode'];
     await tgtadm(opts.controlPort, [...base, 'target', '--op', 'new', '--tid', TID, '-T', opts.iqn]);
-    await tgtadm(opts.controlPort, [...base, 'logicalunit', '--op', 'new', '--tid', TID, '--lun', '1', '--bstype', 'rdwr', '-b', opts.backingFile]);
+    await tgtadm(opts.controlPort, [
+      ...base,
+      'logicalunit',
+      '--op',
+      'new',
+      '--tid',
+      TID,
+      '--lun',
+      '1',
+      '--bstype',
+      'rdwr',
+      '-b',
+      opts.backingFile,
+    ]);
     if (opts.thin) {
-      await tgtadm(opts.controlPort, [...base, 'logicalunit', '--op', 'update', '--tid', TID, '--lun', '1', '--params', 'thin_provisioning=1']);
+      await tgtadm(opts.controlPort, [
+        ...base,
+        'logicalunit',
+        '--op',
+        'update',
+        '--tid',
+        TID,
+        '--lun',
+        '1',
+        '--params',
+        'thin_provisioning=1',
+      ]);
     }
     for (const [name, value] of opts.params ?? new Map<string, string>()) {
       await tgtadm(opts.controlPort, [...base, 'target', '--op', 'update', '--tid', TID, '--name', name, '--value', value]);

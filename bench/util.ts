@@ -89,7 +89,10 @@ export function summarize(xs: readonly number[]): Summary {
 /** 12345.6 -> "12 346"; 1.23 -> "1.23". */
 export function fmtNum(x: number): string {
   if (!Number.isFinite(x)) return 'n/a';
-  if (Math.abs(x) >= 100) return Math.round(x).toString().replace(/\B(?=(\d{3})+(?!\d))/g, ' ');
+  if (Math.abs(x) >= 100)
+    return Math.round(x)
+      .toString()
+      .replace(/\B(?=(\d{3})+(?!\d))/g, ' ');
   return x.toFixed(Math.abs(x) >= 10 ? 1 : 2);
 }
 

@@ -57,7 +57,10 @@ function csiEndpointFor(config: LunarConfig): string | null {
   const endpoint = defaultCsiEndpoint(config.dataDir);
   const path = endpoint.replace(/^unix:\/\//, '');
   if (Buffer.byteLength(path) > UNIX_PATH_MAX) {
-    (config.logger ?? rootLogger).warn({ path }, 'default CSI socket path is too long for a unix socket; CSI not started (set --csi-endpoint)');
+    (config.logger ?? rootLogger).warn(
+      { path },
+      'default CSI socket path is too long for a unix socket; CSI not started (set --csi-endpoint)',
+    );
     return null;
   }
   return endpoint;
@@ -113,7 +116,12 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
   const csi: { server: { close(): Promise<void> } | null } = { server: null };
   try {
     const registry = new VolumeTargetRegistry(config.portals, config.discoveryChap ?? null);
-    manager = await VolumeManager.open({ dataDir: config.dataDir, portals: config.portals, registry, logger: base.child({ component: 'volumes' }) });
+    manager = await VolumeManager.open({
+      dataDir: config.dataDir,
+      portals: config.portals,
+      registry,
+      logger: base.child({ component: 'volumes' }),
+    });
     iscsi = new IscsiServer({ registry, logger: base.child({ component: 'iscsi' }) });
     await iscsi.listen();
     manager.attachTransport(iscsi);

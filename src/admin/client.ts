@@ -65,6 +65,8 @@ export async function adminCall(path: string, method: string, params: Record<str
     sock.on('error', (err: NodeJS.ErrnoException) => {
       finish(() => reject(connected ? new Error(`connection to ${path} failed: ${err.message}`) : new AdminUnreachable(path, err)));
     });
-    sock.on('close', () => finish(() => reject(new Error(`the Lunar server at ${path} closed the connection without answering "${method}"`))));
+    sock.on('close', () =>
+      finish(() => reject(new Error(`the Lunar server at ${path} closed the connection without answering "${method}"`))),
+    );
   });
 }

@@ -157,9 +157,17 @@ function exitCodeFor(code: AdminErrorCode): number {
   }
 }
 
-function parse(args: string[], options: ParseArgsConfig['options']): { values: Record<string, string | boolean | (string | boolean)[] | undefined>; positionals: string[] } {
+function parse(
+  args: string[],
+  options: ParseArgsConfig['options'],
+): { values: Record<string, string | boolean | (string | boolean)[] | undefined>; positionals: string[] } {
   try {
-    const r = parseArgs({ args, options: { ...options, 'data-dir': { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
+    const r = parseArgs({
+      args,
+      options: { ...options, 'data-dir': { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+      allowPositionals: true,
+      strict: true,
+    });
     return { values: r.values, positionals: r.positionals };
   } catch (err) {
     throw new UsageError((err as Error).message.replace(/\. To specify a positional argument.*$/s, ''));
@@ -213,7 +221,10 @@ export async function main(argv: string[], io: Io = processIo, poolSizeAtStart?:
       const specs =
         portalSpecs.length > 0
           ? portalSpecs
-          : (io.env.LUNAR_PORTALS ?? '127.0.0.1:3260').split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+          : (io.env.LUNAR_PORTALS ?? '127.0.0.1:3260')
+              .split(',')
+              .map((s) => s.trim())
+              .filter((s) => s.length > 0);
       let portals;
       try {
         portals = parsePortals(specs);
@@ -223,15 +234,23 @@ export async function main(argv: string[], io: Io = processIo, poolSizeAtStart?:
       const dchap = str(values['discovery-chap']) ?? io.env.LUNAR_DISCOVERY_CHAP;
       const discoveryChap = dchap ? splitCreds(dchap, '--discovery-chap') : null;
       if (discoveryChap) {
-        const problem = chapValueProblem('discovery CHAP user', discoveryChap.user, 1) ?? chapValueProblem('discovery CHAP secret', discoveryChap.secret, 12);
+        const problem =
+          chapValueProblem('discovery CHAP user', discoveryChap.user, 1) ??
+          chapValueProblem('discovery CHAP secret', discoveryChap.secret, 12);
         if (problem) throw new UsageError(problem);
       }
       const csiEndpoint = str(values['csi-endpoint']) ?? io.env.LUNAR_CSI_ENDPOINT ?? io.env.CSI_ENDPOINT;
       const { serve } = await import('./serve.js');
-      return await serve({ dataDir, portals, discoveryChap, ...(csiEndpoint ? { csiEndpoint } : {}) }, io, shownDir(dataDir), poolSizeAtStart);
+      return await serve(
+        { dataDir, portals, discoveryChap, ...(csiEndpoint ? { csiEndpoint } : {}) },
+        io,
+        shownDir(dataDir),
+        poolSizeAtStart,
+      );
     }
 
-    const call = async (method: string, params: Record<string, unknown> = {}): Promise<unknown> => adminCall(resolve(dataDir, ADMIN_SOCKET), method, params);
+    const call = async (method: string, params: Record<string, unknown> = {}): Promise<unknown> =>
+      adminCall(resolve(dataDir, ADMIN_SOCKET), method, params);
 
     if (cmd === 'volume') {
       const [sub, ...args] = rest;
@@ -272,7 +291,10 @@ export async function main(argv: string[], io: Io = processIo, poolSizeAtStart?:
             const mut = mutualArg === undefined || mutualArg === 'auto' ? null : splitCreds(mutualArg, '--mutual-chap');
             if (ini === null && mut !== null) throw new UsageError('--mutual-chap USER:SECRET needs --chap USER:SECRET (not auto)');
             chap = ini
-              ? { mode, credentials: { user: ini.user, secret: ini.secret, ...(mut ? { mutualUser: mut.user, mutualSecret: mut.secret } : {}) } }
+              ? {
+                  mode,
+                  credentials: { user: ini.user, secret: ini.secret, ...(mut ? { mutualUser: mut.user, mutualSecret: mut.secret } : {}) },
+                }
               : { mode };
           }
           if (values['from-snapshot'] !== undefined && values['from-volume'] !== undefined) {
@@ -349,7 +371,11 @@ export async function main(argv: string[], io: Io = processIo, poolSizeAtStart?:
           noExtra(positionals, 1, 'volume resize');
           const sizeBytes = sizeArg(str(values.size), '--size');
           const v = (await call('volume.resize', { volume: ref, sizeBytes })) as Volume;
-          io.out(json ? JSON.stringify(v, null, 2) + '\n' : `volume ${v.name} (${v.id}) is now ${formatSize(v.sizeBytes)} (${v.sizeBytes} bytes)\n`);
+          io.out(
+            json
+              ? JSON.stringify(v, null, 2) + '\n'
+              : `volume ${v.name} (${v.id}) is now ${formatSize(v.sizeBytes)} (${v.sizeBytes} bytes)\n`,
+          );
           return ExitCode.OK;
         }
         case 'publish': {
@@ -393,7 +419,11 @@ export async function main(argv: string[], io: Io = processIo, poolSizeAtStart?:
           const name = positional(positionals, 1, 'NAME', 'snapshot create');
           noExtra(positionals, 2, 'snapshot create');
           const s = (await call('snapshot.create', { volume: vol, name })) as Snapshot;
-          io.out(json ? JSON.stringify(s, null, 2) + '\n' : `snapshot ${s.name} (${s.id}) of volume ${s.sourceVolumeId}, ${formatSize(s.sizeBytes)}\n`);
+          io.out(
+            json
+              ? JSON.stringify(s, null, 2) + '\n'
+              : `snapshot ${s.name} (${s.id}) of volume ${s.sourceVolumeId}, ${formatSize(s.sizeBytes)}\n`,
+          );
           return ExitCode.OK;
         }
         case 'list': {
@@ -401,7 +431,13 @@ export async function main(argv: string[], io: Io = processIo, poolSizeAtStart?:
           const snaps = (await call('snapshot.list')) as Snapshot[];
           if (json) io.out(JSON.stringify(snaps, null, 2) + '\n');
           else if (snaps.length === 0) io.out('no snapshots\n');
-          else io.out(table([['NAME', 'ID', 'VOLUME', 'SIZE', 'CREATED'], ...snaps.map((s) => [s.name, s.id, s.sourceVolumeId, formatSize(s.sizeBytes), s.createdAt])]));
+          else
+            io.out(
+              table([
+                ['NAME', 'ID', 'VOLUME', 'SIZE', 'CREATED'],
+                ...snaps.map((s) => [s.name, s.id, s.sourceVolumeId, formatSize(s.sizeBytes), s.createdAt]),
+              ]),
+            );
           return ExitCode.OK;
         }
         case 'delete': {
@@ -413,7 +449,11 @@ export async function main(argv: string[], io: Io = processIo, poolSizeAtStart?:
           return ExitCode.OK;
         }
         default:
-          throw new UsageError(sub === undefined ? 'snapshot: missing subcommand (create, list, delete)' : `snapshot: unknown subcommand "${sub}" (create, list, delete)`);
+          throw new UsageError(
+            sub === undefined
+              ? 'snapshot: missing subcommand (create, list, delete)'
+              : `snapshot: unknown subcommand "${sub}" (create, list, delete)`,
+          );
       }
     }
 
@@ -425,11 +465,21 @@ export async function main(argv: string[], io: Io = processIo, poolSizeAtStart?:
       }
       noExtra(positionals, 0, 'status');
       if (str(values['data-dir'])) dataDir = resolve(str(values['data-dir'])!);
-      const info = (await call('ping')) as { version: string; ready: boolean; pid: number; dataDir: string; portals: Array<{ host: string; port: number; tpgt: number }> };
+      const info = (await call('ping')) as {
+        version: string;
+        ready: boolean;
+        pid: number;
+        dataDir: string;
+        portals: Array<{ host: string; port: number; tpgt: number }>;
+      };
       let extra: { volumes: number; sessions: number; capacity: { availableBytes: number; totalBytes: number } } | null = null;
       if (info.ready) {
         const [vols, sess, cap] = await Promise.all([call('volume.list'), call('sessions'), call('capacity')]);
-        extra = { volumes: (vols as Volume[]).length, sessions: (sess as SessionInfo[]).length, capacity: cap as { availableBytes: number; totalBytes: number } };
+        extra = {
+          volumes: (vols as Volume[]).length,
+          sessions: (sess as SessionInfo[]).length,
+          capacity: cap as { availableBytes: number; totalBytes: number },
+        };
       }
       if (values.json === true) io.out(JSON.stringify({ ...info, ...extra }, null, 2) + '\n');
       else {
@@ -462,7 +512,14 @@ export async function main(argv: string[], io: Io = processIo, poolSizeAtStart?:
         io.out(
           table([
             ['TARGET', 'INITIATOR', 'ISID', 'TSIH', 'REMOTE', 'CONNS'],
-            ...sessions.map((s) => [s.discovery ? '(discovery)' : s.targetName, s.initiatorName, s.isid, String(s.tsih), s.remoteAddress, String(s.connections)]),
+            ...sessions.map((s) => [
+              s.discovery ? '(discovery)' : s.targetName,
+              s.initiatorName,
+              s.isid,
+              String(s.tsih),
+              s.remoteAddress,
+              String(s.connections),
+            ]),
           ]),
         );
       return ExitCode.OK;

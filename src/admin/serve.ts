@@ -26,11 +26,17 @@ export async function serve(config: LunarConfig, io: Io, shownDataDir: string, p
   } catch (err) {
     const e = err as NodeJS.ErrnoException & { address?: string; port?: number };
     if (e.code === 'EADDRINUSE') {
-      io.err(`lunar: cannot listen on ${e.address ?? ''}:${e.port ?? ''}: address already in use — another iSCSI target (tgtd, LIO, another Lunar) holds it; pick another with --portal HOST:PORT\n`);
+      io.err(
+        `lunar: cannot listen on ${e.address ?? ''}:${e.port ?? ''}: address already in use — another iSCSI target (tgtd, LIO, another Lunar) holds it; pick another with --portal HOST:PORT\n`,
+      );
     } else if (e.code === 'EACCES' && e.port !== undefined) {
-      io.err(`lunar: cannot listen on ${e.address ?? ''}:${e.port}: permission denied — ports below 1024 need root or CAP_NET_BIND_SERVICE\n`);
+      io.err(
+        `lunar: cannot listen on ${e.address ?? ''}:${e.port}: permission denied — ports below 1024 need root or CAP_NET_BIND_SERVICE\n`,
+      );
     } else if (e.code === 'EACCES' || e.code === 'EROFS') {
-      io.err(`lunar: ${e.message} — check that the data directory ${shownDataDir} is writable by this user, or choose another with --data-dir\n`);
+      io.err(
+        `lunar: ${e.message} — check that the data directory ${shownDataDir} is writable by this user, or choose another with --data-dir\n`,
+      );
     } else if (e.code === 'EADDRNOTAVAIL') {
       io.err(`lunar: ${e.message} — the portal address is not configured on this machine; check --portal\n`);
     } else {
@@ -42,7 +48,8 @@ export async function serve(config: LunarConfig, io: Io, shownDataDir: string, p
   io.out(
     `Lunar ${LUNAR_VERSION} serving ${shownDataDir} on ${config.portals.map((p) => portalKey(p)).join(', ')} ` +
       `(${s.volumes.list().length} volume(s)); admin socket ${shownDataDir}/admin.sock` +
-      (s.csiEndpoint ? `; CSI ${s.csiEndpoint}` : '') + '\n',
+      (s.csiEndpoint ? `; CSI ${s.csiEndpoint}` : '') +
+      '\n',
   );
   return new Promise<number>((resolve) => {
     let stopping = false;

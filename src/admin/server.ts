@@ -38,7 +38,8 @@ function str(params: Record<string, unknown>, key: string): string {
 function optStrings(params: Record<string, unknown>, key: string): string[] | undefined {
   const v = params[key];
   if (v === undefined) return undefined;
-  if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) throw new VolumeError('invalid-argument', `"${key}" must be a list of strings`);
+  if (!Array.isArray(v) || !v.every((x) => typeof x === 'string'))
+    throw new VolumeError('invalid-argument', `"${key}" must be a list of strings`);
   return v as string[];
 }
 
@@ -56,7 +57,8 @@ function parseSpec(p: Record<string, unknown>): VolumeSpec {
   if (p.masked !== undefined && typeof p.masked !== 'boolean') throw new VolumeError('invalid-argument', '"masked" must be a boolean');
   let chap: ChapSetting | undefined;
   if (p.chap !== undefined) {
-    if (!isObject(p.chap) || typeof p.chap.mode !== 'string') throw new VolumeError('invalid-argument', '"chap" must be {mode, credentials?}');
+    if (!isObject(p.chap) || typeof p.chap.mode !== 'string')
+      throw new VolumeError('invalid-argument', '"chap" must be {mode, credentials?}');
     const mode = p.chap.mode;
     if (mode === 'none') chap = { mode: 'none' };
     else if (mode === 'chap' || mode === 'mutual') {
@@ -259,7 +261,11 @@ export async function startAdminServer(path: string, ctx: AdminContext, logger?:
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {
       if (err.code === 'EADDRINUSE') {
-        reject(new Error(`another Lunar server is already running with this data directory (${path} was created while this one started); stop it first`));
+        reject(
+          new Error(
+            `another Lunar server is already running with this data directory (${path} was created while this one started); stop it first`,
+          ),
+        );
       } else reject(err);
     });
     server.listen(path, () => {

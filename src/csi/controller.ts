@@ -467,12 +467,16 @@ export class ControllerService {
     const name = requireName(req.name, 'name');
     const unknown = Object.keys(req.parameters ?? {}).filter((k) => !k.startsWith(SIDECAR_PARAMETER_PREFIX));
     if (unknown.length > 0) {
-      throw invalidArgument(`parameters: unknown key(s) ${unknown.map((k) => JSON.stringify(k)).join(', ')}; Lunar takes no snapshot parameters`);
+      throw invalidArgument(
+        `parameters: unknown key(s) ${unknown.map((k) => JSON.stringify(k)).join(', ')}; Lunar takes no snapshot parameters`,
+      );
     }
     const existing = this.volumes.getSnapshotByName(name);
     if (existing) {
       if (existing.sourceVolumeId !== sourceId) {
-        throw alreadyExists(`a snapshot named ${JSON.stringify(name)} already exists (${existing.id}) of volume ${existing.sourceVolumeId}, not ${sourceId}`);
+        throw alreadyExists(
+          `a snapshot named ${JSON.stringify(name)} already exists (${existing.id}) of volume ${existing.sourceVolumeId}, not ${sourceId}`,
+        );
       }
       return { snapshot: this.toCsiSnapshot(existing) };
     }

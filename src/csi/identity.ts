@@ -3,12 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { status } from '@grpc/grpc-js';
 import { CsiError } from './errors.js';
-import type {
-  GetPluginCapabilitiesResponse,
-  GetPluginInfoResponse,
-  PluginCapability,
-  ProbeResponse,
-} from './types.js';
+import type { GetPluginCapabilitiesResponse, GetPluginInfoResponse, PluginCapability, ProbeResponse } from './types.js';
 
 /**
  * The CSIDriver name (reverse-DNS style as CSI asks: "<plugin>.<vendor domain>"). It is also the

@@ -77,7 +77,8 @@ export function defaultCsiEndpoint(dataDir: string): string {
   return `unix://${resolve(dataDir, 'csi.sock')}`;
 }
 
-export type CsiEndpoint = { readonly kind: 'unix'; readonly path: string } | { readonly kind: 'tcp'; readonly host: string; readonly port: number };
+export type CsiEndpoint =
+  { readonly kind: 'unix'; readonly path: string } | { readonly kind: 'tcp'; readonly host: string; readonly port: number };
 
 /** CSI_ENDPOINT forms Lunar accepts (CSI spec "CSI_ENDPOINT"; unix:path as gRPC's naming allows). */
 export function parseEndpoint(endpoint: string): CsiEndpoint {
@@ -216,10 +217,7 @@ export async function startCsiServer(opts: CsiServerOptions): Promise<CsiServer>
         const busy = keys.find((k) => inFlight.has(k));
         if (busy !== undefined) {
           finish(
-            new CsiError(
-              grpc.status.ABORTED,
-              `an operation on ${busy.replace(':', ' ')} is already in progress; retry after it completes`,
-            ),
+            new CsiError(grpc.status.ABORTED, `an operation on ${busy.replace(':', ' ')} is already in progress; retry after it completes`),
           );
           return;
         }

@@ -137,11 +137,7 @@ export interface GetPluginInfoResponse {
 export type GetPluginCapabilitiesRequest = Record<string, never>;
 
 export type PluginServiceType =
-  | 'UNKNOWN'
-  | 'CONTROLLER_SERVICE'
-  | 'VOLUME_ACCESSIBILITY_CONSTRAINTS'
-  | 'GROUP_CONTROLLER_SERVICE'
-  | 'SNAPSHOT_METADATA_SERVICE';
+  'UNKNOWN' | 'CONTROLLER_SERVICE' | 'VOLUME_ACCESSIBILITY_CONSTRAINTS' | 'GROUP_CONTROLLER_SERVICE' | 'SNAPSHOT_METADATA_SERVICE';
 export type VolumeExpansionType = 'UNKNOWN' | 'ONLINE' | 'OFFLINE';
 
 /** PluginCapability.Service */

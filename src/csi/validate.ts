@@ -297,7 +297,9 @@ export function parseNodeId(nodeId: string | undefined | null, field = 'node_id'
     throw invalidArgument(`${field} ${JSON.stringify(id)}: the node name before '#' is not a valid node name; expected ${format}`);
   }
   if (!isIscsiName(initiatorName)) {
-    throw invalidArgument(`${field} ${JSON.stringify(id)} does not carry a valid iSCSI initiator name (lower-case iqn./eui./naa.); expected ${format}`);
+    throw invalidArgument(
+      `${field} ${JSON.stringify(id)} does not carry a valid iSCSI initiator name (lower-case iqn./eui./naa.); expected ${format}`,
+    );
   }
   return { ...(nodeName !== undefined ? { nodeName } : {}), initiatorName };
 }
@@ -372,7 +374,11 @@ export function redact(value: unknown): unknown {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
     if (SENSITIVE_FIELDS.has(k)) {
-      out[k] = Array.isArray(v) ? v.map(() => REDACTED) : v && typeof v === 'object' ? Object.fromEntries(Object.keys(v).map((key) => [key, REDACTED])) : REDACTED;
+      out[k] = Array.isArray(v)
+        ? v.map(() => REDACTED)
+        : v && typeof v === 'object'
+          ? Object.fromEntries(Object.keys(v).map((key) => [key, REDACTED]))
+          : REDACTED;
     } else if (SECRET_KEY_RE.test(k) && typeof v === 'string') {
       out[k] = REDACTED;
     } else {

@@ -33,7 +33,11 @@ export function encodeHex(b: Buffer): string {
 
 /** RFC 1994 §4.1: Response = MD5(Identifier || secret || Challenge). */
 export function chapMd5(id: number, secret: string, challenge: Buffer): Buffer {
-  return createHash('md5').update(Buffer.from([id & 0xff])).update(secret, 'utf8').update(challenge).digest();
+  return createHash('md5')
+    .update(Buffer.from([id & 0xff]))
+    .update(secret, 'utf8')
+    .update(challenge)
+    .digest();
 }
 
 function get(pairs: readonly TextPair[], key: string): string | undefined {
@@ -97,7 +101,8 @@ export class ChapAuthenticator {
       if (mi === undefined && mc === undefined) return [];
       // Mutual CHAP: the initiator authenticates us.
       if (mi === undefined || mc === undefined) throw authFailure('mutual CHAP needs both CHAP_I and CHAP_C');
-      if (this.creds.mutualUser === undefined || this.creds.mutualSecret === undefined) throw authFailure('mutual CHAP requested but not configured for this target');
+      if (this.creds.mutualUser === undefined || this.creds.mutualSecret === undefined)
+        throw authFailure('mutual CHAP requested but not configured for this target');
       const id = /^[0-9]{1,3}$/.test(mi) ? Number(mi) : NaN;
       if (!(id >= 0 && id <= 255)) throw authFailure('CHAP_I malformed');
       const challenge = decodeBinary(mc);

@@ -1,7 +1,7 @@
 // Command numbering (RFC 7143 §4.2.2.1): serial number arithmetic (RFC 1982) and the CmdSN window.
 
 export function serialLt(a: number, b: number): boolean {
-  return a !== b && ((b - a) >>> 0) < 0x80000000;
+  return a !== b && (b - a) >>> 0 < 0x80000000;
 }
 export function serialLe(a: number, b: number): boolean {
   return a === b || serialLt(a, b);

@@ -5,7 +5,17 @@ import type { Logger } from 'pino';
 import { crc32cUpdate, digestBytes, DIGEST_LENGTH, readDigest } from './digest.js';
 import { IscsiProtocolError, RejectReason } from './errors.js';
 import { LoginStateMachine, type LoginContext, type LoginResult } from './login.js';
-import { BHS_LENGTH, decodePdu, encodePdu, pad4, readBhsPrefix, isInitiatorOpcode, Opcode, type InitiatorPdu, type TargetPdu } from './pdu.js';
+import {
+  BHS_LENGTH,
+  decodePdu,
+  encodePdu,
+  pad4,
+  readBhsPrefix,
+  isInitiatorOpcode,
+  Opcode,
+  type InitiatorPdu,
+  type TargetPdu,
+} from './pdu.js';
 
 /** §11.12.1 / §13.12: login PDUs carry at most 8192 bytes of data before operational negotiation. */
 const LOGIN_MAX_DATA = 8192;
@@ -173,7 +183,11 @@ export class IscsiConnection {
         let error: IscsiProtocolError | null = null;
         try {
           const decoded = decodePdu(header);
-          if (!isInitiatorOpcode(decoded.opcode)) throw new IscsiProtocolError(`target opcode 0x${decoded.opcode.toString(16)} sent by the initiator`, RejectReason.PROTOCOL_ERROR);
+          if (!isInitiatorOpcode(decoded.opcode))
+            throw new IscsiProtocolError(
+              `target opcode 0x${decoded.opcode.toString(16)} sent by the initiator`,
+              RejectReason.PROTOCOL_ERROR,
+            );
           pdu = decoded as InitiatorPdu;
         } catch (e) {
           if (!(e instanceof IscsiProtocolError) || e.fatal) throw e;
@@ -182,14 +196,26 @@ export class IscsiConnection {
         const dsl = prefix.dataSegmentLength;
         const limit = this.phase === 'login' ? LOGIN_MAX_DATA : this.maxRecvDataSegmentLength;
         if (dsl > limit) {
-          throw new IscsiProtocolError(`DataSegmentLength ${dsl} exceeds MaxRecvDataSegmentLength ${limit}`, RejectReason.PROTOCOL_ERROR, true, );
+          throw new IscsiProtocolError(
+            `DataSegmentLength ${dsl} exceeds MaxRecvDataSegmentLength ${limit}`,
+            RejectReason.PROTOCOL_ERROR,
+            true,
+          );
         }
         let sink: Buffer | null = null;
         if (pdu && dsl > 0 && this.phase === 'ffp' && this.handler) sink = this.handler.dataSink(pdu);
         if (sink && sink.length !== dsl) sink = null;
         this.pending = {
-          pdu, error, header, dataLength: dsl, remaining: dsl + pad4(dsl) + (this.dataDigest && dsl > 0 ? DIGEST_LENGTH : 0),
-          sink, pieces: [], filled: 0, crc: 0, digest: null,
+          pdu,
+          error,
+          header,
+          dataLength: dsl,
+          remaining: dsl + pad4(dsl) + (this.dataDigest && dsl > 0 ? DIGEST_LENGTH : 0),
+          sink,
+          pieces: [],
+          filled: 0,
+          crc: 0,
+          digest: null,
         };
       }
       const p = this.pending;
@@ -231,7 +257,8 @@ export class IscsiConnection {
       const data = p.sink ?? (p.pieces.length === 1 ? p.pieces[0]! : Buffer.concat(p.pieces, p.filled));
       if (p.error || !p.pdu) {
         this.hooks.logger.warn({ remote: this.remoteAddress, err: p.error?.message }, 'malformed PDU rejected');
-        if (this.phase === 'login') throw new IscsiProtocolError(p.error?.message ?? 'bad PDU during login', RejectReason.PROTOCOL_ERROR, true);
+        if (this.phase === 'login')
+          throw new IscsiProtocolError(p.error?.message ?? 'bad PDU during login', RejectReason.PROTOCOL_ERROR, true);
         this.sendReject(p.error?.reason ?? RejectReason.PROTOCOL_ERROR, p.header);
         this.handler?.rejected(p.header);
         continue;
@@ -269,17 +296,42 @@ export class IscsiConnection {
       this.handler = created.handler;
     }
     const statSN = reply.statusClass === 0 ? this.nextStatSN() : this.statSN;
-    this.send(encodePdu({
-      opcode: 0x23, dataSegmentLength: reply.data.length, transit: reply.transit, continue: false, csg: reply.csg, nsg: reply.nsg, versionMax: 0, versionActive: 0,
-      isid: req.isid, tsih, initiatorTaskTag: req.initiatorTaskTag, statSN, expCmdSN: req.cmdSN, maxCmdSN,
-      statusClass: reply.statusClass, statusDetail: reply.statusDetail,
-    }), reply.data);
+    this.send(
+      encodePdu({
+        opcode: 0x23,
+        dataSegmentLength: reply.data.length,
+        transit: reply.transit,
+        continue: false,
+        csg: reply.csg,
+        nsg: reply.nsg,
+        versionMax: 0,
+        versionActive: 0,
+        isid: req.isid,
+        tsih,
+        initiatorTaskTag: req.initiatorTaskTag,
+        statSN,
+        expCmdSN: req.cmdSN,
+        maxCmdSN,
+        statusClass: reply.statusClass,
+        statusDetail: reply.statusDetail,
+      }),
+      reply.data,
+    );
     if (reply.outcome === 'fail') {
       const who = this.login.identity();
-      this.hooks.logger.warn({
-        event: 'login-refused', target: who.targetName, initiator: who.initiatorName, isid: who.isid, remote: this.remoteAddress,
-        status: `0x${((reply.statusClass << 8) | reply.statusDetail).toString(16).padStart(4, '0')}`, reason: reply.reason, durationMs: Date.now() - this.startedAt,
-      }, 'iSCSI login refused');
+      this.hooks.logger.warn(
+        {
+          event: 'login-refused',
+          target: who.targetName,
+          initiator: who.initiatorName,
+          isid: who.isid,
+          remote: this.remoteAddress,
+          status: `0x${((reply.statusClass << 8) | reply.statusDetail).toString(16).padStart(4, '0')}`,
+          reason: reply.reason,
+          durationMs: Date.now() - this.startedAt,
+        },
+        'iSCSI login refused',
+      );
       this.endAfterFlush(`login failed: ${reply.reason ?? ''}`);
     } else if (reply.outcome === 'complete' && reply.result) {
       // Digests and the data segment limit apply from the first PDU after the final login response.
@@ -339,7 +391,18 @@ export class IscsiConnection {
   sendReject(reason: number, badHeader: Buffer): void {
     const seq = this.handlerSeq?.() ?? { expCmdSN: 0, maxCmdSN: 0 };
     const data = Buffer.from(badHeader.subarray(0, BHS_LENGTH));
-    this.sendPdu({ opcode: 0x3f, dataSegmentLength: data.length, reason, statSN: this.nextStatSN(), expCmdSN: seq.expCmdSN, maxCmdSN: seq.maxCmdSN, dataSN: 0 }, data);
+    this.sendPdu(
+      {
+        opcode: 0x3f,
+        dataSegmentLength: data.length,
+        reason,
+        statSN: this.nextStatSN(),
+        expCmdSN: seq.expCmdSN,
+        maxCmdSN: seq.maxCmdSN,
+        dataSN: 0,
+      },
+      data,
+    );
   }
 
   /** Set by the session so that Rejects carry the current command window. */
@@ -348,7 +411,10 @@ export class IscsiConnection {
   // ------------------------------------------------------------ closing
 
   private protocolFailure(e: unknown): void {
-    const err = e instanceof IscsiProtocolError ? e : new IscsiProtocolError(`internal error: ${(e as Error)?.message ?? String(e)}`, RejectReason.PROTOCOL_ERROR, true);
+    const err =
+      e instanceof IscsiProtocolError
+        ? e
+        : new IscsiProtocolError(`internal error: ${(e as Error)?.message ?? String(e)}`, RejectReason.PROTOCOL_ERROR, true);
     this.hooks.logger.warn({ remote: this.remoteAddress, err: err.message }, 'protocol error, closing connection');
     this.endAfterFlush(err.message);
   }
@@ -393,4 +459,3 @@ export class IscsiConnection {
     return this.closeReason;
   }
 }
-

@@ -3,7 +3,14 @@ import type { ChapCredentials, TargetEntry, TargetRegistry } from '../target/typ
 import { isAllowed } from './acl.js';
 import { ChapAuthenticator, type RandomSource } from './chap.js';
 import { IscsiTextError, LoginFailure } from './errors.js';
-import { isSecurityKey, LOGIN_DECLARATIVE_KEYS, Negotiator, type IscsiTuning, type SessionParameters, type SessionType } from './negotiation.js';
+import {
+  isSecurityKey,
+  LOGIN_DECLARATIVE_KEYS,
+  Negotiator,
+  type IscsiTuning,
+  type SessionParameters,
+  type SessionType,
+} from './negotiation.js';
 import type { LoginRequest } from './pdu.js';
 import { encodeText, parseText, TextAssembler, type TextPair } from './text.js';
 
@@ -111,8 +118,22 @@ export class LoginStateMachine {
     try {
       return this.step(req, data);
     } catch (e) {
-      const f = e instanceof LoginFailure ? e : e instanceof IscsiTextError ? fail(LoginStatus.INITIATOR_ERROR, e.message) : fail(LoginStatus.TARGET_ERROR, (e as Error).message);
-      return { transit: false, csg: req.csg, nsg: 0, statusClass: f.statusClass, statusDetail: f.statusDetail, data: Buffer.alloc(0), outcome: 'fail', reason: f.message };
+      const f =
+        e instanceof LoginFailure
+          ? e
+          : e instanceof IscsiTextError
+            ? fail(LoginStatus.INITIATOR_ERROR, e.message)
+            : fail(LoginStatus.TARGET_ERROR, (e as Error).message);
+      return {
+        transit: false,
+        csg: req.csg,
+        nsg: 0,
+        statusClass: f.statusClass,
+        statusDetail: f.statusDetail,
+        data: Buffer.alloc(0),
+        outcome: 'fail',
+        reason: f.message,
+      };
     }
   }
 
@@ -128,14 +149,16 @@ export class LoginStateMachine {
     }
     if (req.csg === 2 || req.csg === Stage.FULL_FEATURE) throw fail(LoginStatus.INITIATOR_ERROR, `invalid CSG ${req.csg}`);
     if (req.transit && req.continue) throw fail(LoginStatus.INITIATOR_ERROR, 'T and C bits both set');
-    if (req.transit && (req.nsg === 2 || req.nsg <= req.csg)) throw fail(LoginStatus.INITIATOR_ERROR, `invalid NSG ${req.nsg} from CSG ${req.csg}`);
+    if (req.transit && (req.nsg === 2 || req.nsg <= req.csg))
+      throw fail(LoginStatus.INITIATOR_ERROR, `invalid NSG ${req.nsg} from CSG ${req.csg}`);
     if (!this.first && req.csg !== this.stage) {
       // The initiator may only move forward to the stage we agreed on.
       throw fail(LoginStatus.INITIATOR_ERROR, `CSG ${req.csg} does not follow the negotiated stage ${this.stage}`);
     }
     // §6.2 / §11.12.2: text split over PDUs with C; answer each partial PDU with an empty response.
     const text = this.assembler.push(data, req.continue);
-    if (text === null) return { transit: false, csg: req.csg, nsg: 0, statusClass: 0, statusDetail: 0, data: Buffer.alloc(0), outcome: 'continue' };
+    if (text === null)
+      return { transit: false, csg: req.csg, nsg: 0, statusClass: 0, statusDetail: 0, data: Buffer.alloc(0), outcome: 'continue' };
     const pairs = parseText(text);
     const seen = new Set<string>();
     for (const p of pairs) {
@@ -196,12 +219,25 @@ export class LoginStateMachine {
     if (req.csg === Stage.OPERATIONAL || (transit && nsg === Stage.FULL_FEATURE)) response.push(...this.negotiator.declarations());
     const outcome = transit && nsg === Stage.FULL_FEATURE ? 'complete' : 'continue';
     const reply: LoginReply = {
-      transit, csg: req.csg, nsg, statusClass: 0, statusDetail: 0, data: encodeText(response), outcome,
+      transit,
+      csg: req.csg,
+      nsg,
+      statusClass: 0,
+      statusDetail: 0,
+      data: encodeText(response),
+      outcome,
       ...(outcome === 'complete'
         ? {
             result: {
-              sessionType: this.sessionType, initiatorName: this.initiatorName, initiatorAlias: this.initiatorAlias, target: this.target,
-              isid: this.isid, requestedTsih: this.tsih, cid: this.cid, cmdSN: req.cmdSN, params: { ...this.negotiator.params },
+              sessionType: this.sessionType,
+              initiatorName: this.initiatorName,
+              initiatorAlias: this.initiatorAlias,
+              target: this.target,
+              isid: this.isid,
+              requestedTsih: this.tsih,
+              cid: this.cid,
+              cmdSN: req.cmdSN,
+              params: { ...this.negotiator.params },
             },
           }
         : {}),
@@ -228,7 +264,10 @@ export class LoginStateMachine {
       const onPortal = target.portals.length === 0 || target.portals.some((p) => p.tpgt === this.ctx.portalGroupTag);
       if (!onPortal) throw fail(LoginStatus.NOT_FOUND, `target ${targetName} not offered on portal group ${this.ctx.portalGroupTag}`);
       if (!isAllowed(target.access, initiatorName, this.ctx.remoteAddress)) {
-        throw fail(LoginStatus.AUTHORIZATION_FAILURE, `initiator ${initiatorName} from ${this.ctx.remoteAddress} not allowed on ${targetName}`);
+        throw fail(
+          LoginStatus.AUTHORIZATION_FAILURE,
+          `initiator ${initiatorName} from ${this.ctx.remoteAddress} not allowed on ${targetName}`,
+        );
       }
       this.target = target;
       this.required = target.chap;
@@ -285,6 +324,11 @@ export class LoginStateMachine {
 
   /** Who is logging in to what, as far as known (for logs). */
   identity(): { initiatorName: string | null; targetName: string | null; isid: string; sessionType: SessionType } {
-    return { initiatorName: this.initiatorName || null, targetName: this.target?.iqn ?? this.requestedTarget, isid: this.isid, sessionType: this.sessionType };
+    return {
+      initiatorName: this.initiatorName || null,
+      targetName: this.target?.iqn ?? this.requestedTarget,
+      isid: this.isid,
+      sessionType: this.sessionType,
+    };
   }
 }

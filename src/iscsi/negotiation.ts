@@ -133,23 +133,135 @@ function keyTable(t: IscsiTuning): Map<string, KeyDef> {
   const bool = (v: string): boolean => v === 'Yes';
   const num = (v: string): number => Number(v);
   return new Map<string, KeyDef>([
-    ['HeaderDigest', { rule: listRule(t.headerDigest), apply: (p, v) => { p.headerDigest = v === 'CRC32C'; } }],
-    ['DataDigest', { rule: listRule(t.dataDigest), apply: (p, v) => { p.dataDigest = v === 'CRC32C'; } }],
+    [
+      'HeaderDigest',
+      {
+        rule: listRule(t.headerDigest),
+        apply: (p, v) => {
+          p.headerDigest = v === 'CRC32C';
+        },
+      },
+    ],
+    [
+      'DataDigest',
+      {
+        rule: listRule(t.dataDigest),
+        apply: (p, v) => {
+          p.dataDigest = v === 'CRC32C';
+        },
+      },
+    ],
     // MaxConnections: we do not implement MC/S (§13.2, min rule, our value 1).
-    ['MaxConnections', { rule: { kind: 'min', lo: 1, hi: 65535, ours: 1 }, normalOnly: true, apply: (p, v) => { p.maxConnections = num(v); } }],
-    ['InitialR2T', { rule: { kind: 'or', ours: t.initialR2T }, normalOnly: true, apply: (p, v) => { p.initialR2T = bool(v); } }],
-    ['ImmediateData', { rule: { kind: 'and', ours: t.immediateData }, normalOnly: true, apply: (p, v) => { p.immediateData = bool(v); } }],
+    [
+      'MaxConnections',
+      {
+        rule: { kind: 'min', lo: 1, hi: 65535, ours: 1 },
+        normalOnly: true,
+        apply: (p, v) => {
+          p.maxConnections = num(v);
+        },
+      },
+    ],
+    [
+      'InitialR2T',
+      {
+        rule: { kind: 'or', ours: t.initialR2T },
+        normalOnly: true,
+        apply: (p, v) => {
+          p.initialR2T = bool(v);
+        },
+      },
+    ],
+    [
+      'ImmediateData',
+      {
+        rule: { kind: 'and', ours: t.immediateData },
+        normalOnly: true,
+        apply: (p, v) => {
+          p.immediateData = bool(v);
+        },
+      },
+    ],
     ['MaxRecvDataSegmentLength', { rule: { kind: 'declarative' }, ffp: true }],
-    ['MaxBurstLength', { rule: { kind: 'min', lo: 512, hi: 0xffffff, ours: t.maxBurstLength }, normalOnly: true, apply: (p, v) => { p.maxBurstLength = num(v); } }],
-    ['FirstBurstLength', { rule: { kind: 'min', lo: 512, hi: 0xffffff, ours: t.firstBurstLength }, normalOnly: true, apply: (p, v) => { p.firstBurstLength = num(v); } }],
-    ['DefaultTime2Wait', { rule: { kind: 'max', lo: 0, hi: 3600, ours: t.defaultTime2Wait }, apply: (p, v) => { p.defaultTime2Wait = num(v); } }],
-    ['DefaultTime2Retain', { rule: { kind: 'min', lo: 0, hi: 3600, ours: t.defaultTime2Retain }, apply: (p, v) => { p.defaultTime2Retain = num(v); } }],
-    ['MaxOutstandingR2T', { rule: { kind: 'min', lo: 1, hi: 65535, ours: t.maxOutstandingR2T }, normalOnly: true, apply: (p, v) => { p.maxOutstandingR2T = num(v); } }],
+    [
+      'MaxBurstLength',
+      {
+        rule: { kind: 'min', lo: 512, hi: 0xffffff, ours: t.maxBurstLength },
+        normalOnly: true,
+        apply: (p, v) => {
+          p.maxBurstLength = num(v);
+        },
+      },
+    ],
+    [
+      'FirstBurstLength',
+      {
+        rule: { kind: 'min', lo: 512, hi: 0xffffff, ours: t.firstBurstLength },
+        normalOnly: true,
+        apply: (p, v) => {
+          p.firstBurstLength = num(v);
+        },
+      },
+    ],
+    [
+      'DefaultTime2Wait',
+      {
+        rule: { kind: 'max', lo: 0, hi: 3600, ours: t.defaultTime2Wait },
+        apply: (p, v) => {
+          p.defaultTime2Wait = num(v);
+        },
+      },
+    ],
+    [
+      'DefaultTime2Retain',
+      {
+        rule: { kind: 'min', lo: 0, hi: 3600, ours: t.defaultTime2Retain },
+        apply: (p, v) => {
+          p.defaultTime2Retain = num(v);
+        },
+      },
+    ],
+    [
+      'MaxOutstandingR2T',
+      {
+        rule: { kind: 'min', lo: 1, hi: 65535, ours: t.maxOutstandingR2T },
+        normalOnly: true,
+        apply: (p, v) => {
+          p.maxOutstandingR2T = num(v);
+        },
+      },
+    ],
     // We deliver data in order only (§13.18, §13.19: OR with our Yes → Yes).
-    ['DataPDUInOrder', { rule: { kind: 'or', ours: true }, normalOnly: true, apply: (p, v) => { p.dataPDUInOrder = bool(v); } }],
-    ['DataSequenceInOrder', { rule: { kind: 'or', ours: true }, normalOnly: true, apply: (p, v) => { p.dataSequenceInOrder = bool(v); } }],
+    [
+      'DataPDUInOrder',
+      {
+        rule: { kind: 'or', ours: true },
+        normalOnly: true,
+        apply: (p, v) => {
+          p.dataPDUInOrder = bool(v);
+        },
+      },
+    ],
+    [
+      'DataSequenceInOrder',
+      {
+        rule: { kind: 'or', ours: true },
+        normalOnly: true,
+        apply: (p, v) => {
+          p.dataSequenceInOrder = bool(v);
+        },
+      },
+    ],
     // Error recovery level 0 only (§13.20, min rule).
-    ['ErrorRecoveryLevel', { rule: { kind: 'min', lo: 0, hi: 2, ours: 0 }, apply: (p, v) => { p.errorRecoveryLevel = num(v); } }],
+    [
+      'ErrorRecoveryLevel',
+      {
+        rule: { kind: 'min', lo: 0, hi: 2, ours: 0 },
+        apply: (p, v) => {
+          p.errorRecoveryLevel = num(v);
+        },
+      },
+    ],
     // Markers (RFC 3720 §A.3.1, obsoleted by RFC 7143 §13.25): answered No/Irrelevant for old initiators.
     ['OFMarker', { rule: { kind: 'and', ours: false } }],
     ['IFMarker', { rule: { kind: 'and', ours: false } }],
@@ -162,7 +274,14 @@ function keyTable(t: IscsiTuning): Map<string, KeyDef> {
 
 /** Declarative keys owned by login (§13.4-§13.9, §13.21); handled by the login state machine. */
 export const LOGIN_DECLARATIVE_KEYS: ReadonlySet<string> = new Set([
-  'InitiatorName', 'InitiatorAlias', 'TargetName', 'TargetAlias', 'TargetAddress', 'TargetPortalGroupTag', 'SessionType', 'SendTargets',
+  'InitiatorName',
+  'InitiatorAlias',
+  'TargetName',
+  'TargetAlias',
+  'TargetAddress',
+  'TargetPortalGroupTag',
+  'SessionType',
+  'SendTargets',
 ]);
 /** Security keys (§12): handled by the login security stage. */
 export function isSecurityKey(key: string): boolean {
@@ -210,7 +329,8 @@ export class Negotiator {
     const markers = new Map<string, string>();
     for (const { key, value } of pairs) {
       const prev = this.done.get(key);
-      if (prev !== undefined && prev !== value && phase === 'login') return { response, error: `key ${key} negotiated twice with different values` };
+      if (prev !== undefined && prev !== value && phase === 'login')
+        return { response, error: `key ${key} negotiated twice with different values` };
       this.done.set(key, value);
       if (key === 'OFMarkInt' || key === 'IFMarkInt') {
         markers.set(key, value);

@@ -333,7 +333,8 @@ export interface Reject extends Common {
 }
 
 export type InitiatorPdu = NopOut | ScsiCommandPdu | TaskMgmtRequest | LoginRequest | TextRequest | DataOut | LogoutRequest | SnackRequest;
-export type TargetPdu = NopIn | ScsiResponsePdu | TaskMgmtResponse | LoginResponse | TextResponse | DataIn | LogoutResponse | R2T | AsyncMessage | Reject;
+export type TargetPdu =
+  NopIn | ScsiResponsePdu | TaskMgmtResponse | LoginResponse | TextResponse | DataIn | LogoutResponse | R2T | AsyncMessage | Reject;
 export type Pdu = InitiatorPdu | TargetPdu;
 
 // ---------------------------------------------------------------- helpers
@@ -377,7 +378,8 @@ function parseAhs(buf: Buffer, totalAhsWords: number): ParsedAhs {
     const len = buf.readUInt16BE(o);
     const type = buf[o + 2]!;
     const size = 3 + len + pad4(3 + len);
-    if (len === 0 || o + size > end) throw new IscsiProtocolError(`AHS length ${len} does not fit TotalAHSLength`, RejectReason.INVALID_PDU_FIELD);
+    if (len === 0 || o + size > end)
+      throw new IscsiProtocolError(`AHS length ${len} does not fit TotalAHSLength`, RejectReason.INVALID_PDU_FIELD);
     if (type === AhsType.EXTENDED_CDB) {
       if (out.extendedCdb) throw new IscsiProtocolError('two extended-CDB AHS', RejectReason.INVALID_PDU_FIELD);
       out.extendedCdb = buf.subarray(o + 4, o + 3 + len); // §11.3.4: one reserved byte, then CDB bytes 16..
@@ -440,72 +442,267 @@ function decodeKnown(b: Buffer, p: BhsPrefix): Pdu {
     case Opcode.NOP_OUT: // §11.18
       noAhs(p, 'NOP-Out');
       if ((f & 0x80) === 0) throw new IscsiProtocolError('NOP-Out without F bit', RejectReason.INVALID_PDU_FIELD);
-      return { opcode: 0x00, immediate: p.immediate, dataSegmentLength: dsl, lun: b.readBigUInt64BE(8), initiatorTaskTag: u32(b, 16), targetTransferTag: u32(b, 20), cmdSN: u32(b, 24), expStatSN: u32(b, 28) };
-    case Opcode.SCSI_COMMAND: { // §11.3
+      return {
+        opcode: 0x00,
+        immediate: p.immediate,
+        dataSegmentLength: dsl,
+        lun: b.readBigUInt64BE(8),
+        initiatorTaskTag: u32(b, 16),
+        targetTransferTag: u32(b, 20),
+        cmdSN: u32(b, 24),
+        expStatSN: u32(b, 28),
+      };
+    case Opcode.SCSI_COMMAND: {
+      // §11.3
       const ahs = parseAhs(b, p.totalAhsLength);
       const base = b.subarray(32, 48);
       const cdb = ahs.extendedCdb ? Buffer.concat([base, ahs.extendedCdb]) : Buffer.from(base);
       return {
-        opcode: 0x01, immediate: p.immediate, dataSegmentLength: dsl, final: (f & 0x80) !== 0, read: (f & 0x40) !== 0, write: (f & 0x20) !== 0,
-        attr: f & 0x07, lun: b.readBigUInt64BE(8), initiatorTaskTag: u32(b, 16), expectedDataTransferLength: u32(b, 20), cmdSN: u32(b, 24), expStatSN: u32(b, 28),
-        cdb, bidiReadLength: ahs.bidiReadLength,
+        opcode: 0x01,
+        immediate: p.immediate,
+        dataSegmentLength: dsl,
+        final: (f & 0x80) !== 0,
+        read: (f & 0x40) !== 0,
+        write: (f & 0x20) !== 0,
+        attr: f & 0x07,
+        lun: b.readBigUInt64BE(8),
+        initiatorTaskTag: u32(b, 16),
+        expectedDataTransferLength: u32(b, 20),
+        cmdSN: u32(b, 24),
+        expStatSN: u32(b, 28),
+        cdb,
+        bidiReadLength: ahs.bidiReadLength,
       };
     }
     case Opcode.TASK_MGMT_REQUEST: // §11.5
       noAhs(p, 'Task Management Request');
       if ((f & 0x80) === 0) throw new IscsiProtocolError('TMF request without F bit', RejectReason.INVALID_PDU_FIELD);
-      return { opcode: 0x02, immediate: p.immediate, dataSegmentLength: dsl, function: f & 0x7f, lun: b.readBigUInt64BE(8), initiatorTaskTag: u32(b, 16), referencedTaskTag: u32(b, 20), cmdSN: u32(b, 24), expStatSN: u32(b, 28), refCmdSN: u32(b, 32), expDataSN: u32(b, 36) };
+      return {
+        opcode: 0x02,
+        immediate: p.immediate,
+        dataSegmentLength: dsl,
+        function: f & 0x7f,
+        lun: b.readBigUInt64BE(8),
+        initiatorTaskTag: u32(b, 16),
+        referencedTaskTag: u32(b, 20),
+        cmdSN: u32(b, 24),
+        expStatSN: u32(b, 28),
+        refCmdSN: u32(b, 32),
+        expDataSN: u32(b, 36),
+      };
     case Opcode.LOGIN_REQUEST: // §11.12
       noAhs(p, 'Login Request');
       return {
-        opcode: 0x03, dataSegmentLength: dsl, transit: (f & 0x80) !== 0, continue: (f & 0x40) !== 0, csg: (f >> 2) & 3, nsg: f & 3,
-        versionMax: b[2]!, versionMin: b[3]!, isid: isidHex(b), tsih: b.readUInt16BE(14), initiatorTaskTag: u32(b, 16), cid: b.readUInt16BE(20), cmdSN: u32(b, 24), expStatSN: u32(b, 28),
+        opcode: 0x03,
+        dataSegmentLength: dsl,
+        transit: (f & 0x80) !== 0,
+        continue: (f & 0x40) !== 0,
+        csg: (f >> 2) & 3,
+        nsg: f & 3,
+        versionMax: b[2]!,
+        versionMin: b[3]!,
+        isid: isidHex(b),
+        tsih: b.readUInt16BE(14),
+        initiatorTaskTag: u32(b, 16),
+        cid: b.readUInt16BE(20),
+        cmdSN: u32(b, 24),
+        expStatSN: u32(b, 28),
       };
     case Opcode.TEXT_REQUEST: // §11.10
       noAhs(p, 'Text Request');
-      return { opcode: 0x04, immediate: p.immediate, dataSegmentLength: dsl, final: (f & 0x80) !== 0, continue: (f & 0x40) !== 0, lun: b.readBigUInt64BE(8), initiatorTaskTag: u32(b, 16), targetTransferTag: u32(b, 20), cmdSN: u32(b, 24), expStatSN: u32(b, 28) };
+      return {
+        opcode: 0x04,
+        immediate: p.immediate,
+        dataSegmentLength: dsl,
+        final: (f & 0x80) !== 0,
+        continue: (f & 0x40) !== 0,
+        lun: b.readBigUInt64BE(8),
+        initiatorTaskTag: u32(b, 16),
+        targetTransferTag: u32(b, 20),
+        cmdSN: u32(b, 24),
+        expStatSN: u32(b, 28),
+      };
     case Opcode.SCSI_DATA_OUT: // §11.7
       noAhs(p, 'Data-Out');
-      return { opcode: 0x05, dataSegmentLength: dsl, final: (f & 0x80) !== 0, lun: b.readBigUInt64BE(8), initiatorTaskTag: u32(b, 16), targetTransferTag: u32(b, 20), expStatSN: u32(b, 28), dataSN: u32(b, 36), bufferOffset: u32(b, 40) };
+      return {
+        opcode: 0x05,
+        dataSegmentLength: dsl,
+        final: (f & 0x80) !== 0,
+        lun: b.readBigUInt64BE(8),
+        initiatorTaskTag: u32(b, 16),
+        targetTransferTag: u32(b, 20),
+        expStatSN: u32(b, 28),
+        dataSN: u32(b, 36),
+        bufferOffset: u32(b, 40),
+      };
     case Opcode.LOGOUT_REQUEST: // §11.14
       noAhs(p, 'Logout Request');
       if ((f & 0x80) === 0) throw new IscsiProtocolError('Logout without F bit', RejectReason.INVALID_PDU_FIELD);
-      return { opcode: 0x06, immediate: p.immediate, dataSegmentLength: dsl, reasonCode: f & 0x7f, initiatorTaskTag: u32(b, 16), cid: b.readUInt16BE(20), cmdSN: u32(b, 24), expStatSN: u32(b, 28) };
+      return {
+        opcode: 0x06,
+        immediate: p.immediate,
+        dataSegmentLength: dsl,
+        reasonCode: f & 0x7f,
+        initiatorTaskTag: u32(b, 16),
+        cid: b.readUInt16BE(20),
+        cmdSN: u32(b, 24),
+        expStatSN: u32(b, 28),
+      };
     case Opcode.SNACK_REQUEST: // §11.16
       noAhs(p, 'SNACK');
-      return { opcode: 0x10, dataSegmentLength: dsl, type: f & 0x0f, lun: b.readBigUInt64BE(8), initiatorTaskTag: u32(b, 16), targetTransferTag: u32(b, 20), expStatSN: u32(b, 28), begRun: u32(b, 40), runLength: u32(b, 44) };
+      return {
+        opcode: 0x10,
+        dataSegmentLength: dsl,
+        type: f & 0x0f,
+        lun: b.readBigUInt64BE(8),
+        initiatorTaskTag: u32(b, 16),
+        targetTransferTag: u32(b, 20),
+        expStatSN: u32(b, 28),
+        begRun: u32(b, 40),
+        runLength: u32(b, 44),
+      };
     case Opcode.NOP_IN: // §11.19
-      return { opcode: 0x20, dataSegmentLength: dsl, lun: b.readBigUInt64BE(8), initiatorTaskTag: u32(b, 16), targetTransferTag: u32(b, 20), statSN: u32(b, 24), expCmdSN: u32(b, 28), maxCmdSN: u32(b, 32) };
+      return {
+        opcode: 0x20,
+        dataSegmentLength: dsl,
+        lun: b.readBigUInt64BE(8),
+        initiatorTaskTag: u32(b, 16),
+        targetTransferTag: u32(b, 20),
+        statSN: u32(b, 24),
+        expCmdSN: u32(b, 28),
+        maxCmdSN: u32(b, 32),
+      };
     case Opcode.SCSI_RESPONSE: // §11.4
       return {
-        opcode: 0x21, dataSegmentLength: dsl, bidiOverflow: (f & 0x10) !== 0, bidiUnderflow: (f & 0x08) !== 0, overflow: (f & 0x04) !== 0, underflow: (f & 0x02) !== 0,
-        response: b[2]!, status: b[3]!, initiatorTaskTag: u32(b, 16), snackTag: u32(b, 20), statSN: u32(b, 24), expCmdSN: u32(b, 28), maxCmdSN: u32(b, 32), expDataSN: u32(b, 36), bidiReadResidualCount: u32(b, 40), residualCount: u32(b, 44),
+        opcode: 0x21,
+        dataSegmentLength: dsl,
+        bidiOverflow: (f & 0x10) !== 0,
+        bidiUnderflow: (f & 0x08) !== 0,
+        overflow: (f & 0x04) !== 0,
+        underflow: (f & 0x02) !== 0,
+        response: b[2]!,
+        status: b[3]!,
+        initiatorTaskTag: u32(b, 16),
+        snackTag: u32(b, 20),
+        statSN: u32(b, 24),
+        expCmdSN: u32(b, 28),
+        maxCmdSN: u32(b, 32),
+        expDataSN: u32(b, 36),
+        bidiReadResidualCount: u32(b, 40),
+        residualCount: u32(b, 44),
       };
     case Opcode.TASK_MGMT_RESPONSE: // §11.6
-      return { opcode: 0x22, dataSegmentLength: dsl, response: b[2]!, initiatorTaskTag: u32(b, 16), statSN: u32(b, 24), expCmdSN: u32(b, 28), maxCmdSN: u32(b, 32) };
+      return {
+        opcode: 0x22,
+        dataSegmentLength: dsl,
+        response: b[2]!,
+        initiatorTaskTag: u32(b, 16),
+        statSN: u32(b, 24),
+        expCmdSN: u32(b, 28),
+        maxCmdSN: u32(b, 32),
+      };
     case Opcode.LOGIN_RESPONSE: // §11.13
       return {
-        opcode: 0x23, dataSegmentLength: dsl, transit: (f & 0x80) !== 0, continue: (f & 0x40) !== 0, csg: (f >> 2) & 3, nsg: f & 3, versionMax: b[2]!, versionActive: b[3]!,
-        isid: isidHex(b), tsih: b.readUInt16BE(14), initiatorTaskTag: u32(b, 16), statSN: u32(b, 24), expCmdSN: u32(b, 28), maxCmdSN: u32(b, 32), statusClass: b[36]!, statusDetail: b[37]!,
+        opcode: 0x23,
+        dataSegmentLength: dsl,
+        transit: (f & 0x80) !== 0,
+        continue: (f & 0x40) !== 0,
+        csg: (f >> 2) & 3,
+        nsg: f & 3,
+        versionMax: b[2]!,
+        versionActive: b[3]!,
+        isid: isidHex(b),
+        tsih: b.readUInt16BE(14),
+        initiatorTaskTag: u32(b, 16),
+        statSN: u32(b, 24),
+        expCmdSN: u32(b, 28),
+        maxCmdSN: u32(b, 32),
+        statusClass: b[36]!,
+        statusDetail: b[37]!,
       };
     case Opcode.TEXT_RESPONSE: // §11.11
-      return { opcode: 0x24, dataSegmentLength: dsl, final: (f & 0x80) !== 0, continue: (f & 0x40) !== 0, lun: b.readBigUInt64BE(8), initiatorTaskTag: u32(b, 16), targetTransferTag: u32(b, 20), statSN: u32(b, 24), expCmdSN: u32(b, 28), maxCmdSN: u32(b, 32) };
+      return {
+        opcode: 0x24,
+        dataSegmentLength: dsl,
+        final: (f & 0x80) !== 0,
+        continue: (f & 0x40) !== 0,
+        lun: b.readBigUInt64BE(8),
+        initiatorTaskTag: u32(b, 16),
+        targetTransferTag: u32(b, 20),
+        statSN: u32(b, 24),
+        expCmdSN: u32(b, 28),
+        maxCmdSN: u32(b, 32),
+      };
     case Opcode.SCSI_DATA_IN: // §11.7
       return {
-        opcode: 0x25, dataSegmentLength: dsl, final: (f & 0x80) !== 0, acknowledge: (f & 0x40) !== 0, overflow: (f & 0x04) !== 0, underflow: (f & 0x02) !== 0, statusPresent: (f & 0x01) !== 0, status: b[3]!,
-        lun: b.readBigUInt64BE(8), initiatorTaskTag: u32(b, 16), targetTransferTag: u32(b, 20), statSN: u32(b, 24), expCmdSN: u32(b, 28), maxCmdSN: u32(b, 32), dataSN: u32(b, 36), bufferOffset: u32(b, 40), residualCount: u32(b, 44),
+        opcode: 0x25,
+        dataSegmentLength: dsl,
+        final: (f & 0x80) !== 0,
+        acknowledge: (f & 0x40) !== 0,
+        overflow: (f & 0x04) !== 0,
+        underflow: (f & 0x02) !== 0,
+        statusPresent: (f & 0x01) !== 0,
+        status: b[3]!,
+        lun: b.readBigUInt64BE(8),
+        initiatorTaskTag: u32(b, 16),
+        targetTransferTag: u32(b, 20),
+        statSN: u32(b, 24),
+        expCmdSN: u32(b, 28),
+        maxCmdSN: u32(b, 32),
+        dataSN: u32(b, 36),
+        bufferOffset: u32(b, 40),
+        residualCount: u32(b, 44),
       };
     case Opcode.LOGOUT_RESPONSE: // §11.15
-      return { opcode: 0x26, dataSegmentLength: dsl, response: b[2]!, initiatorTaskTag: u32(b, 16), statSN: u32(b, 24), expCmdSN: u32(b, 28), maxCmdSN: u32(b, 32), time2Wait: b.readUInt16BE(40), time2Retain: b.readUInt16BE(42) };
+      return {
+        opcode: 0x26,
+        dataSegmentLength: dsl,
+        response: b[2]!,
+        initiatorTaskTag: u32(b, 16),
+        statSN: u32(b, 24),
+        expCmdSN: u32(b, 28),
+        maxCmdSN: u32(b, 32),
+        time2Wait: b.readUInt16BE(40),
+        time2Retain: b.readUInt16BE(42),
+      };
     case Opcode.R2T: // §11.8
-      return { opcode: 0x31, dataSegmentLength: dsl, lun: b.readBigUInt64BE(8), initiatorTaskTag: u32(b, 16), targetTransferTag: u32(b, 20), statSN: u32(b, 24), expCmdSN: u32(b, 28), maxCmdSN: u32(b, 32), r2tSN: u32(b, 36), bufferOffset: u32(b, 40), desiredDataTransferLength: u32(b, 44) };
+      return {
+        opcode: 0x31,
+        dataSegmentLength: dsl,
+        lun: b.readBigUInt64BE(8),
+        initiatorTaskTag: u32(b, 16),
+        targetTransferTag: u32(b, 20),
+        statSN: u32(b, 24),
+        expCmdSN: u32(b, 28),
+        maxCmdSN: u32(b, 32),
+        r2tSN: u32(b, 36),
+        bufferOffset: u32(b, 40),
+        desiredDataTransferLength: u32(b, 44),
+      };
     case Opcode.ASYNC_MESSAGE: // §11.9
       return {
-        opcode: 0x32, dataSegmentLength: dsl, lun: b.readBigUInt64BE(8), statSN: u32(b, 24), expCmdSN: u32(b, 28), maxCmdSN: u32(b, 32), asyncEvent: b[36]!, asyncVCode: b[37]!,
-        parameter1: b.readUInt16BE(38), parameter2: b.readUInt16BE(40), parameter3: b.readUInt16BE(42),
+        opcode: 0x32,
+        dataSegmentLength: dsl,
+        lun: b.readBigUInt64BE(8),
+        statSN: u32(b, 24),
+        expCmdSN: u32(b, 28),
+        maxCmdSN: u32(b, 32),
+        asyncEvent: b[36]!,
+        asyncVCode: b[37]!,
+        parameter1: b.readUInt16BE(38),
+        parameter2: b.readUInt16BE(40),
+        parameter3: b.readUInt16BE(42),
       };
     case Opcode.REJECT: // §11.17
-      return { opcode: 0x3f, dataSegmentLength: dsl, reason: b[2]!, statSN: u32(b, 24), expCmdSN: u32(b, 28), maxCmdSN: u32(b, 32), dataSN: u32(b, 36) };
+      return {
+        opcode: 0x3f,
+        dataSegmentLength: dsl,
+        reason: b[2]!,
+        statSN: u32(b, 24),
+        expCmdSN: u32(b, 28),
+        maxCmdSN: u32(b, 32),
+        dataSN: u32(b, 36),
+      };
     default:
       throw new IscsiProtocolError(`unknown opcode 0x${p.opcode.toString(16)}`, RejectReason.COMMAND_NOT_SUPPORTED);
   }
@@ -521,107 +718,232 @@ function w32(b: Buffer, o: number, v: number): void {
 export function encodePdu(pdu: Pdu): Buffer {
   const dsl = pdu.dataSegmentLength;
   switch (pdu.opcode) {
-    case 0x00: { // §11.18
+    case 0x00: {
+      // §11.18
       const b = header(0x00, pdu.immediate, 0x80, 0, dsl);
-      b.writeBigUInt64BE(pdu.lun, 8); w32(b, 16, pdu.initiatorTaskTag); w32(b, 20, pdu.targetTransferTag); w32(b, 24, pdu.cmdSN); w32(b, 28, pdu.expStatSN);
+      b.writeBigUInt64BE(pdu.lun, 8);
+      w32(b, 16, pdu.initiatorTaskTag);
+      w32(b, 20, pdu.targetTransferTag);
+      w32(b, 24, pdu.cmdSN);
+      w32(b, 28, pdu.expStatSN);
       return b;
     }
-    case 0x01: { // §11.3
+    case 0x01: {
+      // §11.3
       if (pdu.cdb.length < 16) throw new RangeError('CDB field is 16 bytes minimum');
       const ahs = encodeCommandAhs(pdu.cdb, pdu.bidiReadLength);
       const flags = (pdu.final ? 0x80 : 0) | (pdu.read ? 0x40 : 0) | (pdu.write ? 0x20 : 0) | (pdu.attr & 7);
       const b = header(0x01, pdu.immediate, flags, ahs.length / 4, dsl);
-      b.writeBigUInt64BE(pdu.lun, 8); w32(b, 16, pdu.initiatorTaskTag); w32(b, 20, pdu.expectedDataTransferLength); w32(b, 24, pdu.cmdSN); w32(b, 28, pdu.expStatSN);
+      b.writeBigUInt64BE(pdu.lun, 8);
+      w32(b, 16, pdu.initiatorTaskTag);
+      w32(b, 20, pdu.expectedDataTransferLength);
+      w32(b, 24, pdu.cmdSN);
+      w32(b, 28, pdu.expStatSN);
       pdu.cdb.copy(b, 32, 0, 16);
       ahs.copy(b, BHS_LENGTH);
       return b;
     }
-    case 0x02: { // §11.5
+    case 0x02: {
+      // §11.5
       const b = header(0x02, pdu.immediate, 0x80 | (pdu.function & 0x7f), 0, dsl);
-      b.writeBigUInt64BE(pdu.lun, 8); w32(b, 16, pdu.initiatorTaskTag); w32(b, 20, pdu.referencedTaskTag); w32(b, 24, pdu.cmdSN); w32(b, 28, pdu.expStatSN); w32(b, 32, pdu.refCmdSN); w32(b, 36, pdu.expDataSN);
+      b.writeBigUInt64BE(pdu.lun, 8);
+      w32(b, 16, pdu.initiatorTaskTag);
+      w32(b, 20, pdu.referencedTaskTag);
+      w32(b, 24, pdu.cmdSN);
+      w32(b, 28, pdu.expStatSN);
+      w32(b, 32, pdu.refCmdSN);
+      w32(b, 36, pdu.expDataSN);
       return b;
     }
-    case 0x03: { // §11.12 (the I bit is always 1 on a Login Request)
+    case 0x03: {
+      // §11.12 (the I bit is always 1 on a Login Request)
       const b = header(0x03, true, (pdu.transit ? 0x80 : 0) | (pdu.continue ? 0x40 : 0) | ((pdu.csg & 3) << 2) | (pdu.nsg & 3), 0, dsl);
-      b[2] = pdu.versionMax; b[3] = pdu.versionMin; writeIsid(b, pdu.isid); b.writeUInt16BE(pdu.tsih, 14);
-      w32(b, 16, pdu.initiatorTaskTag); b.writeUInt16BE(pdu.cid, 20); w32(b, 24, pdu.cmdSN); w32(b, 28, pdu.expStatSN);
+      b[2] = pdu.versionMax;
+      b[3] = pdu.versionMin;
+      writeIsid(b, pdu.isid);
+      b.writeUInt16BE(pdu.tsih, 14);
+      w32(b, 16, pdu.initiatorTaskTag);
+      b.writeUInt16BE(pdu.cid, 20);
+      w32(b, 24, pdu.cmdSN);
+      w32(b, 28, pdu.expStatSN);
       return b;
     }
-    case 0x04: { // §11.10
+    case 0x04: {
+      // §11.10
       const b = header(0x04, pdu.immediate, (pdu.final ? 0x80 : 0) | (pdu.continue ? 0x40 : 0), 0, dsl);
-      b.writeBigUInt64BE(pdu.lun, 8); w32(b, 16, pdu.initiatorTaskTag); w32(b, 20, pdu.targetTransferTag); w32(b, 24, pdu.cmdSN); w32(b, 28, pdu.expStatSN);
+      b.writeBigUInt64BE(pdu.lun, 8);
+      w32(b, 16, pdu.initiatorTaskTag);
+      w32(b, 20, pdu.targetTransferTag);
+      w32(b, 24, pdu.cmdSN);
+      w32(b, 28, pdu.expStatSN);
       return b;
     }
-    case 0x05: { // §11.7
+    case 0x05: {
+      // §11.7
       const b = header(0x05, false, pdu.final ? 0x80 : 0, 0, dsl);
-      b.writeBigUInt64BE(pdu.lun, 8); w32(b, 16, pdu.initiatorTaskTag); w32(b, 20, pdu.targetTransferTag); w32(b, 28, pdu.expStatSN); w32(b, 36, pdu.dataSN); w32(b, 40, pdu.bufferOffset);
+      b.writeBigUInt64BE(pdu.lun, 8);
+      w32(b, 16, pdu.initiatorTaskTag);
+      w32(b, 20, pdu.targetTransferTag);
+      w32(b, 28, pdu.expStatSN);
+      w32(b, 36, pdu.dataSN);
+      w32(b, 40, pdu.bufferOffset);
       return b;
     }
-    case 0x06: { // §11.14
+    case 0x06: {
+      // §11.14
       const b = header(0x06, pdu.immediate, 0x80 | (pdu.reasonCode & 0x7f), 0, dsl);
-      w32(b, 16, pdu.initiatorTaskTag); b.writeUInt16BE(pdu.cid, 20); w32(b, 24, pdu.cmdSN); w32(b, 28, pdu.expStatSN);
+      w32(b, 16, pdu.initiatorTaskTag);
+      b.writeUInt16BE(pdu.cid, 20);
+      w32(b, 24, pdu.cmdSN);
+      w32(b, 28, pdu.expStatSN);
       return b;
     }
-    case 0x10: { // §11.16
+    case 0x10: {
+      // §11.16
       const b = header(0x10, false, 0x80 | (pdu.type & 0x0f), 0, dsl);
-      b.writeBigUInt64BE(pdu.lun, 8); w32(b, 16, pdu.initiatorTaskTag); w32(b, 20, pdu.targetTransferTag); w32(b, 28, pdu.expStatSN); w32(b, 40, pdu.begRun); w32(b, 44, pdu.runLength);
+      b.writeBigUInt64BE(pdu.lun, 8);
+      w32(b, 16, pdu.initiatorTaskTag);
+      w32(b, 20, pdu.targetTransferTag);
+      w32(b, 28, pdu.expStatSN);
+      w32(b, 40, pdu.begRun);
+      w32(b, 44, pdu.runLength);
       return b;
     }
-    case 0x20: { // §11.19
+    case 0x20: {
+      // §11.19
       const b = header(0x20, false, 0x80, 0, dsl);
-      b.writeBigUInt64BE(pdu.lun, 8); w32(b, 16, pdu.initiatorTaskTag); w32(b, 20, pdu.targetTransferTag); w32(b, 24, pdu.statSN); w32(b, 28, pdu.expCmdSN); w32(b, 32, pdu.maxCmdSN);
+      b.writeBigUInt64BE(pdu.lun, 8);
+      w32(b, 16, pdu.initiatorTaskTag);
+      w32(b, 20, pdu.targetTransferTag);
+      w32(b, 24, pdu.statSN);
+      w32(b, 28, pdu.expCmdSN);
+      w32(b, 32, pdu.maxCmdSN);
       return b;
     }
-    case 0x21: { // §11.4
-      const flags = 0x80 | (pdu.bidiOverflow ? 0x10 : 0) | (pdu.bidiUnderflow ? 0x08 : 0) | (pdu.overflow ? 0x04 : 0) | (pdu.underflow ? 0x02 : 0);
+    case 0x21: {
+      // §11.4
+      const flags =
+        0x80 | (pdu.bidiOverflow ? 0x10 : 0) | (pdu.bidiUnderflow ? 0x08 : 0) | (pdu.overflow ? 0x04 : 0) | (pdu.underflow ? 0x02 : 0);
       const b = header(0x21, false, flags, 0, dsl);
-      b[2] = pdu.response; b[3] = pdu.status;
-      w32(b, 16, pdu.initiatorTaskTag); w32(b, 20, pdu.snackTag); w32(b, 24, pdu.statSN); w32(b, 28, pdu.expCmdSN); w32(b, 32, pdu.maxCmdSN); w32(b, 36, pdu.expDataSN); w32(b, 40, pdu.bidiReadResidualCount); w32(b, 44, pdu.residualCount);
+      b[2] = pdu.response;
+      b[3] = pdu.status;
+      w32(b, 16, pdu.initiatorTaskTag);
+      w32(b, 20, pdu.snackTag);
+      w32(b, 24, pdu.statSN);
+      w32(b, 28, pdu.expCmdSN);
+      w32(b, 32, pdu.maxCmdSN);
+      w32(b, 36, pdu.expDataSN);
+      w32(b, 40, pdu.bidiReadResidualCount);
+      w32(b, 44, pdu.residualCount);
       return b;
     }
-    case 0x22: { // §11.6
+    case 0x22: {
+      // §11.6
       const b = header(0x22, false, 0x80, 0, dsl);
-      b[2] = pdu.response; w32(b, 16, pdu.initiatorTaskTag); w32(b, 24, pdu.statSN); w32(b, 28, pdu.expCmdSN); w32(b, 32, pdu.maxCmdSN);
+      b[2] = pdu.response;
+      w32(b, 16, pdu.initiatorTaskTag);
+      w32(b, 24, pdu.statSN);
+      w32(b, 28, pdu.expCmdSN);
+      w32(b, 32, pdu.maxCmdSN);
       return b;
     }
-    case 0x23: { // §11.13
+    case 0x23: {
+      // §11.13
       const b = header(0x23, false, (pdu.transit ? 0x80 : 0) | (pdu.continue ? 0x40 : 0) | ((pdu.csg & 3) << 2) | (pdu.nsg & 3), 0, dsl);
-      b[2] = pdu.versionMax; b[3] = pdu.versionActive; writeIsid(b, pdu.isid); b.writeUInt16BE(pdu.tsih, 14);
-      w32(b, 16, pdu.initiatorTaskTag); w32(b, 24, pdu.statSN); w32(b, 28, pdu.expCmdSN); w32(b, 32, pdu.maxCmdSN); b[36] = pdu.statusClass; b[37] = pdu.statusDetail;
+      b[2] = pdu.versionMax;
+      b[3] = pdu.versionActive;
+      writeIsid(b, pdu.isid);
+      b.writeUInt16BE(pdu.tsih, 14);
+      w32(b, 16, pdu.initiatorTaskTag);
+      w32(b, 24, pdu.statSN);
+      w32(b, 28, pdu.expCmdSN);
+      w32(b, 32, pdu.maxCmdSN);
+      b[36] = pdu.statusClass;
+      b[37] = pdu.statusDetail;
       return b;
     }
-    case 0x24: { // §11.11
+    case 0x24: {
+      // §11.11
       const b = header(0x24, false, (pdu.final ? 0x80 : 0) | (pdu.continue ? 0x40 : 0), 0, dsl);
-      b.writeBigUInt64BE(pdu.lun, 8); w32(b, 16, pdu.initiatorTaskTag); w32(b, 20, pdu.targetTransferTag); w32(b, 24, pdu.statSN); w32(b, 28, pdu.expCmdSN); w32(b, 32, pdu.maxCmdSN);
+      b.writeBigUInt64BE(pdu.lun, 8);
+      w32(b, 16, pdu.initiatorTaskTag);
+      w32(b, 20, pdu.targetTransferTag);
+      w32(b, 24, pdu.statSN);
+      w32(b, 28, pdu.expCmdSN);
+      w32(b, 32, pdu.maxCmdSN);
       return b;
     }
-    case 0x25: { // §11.7
-      const flags = (pdu.final ? 0x80 : 0) | (pdu.acknowledge ? 0x40 : 0) | (pdu.overflow ? 0x04 : 0) | (pdu.underflow ? 0x02 : 0) | (pdu.statusPresent ? 0x01 : 0);
+    case 0x25: {
+      // §11.7
+      const flags =
+        (pdu.final ? 0x80 : 0) |
+        (pdu.acknowledge ? 0x40 : 0) |
+        (pdu.overflow ? 0x04 : 0) |
+        (pdu.underflow ? 0x02 : 0) |
+        (pdu.statusPresent ? 0x01 : 0);
       const b = header(0x25, false, flags, 0, dsl);
-      b[3] = pdu.status; b.writeBigUInt64BE(pdu.lun, 8); w32(b, 16, pdu.initiatorTaskTag); w32(b, 20, pdu.targetTransferTag); w32(b, 24, pdu.statSN); w32(b, 28, pdu.expCmdSN); w32(b, 32, pdu.maxCmdSN);
-      w32(b, 36, pdu.dataSN); w32(b, 40, pdu.bufferOffset); w32(b, 44, pdu.residualCount);
+      b[3] = pdu.status;
+      b.writeBigUInt64BE(pdu.lun, 8);
+      w32(b, 16, pdu.initiatorTaskTag);
+      w32(b, 20, pdu.targetTransferTag);
+      w32(b, 24, pdu.statSN);
+      w32(b, 28, pdu.expCmdSN);
+      w32(b, 32, pdu.maxCmdSN);
+      w32(b, 36, pdu.dataSN);
+      w32(b, 40, pdu.bufferOffset);
+      w32(b, 44, pdu.residualCount);
       return b;
     }
-    case 0x26: { // §11.15
+    case 0x26: {
+      // §11.15
       const b = header(0x26, false, 0x80, 0, dsl);
-      b[2] = pdu.response; w32(b, 16, pdu.initiatorTaskTag); w32(b, 24, pdu.statSN); w32(b, 28, pdu.expCmdSN); w32(b, 32, pdu.maxCmdSN); b.writeUInt16BE(pdu.time2Wait, 40); b.writeUInt16BE(pdu.time2Retain, 42);
+      b[2] = pdu.response;
+      w32(b, 16, pdu.initiatorTaskTag);
+      w32(b, 24, pdu.statSN);
+      w32(b, 28, pdu.expCmdSN);
+      w32(b, 32, pdu.maxCmdSN);
+      b.writeUInt16BE(pdu.time2Wait, 40);
+      b.writeUInt16BE(pdu.time2Retain, 42);
       return b;
     }
-    case 0x31: { // §11.8
+    case 0x31: {
+      // §11.8
       const b = header(0x31, false, 0x80, 0, dsl);
-      b.writeBigUInt64BE(pdu.lun, 8); w32(b, 16, pdu.initiatorTaskTag); w32(b, 20, pdu.targetTransferTag); w32(b, 24, pdu.statSN); w32(b, 28, pdu.expCmdSN); w32(b, 32, pdu.maxCmdSN);
-      w32(b, 36, pdu.r2tSN); w32(b, 40, pdu.bufferOffset); w32(b, 44, pdu.desiredDataTransferLength);
+      b.writeBigUInt64BE(pdu.lun, 8);
+      w32(b, 16, pdu.initiatorTaskTag);
+      w32(b, 20, pdu.targetTransferTag);
+      w32(b, 24, pdu.statSN);
+      w32(b, 28, pdu.expCmdSN);
+      w32(b, 32, pdu.maxCmdSN);
+      w32(b, 36, pdu.r2tSN);
+      w32(b, 40, pdu.bufferOffset);
+      w32(b, 44, pdu.desiredDataTransferLength);
       return b;
     }
-    case 0x32: { // §11.9 (ITT is reserved as 0xffffffff)
+    case 0x32: {
+      // §11.9 (ITT is reserved as 0xffffffff)
       const b = header(0x32, false, 0x80, 0, dsl);
-      b.writeBigUInt64BE(pdu.lun, 8); w32(b, 16, RESERVED_TAG); w32(b, 24, pdu.statSN); w32(b, 28, pdu.expCmdSN); w32(b, 32, pdu.maxCmdSN);
-      b[36] = pdu.asyncEvent; b[37] = pdu.asyncVCode; b.writeUInt16BE(pdu.parameter1, 38); b.writeUInt16BE(pdu.parameter2, 40); b.writeUInt16BE(pdu.parameter3, 42);
+      b.writeBigUInt64BE(pdu.lun, 8);
+      w32(b, 16, RESERVED_TAG);
+      w32(b, 24, pdu.statSN);
+      w32(b, 28, pdu.expCmdSN);
+      w32(b, 32, pdu.maxCmdSN);
+      b[36] = pdu.asyncEvent;
+      b[37] = pdu.asyncVCode;
+      b.writeUInt16BE(pdu.parameter1, 38);
+      b.writeUInt16BE(pdu.parameter2, 40);
+      b.writeUInt16BE(pdu.parameter3, 42);
       return b;
     }
-    case 0x3f: { // §11.17 (ITT is reserved as 0xffffffff)
+    case 0x3f: {
+      // §11.17 (ITT is reserved as 0xffffffff)
       const b = header(0x3f, false, 0x80, 0, dsl);
-      b[2] = pdu.reason; w32(b, 16, RESERVED_TAG); w32(b, 24, pdu.statSN); w32(b, 28, pdu.expCmdSN); w32(b, 32, pdu.maxCmdSN); w32(b, 36, pdu.dataSN);
+      b[2] = pdu.reason;
+      w32(b, 16, RESERVED_TAG);
+      w32(b, 24, pdu.statSN);
+      w32(b, 28, pdu.expCmdSN);
+      w32(b, 32, pdu.maxCmdSN);
+      w32(b, 36, pdu.dataSN);
       return b;
     }
   }

@@ -106,22 +106,49 @@ export class IscsiServer {
   private loginComplete(conn: IscsiConnection, r: LoginResult, portal: Portal): { handler: Session; tsih: number; maxCmdSN: number } {
     const targetName = r.target?.iqn ?? null;
     for (const old of [...this.byTsih.values()]) {
-      if (old.opts.initiatorName === r.initiatorName && old.opts.isid === r.isid && old.targetName === targetName && old.opts.type === r.sessionType) {
+      if (
+        old.opts.initiatorName === r.initiatorName &&
+        old.opts.isid === r.isid &&
+        old.targetName === targetName &&
+        old.opts.type === r.sessionType
+      ) {
         this.logger.info({ target: targetName, initiator: r.initiatorName, isid: r.isid, tsih: old.tsih }, 'session reinstatement');
         old.end('reinstated by a new login');
       }
     }
     const tsih = r.requestedTsih !== 0 && !this.byTsih.has(r.requestedTsih) ? r.requestedTsih : this.allocTsih();
     const session = new Session(this.host, conn, {
-      tsih, type: r.sessionType, initiatorName: r.initiatorName, initiatorAlias: r.initiatorAlias, isid: r.isid, target: r.target,
-      portalGroupTag: portal.tpgt, params: r.params, firstCmdSN: r.cmdSN, cid: r.cid,
+      tsih,
+      type: r.sessionType,
+      initiatorName: r.initiatorName,
+      initiatorAlias: r.initiatorAlias,
+      isid: r.isid,
+      target: r.target,
+      portalGroupTag: portal.tpgt,
+      params: r.params,
+      firstCmdSN: r.cmdSN,
+      cid: r.cid,
     });
     this.byTsih.set(tsih, session);
-    this.logger.info({
-      event: 'login', target: targetName, initiator: r.initiatorName, isid: r.isid, tsih, remote: conn.remoteAddress, discovery: r.sessionType === 'Discovery',
-      durationMs: Date.now() - conn.startedAt, headerDigest: r.params.headerDigest, dataDigest: r.params.dataDigest,
-      maxBurstLength: r.params.maxBurstLength, firstBurstLength: r.params.firstBurstLength, initialR2T: r.params.initialR2T, immediateData: r.params.immediateData,
-    }, 'iSCSI login');
+    this.logger.info(
+      {
+        event: 'login',
+        target: targetName,
+        initiator: r.initiatorName,
+        isid: r.isid,
+        tsih,
+        remote: conn.remoteAddress,
+        discovery: r.sessionType === 'Discovery',
+        durationMs: Date.now() - conn.startedAt,
+        headerDigest: r.params.headerDigest,
+        dataDigest: r.params.dataDigest,
+        maxBurstLength: r.params.maxBurstLength,
+        firstBurstLength: r.params.firstBurstLength,
+        initialR2T: r.params.initialR2T,
+        immediateData: r.params.immediateData,
+      },
+      'iSCSI login',
+    );
     return { handler: session, tsih, maxCmdSN: session.maxCmdSN() };
   }
 

@@ -9,7 +9,18 @@ import { sendTargets } from './discovery.js';
 import { IscsiTextError, RejectReason } from './errors.js';
 import type { IscsiTuning, SessionParameters, SessionType } from './negotiation.js';
 import { Negotiator } from './negotiation.js';
-import { decodeLun, encodePdu, RESERVED_TAG, type DataOut, type InitiatorPdu, type LogoutRequest, type NopOut, type ScsiCommandPdu, type TaskMgmtRequest, type TextRequest } from './pdu.js';
+import {
+  decodeLun,
+  encodePdu,
+  RESERVED_TAG,
+  type DataOut,
+  type InitiatorPdu,
+  type LogoutRequest,
+  type NopOut,
+  type ScsiCommandPdu,
+  type TaskMgmtRequest,
+  type TextRequest,
+} from './pdu.js';
 import { encodeText, parseText, splitText, TextAssembler, type TextPair } from './text.js';
 import { CmdWindow, serialLt } from './cmdsn.js';
 
@@ -45,12 +56,24 @@ interface Task {
 }
 
 const TMF_FUNCTIONS: Record<number, TaskManagementFunction> = {
-  1: 'abort-task', 2: 'abort-task-set', 3: 'clear-aca', 4: 'clear-task-set', 5: 'logical-unit-reset', 6: 'target-warm-reset', 7: 'target-cold-reset',
+  1: 'abort-task',
+  2: 'abort-task-set',
+  3: 'clear-aca',
+  4: 'clear-task-set',
+  5: 'logical-unit-reset',
+  6: 'target-warm-reset',
+  7: 'target-cold-reset',
 };
 /** §11.6.1 response codes. */
 const TMF_RESPONSE: Record<TaskManagementResult, number> = {
-  'function-complete': 0, 'task-does-not-exist': 1, 'lun-does-not-exist': 2, 'task-still-allegiant': 3,
-  'reassignment-not-supported': 4, 'function-not-supported': 5, 'authorization-failed': 6, 'function-rejected': 255,
+  'function-complete': 0,
+  'task-does-not-exist': 1,
+  'lun-does-not-exist': 2,
+  'task-still-allegiant': 3,
+  'reassignment-not-supported': 4,
+  'function-not-supported': 5,
+  'authorization-failed': 6,
+  'function-rejected': 255,
 };
 const ATTRIBUTES: Record<number, TaskAttribute> = { 0: 'untagged', 1: 'simple', 2: 'ordered', 3: 'head-of-queue', 4: 'aca' };
 
@@ -83,8 +106,13 @@ export function buildNexus(initiatorName: string, isid: string, targetName: stri
   const initiatorPortName = `${initiatorName},i,0x${isid.toLowerCase()}`;
   const targetPortName = `${targetName},t,0x${tpgt.toString(16).padStart(4, '0')}`;
   return {
-    initiatorPortName, initiatorName, isid: isid.toLowerCase(), targetPortName, targetPortalGroupTag: tpgt,
-    relativeTargetPortId: tpgt, key: `${initiatorPortName}|${targetPortName}`,
+    initiatorPortName,
+    initiatorName,
+    isid: isid.toLowerCase(),
+    targetPortName,
+    targetPortalGroupTag: tpgt,
+    relativeTargetPortId: tpgt,
+    key: `${initiatorPortName}|${targetPortName}`,
   };
 }
 
@@ -122,7 +150,10 @@ export class Session implements PduHandler {
     if (this.nexus && opts.target) opts.target.device.nexusAdded(this.nexus);
     const interval = host.tuning.nopInIntervalMs;
     if (interval > 0) {
-      this.pingTimer = setInterval(() => this.guard(() => this.checkAlive()), Math.max(100, Math.min(interval, host.tuning.nopInTimeoutMs) / 2));
+      this.pingTimer = setInterval(
+        () => this.guard(() => this.checkAlive()),
+        Math.max(100, Math.min(interval, host.tuning.nopInTimeoutMs) / 2),
+      );
       this.pingTimer.unref();
     } else {
       this.pingTimer = null;
@@ -141,8 +172,14 @@ export class Session implements PduHandler {
 
   info(): SessionInfo {
     return {
-      targetName: this.opts.target?.iqn ?? '', initiatorName: this.opts.initiatorName, isid: this.opts.isid, tsih: this.opts.tsih,
-      remoteAddress: this.conn.remoteAddress, localAddress: this.conn.localAddress, connections: this.ended ? 0 : 1, discovery: this.opts.type === 'Discovery',
+      targetName: this.opts.target?.iqn ?? '',
+      initiatorName: this.opts.initiatorName,
+      isid: this.opts.isid,
+      tsih: this.opts.tsih,
+      remoteAddress: this.conn.remoteAddress,
+      localAddress: this.conn.localAddress,
+      connections: this.ended ? 0 : 1,
+      discovery: this.opts.type === 'Discovery',
     };
   }
 
@@ -223,7 +260,16 @@ export class Session implements PduHandler {
     if ((header[0]! & 0x40) !== 0 || ![0x00, 0x01, 0x02, 0x04, 0x06].includes(op) || header.length < 48) return;
     if (op === 0x00 && header.readUInt32BE(16) === RESERVED_TAG) return;
     const cmdSN = header.readUInt32BE(24);
-    const stand: InitiatorPdu = { opcode: 0x00, immediate: false, dataSegmentLength: 0, lun: 0n, initiatorTaskTag: RESERVED_TAG, targetTransferTag: RESERVED_TAG, cmdSN, expStatSN: 0 };
+    const stand: InitiatorPdu = {
+      opcode: 0x00,
+      immediate: false,
+      dataSegmentLength: 0,
+      lun: 0n,
+      initiatorTaskTag: RESERVED_TAG,
+      targetTransferTag: RESERVED_TAG,
+      cmdSN,
+      expStatSN: 0,
+    };
     this.consumed.add(stand);
     const ready = this.window.offer(cmdSN, stand);
     for (const c of ready ?? []) {
@@ -246,9 +292,11 @@ export class Session implements PduHandler {
       case 0x01:
         return this.onScsiCommand(pdu, data);
       case 0x02:
-        this.onTaskManagement(pdu).catch((e: unknown) => this.guard(() => {
-          throw e;
-        }));
+        this.onTaskManagement(pdu).catch((e: unknown) =>
+          this.guard(() => {
+            throw e;
+          }),
+        );
         return;
       case 0x04:
         return this.onText(pdu, data ?? Buffer.alloc(0));
@@ -277,11 +325,21 @@ export class Session implements PduHandler {
   // ------------------------------------------------------------ NOP (§11.18, §11.19)
 
   private onNopOut(pdu: NopOut, data: Buffer | null): void {
-    const echo = data && data.length > 0 ? Buffer.from(data.subarray(0, Math.min(data.length, this.params.maxXmitDataSegmentLength))) : null;
-    this.conn.sendPdu({
-      opcode: 0x20, dataSegmentLength: echo?.length ?? 0, lun: pdu.lun, initiatorTaskTag: pdu.initiatorTaskTag, targetTransferTag: RESERVED_TAG,
-      statSN: this.conn.nextStatSN(), expCmdSN: this.window.expCmdSN, maxCmdSN: this.maxCmdSN(),
-    }, echo);
+    const echo =
+      data && data.length > 0 ? Buffer.from(data.subarray(0, Math.min(data.length, this.params.maxXmitDataSegmentLength))) : null;
+    this.conn.sendPdu(
+      {
+        opcode: 0x20,
+        dataSegmentLength: echo?.length ?? 0,
+        lun: pdu.lun,
+        initiatorTaskTag: pdu.initiatorTaskTag,
+        targetTransferTag: RESERVED_TAG,
+        statSN: this.conn.nextStatSN(),
+        expCmdSN: this.window.expCmdSN,
+        maxCmdSN: this.maxCmdSN(),
+      },
+      echo,
+    );
   }
 
   /** Ping an idle initiator; drop it when it does not answer (§11.19: NOP-In with a TTT asks for a NOP-Out). */
@@ -299,8 +357,14 @@ export class Session implements PduHandler {
       this.pingTtt = this.allocTtt();
       this.pingSentAt = now;
       this.conn.sendPdu({
-        opcode: 0x20, dataSegmentLength: 0, lun: 0n, initiatorTaskTag: RESERVED_TAG, targetTransferTag: this.pingTtt,
-        statSN: this.conn.statSN, expCmdSN: this.window.expCmdSN, maxCmdSN: this.maxCmdSN(),
+        opcode: 0x20,
+        dataSegmentLength: 0,
+        lun: 0n,
+        initiatorTaskTag: RESERVED_TAG,
+        targetTransferTag: this.pingTtt,
+        statSN: this.conn.statSN,
+        expCmdSN: this.window.expCmdSN,
+        maxCmdSN: this.maxCmdSN(),
       });
     }
   }
@@ -347,10 +411,21 @@ export class Session implements PduHandler {
     // InitialR2T=No and the command's F bit is 0.
     const unsolicitedEnd = !pdu.final && !p.initialR2T ? Math.min(edtl, p.firstBurstLength) : immediate;
     const task: Task = {
-      itt: pdu.initiatorTaskTag, cmdSN: pdu.cmdSN, pdu, lun: decodeLun(pdu.lun), edtl,
+      itt: pdu.initiatorTaskTag,
+      cmdSN: pdu.cmdSN,
+      pdu,
+      lun: decodeLun(pdu.lun),
+      edtl,
       buf: pdu.write && edtl > 0 ? Buffer.allocUnsafe(edtl) : null,
-      unsolicitedEnd, unsolicitedReceived: immediate, unsolicitedDataSN: 0, nextR2TOffset: unsolicitedEnd, r2tSN: 0, r2ts: new Map(),
-      received: immediate, state: 'ordering', released: false,
+      unsolicitedEnd,
+      unsolicitedReceived: immediate,
+      unsolicitedDataSN: 0,
+      nextR2TOffset: unsolicitedEnd,
+      r2tSN: 0,
+      r2ts: new Map(),
+      received: immediate,
+      state: 'ordering',
+      released: false,
     };
     this.tasks.set(task.itt, task);
     if (task.buf) this.writeBufferBytes += task.buf.length;
@@ -377,8 +452,12 @@ export class Session implements PduHandler {
       this.reject(RejectReason.TASK_IN_PROGRESS, pdu);
       return;
     }
-    const err = this.checkImmediateData(pdu) ?? (pdu.write && pdu.expectedDataTransferLength > 0 && !pdu.final && this.params.initialR2T ? 'unsolicited Data-Out announced with InitialR2T=Yes' : null)
-      ?? (!pdu.final && !pdu.write ? 'F bit clear on a command without W bit' : null);
+    const err =
+      this.checkImmediateData(pdu) ??
+      (pdu.write && pdu.expectedDataTransferLength > 0 && !pdu.final && this.params.initialR2T
+        ? 'unsolicited Data-Out announced with InitialR2T=Yes'
+        : null) ??
+      (!pdu.final && !pdu.write ? 'F bit clear on a command without W bit' : null);
     if (err) {
       if (task) this.dropTask(task);
       this.log.warn({ itt: pdu.initiatorTaskTag, err }, 'SCSI command rejected');
@@ -391,7 +470,10 @@ export class Session implements PduHandler {
     }
     const refusal = task ? null : this.writeRefusal(pdu);
     if (refusal) {
-      this.log.warn({ itt: pdu.initiatorTaskTag, edtl: pdu.expectedDataTransferLength, status: refusal[0] }, 'write refused: buffer limits');
+      this.log.warn(
+        { itt: pdu.initiatorTaskTag, edtl: pdu.expectedDataTransferLength, status: refusal[0] },
+        'write refused: buffer limits',
+      );
       this.failCommand(pdu.initiatorTaskTag, refusal);
       return;
     }
@@ -414,8 +496,17 @@ export class Session implements PduHandler {
       task.r2ts.set(r.ttt, r);
       task.nextR2TOffset += length;
       this.conn.sendPdu({
-        opcode: 0x31, dataSegmentLength: 0, lun: task.pdu.lun, initiatorTaskTag: task.itt, targetTransferTag: r.ttt,
-        statSN: this.conn.statSN, expCmdSN: this.window.expCmdSN, maxCmdSN: this.maxCmdSN(), r2tSN: task.r2tSN++, bufferOffset: r.offset, desiredDataTransferLength: length,
+        opcode: 0x31,
+        dataSegmentLength: 0,
+        lun: task.pdu.lun,
+        initiatorTaskTag: task.itt,
+        targetTransferTag: r.ttt,
+        statSN: this.conn.statSN,
+        expCmdSN: this.window.expCmdSN,
+        maxCmdSN: this.maxCmdSN(),
+        r2tSN: task.r2tSN++,
+        bufferOffset: r.offset,
+        desiredDataTransferLength: length,
       });
     }
   }
@@ -426,7 +517,8 @@ export class Session implements PduHandler {
     if (!task.buf) return 'Data-Out for a command without write data';
     if (pdu.targetTransferTag === RESERVED_TAG) {
       if (pdu.dataSN !== task.unsolicitedDataSN) return `unsolicited DataSN ${pdu.dataSN}, expected ${task.unsolicitedDataSN}`;
-      if (pdu.bufferOffset !== task.unsolicitedReceived) return `unsolicited BufferOffset ${pdu.bufferOffset}, expected ${task.unsolicitedReceived}`;
+      if (pdu.bufferOffset !== task.unsolicitedReceived)
+        return `unsolicited BufferOffset ${pdu.bufferOffset}, expected ${task.unsolicitedReceived}`;
       if (pdu.bufferOffset + len > task.unsolicitedEnd) return 'unsolicited data beyond FirstBurstLength';
       return null;
     }
@@ -434,7 +526,7 @@ export class Session implements PduHandler {
     if (!r) return `Data-Out with unknown TTT ${pdu.targetTransferTag}`;
     if (pdu.dataSN !== r.nextDataSN) return `DataSN ${pdu.dataSN}, expected ${r.nextDataSN}`;
     if (pdu.bufferOffset !== r.offset + r.received) return `BufferOffset ${pdu.bufferOffset}, expected ${r.offset + r.received}`;
-    if (r.received + len > r.length) return 'Data-Out beyond the R2T\'s desired length';
+    if (r.received + len > r.length) return "Data-Out beyond the R2T's desired length";
     return null;
   }
 
@@ -496,10 +588,27 @@ export class Session implements PduHandler {
       senseData[2 + 12] = asc;
       senseData[2 + 13] = ascq;
     }
-    this.conn.sendPdu({
-      opcode: 0x21, dataSegmentLength: senseData?.length ?? 0, bidiOverflow: false, bidiUnderflow: false, overflow: false, underflow: false, response: 0x00, status,
-      initiatorTaskTag: itt, snackTag: 0, statSN: this.conn.nextStatSN(), expCmdSN: this.window.expCmdSN, maxCmdSN: this.maxCmdSN(), expDataSN: 0, bidiReadResidualCount: 0, residualCount: 0,
-    }, senseData);
+    this.conn.sendPdu(
+      {
+        opcode: 0x21,
+        dataSegmentLength: senseData?.length ?? 0,
+        bidiOverflow: false,
+        bidiUnderflow: false,
+        overflow: false,
+        underflow: false,
+        response: 0x00,
+        status,
+        initiatorTaskTag: itt,
+        snackTag: 0,
+        statSN: this.conn.nextStatSN(),
+        expCmdSN: this.window.expCmdSN,
+        maxCmdSN: this.maxCmdSN(),
+        expDataSN: 0,
+        bidiReadResidualCount: 0,
+        residualCount: 0,
+      },
+      senseData,
+    );
   }
 
   private maybeRun(task: Task): void {
@@ -509,8 +618,15 @@ export class Session implements PduHandler {
     task.state = 'executing';
     const p = task.pdu;
     const cmd: ScsiCommand = {
-      nexus: this.nexus!, lun: task.lun, taskTag: task.itt, attribute: ATTRIBUTES[p.attr] ?? 'simple', cdb: p.cdb,
-      expectedDataLength: task.edtl, read: p.read, write: p.write, dataOut: task.buf,
+      nexus: this.nexus!,
+      lun: task.lun,
+      taskTag: task.itt,
+      attribute: ATTRIBUTES[p.attr] ?? 'simple',
+      cdb: p.cdb,
+      expectedDataLength: task.edtl,
+      read: p.read,
+      write: p.write,
+      dataOut: task.buf,
     };
     const device = this.opts.target!.device;
     let promise: Promise<ScsiResponse | null>;
@@ -540,8 +656,22 @@ export class Session implements PduHandler {
     const edtl = task.edtl;
     if (targetFailure || !resp) {
       c.sendPdu({
-        opcode: 0x21, dataSegmentLength: 0, bidiOverflow: false, bidiUnderflow: false, overflow: false, underflow: false, response: 0x01, status: 0,
-        initiatorTaskTag: task.itt, snackTag: 0, statSN: c.nextStatSN(), expCmdSN: this.window.expCmdSN, maxCmdSN: this.maxCmdSN(), expDataSN: 0, bidiReadResidualCount: 0, residualCount: 0,
+        opcode: 0x21,
+        dataSegmentLength: 0,
+        bidiOverflow: false,
+        bidiUnderflow: false,
+        overflow: false,
+        underflow: false,
+        response: 0x01,
+        status: 0,
+        initiatorTaskTag: task.itt,
+        snackTag: 0,
+        statSN: c.nextStatSN(),
+        expCmdSN: this.window.expCmdSN,
+        maxCmdSN: this.maxCmdSN(),
+        expDataSN: 0,
+        bidiReadResidualCount: 0,
+        residualCount: 0,
       });
       return;
     }
@@ -560,11 +690,28 @@ export class Session implements PduHandler {
         const last = off + n === readData.length;
         const burstEnd = (off + n) % p.maxBurstLength === 0;
         const withStatus = last && collapse;
-        c.sendPdu({
-          opcode: 0x25, dataSegmentLength: n, final: last || burstEnd, acknowledge: false, overflow: withStatus && overflow, underflow: withStatus && underflow,
-          statusPresent: withStatus, status: withStatus ? resp.status : 0, lun: task.pdu.lun, initiatorTaskTag: task.itt, targetTransferTag: RESERVED_TAG,
-          statSN: withStatus ? c.nextStatSN() : 0, expCmdSN: this.window.expCmdSN, maxCmdSN: this.maxCmdSN(), dataSN: dataSN++, bufferOffset: off, residualCount: withStatus ? residual : 0,
-        }, readData.subarray(off, off + n));
+        c.sendPdu(
+          {
+            opcode: 0x25,
+            dataSegmentLength: n,
+            final: last || burstEnd,
+            acknowledge: false,
+            overflow: withStatus && overflow,
+            underflow: withStatus && underflow,
+            statusPresent: withStatus,
+            status: withStatus ? resp.status : 0,
+            lun: task.pdu.lun,
+            initiatorTaskTag: task.itt,
+            targetTransferTag: RESERVED_TAG,
+            statSN: withStatus ? c.nextStatSN() : 0,
+            expCmdSN: this.window.expCmdSN,
+            maxCmdSN: this.maxCmdSN(),
+            dataSN: dataSN++,
+            bufferOffset: off,
+            residualCount: withStatus ? residual : 0,
+          },
+          readData.subarray(off, off + n),
+        );
         if (withStatus) return;
       }
     }
@@ -575,10 +722,27 @@ export class Session implements PduHandler {
       senseData.writeUInt16BE(resp.sense.length, 0);
       resp.sense.copy(senseData, 2);
     }
-    c.sendPdu({
-      opcode: 0x21, dataSegmentLength: senseData?.length ?? 0, bidiOverflow: false, bidiUnderflow: false, overflow, underflow, response: 0x00, status: resp.status,
-      initiatorTaskTag: task.itt, snackTag: 0, statSN: c.nextStatSN(), expCmdSN: this.window.expCmdSN, maxCmdSN: this.maxCmdSN(), expDataSN: dataSN + task.r2tSN, bidiReadResidualCount: 0, residualCount: residual,
-    }, senseData);
+    c.sendPdu(
+      {
+        opcode: 0x21,
+        dataSegmentLength: senseData?.length ?? 0,
+        bidiOverflow: false,
+        bidiUnderflow: false,
+        overflow,
+        underflow,
+        response: 0x00,
+        status: resp.status,
+        initiatorTaskTag: task.itt,
+        snackTag: 0,
+        statSN: c.nextStatSN(),
+        expCmdSN: this.window.expCmdSN,
+        maxCmdSN: this.maxCmdSN(),
+        expDataSN: dataSN + task.r2tSN,
+        bidiReadResidualCount: 0,
+        residualCount: residual,
+      },
+      senseData,
+    );
   }
 
   // ------------------------------------------------------------ task management (§11.5, §11.6)
@@ -617,8 +781,13 @@ export class Session implements PduHandler {
     }
     if (this.ended) return;
     this.conn.sendPdu({
-      opcode: 0x22, dataSegmentLength: 0, response: TMF_RESPONSE[result], initiatorTaskTag: pdu.initiatorTaskTag,
-      statSN: this.conn.nextStatSN(), expCmdSN: this.window.expCmdSN, maxCmdSN: this.maxCmdSN(),
+      opcode: 0x22,
+      dataSegmentLength: 0,
+      response: TMF_RESPONSE[result],
+      initiatorTaskTag: pdu.initiatorTaskTag,
+      statSN: this.conn.nextStatSN(),
+      expCmdSN: this.window.expCmdSN,
+      maxCmdSN: this.maxCmdSN(),
     });
     this.log.info({ fn: fn ?? pdu.function, lun, result }, 'task management');
     if (fn === 'target-cold-reset' && result === 'function-complete' && this.opts.target) {
@@ -667,10 +836,21 @@ export class Session implements PduHandler {
   private onText(pdu: TextRequest, data: Buffer): void {
     const c = this.conn;
     const respond = (payload: Buffer, final: boolean, cont: boolean, ttt: number): void => {
-      c.sendPdu({
-        opcode: 0x24, dataSegmentLength: payload.length, final, continue: cont, lun: pdu.lun, initiatorTaskTag: pdu.initiatorTaskTag, targetTransferTag: ttt,
-        statSN: c.nextStatSN(), expCmdSN: this.window.expCmdSN, maxCmdSN: this.maxCmdSN(),
-      }, payload);
+      c.sendPdu(
+        {
+          opcode: 0x24,
+          dataSegmentLength: payload.length,
+          final,
+          continue: cont,
+          lun: pdu.lun,
+          initiatorTaskTag: pdu.initiatorTaskTag,
+          targetTransferTag: ttt,
+          statSN: c.nextStatSN(),
+          expCmdSN: this.window.expCmdSN,
+          maxCmdSN: this.maxCmdSN(),
+        },
+        payload,
+      );
     };
     if (pdu.targetTransferTag !== RESERVED_TAG) {
       const out = this.textOut;
@@ -723,10 +903,15 @@ export class Session implements PduHandler {
     const rest: TextPair[] = [];
     for (const p of pairs) {
       if (p.key === 'SendTargets') {
-        response.push(...sendTargets(this.host.registry, {
-          initiatorName: this.opts.initiatorName, remoteAddress: c.remoteAddress, localAddress: c.localAddress, value: p.value,
-          sessionTarget: this.opts.type === 'Normal' ? this.opts.target?.iqn ?? null : null,
-        }));
+        response.push(
+          ...sendTargets(this.host.registry, {
+            initiatorName: this.opts.initiatorName,
+            remoteAddress: c.remoteAddress,
+            localAddress: c.localAddress,
+            value: p.value,
+            sessionTarget: this.opts.type === 'Normal' ? (this.opts.target?.iqn ?? null) : null,
+          }),
+        );
       } else {
         rest.push(p);
       }
@@ -781,22 +966,33 @@ export class Session implements PduHandler {
       return;
     }
     this.abortPending(null);
-    void this.quiesce(5000).then(() => this.guard(() => {
-      if (!this.ended) this.logoutNow(pdu);
-    }));
+    void this.quiesce(5000).then(() =>
+      this.guard(() => {
+        if (!this.ended) this.logoutNow(pdu);
+      }),
+    );
   }
 
   private logoutNow(pdu: LogoutRequest): void {
     let response = 0;
-    if (pdu.reasonCode === 1 && pdu.cid !== this.opts.cid) response = 1; // CID not found
-    else if (pdu.reasonCode === 2) response = 2; // connection recovery not supported (ERL 0)
+    if (pdu.reasonCode === 1 && pdu.cid !== this.opts.cid)
+      response = 1; // CID not found
+    else if (pdu.reasonCode === 2)
+      response = 2; // connection recovery not supported (ERL 0)
     else if (pdu.reasonCode > 2) {
       this.reject(RejectReason.INVALID_PDU_FIELD, pdu);
       return;
     }
     this.conn.sendPdu({
-      opcode: 0x26, dataSegmentLength: 0, response, initiatorTaskTag: pdu.initiatorTaskTag, statSN: this.conn.nextStatSN(),
-      expCmdSN: this.window.expCmdSN, maxCmdSN: this.maxCmdSN(), time2Wait: this.params.defaultTime2Wait, time2Retain: this.params.defaultTime2Retain,
+      opcode: 0x26,
+      dataSegmentLength: 0,
+      response,
+      initiatorTaskTag: pdu.initiatorTaskTag,
+      statSN: this.conn.nextStatSN(),
+      expCmdSN: this.window.expCmdSN,
+      maxCmdSN: this.maxCmdSN(),
+      time2Wait: this.params.defaultTime2Wait,
+      time2Retain: this.params.defaultTime2Retain,
     });
     if (response === 0) {
       this.logoutRequested = true;
@@ -811,8 +1007,17 @@ export class Session implements PduHandler {
   requestLogout(graceMs: number): Promise<void> {
     if (this.ended) return Promise.resolve();
     this.conn.sendPdu({
-      opcode: 0x32, dataSegmentLength: 0, lun: 0n, statSN: this.conn.nextStatSN(), expCmdSN: this.window.expCmdSN, maxCmdSN: this.maxCmdSN(),
-      asyncEvent: 1, asyncVCode: 0, parameter1: 0, parameter2: 0, parameter3: Math.max(1, Math.ceil(graceMs / 1000)),
+      opcode: 0x32,
+      dataSegmentLength: 0,
+      lun: 0n,
+      statSN: this.conn.nextStatSN(),
+      expCmdSN: this.window.expCmdSN,
+      maxCmdSN: this.maxCmdSN(),
+      asyncEvent: 1,
+      asyncVCode: 0,
+      parameter1: 0,
+      parameter2: 0,
+      parameter3: Math.max(1, Math.ceil(graceMs / 1000)),
     });
     return new Promise((resolve) => {
       const t = setTimeout(resolve, graceMs);
@@ -844,10 +1049,18 @@ export class Session implements PduHandler {
         this.log.error({ err: (e as Error)?.message }, 'nexusRemoved failed');
       }
     }
-    this.log.info({ event: this.logoutRequested ? 'logout' : 'session-end', reason, remote: this.conn.remoteAddress, durationMs: Date.now() - this.startedAt, discovery: this.opts.type === 'Discovery' }, this.logoutRequested ? 'iSCSI logout' : 'iSCSI session ended');
+    this.log.info(
+      {
+        event: this.logoutRequested ? 'logout' : 'session-end',
+        reason,
+        remote: this.conn.remoteAddress,
+        durationMs: Date.now() - this.startedAt,
+        discovery: this.opts.type === 'Discovery',
+      },
+      this.logoutRequested ? 'iSCSI logout' : 'iSCSI session ended',
+    );
     this.conn.close(reason);
     this.host.sessionEnded(this);
     for (const w of this.endWaiters.splice(0)) w();
   }
 }
-

@@ -35,11 +35,7 @@ export const IMPLICIT_TRANSITION_TIME = 10;
  * extended header (format 001b, `extended`), then one target port group descriptor listing every
  * relative target port, truncated to `allocationLength`.
  */
-export function encodeReportTargetPortGroups(
-  ports: readonly number[],
-  extended: boolean,
-  allocationLength: number,
-): Buffer {
+export function encodeReportTargetPortGroups(ports: readonly number[], extended: boolean, allocationLength: number): Buffer {
   const ids = [...new Set(ports.map((p) => p & 0xffff))].filter((p) => p !== 0).sort((a, b) => a - b);
   if (ids.length > 255) throw new RangeError('a target port group lists at most 255 target ports');
   const header = extended ? 8 : 4;

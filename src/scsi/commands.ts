@@ -43,11 +43,24 @@ const SAI16 = (sa: number): number[] => [sa, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
 const MI = (sa: number, b2 = 0x00): number[] => [sa, b2, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00];
 const PRIN = (sa: number): number[] => [sa, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0x00];
 
-function cmd(opcode: number, name: string, usage: readonly number[], handler: CommandHandler, extra: Partial<CommandDescriptor> = {}): CommandDescriptor {
+function cmd(
+  opcode: number,
+  name: string,
+  usage: readonly number[],
+  handler: CommandHandler,
+  extra: Partial<CommandDescriptor> = {},
+): CommandDescriptor {
   return { opcode, name, cdbUsage: [opcode, ...usage], handler, ...extra };
 }
 
-function sa(opcode: number, serviceAction: number, name: string, usage: readonly number[], handler: CommandHandler, extra: Partial<CommandDescriptor> = {}): CommandDescriptor {
+function sa(
+  opcode: number,
+  serviceAction: number,
+  name: string,
+  usage: readonly number[],
+  handler: CommandHandler,
+  extra: Partial<CommandDescriptor> = {},
+): CommandDescriptor {
   return { opcode, serviceAction, name, cdbUsage: [opcode, ...usage], handler, ...extra };
 }
 
@@ -81,16 +94,58 @@ export const COMMANDS: readonly CommandDescriptor[] = [
   cmd(0x57, 'RELEASE(10)', [0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00], spc.release),
   cmd(0x5a, 'MODE SENSE(10)', [0x18, 0xff, 0xff, 0x00, 0x00, 0x00, 0xff, 0xff, 0x00], spc.modeSense),
   ...[0, 1, 2, 3].map((s) =>
-    sa(0x5e, s, ['PERSISTENT RESERVE IN/READ KEYS', 'PERSISTENT RESERVE IN/READ RESERVATION', 'PERSISTENT RESERVE IN/REPORT CAPABILITIES', 'PERSISTENT RESERVE IN/READ FULL STATUS'][s]!, PRIN(s), spc.persistentReserveIn),
+    sa(
+      0x5e,
+      s,
+      [
+        'PERSISTENT RESERVE IN/READ KEYS',
+        'PERSISTENT RESERVE IN/READ RESERVATION',
+        'PERSISTENT RESERVE IN/REPORT CAPABILITIES',
+        'PERSISTENT RESERVE IN/READ FULL STATUS',
+      ][s]!,
+      PRIN(s),
+      spc.persistentReserveIn,
+    ),
   ),
   ...[0, 1, 2, 3, 4, 5, 6, 7].map((s) =>
-    sa(0x5f, s, `PERSISTENT RESERVE OUT/${['REGISTER', 'RESERVE', 'RELEASE', 'CLEAR', 'PREEMPT', 'PREEMPT AND ABORT', 'REGISTER AND IGNORE EXISTING KEY', 'REGISTER AND MOVE'][s]}`, [s, 0xff, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00], spc.persistentReserveOut),
+    sa(
+      0x5f,
+      s,
+      `PERSISTENT RESERVE OUT/${['REGISTER', 'RESERVE', 'RELEASE', 'CLEAR', 'PREEMPT', 'PREEMPT AND ABORT', 'REGISTER AND IGNORE EXISTING KEY', 'REGISTER AND MOVE'][s]}`,
+      [s, 0xff, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00],
+      spc.persistentReserveOut,
+    ),
   ),
-  sa(0x83, 0x00, 'EXTENDED COPY(LID1)', [0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00], xcopy.extendedCopy, W),
-  sa(0x84, 0x00, 'RECEIVE COPY RESULTS/COPY STATUS', [0x00, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00], xcopy.receiveCopyResultsCopyStatus),
-  sa(0x84, 0x03, 'RECEIVE COPY RESULTS/OPERATING PARAMETERS', [0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00], xcopy.receiveCopyResultsOperatingParameters),
+  sa(
+    0x83,
+    0x00,
+    'EXTENDED COPY(LID1)',
+    [0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00],
+    xcopy.extendedCopy,
+    W,
+  ),
+  sa(
+    0x84,
+    0x00,
+    'RECEIVE COPY RESULTS/COPY STATUS',
+    [0x00, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00],
+    xcopy.receiveCopyResultsCopyStatus,
+  ),
+  sa(
+    0x84,
+    0x03,
+    'RECEIVE COPY RESULTS/OPERATING PARAMETERS',
+    [0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00],
+    xcopy.receiveCopyResultsOperatingParameters,
+  ),
   cmd(0x88, 'READ(16)', RW16, sbc.read),
-  cmd(0x89, 'COMPARE AND WRITE', [0xfa, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0xff, 0x1f, 0x00], sbc.compareAndWrite, W),
+  cmd(
+    0x89,
+    'COMPARE AND WRITE',
+    [0xfa, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0xff, 0x1f, 0x00],
+    sbc.compareAndWrite,
+    W,
+  ),
   cmd(0x8a, 'WRITE(16)', RW16, sbc.write, W),
   cmd(0x8b, 'ORWRITE(16)', RW16, sbc.orWrite, W),
   cmd(0x8e, 'WRITE AND VERIFY(16)', V16, sbc.write, W),
@@ -100,9 +155,21 @@ export const COMMANDS: readonly CommandDescriptor[] = [
   cmd(0x93, 'WRITE SAME(16)', [0xf9, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0x00], sbc.writeSame, W),
   sa(0x9e, 0x10, 'READ CAPACITY(16)', SAI16(0x10), sbc.readCapacity16),
   sa(0x9e, 0x12, 'GET LBA STATUS', SAI16(0x12), sbc.getLbaStatus, { available: thin }),
-  cmd(0xa0, 'REPORT LUNS', [0x00, 0xff, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00], (ctx) => spc.reportLuns(ctx.cmd, ctx.device.luns()), { unitAttentionExempt: true }),
+  cmd(
+    0xa0,
+    'REPORT LUNS',
+    [0x00, 0xff, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00],
+    (ctx) => spc.reportLuns(ctx.cmd, ctx.device.luns()),
+    { unitAttentionExempt: true },
+  ),
   sa(0xa3, 0x0a, 'REPORT TARGET PORT GROUPS', MI(0xea), spc.reportTargetPortGroups),
-  sa(0xa3, 0x0c, 'REPORT SUPPORTED OPERATION CODES', MI(0x0c, 0x87).map((v, i) => (i >= 2 && i <= 4 ? 0xff : v)), reportSupportedOperationCodes),
+  sa(
+    0xa3,
+    0x0c,
+    'REPORT SUPPORTED OPERATION CODES',
+    MI(0x0c, 0x87).map((v, i) => (i >= 2 && i <= 4 ? 0xff : v)),
+    reportSupportedOperationCodes,
+  ),
   sa(0xa3, 0x0d, 'REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS', MI(0x0d, 0x80), spc.reportSupportedTaskManagementFunctions),
   cmd(0xa8, 'READ(12)', RW12, sbc.read),
   cmd(0xaa, 'WRITE(12)', RW12, sbc.write, W),

@@ -162,7 +162,9 @@ export function createTargetDevice(opts: {
     async close() {
       closed = true;
       await Promise.all([...units.values()].map((u) => u.drain()));
-      await Promise.all([...units.values()].map((u) => u.store.flush().catch((err: unknown) => log.error({ lun: u.lun, err }, 'flush on close failed'))));
+      await Promise.all(
+        [...units.values()].map((u) => u.store.flush().catch((err: unknown) => log.error({ lun: u.lun, err }, 'flush on close failed'))),
+      );
     },
   };
   return device;

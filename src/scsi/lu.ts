@@ -270,7 +270,8 @@ export class LogicalUnit {
     }
     try {
       if (entry === undefined) throw invalidOpcode();
-      if (entry === 'invalid-service-action') throw new ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB, { field: { cdb: true, byte: 1, bit: 4 } });
+      if (entry === 'invalid-service-action')
+        throw new ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB, { field: { cdb: true, byte: 1, bit: 4 } });
       if (cmd.cdb.length < entry.cdbUsage.length) throw invalidOpcode();
       if (this.reservations.conflicts(cmd.nexus, cmd.cdb)) {
         return { status: ScsiStatus.RESERVATION_CONFLICT, data: null, sense: null };

@@ -1,13 +1,6 @@
 // Mode parameters (SPC-4 §7.5, SBC-3 §6.4): MODE SENSE(6)/(10) encoding and MODE SELECT(6)/(10) parsing.
 import { decodeModeSelect, decodeModeSense } from './cdb.js';
-import {
-  Asc,
-  ScsiError,
-  SenseKey,
-  invalidFieldInCdb,
-  invalidFieldInParameterList,
-  parameterListLengthError,
-} from './sense.js';
+import { Asc, ScsiError, SenseKey, invalidFieldInCdb, invalidFieldInParameterList, parameterListLengthError } from './sense.js';
 
 /** The mutable mode parameters of one LU (current values; nothing is saveable). */
 export interface ModeState {

@@ -6,14 +6,7 @@
 // Hand-written: no npm package implements a SCSI device server. This module never touches a socket,
 // a task set or a backing store; it talks to its logical unit only through LogicalUnitHooks.
 
-import type {
-  ITNexus,
-  LogicalUnitHooks,
-  PersistentReservationSnapshot,
-  ReservationManager,
-  ScsiResponse,
-  UnitAttention,
-} from './types.js';
+import type { ITNexus, LogicalUnitHooks, PersistentReservationSnapshot, ReservationManager, ScsiResponse, UnitAttention } from './types.js';
 import { ScsiStatus } from './types.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -201,11 +194,7 @@ function isRegistrantsOnly(t: number): boolean {
 }
 
 function isExclusiveAccess(t: number): boolean {
-  return (
-    t === PrType.EXCLUSIVE_ACCESS ||
-    t === PrType.EXCLUSIVE_ACCESS_REGISTRANTS_ONLY ||
-    t === PrType.EXCLUSIVE_ACCESS_ALL_REGISTRANTS
-  );
+  return t === PrType.EXCLUSIVE_ACCESS || t === PrType.EXCLUSIVE_ACCESS_REGISTRANTS_ONLY || t === PrType.EXCLUSIVE_ACCESS_ALL_REGISTRANTS;
 }
 
 function keyToHex(k: bigint): string {
@@ -445,9 +434,7 @@ export function createReservationManager(
         relativeTargetPortId: r.relativeTargetPortId,
         key: keyToHex(r.key),
       })),
-      reservation: reservation
-        ? { holder: reservation.holder, type: reservation.type, key: keyToHex(reservation.key) }
-        : null,
+      reservation: reservation ? { holder: reservation.holder, type: reservation.type, key: keyToHex(reservation.key) } : null,
     };
   }
 
@@ -712,14 +699,7 @@ export function createReservationManager(
   }
 
   /** REGISTER / REGISTER AND IGNORE EXISTING KEY (SPC-4 §5.13.7). */
-  function register(
-    nexus: ITNexus,
-    rk: bigint,
-    sark: bigint,
-    allTgPt: boolean,
-    aptplBit: boolean,
-    ignoreExisting: boolean,
-  ): ScsiResponse {
+  function register(nexus: ITNexus, rk: bigint, sark: bigint, allTgPt: boolean, aptplBit: boolean, ignoreExisting: boolean): ScsiResponse {
     const existing = regOf(nexus);
     if (!existing) {
       if (!ignoreExisting && rk !== ZERO_KEY) return conflict();
@@ -805,14 +785,7 @@ export function createReservationManager(
   }
 
   /** PREEMPT / PREEMPT AND ABORT (SPC-4 §5.13.11.2.4, §5.13.11.2.5). */
-  function preempt(
-    nexus: ITNexus,
-    rk: bigint,
-    sark: bigint,
-    scope: number,
-    type: number,
-    abort: boolean,
-  ): ScsiResponse {
+  function preempt(nexus: ITNexus, rk: bigint, sark: bigint, scope: number, type: number, abort: boolean): ScsiResponse {
     const own = regOf(nexus);
     if (!own || own.key !== rk) return conflict();
     const ownId = regIdOf(own);
@@ -856,9 +829,7 @@ export function createReservationManager(
       if (sark === ZERO_KEY) {
         // Preempt the all-registrants reservation: every other registration goes, the sender holds the new one.
         const removed = removeWithKey(null);
-        reservation = isAllRegistrants(type)
-          ? { holder: '*', type, key: ZERO_KEY }
-          : { holder: nexus.key, type, key: own.key };
+        reservation = isAllRegistrants(type) ? { holder: '*', type, key: ZERO_KEY } : { holder: nexus.key, type, key: own.key };
         return finish(removed, null);
       }
       const matching = [...regs.values()].some((r) => r.key === sark);
@@ -871,9 +842,7 @@ export function createReservationManager(
       // establish the new reservation for the sender (SPC-4 §5.13.11.2.4.3).
       const oldType = reservation.type;
       const removed = removeWithKey(sark);
-      reservation = isAllRegistrants(type)
-        ? { holder: '*', type, key: ZERO_KEY }
-        : { holder: nexus.key, type, key: own.key };
+      reservation = isAllRegistrants(type) ? { holder: '*', type, key: ZERO_KEY } : { holder: nexus.key, type, key: own.key };
       const typeChanged = oldType !== type;
       return finish(removed, typeChanged ? [...regs.values()] : null);
     }

@@ -254,7 +254,7 @@ export async function writeSame(ctx: CommandContext): Promise<ScsiResponse> {
     const chunkBlocks = Math.max(1, Math.min(blocks, Math.floor(WRITE_SAME_CHUNK / bs)));
     const chunk = zero ? Buffer.alloc(chunkBlocks * bs) : Buffer.allocUnsafe(chunkBlocks * bs);
     if (!zero) for (let i = 0; i < chunkBlocks; i++) block.copy(chunk, i * bs, 0, bs);
-    for (let done = 0; done < blocks; ) {
+    for (let done = 0; done < blocks;) {
       checkNotAborted(ctx.signal);
       const n = Math.min(chunkBlocks, blocks - done);
       await storeWrite(lu, n === chunkBlocks ? chunk : chunk.subarray(0, n * bs), offset + done * bs, false);
@@ -327,7 +327,6 @@ export function readCapacity10(ctx: CommandContext): ScsiResponse {
   data.writeUInt32BE(lu.blockSize, 4);
   return dataIn(cmd, data, 8);
 }
-
 
 /** SBC-3 §5.17 READ CAPACITY(16) (SERVICE ACTION IN(16), SA 10h): LBPME/LBPRZ when thin provisioned. */
 export function readCapacity16(ctx: CommandContext): ScsiResponse {

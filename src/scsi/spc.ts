@@ -164,4 +164,3 @@ export function reserve(ctx: CommandContext): ScsiResponse {
 export function release(ctx: CommandContext): ScsiResponse {
   return ctx.lu.reservations.release(ctx.cmd.nexus, ctx.cmd.cdb);
 }
-

@@ -70,13 +70,7 @@ export const ScsiStatus = {
 
 /** Task management functions (SAM-5 §7; RFC 7143 §11.5.1 function codes). */
 export type TaskManagementFunction =
-  | 'abort-task'
-  | 'abort-task-set'
-  | 'clear-aca'
-  | 'clear-task-set'
-  | 'logical-unit-reset'
-  | 'target-warm-reset'
-  | 'target-cold-reset';
+  'abort-task' | 'abort-task-set' | 'clear-aca' | 'clear-task-set' | 'logical-unit-reset' | 'target-warm-reset' | 'target-cold-reset';
 
 /** RFC 7143 §11.6.1 response codes, as names. */
 export type TaskManagementResult =
@@ -104,12 +98,7 @@ export interface ScsiTargetDevice {
    */
   execute(cmd: ScsiCommand): Promise<ScsiResponse | null>;
   /** Task management (SAM-5 §7). refTaskTag for ABORT TASK. */
-  taskManagement(
-    fn: TaskManagementFunction,
-    nexus: ITNexus,
-    lun: number,
-    refTaskTag?: number,
-  ): Promise<TaskManagementResult>;
+  taskManagement(fn: TaskManagementFunction, nexus: ITNexus, lun: number, refTaskTag?: number): Promise<TaskManagementResult>;
   /** A new I_T nexus exists (login): it owes a POWER ON, RESET, OR BUS DEVICE RESET OCCURRED unit attention. */
   nexusAdded(nexus: ITNexus): void;
   /** The I_T nexus is gone (logout, connection failure after cleanup): abort its tasks, drop its UAs. */

@@ -81,13 +81,7 @@ export function encodeUnitSerialNumber(identity: LogicalUnitIdentity): Buffer {
 }
 
 /** SPC-4 §7.8.6.1 Table 459: one designation descriptor. */
-function designator(opts: {
-  codeSet: number;
-  piv: boolean;
-  association: number;
-  type: number;
-  value: Buffer;
-}): Buffer {
+function designator(opts: { codeSet: number; piv: boolean; association: number; type: number; value: Buffer }): Buffer {
   const b = Buffer.alloc(4 + opts.value.length);
   // PROTOCOL IDENTIFIER 5h (iSCSI) is meaningful only when PIV=1.
   b[0] = ((opts.piv ? 0x5 : 0) << 4) | opts.codeSet;
@@ -116,7 +110,7 @@ export function targetPortGroupOf(_relativeTargetPortId: number): number {
 /** SPC-4 §7.8.6: Device Identification. */
 export function encodeDeviceIdentification(ctx: VpdContext): Buffer {
   const naa = Buffer.from(ctx.identity.naa, 'hex');
-  if (naa.length !== 16 || (naa[0]! >> 4) !== 0x6) {
+  if (naa.length !== 16 || naa[0]! >> 4 !== 0x6) {
     throw new Error(`identity.naa must be 32 hex digits of an NAA 6h designator, got "${ctx.identity.naa}"`);
   }
   const t10 = Buffer.alloc(8 + Buffer.byteLength(ctx.identity.serial, 'latin1'));

@@ -68,7 +68,7 @@ function resolveCscd(p: Buffer, off: number, units: readonly LogicalUnit[]): Log
 function parseSegments(p: Buffer, start: number, length: number): Segment[] {
   const out: Segment[] = [];
   const end = start + length;
-  for (let off = start; off < end; ) {
+  for (let off = start; off < end;) {
     if (off + 4 > end) throw parameterListLengthError();
     const type = p[off]!;
     if (type !== SEGMENT_BLOCK_TO_BLOCK) {
@@ -189,7 +189,7 @@ async function copyBytes(
   signal: AbortSignal,
 ): Promise<void> {
   const buf = Buffer.allocUnsafe(Math.min(length, COPY_CHUNK));
-  for (let done = 0; done < length; ) {
+  for (let done = 0; done < length;) {
     if (signal.aborted) throw new AbortedError();
     const n = Math.min(buf.length, length - done);
     const rel = backward ? length - done - n : done;

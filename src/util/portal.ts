@@ -55,7 +55,8 @@ export function parsePortal(spec: string, tpgt: number): Portal {
     port = Number(portPart);
   }
   if (!Number.isInteger(tpgt) || tpgt < 1 || tpgt > 65535) throw new Error(`portal group tag ${tpgt} out of range 1-65535`);
-  const portal: Portal = adv !== undefined ? { host, port, tpgt, advertise: parseHost(adv, 'advertised address', spec) } : { host, port, tpgt };
+  const portal: Portal =
+    adv !== undefined ? { host, port, tpgt, advertise: parseHost(adv, 'advertised address', spec) } : { host, port, tpgt };
   return portal;
 }
 

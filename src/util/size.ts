@@ -37,15 +37,11 @@ const SIZE_RE = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/;
 export function parseSize(text: string): number {
   const m = SIZE_RE.exec(text);
   if (!m) {
-    throw new SizeError(
-      `invalid size "${text}": expected a number of bytes or a number with a unit, e.g. 1GiB, 512MiB, 10G, 1073741824`,
-    );
+    throw new SizeError(`invalid size "${text}": expected a number of bytes or a number with a unit, e.g. 1GiB, 512MiB, 10G, 1073741824`);
   }
   const unit = UNITS[m[2]!.toLowerCase()];
   if (unit === undefined) {
-    throw new SizeError(
-      `invalid size "${text}": unknown unit "${m[2]}" (use B, K/KiB, M/MiB, G/GiB, T/TiB, P/PiB, or KB, MB, GB, TB, PB)`,
-    );
+    throw new SizeError(`invalid size "${text}": unknown unit "${m[2]}" (use B, K/KiB, M/MiB, G/GiB, T/TiB, P/PiB, or KB, MB, GB, TB, PB)`);
   }
   const value = Number(m[1]) * unit;
   if (!Number.isFinite(value) || value > Number.MAX_SAFE_INTEGER) {

@@ -9,7 +9,14 @@ function readVersion(): string {
   for (const rel of ['../../package.json', '../../../package.json']) {
     try {
       const pkg: unknown = JSON.parse(readFileSync(join(here, rel), 'utf8'));
-      if (typeof pkg === 'object' && pkg !== null && 'name' in pkg && pkg.name === 'lunar' && 'version' in pkg && typeof pkg.version === 'string') {
+      if (
+        typeof pkg === 'object' &&
+        pkg !== null &&
+        'name' in pkg &&
+        pkg.name === 'lunar' &&
+        'version' in pkg &&
+        typeof pkg.version === 'string'
+      ) {
         return pkg.version;
       }
     } catch {

@@ -233,7 +233,10 @@ export class VolumeManager implements VolumeService {
 
   private async openVolume(rec: VolumeRecord): Promise<void> {
     if (rec.portals !== null && !this.opts.portals.some((p) => rec.portals?.includes(portalKey(p)))) {
-      this.log.warn({ volumeId: rec.id, portals: rec.portals }, 'none of the volume\'s portals is served any more; offering it on every portal');
+      this.log.warn(
+        { volumeId: rec.id, portals: rec.portals },
+        "none of the volume's portals is served any more; offering it on every portal",
+      );
     }
     const store = await openFileStore(this.volumePath(rec.id));
     let device: TargetDevice;
@@ -401,7 +404,10 @@ export class VolumeManager implements VolumeService {
     }
     const aligned = alignUp(sizeBytes, SIZE_ALIGNMENT);
     if (aligned > MAX_VOLUME_BYTES) {
-      throw new VolumeError('out-of-range', `${what} ${formatSize(sizeBytes)} is larger than the maximum volume size ${formatSize(MAX_VOLUME_BYTES)}`);
+      throw new VolumeError(
+        'out-of-range',
+        `${what} ${formatSize(sizeBytes)} is larger than the maximum volume size ${formatSize(MAX_VOLUME_BYTES)}`,
+      );
     }
     return aligned;
   }
@@ -463,7 +469,7 @@ export class VolumeManager implements VolumeService {
       if (typeof v !== 'string') throw new VolumeError('invalid-argument', `parameter "${k}" must be a string`);
       parameters[k] = v;
     }
-    if (spec.source && (spec.source.kind !== 'snapshot' && spec.source.kind !== 'volume')) {
+    if (spec.source && spec.source.kind !== 'snapshot' && spec.source.kind !== 'volume') {
       throw new VolumeError('invalid-argument', 'source kind must be "snapshot" or "volume"');
     }
     return {
@@ -604,7 +610,15 @@ export class VolumeManager implements VolumeService {
         throw new VolumeError('internal', `volume ${id} was created but cannot be served: ${errMessage(err)}`);
       }
       this.log.info(
-        { op: 'create', volumeId: id, name: s.name, sizeBytes: s.sizeBytes, thin: s.thin, source: s.source, durationMs: Date.now() - started },
+        {
+          op: 'create',
+          volumeId: id,
+          name: s.name,
+          sizeBytes: s.sizeBytes,
+          thin: s.thin,
+          source: s.source,
+          durationMs: Date.now() - started,
+        },
         'volume created',
       );
       return this.toVolume(rec);
@@ -617,7 +631,10 @@ export class VolumeManager implements VolumeService {
       const snap = Object.hasOwn(this.state.data.snapshots, src.id) ? this.state.data.snapshots[src.id] : undefined;
       if (!snap) throw new VolumeError('not-found', `source snapshot ${src.id} does not exist`);
       if (snap.sizeBytes > sizeBytes) {
-        throw new VolumeError('out-of-range', `volume size ${formatSize(sizeBytes)} is smaller than source snapshot ${src.id} (${formatSize(snap.sizeBytes)})`);
+        throw new VolumeError(
+          'out-of-range',
+          `volume size ${formatSize(sizeBytes)} is smaller than source snapshot ${src.id} (${formatSize(snap.sizeBytes)})`,
+        );
       }
       const path = this.snapshotPath(snap.id);
       await this.exclusive(`snap:${snap.id}`, `source snapshot ${snap.id}`, async () => {
@@ -633,7 +650,10 @@ export class VolumeManager implements VolumeService {
       const rec = Object.hasOwn(this.state.data.volumes, src.id) ? this.state.data.volumes[src.id] : undefined;
       if (!rec) throw new VolumeError('not-found', `source volume ${src.id} does not exist`);
       if (rec.sizeBytes > sizeBytes) {
-        throw new VolumeError('out-of-range', `volume size ${formatSize(sizeBytes)} is smaller than source volume ${src.id} (${formatSize(rec.sizeBytes)})`);
+        throw new VolumeError(
+          'out-of-range',
+          `volume size ${formatSize(sizeBytes)} is smaller than source volume ${src.id} (${formatSize(rec.sizeBytes)})`,
+        );
       }
       await this.exclusive(`vol:${rec.id}`, `source volume ${rec.id}`, () => this.copyLive(rec.id, dest));
     }
@@ -643,7 +663,11 @@ export class VolumeManager implements VolumeService {
   /** Copy a served volume to dest while its LU is quiesced (no write in flight or started). */
   private async copyLive(id: string, dest: string): Promise<void> {
     const ov = this.open.get(id);
-    if (!ov) throw new VolumeError('failed-precondition', `volume ${id} is abnormal (${this.broken.get(id) ?? 'not served'}) and cannot be copied`);
+    if (!ov)
+      throw new VolumeError(
+        'failed-precondition',
+        `volume ${id} is abnormal (${this.broken.get(id) ?? 'not served'}) and cannot be copied`,
+      );
     const lu = ov.device.logicalUnit(0);
     if (!lu) throw new VolumeError('internal', `volume ${id} has no LUN 0`);
     const resume = await lu.quiesce();
@@ -693,15 +717,25 @@ export class VolumeManager implements VolumeService {
       const started = Date.now();
       const rec = this.record(id);
       if (newSize < rec.sizeBytes) {
-        throw new VolumeError('out-of-range', `volume ${id} is ${formatSize(rec.sizeBytes)}; volumes can only grow, not shrink to ${formatSize(newSize)}`);
+        throw new VolumeError(
+          'out-of-range',
+          `volume ${id} is ${formatSize(rec.sizeBytes)}; volumes can only grow, not shrink to ${formatSize(newSize)}`,
+        );
       }
       if (newSize === rec.sizeBytes) return this.toVolume(rec);
       const ov = this.open.get(id);
-      if (!ov) throw new VolumeError('failed-precondition', `volume ${id} is abnormal (${this.broken.get(id) ?? 'not served'}) and cannot be resized`);
+      if (!ov)
+        throw new VolumeError(
+          'failed-precondition',
+          `volume ${id} is abnormal (${this.broken.get(id) ?? 'not served'}) and cannot be resized`,
+        );
       if (!rec.thin) {
         const cap = await this.capacity();
         if (newSize - rec.sizeBytes > cap.availableBytes) {
-          throw new VolumeError('resource-exhausted', `not enough space to grow thick volume ${id} by ${formatSize(newSize - rec.sizeBytes)}`);
+          throw new VolumeError(
+            'resource-exhausted',
+            `not enough space to grow thick volume ${id} by ${formatSize(newSize - rec.sizeBytes)}`,
+          );
         }
       }
       const oldSize = rec.sizeBytes;
@@ -741,7 +775,10 @@ export class VolumeManager implements VolumeService {
     this.record(id);
     if (typeof nodeId !== 'string' || nodeId.length === 0) throw new VolumeError('invalid-argument', 'node id must not be empty');
     if (typeof initiatorName !== 'string' || !isIscsiName(initiatorName)) {
-      throw new VolumeError('invalid-argument', `"${String(initiatorName)}" is not a valid iSCSI initiator name (iqn.YYYY-MM.domain:... or eui.<16 hex>)`);
+      throw new VolumeError(
+        'invalid-argument',
+        `"${String(initiatorName)}" is not a valid iSCSI initiator name (iqn.YYYY-MM.domain:... or eui.<16 hex>)`,
+      );
     }
     return this.exclusive(`vol:${id}`, `volume ${id}`, async () => {
       const started = Date.now();
@@ -786,7 +823,10 @@ export class VolumeManager implements VolumeService {
         // so that unpublish means "this node no longer uses the volume".
         closed = this.transport?.closeSessions({ targetName: targetIqn(id), initiatorName: prev }) ?? 0;
       }
-      this.log.info({ op: 'unpublish', volumeId: id, nodeId, initiatorName: prev, closedSessions: closed, durationMs: Date.now() - started }, 'volume unpublished');
+      this.log.info(
+        { op: 'unpublish', volumeId: id, nodeId, initiatorName: prev, closedSessions: closed, durationMs: Date.now() - started },
+        'volume unpublished',
+      );
       return this.toVolume(rec);
     });
   }
@@ -849,7 +889,10 @@ export class VolumeManager implements VolumeService {
         throw new VolumeError('internal', `could not record deletion of snapshot ${id}: ${errMessage(err)}`);
       }
       await removeDurable(this.snapshotPath(id));
-      this.log.info({ op: 'delete-snapshot', snapshotId: id, volumeId: rec.sourceVolumeId, durationMs: Date.now() - started }, 'snapshot deleted');
+      this.log.info(
+        { op: 'delete-snapshot', snapshotId: id, volumeId: rec.sourceVolumeId, durationMs: Date.now() - started },
+        'snapshot deleted',
+      );
       return true;
     });
   }

@@ -54,15 +54,22 @@ test('a test cut off without a verdict is a failure', () => {
 });
 
 test('--list parsing keeps the ALL family', () => {
-  const m = parseList('ALL\nALL.Read10\nALL.Read10.Simple\nALL.Read10.BeyondEol\nSCSI\nSCSI.Read10\nSCSI.Read10.Simple\nALL.iSCSITMF\nALL.iSCSITMF.AbortTaskSimpleAsync\n');
-  assert.deepEqual([...m.entries()], [
-    ['ALL.Read10', ['ALL.Read10.Simple', 'ALL.Read10.BeyondEol']],
-    ['ALL.iSCSITMF', ['ALL.iSCSITMF.AbortTaskSimpleAsync']],
-  ]);
+  const m = parseList(
+    'ALL\nALL.Read10\nALL.Read10.Simple\nALL.Read10.BeyondEol\nSCSI\nSCSI.Read10\nSCSI.Read10.Simple\nALL.iSCSITMF\nALL.iSCSITMF.AbortTaskSimpleAsync\n',
+  );
+  assert.deepEqual(
+    [...m.entries()],
+    [
+      ['ALL.Read10', ['ALL.Read10.Simple', 'ALL.Read10.BeyondEol']],
+      ['ALL.iSCSITMF', ['ALL.iSCSITMF.AbortTaskSimpleAsync']],
+    ],
+  );
 });
 
 test('markdown report lists totals and failures', () => {
-  const runs = new Map([['ALL.Reserve6', { suite: 'ALL.Reserve6', results: parseOutput('ALL.Reserve6', SAMPLE), seconds: 1, problem: '' }]]);
+  const runs = new Map([
+    ['ALL.Reserve6', { suite: 'ALL.Reserve6', results: parseOutput('ALL.Reserve6', SAMPLE), seconds: 1, problem: '' }],
+  ]);
   const md = markdownReport({ suites: ['ALL.Reserve6'], columns: [{ title: 'tgt', runs, note: 'n' }], header: '# H', regressions: [] });
   assert.match(md, /\| Reserve6 \| 5 \| 2\/2\/1 \| 1\.0 \|/);
   assert.match(md, /`ALL.Reserve6.2Initiators`/);

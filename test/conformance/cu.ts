@@ -153,7 +153,10 @@ export function count(results: readonly TestResult[]): Counts {
 const pfs = (c: Counts | undefined): string => (c ? `${c.pass}/${c.fail}/${c.skip}` : '–');
 
 /** Side-by-side per-suite table (plain text for the test log). */
-export function textTable(suites: readonly string[], columns: ReadonlyArray<{ title: string; runs: ReadonlyMap<string, SuiteRun> }>): string {
+export function textTable(
+  suites: readonly string[],
+  columns: ReadonlyArray<{ title: string; runs: ReadonlyMap<string, SuiteRun> }>,
+): string {
   const rows = [['suite', ...columns.map((c) => `${c.title} P/F/S`)]];
   for (const s of suites) rows.push([s.replace(/^ALL\./, ''), ...columns.map((c) => pfs(c.runs.get(s) && count(c.runs.get(s)!.results)))]);
   rows.push(['TOTAL', ...columns.map((c) => pfs(count([...c.runs.values()].flatMap((r) => r.results))))]);
@@ -182,7 +185,11 @@ export function markdownReport(opts: {
   const nTotal = Math.max(...columns.map((c) => [...c.runs.values()].reduce((a, r) => a + r.results.length, 0)));
   const totalSecs = columns.map((c) => [...c.runs.values()].reduce((a, r) => a + r.seconds, 0).toFixed(1));
   out.push(`| **TOTAL** | ${nTotal} | ${totals.map((t) => `**${pfs(t)}**`).join(' | ')} | ${totalSecs.join(' | ')} |`);
-  out.push('', 'P/F/S = passed / failed / skipped; s = wall seconds of the suite process. CUnit counts a skip as a pass; here a test that logged `[SKIPPED]` is a skip.', '');
+  out.push(
+    '',
+    'P/F/S = passed / failed / skipped; s = wall seconds of the suite process. CUnit counts a skip as a pass; here a test that logged `[SKIPPED]` is a skip.',
+    '',
+  );
   for (const c of columns) {
     out.push(`## ${c.title}`, '', c.note, '');
     const all = [...c.runs.values()].flatMap((r) => r.results);

@@ -51,12 +51,7 @@ function listSuites(): Map<string, string[]> {
   return new Map([...all].filter(([s]) => wanted.has(s)));
 }
 
-async function runAll(
-  title: string,
-  suites: Map<string, string[]>,
-  url: string,
-  multipathUrl: string,
-): Promise<Map<string, SuiteRun>> {
+async function runAll(title: string, suites: Map<string, string[]>, url: string, multipathUrl: string): Promise<Map<string, SuiteRun>> {
   const runs = new Map<string, SuiteRun>();
   const deadline = Date.now() + TARGET_BUDGET_MS;
   for (const [suite, tests] of suites) {
@@ -80,7 +75,9 @@ async function runAll(
     });
     runs.set(suite, r);
     const c = count(r.results);
-    process.stdout.write(`${title} ${suite}: ${c.pass}/${c.fail}/${c.skip} in ${r.seconds.toFixed(1)} s${r.problem ? ` (${r.problem})` : ''}\n`);
+    process.stdout.write(
+      `${title} ${suite}: ${c.pass}/${c.fail}/${c.skip} in ${r.seconds.toFixed(1)} s${r.problem ? ` (${r.problem})` : ''}\n`,
+    );
   }
   return runs;
 }
@@ -234,7 +231,9 @@ test('iscsi-test-cu: Lunar passes everything tgt passes, and never regresses', {
     }
   }
   if (newPasses.length > 0 && process.env.LUNAR_CONFORMANCE_UPDATE_BASELINE !== '1') {
-    process.stdout.write(`${newPasses.length} Lunar passes are not in the baseline yet (LUNAR_CONFORMANCE_UPDATE_BASELINE=1 records them)\n`);
+    process.stdout.write(
+      `${newPasses.length} Lunar passes are not in the baseline yet (LUNAR_CONFORMANCE_UPDATE_BASELINE=1 records them)\n`,
+    );
   }
 
   // The reference run must itself be sound, or "everything tgt passes" would be vacuous: tgt 1.0.85
@@ -348,7 +347,7 @@ function parseFullStatus(d: Buffer): { generation: number; entries: FullStatusEn
   const entries: FullStatusEntry[] = [];
   const end = 8 + d.readUInt32BE(4);
   assert.equal(end, d.length, 'READ FULL STATUS: ADDITIONAL LENGTH matches the data');
-  for (let o = 8; o < end; ) {
+  for (let o = 8; o < end;) {
     const addl = d.readUInt32BE(o + 20);
     const tid = d.subarray(o + 24, o + 24 + addl);
     assert.equal(tid[0]! & 0x0f, 5, 'TransportID protocol identifier iSCSI');
@@ -370,7 +369,7 @@ function parseFullStatus(d: Buffer): { generation: number; entries: FullStatusEn
 function portDesignators(vpd: Buffer): { rtpi?: number; tpg?: number } {
   const r: { rtpi?: number; tpg?: number } = {};
   const end = 4 + vpd.readUInt16BE(2);
-  for (let o = 4; o + 4 <= end; ) {
+  for (let o = 4; o + 4 <= end;) {
     const type = vpd[o + 1]! & 0x0f;
     const assoc = (vpd[o + 1]! >> 4) & 0x3;
     const len = vpd[o + 3]!;
@@ -381,107 +380,110 @@ function portDesignators(vpd: Buffer): { rtpi?: number; tpg?: number } {
   return r;
 }
 
-test('persistent reservations and ALUA over the wire (libiscsi raw CDBs), across restart and kill -9', { timeout: 5 * 60 * 1000 }, async () => {
-  const bin = buildScsiRaw();
-  const lunar = await startLunarProcess({
-    portals: ['127.0.0.1:13303', '127.0.0.1:13304'],
-    env: { LUNAR_LOG_LEVEL: process.env.LUNAR_LOG_LEVEL ?? 'warn' },
-  });
-  try {
-    const created = await lunar.cli(['volume', 'create', 'pr', '--size', '64MiB', '--json']);
-    assert.equal(created.code, 0, created.stderr);
-    const vol = JSON.parse(created.stdout) as { iqn: string; lun: number; portals: Array<{ host: string; port: number; tpgt: number }> };
-    assert.equal(vol.portals.length, 2, 'two portals');
-    const [p1, p2] = [vol.portals[0]!, vol.portals[1]!];
-    const url1 = `iscsi://${p1.host}:${p1.port}/${vol.iqn}/${vol.lun}`;
-    const url2 = `iscsi://${p2.host}:${p2.port}/${vol.iqn}/${vol.lun}`;
-    const K1 = 0x1111222233334444n;
-    const K2 = 0x5555666677778888n;
-    const K3 = 0x0123456789abcdefn;
-    const A = 'iqn.2026-01.io.lunar.test:pr-a';
-    const B_PORT = 'iqn.2026-01.io.lunar.test:pr-b,i,0x23d000000001';
-    const WE_RO = 5;
+test(
+  'persistent reservations and ALUA over the wire (libiscsi raw CDBs), across restart and kill -9',
+  { timeout: 5 * 60 * 1000 },
+  async () => {
+    const bin = buildScsiRaw();
+    const lunar = await startLunarProcess({
+      portals: ['127.0.0.1:13303', '127.0.0.1:13304'],
+      env: { LUNAR_LOG_LEVEL: process.env.LUNAR_LOG_LEVEL ?? 'warn' },
+    });
+    try {
+      const created = await lunar.cli(['volume', 'create', 'pr', '--size', '64MiB', '--json']);
+      assert.equal(created.code, 0, created.stderr);
+      const vol = JSON.parse(created.stdout) as { iqn: string; lun: number; portals: Array<{ host: string; port: number; tpgt: number }> };
+      assert.equal(vol.portals.length, 2, 'two portals');
+      const [p1, p2] = [vol.portals[0]!, vol.portals[1]!];
+      const url1 = `iscsi://${p1.host}:${p1.port}/${vol.iqn}/${vol.lun}`;
+      const url2 = `iscsi://${p2.host}:${p2.port}/${vol.iqn}/${vol.lun}`;
+      const K1 = 0x1111222233334444n;
+      const K2 = 0x5555666677778888n;
+      const K3 = 0x0123456789abcdefn;
+      const A = 'iqn.2026-01.io.lunar.test:pr-a';
+      const B_PORT = 'iqn.2026-01.io.lunar.test:pr-b,i,0x23d000000001';
+      const WE_RO = 5;
 
-    // Initiator A: register (APTPL), reserve WE-RO, move the reservation to B's port on portal 2 and unregister.
-    const a = raw(bin, url1, A, [
-      prOut(6, 0, basicParams(0n, K1, { aptpl: true })),
-      prOut(1, WE_RO, basicParams(K1, 0n)),
-      prIn(3),
-      prOut(7, WE_RO, moveParams(K1, K2, p2.tpgt, B_PORT)),
-      prIn(3),
-      WRITE10,
-      READ10,
-    ]);
-    for (const [i, r] of a.entries()) if (i !== 5) assert.equal(r.status, 0, `A step ${i}: status ${r.status} sense ${r.sense}`);
-    const fs1 = parseFullStatus(a[2]!.data);
-    assert.equal(fs1.entries.length, 1);
-    assert.equal(fs1.entries[0]!.key, K1);
-    assert.equal(fs1.entries[0]!.holder, true);
-    assert.equal(fs1.entries[0]!.type, WE_RO);
-    assert.equal(fs1.entries[0]!.rtpi, p1.tpgt, 'relative target port of portal 1');
-    assert.equal(fs1.entries[0]!.format, 1);
-    assert.match(fs1.entries[0]!.transportId, new RegExp(`^${A.replace(/\./g, '\\.')},i,0x[0-9a-f]{12}$`));
-    const fs2 = parseFullStatus(a[4]!.data);
-    assert.deepEqual(
-      fs2.entries.map((e) => [e.key, e.holder, e.type, e.rtpi, e.transportId, e.allTgPt]),
-      [[K2, true, WE_RO, p2.tpgt, B_PORT, false]],
-      'REGISTER AND MOVE with UNREG: B holds, A is gone',
-    );
-    assert.equal(a[5]!.status, 0x18, 'A, now unregistered, cannot write under WE-RO');
+      // Initiator A: register (APTPL), reserve WE-RO, move the reservation to B's port on portal 2 and unregister.
+      const a = raw(bin, url1, A, [
+        prOut(6, 0, basicParams(0n, K1, { aptpl: true })),
+        prOut(1, WE_RO, basicParams(K1, 0n)),
+        prIn(3),
+        prOut(7, WE_RO, moveParams(K1, K2, p2.tpgt, B_PORT)),
+        prIn(3),
+        WRITE10,
+        READ10,
+      ]);
+      for (const [i, r] of a.entries()) if (i !== 5) assert.equal(r.status, 0, `A step ${i}: status ${r.status} sense ${r.sense}`);
+      const fs1 = parseFullStatus(a[2]!.data);
+      assert.equal(fs1.entries.length, 1);
+      assert.equal(fs1.entries[0]!.key, K1);
+      assert.equal(fs1.entries[0]!.holder, true);
+      assert.equal(fs1.entries[0]!.type, WE_RO);
+      assert.equal(fs1.entries[0]!.rtpi, p1.tpgt, 'relative target port of portal 1');
+      assert.equal(fs1.entries[0]!.format, 1);
+      assert.match(fs1.entries[0]!.transportId, new RegExp(`^${A.replace(/\./g, '\\.')},i,0x[0-9a-f]{12}$`));
+      const fs2 = parseFullStatus(a[4]!.data);
+      assert.deepEqual(
+        fs2.entries.map((e) => [e.key, e.holder, e.type, e.rtpi, e.transportId, e.allTgPt]),
+        [[K2, true, WE_RO, p2.tpgt, B_PORT, false]],
+        'REGISTER AND MOVE with UNREG: B holds, A is gone',
+      );
+      assert.equal(a[5]!.status, 0x18, 'A, now unregistered, cannot write under WE-RO');
 
-    // Initiator C on portal 2: ALL_TG_PT registration, may write; REPORT TARGET PORT GROUPS and VPD 0x83 agree.
-    const c = raw(bin, url2, 'iqn.2026-01.io.lunar.test:pr-c', [
-      prOut(6, 0, basicParams(0n, K3, { allTgPt: true })),
-      WRITE10,
-      prIn(0),
-      RTPG_EXTENDED,
-      INQUIRY_VPD83,
-    ]);
-    for (const [i, r] of c.entries()) assert.equal(r.status, 0, `C step ${i}: status ${r.status} sense ${r.sense}`);
-    const keys = c[2]!.data;
-    assert.equal(keys.readUInt32BE(0), 3, 'generation: REGISTER, REGISTER AND MOVE, REGISTER');
-    assert.deepEqual([keys.readBigUInt64BE(8), keys.readBigUInt64BE(16)].sort(), [K2, K3].sort());
-    const rtpg = c[3]!.data;
-    assert.equal(rtpg.readUInt32BE(0), rtpg.length - 4);
-    assert.equal((rtpg[4]! >> 4) & 7, 1, 'extended header');
-    assert.equal(rtpg[8]! & 0x0f, 0, 'active/optimized');
-    const group = rtpg.readUInt16BE(10);
-    const ports = Array.from({ length: rtpg[15]! }, (_, i) => rtpg.readUInt16BE(16 + 4 * i + 2)).sort();
-    assert.deepEqual(ports, [p1.tpgt, p2.tpgt].sort(), 'both portals are ports of the group');
-    const d2 = portDesignators(c[4]!.data);
-    assert.deepEqual(d2, { rtpi: p2.tpgt, tpg: group }, 'VPD 0x83 on portal 2 names the group RTPG reports');
-    const d1 = portDesignators(raw(bin, url1, 'iqn.2026-01.io.lunar.test:pr-d', [INQUIRY_VPD83])[0]!.data);
-    assert.deepEqual(d1, { rtpi: p1.tpgt, tpg: group }, 'VPD 0x83 on portal 1 names the group RTPG reports');
+      // Initiator C on portal 2: ALL_TG_PT registration, may write; REPORT TARGET PORT GROUPS and VPD 0x83 agree.
+      const c = raw(bin, url2, 'iqn.2026-01.io.lunar.test:pr-c', [
+        prOut(6, 0, basicParams(0n, K3, { allTgPt: true })),
+        WRITE10,
+        prIn(0),
+        RTPG_EXTENDED,
+        INQUIRY_VPD83,
+      ]);
+      for (const [i, r] of c.entries()) assert.equal(r.status, 0, `C step ${i}: status ${r.status} sense ${r.sense}`);
+      const keys = c[2]!.data;
+      assert.equal(keys.readUInt32BE(0), 3, 'generation: REGISTER, REGISTER AND MOVE, REGISTER');
+      assert.deepEqual([keys.readBigUInt64BE(8), keys.readBigUInt64BE(16)].sort(), [K2, K3].sort());
+      const rtpg = c[3]!.data;
+      assert.equal(rtpg.readUInt32BE(0), rtpg.length - 4);
+      assert.equal((rtpg[4]! >> 4) & 7, 1, 'extended header');
+      assert.equal(rtpg[8]! & 0x0f, 0, 'active/optimized');
+      const group = rtpg.readUInt16BE(10);
+      const ports = Array.from({ length: rtpg[15]! }, (_, i) => rtpg.readUInt16BE(16 + 4 * i + 2)).sort();
+      assert.deepEqual(ports, [p1.tpgt, p2.tpgt].sort(), 'both portals are ports of the group');
+      const d2 = portDesignators(c[4]!.data);
+      assert.deepEqual(d2, { rtpi: p2.tpgt, tpg: group }, 'VPD 0x83 on portal 2 names the group RTPG reports');
+      const d1 = portDesignators(raw(bin, url1, 'iqn.2026-01.io.lunar.test:pr-d', [INQUIRY_VPD83])[0]!.data);
+      assert.deepEqual(d1, { rtpi: p1.tpgt, tpg: group }, 'VPD 0x83 on portal 1 names the group RTPG reports');
 
-    // The whole state survives a clean restart and a kill -9.
-    const probe = (): RawAnswer[] =>
-      raw(bin, url1, 'iqn.2026-01.io.lunar.test:pr-e', [prIn(0), prIn(1), prIn(3), WRITE10, READ10]);
-    const before = probe();
-    for (const how of ['restart', 'kill -9'] as const) {
-      if (how === 'restart') await lunar.restart();
-      else {
-        await lunar.kill9();
-        await lunar.restart();
+      // The whole state survives a clean restart and a kill -9.
+      const probe = (): RawAnswer[] => raw(bin, url1, 'iqn.2026-01.io.lunar.test:pr-e', [prIn(0), prIn(1), prIn(3), WRITE10, READ10]);
+      const before = probe();
+      for (const how of ['restart', 'kill -9'] as const) {
+        if (how === 'restart') await lunar.restart();
+        else {
+          await lunar.kill9();
+          await lunar.restart();
+        }
+        const after = probe();
+        assert.equal(after[0]!.status, 0);
+        assert.deepEqual(hex(after[0]!.data), hex(before[0]!.data), `READ KEYS after ${how}`);
+        assert.deepEqual(hex(after[1]!.data), hex(before[1]!.data), `READ RESERVATION after ${how}`);
+        assert.deepEqual(parseFullStatus(after[2]!.data), parseFullStatus(before[2]!.data), `READ FULL STATUS after ${how}`);
+        const rr = after[1]!.data;
+        assert.equal(rr.readUInt32BE(4), 16, 'a reservation exists');
+        assert.equal(rr.readBigUInt64BE(8), K2);
+        assert.equal(rr[21]! & 0x0f, WE_RO);
+        assert.equal(after[3]!.status, 0x18, `unregistered write conflicts after ${how}`);
+        assert.equal(after[4]!.status, 0, `unregistered read allowed after ${how}`);
       }
-      const after = probe();
-      assert.equal(after[0]!.status, 0);
-      assert.deepEqual(hex(after[0]!.data), hex(before[0]!.data), `READ KEYS after ${how}`);
-      assert.deepEqual(hex(after[1]!.data), hex(before[1]!.data), `READ RESERVATION after ${how}`);
-      assert.deepEqual(parseFullStatus(after[2]!.data), parseFullStatus(before[2]!.data), `READ FULL STATUS after ${how}`);
-      const rr = after[1]!.data;
-      assert.equal(rr.readUInt32BE(4), 16, 'a reservation exists');
-      assert.equal(rr.readBigUInt64BE(8), K2);
-      assert.equal(rr[21]! & 0x0f, WE_RO);
-      assert.equal(after[3]!.status, 0x18, `unregistered write conflicts after ${how}`);
-      assert.equal(after[4]!.status, 0, `unregistered read allowed after ${how}`);
+    } catch (e) {
+      process.stdout.write(`lunar output tail:\n${lunar.output().slice(-3000)}\n`);
+      throw e;
+    } finally {
+      await lunar.remove();
     }
-  } catch (e) {
-    process.stdout.write(`lunar output tail:\n${lunar.output().slice(-3000)}\n`);
-    throw e;
-  } finally {
-    await lunar.remove();
-  }
-});
+  },
+);
 
 test('reservation unit attentions reach the other initiator (libiscsi, two live sessions)', { timeout: 3 * 60 * 1000 }, async () => {
   const bin = buildScsiRaw();
@@ -530,7 +532,11 @@ test('reservation unit attentions reach the other initiator (libiscsi, two live 
     );
     const want = (i: number, status: number, uas: string[]): void => {
       assert.equal(r[i]!.status, status, `step ${i}: status ${r[i]!.status} sense ${r[i]!.sense}`);
-      assert.deepEqual(r[i]!.uas.filter((u) => u.startsWith('2a')), uas, `step ${i}: unit attentions ${r[i]!.uas.join(',')}`);
+      assert.deepEqual(
+        r[i]!.uas.filter((u) => u.startsWith('2a')),
+        uas,
+        `step ${i}: unit attentions ${r[i]!.uas.join(',')}`,
+      );
     };
     for (const i of [0, 1, 2, 3, 4]) want(i, 0, []);
     want(5, 0x18, []);

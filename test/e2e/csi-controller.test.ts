@@ -39,7 +39,6 @@ let controller: grpc.Client;
 let identity: grpc.Client;
 const logLines: string[] = [];
 
-
 /** The call must fail with `code`; returns the error for further checks. */
 async function fails(client: grpc.Client, method: string, req: object, code: grpc.status, message?: RegExp): Promise<grpc.ServiceError> {
   try {
@@ -92,12 +91,18 @@ async function publish(volumeId: string, nodeId: string, cap = blockCap()): Prom
 /** libiscsi URL for a volume, with CHAP from publish_context when present. */
 function iscsiUrl(ctx: Record<string, string>): string {
   const auth = ctx.chapUser ? `${encodeURIComponent(ctx.chapUser)}%${encodeURIComponent(ctx.chapSecret ?? '')}@` : '';
-  const mutual = ctx.mutualUser ? `?target_user=${encodeURIComponent(ctx.mutualUser)}&target_password=${encodeURIComponent(ctx.mutualSecret ?? '')}` : '';
+  const mutual = ctx.mutualUser
+    ? `?target_user=${encodeURIComponent(ctx.mutualUser)}&target_password=${encodeURIComponent(ctx.mutualSecret ?? '')}`
+    : '';
   return `iscsi://${auth}${ctx.portals}/${ctx.targetIqn}/${ctx.lun}${mutual}`;
 }
 
 /** QEMU's iscsi block driver through qemu-io: `commands` like "write -P 0xaa 0 1M". */
-async function qemuIo(ctx: Record<string, string>, initiator: string, commands: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+async function qemuIo(
+  ctx: Record<string, string>,
+  initiator: string,
+  commands: string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const opts = [
     'driver=iscsi',
     'transport=tcp',
@@ -113,10 +118,20 @@ before(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'lunar-csi-'));
   socketPath = join(dataDir, 'csi.sock');
   // CSI is started below with its own log sink, so the server's default endpoint is turned off.
-  lunar = await startLunar({ dataDir, portals: [{ host: '127.0.0.1', port: PORT, tpgt: 1 }], csiEndpoint: 'none', logger: pino({ level: 'warn' }) });
+  lunar = await startLunar({
+    dataDir,
+    portals: [{ host: '127.0.0.1', port: PORT, tpgt: 1 }],
+    csiEndpoint: 'none',
+    logger: pino({ level: 'warn' }),
+  });
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
-      logLines.push(...chunk.toString('utf8').split('\n').filter((l) => l !== ''));
+      logLines.push(
+        ...chunk
+          .toString('utf8')
+          .split('\n')
+          .filter((l) => l !== ''),
+      );
       cb();
     },
   });
@@ -223,10 +238,17 @@ test('CreateVolume: size rounded up, context, idempotent by name, incompatible r
   assert.equal(stored?.masked, true, 'CSI volumes are masked');
   assert.deepEqual(Object.keys(stored?.publications ?? {}), []);
   // same name, incompatible
-  await fails(controller, 'CreateVolume', { ...req, capacity_range: { required_bytes: String(20 * MiB) } }, status.ALREADY_EXISTS, /pvc-create-1/);
+  await fails(
+    controller,
+    'CreateVolume',
+    { ...req, capacity_range: { required_bytes: String(20 * MiB) } },
+    status.ALREADY_EXISTS,
+    /pvc-create-1/,
+  );
   await fails(controller, 'CreateVolume', { ...req, parameters: { thin: 'false' } }, status.ALREADY_EXISTS);
   // default size without capacity_range
-  const d = (await rpc<T.CreateVolumeResponse>(controller, 'CreateVolume', { name: 'pvc-default', volume_capabilities: [blockCap()] })).volume;
+  const d = (await rpc<T.CreateVolumeResponse>(controller, 'CreateVolume', { name: 'pvc-default', volume_capabilities: [blockCap()] }))
+    .volume;
   assert.equal(d.capacity_bytes, String(1024 * MiB));
   assert.equal(d.volume_context.fsType, undefined);
   await rpc(controller, 'DeleteVolume', { volume_id: d.volume_id });
@@ -238,8 +260,13 @@ test('CreateVolume: size rounded up, context, idempotent by name, incompatible r
   assert.equal(line.name, 'pvc-create-1');
   assert.equal(typeof line.durationMs, 'number');
   // one line per call: two OK and two ALREADY_EXISTS answers for this name
-  const lines = logLines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.rpc === 'CreateVolume' && l.name === 'pvc-create-1');
-  assert.deepEqual(lines.map((l) => l.code), ['OK', 'OK', 'ALREADY_EXISTS', 'ALREADY_EXISTS']);
+  const lines = logLines
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .filter((l) => l.rpc === 'CreateVolume' && l.name === 'pvc-create-1');
+  assert.deepEqual(
+    lines.map((l) => l.code),
+    ['OK', 'OK', 'ALREADY_EXISTS', 'ALREADY_EXISTS'],
+  );
   // at debug level the line carries the request with the secrets redacted
   assert.deepEqual((line.request as { secrets?: unknown }).secrets, { password: '[redacted]' });
 });
@@ -251,15 +278,45 @@ test('CreateVolume: every invalid request gets INVALID_ARGUMENT saying what to f
   await fails(controller, 'CreateVolume', { ...ok, name: 'bad\u0001name' }, status.INVALID_ARGUMENT, /control character/);
   await fails(controller, 'CreateVolume', { ...ok, volume_capabilities: [] }, status.INVALID_ARGUMENT, /volume_capabilities is required/);
   await fails(controller, 'CreateVolume', { ...ok, volume_capabilities: [{ block: {} }] }, status.INVALID_ARGUMENT, /access_mode/);
-  await fails(controller, 'CreateVolume', { ...ok, volume_capabilities: [{ access_mode: { mode: 'SINGLE_NODE_WRITER' } }] }, status.INVALID_ARGUMENT, /access_type/);
-  await fails(controller, 'CreateVolume', { ...ok, volume_capabilities: [mountCap('MULTI_NODE_MULTI_WRITER')] }, status.INVALID_ARGUMENT, /volumeMode: Block/);
-  await fails(controller, 'CreateVolume', { ...ok, volume_capabilities: [mountCap('MULTI_NODE_SINGLE_WRITER')] }, status.INVALID_ARGUMENT, /block/);
-  await fails(controller, 'CreateVolume', { ...ok, volume_capabilities: [mountCap('SINGLE_NODE_WRITER', 'zfs')] }, status.INVALID_ARGUMENT, /fs_type/);
+  await fails(
+    controller,
+    'CreateVolume',
+    { ...ok, volume_capabilities: [{ access_mode: { mode: 'SINGLE_NODE_WRITER' } }] },
+    status.INVALID_ARGUMENT,
+    /access_type/,
+  );
+  await fails(
+    controller,
+    'CreateVolume',
+    { ...ok, volume_capabilities: [mountCap('MULTI_NODE_MULTI_WRITER')] },
+    status.INVALID_ARGUMENT,
+    /volumeMode: Block/,
+  );
+  await fails(
+    controller,
+    'CreateVolume',
+    { ...ok, volume_capabilities: [mountCap('MULTI_NODE_SINGLE_WRITER')] },
+    status.INVALID_ARGUMENT,
+    /block/,
+  );
+  await fails(
+    controller,
+    'CreateVolume',
+    { ...ok, volume_capabilities: [mountCap('SINGLE_NODE_WRITER', 'zfs')] },
+    status.INVALID_ARGUMENT,
+    /fs_type/,
+  );
   await fails(controller, 'CreateVolume', { ...ok, parameters: { colour: 'blue', fsType: 'ext4' } }, status.INVALID_ARGUMENT, /"colour"/);
   await fails(controller, 'CreateVolume', { ...ok, parameters: { chap: 'sometimes' } }, status.INVALID_ARGUMENT, /chap/);
   await fails(controller, 'CreateVolume', { ...ok, parameters: { thin: 'yes' } }, status.INVALID_ARGUMENT, /thin/);
   await fails(controller, 'CreateVolume', { ...ok, parameters: { portals: '10.9.9.9:3260' } }, status.INVALID_ARGUMENT, /portal/);
-  await fails(controller, 'CreateVolume', { ...ok, parameters: { fsType: 'xfs' }, volume_capabilities: [mountCap('SINGLE_NODE_WRITER', 'ext4')] }, status.INVALID_ARGUMENT, /disagree/);
+  await fails(
+    controller,
+    'CreateVolume',
+    { ...ok, parameters: { fsType: 'xfs' }, volume_capabilities: [mountCap('SINGLE_NODE_WRITER', 'ext4')] },
+    status.INVALID_ARGUMENT,
+    /disagree/,
+  );
   await fails(controller, 'CreateVolume', { ...ok, mutable_parameters: { iops: '100' } }, status.INVALID_ARGUMENT, /mutable_parameters/);
   await fails(controller, 'CreateVolume', { ...ok, capacity_range: { required_bytes: '-5' } }, status.INVALID_ARGUMENT, /negative/);
   await fails(controller, 'CreateVolume', { ...ok, volume_content_source: {} }, status.INVALID_ARGUMENT, /snapshot or volume/);
@@ -268,12 +325,35 @@ test('CreateVolume: every invalid request gets INVALID_ARGUMENT saying what to f
 
 test('CreateVolume: capacity limits give OUT_OF_RANGE, missing sources NOT_FOUND', async () => {
   const ok = { name: 'pvc-range', volume_capabilities: [blockCap()] };
-  await fails(controller, 'CreateVolume', { ...ok, capacity_range: { required_bytes: String(4 * MiB), limit_bytes: String(2 * MiB) } }, status.OUT_OF_RANGE);
-  await fails(controller, 'CreateVolume', { ...ok, capacity_range: { required_bytes: String(MiB + 1), limit_bytes: String(MiB + 4096) } }, status.OUT_OF_RANGE, /alignment/);
+  await fails(
+    controller,
+    'CreateVolume',
+    { ...ok, capacity_range: { required_bytes: String(4 * MiB), limit_bytes: String(2 * MiB) } },
+    status.OUT_OF_RANGE,
+  );
+  await fails(
+    controller,
+    'CreateVolume',
+    { ...ok, capacity_range: { required_bytes: String(MiB + 1), limit_bytes: String(MiB + 4096) } },
+    status.OUT_OF_RANGE,
+    /alignment/,
+  );
   await fails(controller, 'CreateVolume', { ...ok, capacity_range: { limit_bytes: '4096' } }, status.OUT_OF_RANGE);
   await fails(controller, 'CreateVolume', { ...ok, capacity_range: { required_bytes: String(65 * 1024 ** 4) } }, status.OUT_OF_RANGE);
-  await fails(controller, 'CreateVolume', { ...ok, volume_content_source: { snapshot: { snapshot_id: 'snap-nope' } } }, status.NOT_FOUND, /snap-nope/);
-  await fails(controller, 'CreateVolume', { ...ok, volume_content_source: { volume: { volume_id: 'vol-nope' } } }, status.NOT_FOUND, /vol-nope/);
+  await fails(
+    controller,
+    'CreateVolume',
+    { ...ok, volume_content_source: { snapshot: { snapshot_id: 'snap-nope' } } },
+    status.NOT_FOUND,
+    /snap-nope/,
+  );
+  await fails(
+    controller,
+    'CreateVolume',
+    { ...ok, volume_content_source: { volume: { volume_id: 'vol-nope' } } },
+    status.NOT_FOUND,
+    /vol-nope/,
+  );
   // exact size with required == limit on the alignment works
   const v = await createVolume('pvc-exact', { capacity_range: { required_bytes: String(3 * MiB), limit_bytes: String(3 * MiB) } });
   assert.equal(v.capacity_bytes, String(3 * MiB));
@@ -292,16 +372,56 @@ test('ControllerPublishVolume: LUN masking by initiator, a real LU through libis
   const before = await run('iscsi-inq', ['-i', INIT1, iscsiUrl(ctx0)]);
   assert.notEqual(before.code, 0, 'an unpublished volume admitted an initiator');
 
-  await fails(controller, 'ControllerPublishVolume', { volume_id: '', node_id: NODE1, volume_capability: blockCap() }, status.INVALID_ARGUMENT, /volume_id/);
-  await fails(controller, 'ControllerPublishVolume', { volume_id: v.volume_id, node_id: '', volume_capability: blockCap() }, status.INVALID_ARGUMENT, /node_id/);
-  await fails(controller, 'ControllerPublishVolume', { volume_id: v.volume_id, node_id: 'some-fake-node-id', volume_capability: blockCap() }, status.NOT_FOUND, /initiator/);
-  await fails(controller, 'ControllerPublishVolume', { volume_id: v.volume_id, node_id: NODE1 }, status.INVALID_ARGUMENT, /volume_capability/);
-  await fails(controller, 'ControllerPublishVolume', { volume_id: v.volume_id, node_id: NODE1, volume_capability: blockCap(), readonly: true }, status.INVALID_ARGUMENT, /readonly/);
-  await fails(controller, 'ControllerPublishVolume', { volume_id: 'vol-missing', node_id: NODE1, volume_capability: blockCap() }, status.NOT_FOUND);
   await fails(
     controller,
     'ControllerPublishVolume',
-    { volume_id: v.volume_id, node_id: NODE1, volume_capability: blockCap(), volume_context: { targetIqn: 'iqn.2000-01.com.example:other' } },
+    { volume_id: '', node_id: NODE1, volume_capability: blockCap() },
+    status.INVALID_ARGUMENT,
+    /volume_id/,
+  );
+  await fails(
+    controller,
+    'ControllerPublishVolume',
+    { volume_id: v.volume_id, node_id: '', volume_capability: blockCap() },
+    status.INVALID_ARGUMENT,
+    /node_id/,
+  );
+  await fails(
+    controller,
+    'ControllerPublishVolume',
+    { volume_id: v.volume_id, node_id: 'some-fake-node-id', volume_capability: blockCap() },
+    status.NOT_FOUND,
+    /initiator/,
+  );
+  await fails(
+    controller,
+    'ControllerPublishVolume',
+    { volume_id: v.volume_id, node_id: NODE1 },
+    status.INVALID_ARGUMENT,
+    /volume_capability/,
+  );
+  await fails(
+    controller,
+    'ControllerPublishVolume',
+    { volume_id: v.volume_id, node_id: NODE1, volume_capability: blockCap(), readonly: true },
+    status.INVALID_ARGUMENT,
+    /readonly/,
+  );
+  await fails(
+    controller,
+    'ControllerPublishVolume',
+    { volume_id: 'vol-missing', node_id: NODE1, volume_capability: blockCap() },
+    status.NOT_FOUND,
+  );
+  await fails(
+    controller,
+    'ControllerPublishVolume',
+    {
+      volume_id: v.volume_id,
+      node_id: NODE1,
+      volume_capability: blockCap(),
+      volume_context: { targetIqn: 'iqn.2000-01.com.example:other' },
+    },
     status.INVALID_ARGUMENT,
     /volume_context/,
   );
@@ -322,7 +442,10 @@ test('ControllerPublishVolume: LUN masking by initiator, a real LU through libis
   const naa = Buffer.from((ctx.wwid ?? '').slice(1), 'hex').toString('latin1');
   const printable = naa.split('\0')[0] ?? '';
   assert.ok(naa.length === 16 && printable.length >= 1, `bad wwid ${ctx.wwid}`);
-  assert.ok(vpd83.stdout.includes(`Designator Type:(3) NAA\nDesignator:[${printable}`), `VPD 0x83 does not carry the WWID ${ctx.wwid}:\n${vpd83.stdout}`);
+  assert.ok(
+    vpd83.stdout.includes(`Designator Type:(3) NAA\nDesignator:[${printable}`),
+    `VPD 0x83 does not carry the WWID ${ctx.wwid}:\n${vpd83.stdout}`,
+  );
   assert.ok(vpd83.stdout.includes(ctx.serial ?? '<none>'), `VPD 0x83 does not carry the serial ${ctx.serial}`);
   const cap = await run('iscsi-readcapacity16', ['-i', INIT1, iscsiUrl(ctx)]);
   assert.equal(cap.code, 0, cap.stderr);
@@ -333,7 +456,13 @@ test('ControllerPublishVolume: LUN masking by initiator, a real LU through libis
   assert.match(stranger.stderr, /[Aa]uthoriz/);
 
   // SINGLE_NODE_*: a second node is refused and the message names the first
-  await fails(controller, 'ControllerPublishVolume', { volume_id: v.volume_id, node_id: NODE2, volume_capability: blockCap() }, status.FAILED_PRECONDITION, /node1/);
+  await fails(
+    controller,
+    'ControllerPublishVolume',
+    { volume_id: v.volume_id, node_id: NODE2, volume_capability: blockCap() },
+    status.FAILED_PRECONDITION,
+    /node1/,
+  );
   const listed = await rpc<T.ControllerGetVolumeResponse>(controller, 'ControllerGetVolume', { volume_id: v.volume_id });
   assert.deepEqual(listed.status.published_node_ids, [NODE1]);
 
@@ -388,7 +517,10 @@ test('CHAP and mutual CHAP: generated per volume, delivered in publish_context o
   assert.equal(ctx2.mutualUser, undefined);
   assert.notEqual(ctx2.chapSecret, ctx.chapSecret);
   // the debug log line of the publish response does not carry the secret
-  assert.ok(!logLines.some((l) => l.includes(ctx.chapSecret ?? '<none>') || l.includes(ctx.mutualSecret ?? '<none>')), 'CHAP secret in the log');
+  assert.ok(
+    !logLines.some((l) => l.includes(ctx.chapSecret ?? '<none>') || l.includes(ctx.mutualSecret ?? '<none>')),
+    'CHAP secret in the log',
+  );
   for (const x of [v, w]) {
     await rpc(controller, 'ControllerUnpublishVolume', { volume_id: x.volume_id });
     await rpc(controller, 'DeleteVolume', { volume_id: x.volume_id });
@@ -432,7 +564,8 @@ test('ValidateVolumeCapabilities confirms what Lunar serves and explains the res
 
 test('ListVolumes: pagination, published nodes, conditions, ABORTED on a bad token', async () => {
   const made: string[] = [];
-  for (let i = 0; i < 7; i++) made.push((await createVolume(`pvc-list-${i}`, { capacity_range: { required_bytes: String(MiB) } })).volume_id);
+  for (let i = 0; i < 7; i++)
+    made.push((await createVolume(`pvc-list-${i}`, { capacity_range: { required_bytes: String(MiB) } })).volume_id);
   await publish(made[0] as string, NODE1);
   const all = await rpc<T.ListVolumesResponse>(controller, 'ListVolumes', {});
   assert.equal(all.next_token, '');
@@ -462,7 +595,10 @@ test('ListVolumes: pagination, published nodes, conditions, ABORTED on a bad tok
   if (wasPublished) await rpc(controller, 'ControllerUnpublishVolume', { volume_id: lastOfPage });
   await rpc(controller, 'DeleteVolume', { volume_id: lastOfPage });
   const p2 = await rpc<T.ListVolumesResponse>(controller, 'ListVolumes', { starting_token: p1.next_token });
-  assert.deepEqual(p2.entries.map((e) => e.volume.volume_id), everything.slice(2));
+  assert.deepEqual(
+    p2.entries.map((e) => e.volume.volume_id),
+    everything.slice(2),
+  );
   await fails(controller, 'ListVolumes', { starting_token: 'invalid-token' }, status.ABORTED, /starting_token/);
   await fails(controller, 'ListVolumes', { max_entries: -1 }, status.INVALID_ARGUMENT, /max_entries/);
   await rpc(controller, 'ControllerUnpublishVolume', { volume_id: made[0] });
@@ -485,7 +621,10 @@ test('ControllerGetVolume reports the condition; a volume whose file vanished is
 });
 
 test('GetCapacity: free space of the data directory; unsupported capabilities give 0', async () => {
-  const c = await rpc<T.GetCapacityResponse>(controller, 'GetCapacity', { volume_capabilities: [mountCap()], parameters: { thin: 'false' } });
+  const c = await rpc<T.GetCapacityResponse>(controller, 'GetCapacity', {
+    volume_capabilities: [mountCap()],
+    parameters: { thin: 'false' },
+  });
   assert.ok(Number(c.available_capacity) > 0);
   assert.equal(Number(c.available_capacity) % MiB, 0);
   assert.equal(c.maximum_volume_size?.value, c.available_capacity, 'a thick volume cannot exceed the free space');
@@ -507,12 +646,14 @@ test('snapshots: consistent content (write A, snapshot, write B, clone reads A),
   assert.equal(r.code, 0, r.stderr + r.stdout);
   assert.doesNotMatch(r.stdout + r.stderr, /error|fail/i);
 
-  const snap = (await rpc<T.CreateSnapshotResponse>(controller, 'CreateSnapshot', { source_volume_id: v.volume_id, name: 'snap-1' })).snapshot;
+  const snap = (await rpc<T.CreateSnapshotResponse>(controller, 'CreateSnapshot', { source_volume_id: v.volume_id, name: 'snap-1' }))
+    .snapshot;
   assert.equal(snap.source_volume_id, v.volume_id);
   assert.equal(snap.ready_to_use, true);
   assert.equal(snap.size_bytes, String(8 * MiB));
   assert.ok(Number(snap.creation_time?.seconds) > 1_700_000_000);
-  const again = (await rpc<T.CreateSnapshotResponse>(controller, 'CreateSnapshot', { source_volume_id: v.volume_id, name: 'snap-1' })).snapshot;
+  const again = (await rpc<T.CreateSnapshotResponse>(controller, 'CreateSnapshot', { source_volume_id: v.volume_id, name: 'snap-1' }))
+    .snapshot;
   assert.equal(again.snapshot_id, snap.snapshot_id, 'CreateSnapshot is idempotent');
 
   r = await qemuIo(ctx, INIT1, ['write -P 0xbb 0 1M']);
@@ -545,7 +686,12 @@ test('snapshots: consistent content (write A, snapshot, write B, clone reads A),
   await fails(
     controller,
     'CreateVolume',
-    { name: 'pvc-small-clone', volume_capabilities: [blockCap()], capacity_range: { required_bytes: String(MiB), limit_bytes: String(2 * MiB) }, volume_content_source: { volume: { volume_id: v.volume_id } } },
+    {
+      name: 'pvc-small-clone',
+      volume_capabilities: [blockCap()],
+      capacity_range: { required_bytes: String(MiB), limit_bytes: String(2 * MiB) },
+      volume_content_source: { volume: { volume_id: v.volume_id } },
+    },
     status.OUT_OF_RANGE,
   );
 
@@ -554,7 +700,13 @@ test('snapshots: consistent content (write A, snapshot, write B, clone reads A),
   await fails(controller, 'CreateSnapshot', { source_volume_id: 'vol-missing', name: 'snap-x' }, status.NOT_FOUND);
   await fails(controller, 'CreateSnapshot', { source_volume_id: v.volume_id, name: '' }, status.INVALID_ARGUMENT, /name/);
   await fails(controller, 'CreateSnapshot', { name: 'snap-y' }, status.INVALID_ARGUMENT, /source_volume_id/);
-  await fails(controller, 'CreateSnapshot', { source_volume_id: v.volume_id, name: 'snap-z', parameters: { retain: 'yes' } }, status.INVALID_ARGUMENT, /"retain"/);
+  await fails(
+    controller,
+    'CreateSnapshot',
+    { source_volume_id: v.volume_id, name: 'snap-z', parameters: { retain: 'yes' } },
+    status.INVALID_ARGUMENT,
+    /"retain"/,
+  );
   await rpc(controller, 'CreateSnapshot', {
     source_volume_id: v.volume_id,
     name: 'snap-meta',
@@ -562,7 +714,10 @@ test('snapshots: consistent content (write A, snapshot, write B, clone reads A),
   });
 
   // GetSnapshot / ListSnapshots
-  assert.equal((await rpc<T.GetSnapshotResponse>(controller, 'GetSnapshot', { snapshot_id: snap.snapshot_id })).snapshot.snapshot_id, snap.snapshot_id);
+  assert.equal(
+    (await rpc<T.GetSnapshotResponse>(controller, 'GetSnapshot', { snapshot_id: snap.snapshot_id })).snapshot.snapshot_id,
+    snap.snapshot_id,
+  );
   await fails(controller, 'GetSnapshot', { snapshot_id: 'snap-missing' }, status.NOT_FOUND);
   for (let i = 0; i < 3; i++) await rpc(controller, 'CreateSnapshot', { source_volume_id: clone.volume_id, name: `snap-clone-${i}` });
   const all = await rpc<T.ListSnapshotsResponse>(controller, 'ListSnapshots', {});
@@ -571,9 +726,16 @@ test('snapshots: consistent content (write A, snapshot, write B, clone reads A),
   assert.equal(bySource.entries.length, 3);
   assert.ok(bySource.entries.every((e) => e.snapshot.source_volume_id === clone.volume_id));
   const byId = await rpc<T.ListSnapshotsResponse>(controller, 'ListSnapshots', { snapshot_id: snap.snapshot_id });
-  assert.deepEqual(byId.entries.map((e) => e.snapshot.snapshot_id), [snap.snapshot_id]);
+  assert.deepEqual(
+    byId.entries.map((e) => e.snapshot.snapshot_id),
+    [snap.snapshot_id],
+  );
   assert.deepEqual((await rpc<T.ListSnapshotsResponse>(controller, 'ListSnapshots', { snapshot_id: 'snap-missing' })).entries, []);
-  assert.deepEqual((await rpc<T.ListSnapshotsResponse>(controller, 'ListSnapshots', { snapshot_id: snap.snapshot_id, source_volume_id: clone.volume_id })).entries, []);
+  assert.deepEqual(
+    (await rpc<T.ListSnapshotsResponse>(controller, 'ListSnapshots', { snapshot_id: snap.snapshot_id, source_volume_id: clone.volume_id }))
+      .entries,
+    [],
+  );
   const ids: string[] = [];
   let token = '';
   do {
@@ -582,7 +744,10 @@ test('snapshots: consistent content (write A, snapshot, write B, clone reads A),
     ids.push(...page.entries.map((e) => e.snapshot.snapshot_id));
     token = page.next_token;
   } while (token !== '');
-  assert.deepEqual(ids, all.entries.map((e) => e.snapshot.snapshot_id));
+  assert.deepEqual(
+    ids,
+    all.entries.map((e) => e.snapshot.snapshot_id),
+  );
   await fails(controller, 'ListSnapshots', { starting_token: 'nope' }, status.ABORTED);
   await fails(controller, 'ListSnapshots', { starting_token: all.next_token || 'v1.eA' }, status.ABORTED, /token/);
 
@@ -591,7 +756,9 @@ test('snapshots: consistent content (write A, snapshot, write B, clone reads A),
     await rpc(controller, 'ControllerUnpublishVolume', { volume_id: x.volume_id });
     await rpc(controller, 'DeleteVolume', { volume_id: x.volume_id });
   }
-  const restored = await createVolume('pvc-restore-after-delete', { volume_content_source: { snapshot: { snapshot_id: snap.snapshot_id } } });
+  const restored = await createVolume('pvc-restore-after-delete', {
+    volume_content_source: { snapshot: { snapshot_id: snap.snapshot_id } },
+  });
   const rctx = await publish(restored.volume_id, NODE1);
   r = await qemuIo(rctx, INIT1, ['read -P 0xaa 0 1M']);
   assert.doesNotMatch(r.stdout, /Pattern verification failed/);
@@ -628,11 +795,32 @@ test('ControllerExpandVolume: grows online (initiator sees it), node expansion f
     capacity_range: { required_bytes: String(2 * MiB) },
   });
   assert.equal(same.capacity_bytes, String(8 * MiB));
-  await fails(controller, 'ControllerExpandVolume', { volume_id: v.volume_id, capacity_range: { required_bytes: String(2 * MiB), limit_bytes: String(3 * MiB) } }, status.OUT_OF_RANGE, /shrink/);
-  await fails(controller, 'ControllerExpandVolume', { volume_id: v.volume_id, capacity_range: { required_bytes: String(9 * MiB + 1), limit_bytes: String(9 * MiB + 2) } }, status.OUT_OF_RANGE);
+  await fails(
+    controller,
+    'ControllerExpandVolume',
+    { volume_id: v.volume_id, capacity_range: { required_bytes: String(2 * MiB), limit_bytes: String(3 * MiB) } },
+    status.OUT_OF_RANGE,
+    /shrink/,
+  );
+  await fails(
+    controller,
+    'ControllerExpandVolume',
+    { volume_id: v.volume_id, capacity_range: { required_bytes: String(9 * MiB + 1), limit_bytes: String(9 * MiB + 2) } },
+    status.OUT_OF_RANGE,
+  );
   await fails(controller, 'ControllerExpandVolume', { volume_id: v.volume_id }, status.INVALID_ARGUMENT, /capacity_range/);
-  await fails(controller, 'ControllerExpandVolume', { volume_id: 'vol-missing', capacity_range: { required_bytes: String(MiB) } }, status.NOT_FOUND);
-  await fails(controller, 'ControllerExpandVolume', { volume_id: v.volume_id, capacity_range: { required_bytes: String(9 * MiB) }, volume_capability: mountCap('MULTI_NODE_MULTI_WRITER') }, status.INVALID_ARGUMENT);
+  await fails(
+    controller,
+    'ControllerExpandVolume',
+    { volume_id: 'vol-missing', capacity_range: { required_bytes: String(MiB) } },
+    status.NOT_FOUND,
+  );
+  await fails(
+    controller,
+    'ControllerExpandVolume',
+    { volume_id: v.volume_id, capacity_range: { required_bytes: String(9 * MiB) }, volume_capability: mountCap('MULTI_NODE_MULTI_WRITER') },
+    status.INVALID_ARGUMENT,
+  );
   await rpc(controller, 'ControllerUnpublishVolume', { volume_id: v.volume_id });
   await rpc(controller, 'DeleteVolume', { volume_id: v.volume_id });
 });
@@ -640,7 +828,12 @@ test('ControllerExpandVolume: grows online (initiator sees it), node expansion f
 // ---- concurrency, readiness, endpoints ----------------------------------------------------------
 
 test('in-flight guard: same name concurrently -> ABORTED for the latecomers; different volumes in parallel', async () => {
-  const req = { name: 'pvc-race', capacity_range: { required_bytes: String(64 * MiB) }, volume_capabilities: [blockCap()], parameters: { thin: 'false' } };
+  const req = {
+    name: 'pvc-race',
+    capacity_range: { required_bytes: String(64 * MiB) },
+    volume_capabilities: [blockCap()],
+    parameters: { thin: 'false' },
+  };
   const results = await Promise.allSettled(Array.from({ length: 8 }, () => rpc<T.CreateVolumeResponse>(controller, 'CreateVolume', req)));
   const ok = results.filter((r): r is PromiseFulfilledResult<T.CreateVolumeResponse> => r.status === 'fulfilled');
   const refused = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
@@ -665,7 +858,14 @@ test('in-flight guard: same name concurrently -> ABORTED for the latecomers; dif
 
 test('not ready: Probe says so and controller calls get UNAVAILABLE', async () => {
   const path = join(dataDir, 'starting.sock');
-  const s = await startCsiServer({ endpoint: `unix://${path}`, volumes: lunar.volumes, pluginName: 'iscsi.lunar.dev', version: '1', ready: () => false, logger: pino({ level: 'silent' }) });
+  const s = await startCsiServer({
+    endpoint: `unix://${path}`,
+    volumes: lunar.volumes,
+    pluginName: 'iscsi.lunar.dev',
+    version: '1',
+    ready: () => false,
+    logger: pino({ level: 'silent' }),
+  });
   const id = new pkg.Identity(`unix://${path}`, grpc.credentials.createInsecure());
   const ctl = new pkg.Controller(`unix://${path}`, grpc.credentials.createInsecure());
   try {
@@ -681,7 +881,13 @@ test('not ready: Probe says so and controller calls get UNAVAILABLE', async () =
 });
 
 test('endpoints: unix:relative, tcp://, stale socket replaced, live socket and non-socket refused', async () => {
-  const opts = { volumes: lunar.volumes, pluginName: 'iscsi.lunar.dev', version: '1', ready: () => true, logger: pino({ level: 'silent' }) };
+  const opts = {
+    volumes: lunar.volumes,
+    pluginName: 'iscsi.lunar.dev',
+    version: '1',
+    ready: () => true,
+    logger: pino({ level: 'silent' }),
+  };
   // unix:relative
   const rel = relative(process.cwd(), join(dataDir, 'rel.sock'));
   const s1 = await startCsiServer({ ...opts, endpoint: `unix:${rel}` });
@@ -701,7 +907,9 @@ test('endpoints: unix:relative, tcp://, stale socket replaced, live socket and n
   await s2.close();
   // stale socket left by a killed process
   const stale = join(dataDir, 'stale.sock');
-  const child = spawn(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(stale)}, () => console.log('up'))`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(stale)}, () => console.log('up'))`], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   await new Promise<void>((res) => child.stdout?.once('data', () => res()));
   child.kill('SIGKILL');
   await new Promise((res) => child.once('exit', res));
@@ -724,7 +932,15 @@ test('endpoints: unix:relative, tcp://, stale socket replaced, live socket and n
 test('topology: with a configured segment, volumes carry it and requirements are honoured', async () => {
   const path = join(dataDir, 'topo.sock');
   const segment = { 'topology.iscsi.lunar.dev/site': 'rack-7' };
-  const s = await startCsiServer({ endpoint: `unix://${path}`, volumes: lunar.volumes, pluginName: 'iscsi.lunar.dev', version: '1', ready: () => true, topology: segment, logger: pino({ level: 'silent' }) });
+  const s = await startCsiServer({
+    endpoint: `unix://${path}`,
+    volumes: lunar.volumes,
+    pluginName: 'iscsi.lunar.dev',
+    version: '1',
+    ready: () => true,
+    topology: segment,
+    logger: pino({ level: 'silent' }),
+  });
   const id = new pkg.Identity(`unix://${path}`, grpc.credentials.createInsecure());
   const ctl = new pkg.Controller(`unix://${path}`, grpc.credentials.createInsecure());
   try {
@@ -735,18 +951,27 @@ test('topology: with a configured segment, volumes carry it and requirements are
       await rpc<T.CreateVolumeResponse>(ctl, 'CreateVolume', {
         ...base,
         name: 'pvc-topo',
-        accessibility_requirements: { requisite: [{ segments: { 'topology.iscsi.lunar.dev/site': 'rack-1' } }, { segments: segment }], preferred: [] },
+        accessibility_requirements: {
+          requisite: [{ segments: { 'topology.iscsi.lunar.dev/site': 'rack-1' } }, { segments: segment }],
+          preferred: [],
+        },
       })
     ).volume;
     assert.deepEqual(v.accessible_topology, [{ segments: segment }]);
     await fails(
       ctl,
       'CreateVolume',
-      { ...base, name: 'pvc-topo-2', accessibility_requirements: { requisite: [{ segments: { 'topology.iscsi.lunar.dev/site': 'rack-1' } }], preferred: [] } },
+      {
+        ...base,
+        name: 'pvc-topo-2',
+        accessibility_requirements: { requisite: [{ segments: { 'topology.iscsi.lunar.dev/site': 'rack-1' } }], preferred: [] },
+      },
       status.RESOURCE_EXHAUSTED,
       /rack-7/,
     );
-    const other = await rpc<T.GetCapacityResponse>(ctl, 'GetCapacity', { accessible_topology: { segments: { 'topology.iscsi.lunar.dev/site': 'rack-1' } } });
+    const other = await rpc<T.GetCapacityResponse>(ctl, 'GetCapacity', {
+      accessible_topology: { segments: { 'topology.iscsi.lunar.dev/site': 'rack-1' } },
+    });
     assert.equal(other.available_capacity, '0');
     const here = await rpc<T.GetCapacityResponse>(ctl, 'GetCapacity', { accessible_topology: { segments: segment } });
     assert.ok(Number(here.available_capacity) > 0);

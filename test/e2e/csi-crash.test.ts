@@ -25,7 +25,12 @@ const MiB = 1024 * 1024;
 const CHILD_ENV = 'LUNAR_CSI_CRASH_CHILD_DATA_DIR';
 
 async function child(dataDir: string): Promise<void> {
-  const lunar = await startLunar({ dataDir, portals: [{ host: '127.0.0.1', port: PORT, tpgt: 1 }], csiEndpoint: 'none', logger: pino({ level: 'warn' }) });
+  const lunar = await startLunar({
+    dataDir,
+    portals: [{ host: '127.0.0.1', port: PORT, tpgt: 1 }],
+    csiEndpoint: 'none',
+    logger: pino({ level: 'warn' }),
+  });
   const csi = await startCsiServer({
     endpoint: `unix://${join(dataDir, 'csi.sock')}`,
     volumes: lunar.volumes,
@@ -42,7 +47,6 @@ async function child(dataDir: string): Promise<void> {
   });
   process.stdout.write('READY\n');
 }
-
 
 function spawnChild(dataDir: string): Promise<ChildProcess> {
   const c = spawn(process.execPath, [fileURLToPath(import.meta.url)], {
@@ -159,7 +163,8 @@ if (process.env[CHILD_ENV]) {
       for (const n of attempted) {
         const v = await rpc<T.CreateVolumeResponse>(c, 'CreateVolume', createRequest(n));
         const id = acked.get(`crash-${n}`);
-        if (id !== undefined && !deleted.has(id) && !attemptedDeletes.has(id)) assert.equal(v.volume.volume_id, id, `crash-${n} changed id`);
+        if (id !== undefined && !deleted.has(id) && !attemptedDeletes.has(id))
+          assert.equal(v.volume.volume_id, id, `crash-${n} changed id`);
       }
       for (const id of attemptedDeletes) await rpc(c, 'DeleteVolume', { volume_id: id });
       const after = await rpc<T.ListVolumesResponse>(c, 'ListVolumes', {});

@@ -34,12 +34,16 @@ test('lunar serve answers CSI on unix://<data-dir>/csi.sock; a CSI volume is a r
     assert.match(info.vendor_version, /^\d+\.\d+\.\d+/);
     assert.deepEqual((await rpc<{ ready: { value: boolean } }>(identity, 'Probe')).ready, { value: true });
 
-    const created = await rpc<{ volume: { volume_id: string; capacity_bytes: string; volume_context: Record<string, string> } }>(controller, 'CreateVolume', {
-      name: 'pvc-serve-1',
-      capacity_range: { required_bytes: String(64 * 1024 * 1024) },
-      volume_capabilities: [{ block: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } }],
-      parameters: {},
-    });
+    const created = await rpc<{ volume: { volume_id: string; capacity_bytes: string; volume_context: Record<string, string> } }>(
+      controller,
+      'CreateVolume',
+      {
+        name: 'pvc-serve-1',
+        capacity_range: { required_bytes: String(64 * 1024 * 1024) },
+        volume_capabilities: [{ block: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } }],
+        parameters: {},
+      },
+    );
     const vol = created.volume;
     assert.equal(vol.capacity_bytes, String(64 * 1024 * 1024));
     const ctx = vol.volume_context;

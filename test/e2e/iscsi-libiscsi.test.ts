@@ -64,18 +64,42 @@ describe('iSCSI target with libiscsi tools (real peer, real SCSI device)', () =>
     dir = mkdtempSync(join(tmpdir(), 'lunar-iscsi-e2e-'));
     store = await openFileStore(join(dir, 'lu0.img'), { create: { size: SIZE } });
     device = createTargetDevice({
-      luns: new Map([[0, { identity: { naa: '6001405a1b2c3d4e5f60718293a4b5c6', serial: 'LUNARE2E0001', vendor: 'LUNAR', product: 'E2E-VOLUME', revision: '0001' }, store, thinProvisioned: true }]]),
+      luns: new Map([
+        [
+          0,
+          {
+            identity: {
+              naa: '6001405a1b2c3d4e5f60718293a4b5c6',
+              serial: 'LUNARE2E0001',
+              vendor: 'LUNAR',
+              product: 'E2E-VOLUME',
+              revision: '0001',
+            },
+            store,
+            thinProvisioned: true,
+          },
+        ],
+      ]),
       targetPorts: [1],
     });
     const portal: Portal = { host: HOST, port: PORT, tpgt: 1 };
     const targets: TargetEntry[] = [
       { iqn: IQN.open, portals: [], access: { allow: null }, chap: null, device },
       { iqn: IQN.chap, portals: [], access: { allow: [NODE.chap] }, chap: { user: 'alice', secret: 'alicesecret12' }, device },
-      { iqn: IQN.mutual, portals: [], access: { allow: [NODE.mutual] }, chap: { user: 'bob', secret: 'bobsecret1234', mutualUser: 'lunar', mutualSecret: 'lunarsecret12' }, device },
+      {
+        iqn: IQN.mutual,
+        portals: [],
+        access: { allow: [NODE.mutual] },
+        chap: { user: 'bob', secret: 'bobsecret1234', mutualUser: 'lunar', mutualSecret: 'lunarsecret12' },
+        device,
+      },
       { iqn: IQN.acl, portals: [], access: { allow: [NODE.acl] }, chap: null, device },
     ];
     const registry: TargetRegistry = {
-      findTarget: (i) => targets.find((t) => t.iqn === i), listTargets: () => targets, portals: () => [portal], discoveryChap: () => discoveryChap,
+      findTarget: (i) => targets.find((t) => t.iqn === i),
+      listTargets: () => targets,
+      portals: () => [portal],
+      discoveryChap: () => discoveryChap,
     };
     server = new IscsiServer({ registry, logger: pino({ level: 'info' }, logSink) });
     await server.listen();
@@ -162,7 +186,10 @@ describe('iSCSI target with libiscsi tools (real peer, real SCSI device)', () =>
     assert.ok(readFileSync(back).subarray(0, data.length).equals(data));
     const logins = logLines.slice(before).filter((l) => l.event === 'login' && l.initiator === NODE.plain);
     assert.ok(logins.length >= 2);
-    assert.ok(logins.every((l) => l.headerDigest === true), JSON.stringify(logins));
+    assert.ok(
+      logins.every((l) => l.headerDigest === true),
+      JSON.stringify(logins),
+    );
   });
 
   it('one-way CHAP: right secret logs in, wrong secret is refused (Authentication failure)', async () => {
@@ -205,7 +232,12 @@ describe('iSCSI target with libiscsi tools (real peer, real SCSI device)', () =>
     const v6Target: TargetEntry = { iqn: 'iqn.2026-01.io.lunar.e2e:v6', portals: [], access: { allow: ['::1/128'] }, chap: null, device };
     const v6Portal: Portal = { host: '::1', port: PORT + 1, tpgt: 7 };
     const v6 = new IscsiServer({
-      registry: { findTarget: (i) => (i === v6Target.iqn ? v6Target : undefined), listTargets: () => [v6Target], portals: () => [v6Portal], discoveryChap: () => null },
+      registry: {
+        findTarget: (i) => (i === v6Target.iqn ? v6Target : undefined),
+        listTargets: () => [v6Target],
+        portals: () => [v6Portal],
+        discoveryChap: () => null,
+      },
       logger: pino({ level: 'silent' }),
     });
     await v6.listen();
@@ -221,7 +253,11 @@ describe('iSCSI target with libiscsi tools (real peer, real SCSI device)', () =>
   });
 
   it('iscsi-test-cu iSCSI suites (CmdSN, DataSN, residuals, TMF) pass', async () => {
-    const r = await run('iscsi-test-cu', ['--dataloss', '-i', NODE.plain, '-t', 'ALL.iSCSI*', `iscsi://${HOST}:${PORT}/${IQN.open}/0`], 120000);
+    const r = await run(
+      'iscsi-test-cu',
+      ['--dataloss', '-i', NODE.plain, '-t', 'ALL.iSCSI*', `iscsi://${HOST}:${PORT}/${IQN.open}/0`],
+      120000,
+    );
     const summary = /tests\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)/.exec(r.stdout);
     assert.ok(summary, r.stdout.slice(-2000));
     const [, total, ran, passed, failed] = summary.map(Number);

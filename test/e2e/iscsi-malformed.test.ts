@@ -35,7 +35,22 @@ async function makeDevice(name: string, serial: string): Promise<TargetDevice> {
   const store = await openFileStore(join(dir, name), { create: { size: 16 * 1024 * 1024 } });
   stores.push(store);
   const d = createTargetDevice({
-    luns: new Map([[0, { identity: { naa: `600140500000000000000000000000${serial}`, serial: `BAD${serial}`, vendor: 'LUNAR', product: 'MALFORMED', revision: '0001' }, store, thinProvisioned: true }]]),
+    luns: new Map([
+      [
+        0,
+        {
+          identity: {
+            naa: `600140500000000000000000000000${serial}`,
+            serial: `BAD${serial}`,
+            vendor: 'LUNAR',
+            product: 'MALFORMED',
+            revision: '0001',
+          },
+          store,
+          thinProvisioned: true,
+        },
+      ],
+    ]),
     targetPorts: [1],
   });
   devices.push(d);
@@ -52,11 +67,19 @@ async function login(target = FUZZ, keys: Record<string, string> = {}): Promise<
 }
 
 /** Outcome of a bad input: the first PDU answered, or that the connection closed. */
-async function outcome(i: TestInitiator, ms = 3000): Promise<'closed' | 'timeout' | { opcode: number; reason?: number; status?: number; data: Buffer }> {
+async function outcome(
+  i: TestInitiator,
+  ms = 3000,
+): Promise<'closed' | 'timeout' | { opcode: number; reason?: number; status?: number; data: Buffer }> {
   const r = await i.next(ms);
   if (!r) return i.isClosed ? 'closed' : 'timeout';
   const p = r.pdu;
-  return { opcode: p.opcode, ...(p.opcode === 0x3f ? { reason: p.reason } : {}), ...(p.opcode === 0x21 ? { status: p.status } : {}), data: r.data };
+  return {
+    opcode: p.opcode,
+    ...(p.opcode === 0x3f ? { reason: p.reason } : {}),
+    ...(p.opcode === 0x21 ? { status: p.status } : {}),
+    data: r.data,
+  };
 }
 function assertRejected(o: Awaited<ReturnType<typeof outcome>>, reason?: number): void {
   assert.ok(typeof o === 'object' && o.opcode === 0x3f, `expected Reject, got ${JSON.stringify(o)}`);
@@ -80,8 +103,21 @@ function raw(): Promise<{ sock: net.Socket; closed: Promise<void>; received: Buf
 const within = <T>(p: Promise<T>, ms: number, what: string): Promise<T> =>
   Promise.race([p, new Promise<T>((_, rej) => setTimeout(() => rej(new Error(`${what} not within ${ms} ms`)), ms))]);
 const scsi = (i: TestInitiator, over: Partial<Extract<InitiatorPdu, { opcode: 0x01 }>> = {}): Extract<InitiatorPdu, { opcode: 0x01 }> => ({
-  opcode: 0x01, immediate: false, dataSegmentLength: 0, final: true, read: false, write: false, attr: 1, lun: 0n, initiatorTaskTag: i.nextItt(),
-  expectedDataTransferLength: 0, cmdSN: i.cmdSN, expStatSN: i.expStatSN, cdb: Buffer.alloc(16), bidiReadLength: null, ...over,
+  opcode: 0x01,
+  immediate: false,
+  dataSegmentLength: 0,
+  final: true,
+  read: false,
+  write: false,
+  attr: 1,
+  lun: 0n,
+  initiatorTaskTag: i.nextItt(),
+  expectedDataTransferLength: 0,
+  cmdSN: i.cmdSN,
+  expStatSN: i.expStatSN,
+  cdb: Buffer.alloc(16),
+  bidiReadLength: null,
+  ...over,
 });
 
 describe('malformed input against the iSCSI target', () => {
@@ -94,10 +130,22 @@ describe('malformed input against the iSCSI target', () => {
       { iqn: HEALTHY, portals: [], access: { allow: null }, chap: null, device: dh },
       { iqn: FUZZ, portals: [], access: { allow: null }, chap: null, device: df },
     ];
-    const registry: TargetRegistry = { findTarget: (n) => targets.find((t) => t.iqn === n), listTargets: () => targets, portals: () => [portal], discoveryChap: () => null };
+    const registry: TargetRegistry = {
+      findTarget: (n) => targets.find((t) => t.iqn === n),
+      listTargets: () => targets,
+      portals: () => [portal],
+      discoveryChap: () => null,
+    };
     server = new IscsiServer({
-      registry, logger: pino({ level: 'silent' }),
-      tuning: { loginTimeoutMs: 1500, nopInIntervalMs: 500, nopInTimeoutMs: 2000, maxWriteLength: 4 * 1024 * 1024, maxSessionWriteBuffer: 32 * 1024 * 1024 },
+      registry,
+      logger: pino({ level: 'silent' }),
+      tuning: {
+        loginTimeoutMs: 1500,
+        nopInIntervalMs: 500,
+        nopInTimeoutMs: 2000,
+        maxWriteLength: 4 * 1024 * 1024,
+        maxSessionWriteBuffer: 32 * 1024 * 1024,
+      },
     });
     await server.listen();
     healthy = await login(HEALTHY);
@@ -132,7 +180,22 @@ describe('malformed input against the iSCSI target', () => {
 
     it('a Login Request with more than 8192 bytes of data closes the connection', async () => {
       const c = await raw();
-      const h = encodePdu({ opcode: 0x03, dataSegmentLength: 9000, transit: true, continue: false, csg: 1, nsg: 3, versionMax: 0, versionMin: 0, isid: '400000000001', tsih: 0, initiatorTaskTag: 1, cid: 0, cmdSN: 1, expStatSN: 0 });
+      const h = encodePdu({
+        opcode: 0x03,
+        dataSegmentLength: 9000,
+        transit: true,
+        continue: false,
+        csg: 1,
+        nsg: 3,
+        versionMax: 0,
+        versionMin: 0,
+        isid: '400000000001',
+        tsih: 0,
+        initiatorTaskTag: 1,
+        cid: 0,
+        cmdSN: 1,
+        expStatSN: 0,
+      });
       c.sock.write(h);
       c.sock.write(Buffer.alloc(9000, 0x41));
       await within(c.closed, 2000, 'close');
@@ -149,10 +212,28 @@ describe('malformed input against the iSCSI target', () => {
     it('garbage login text gets an initiator-error Login Response (0x0200) and a close', async () => {
       const i = await TestInitiator.connect(HOST, PORT);
       const data = Buffer.from('this is not a key value list\0');
-      i.send({ opcode: 0x03, dataSegmentLength: data.length, transit: true, continue: false, csg: 1, nsg: 3, versionMax: 0, versionMin: 0, isid: '400000000002', tsih: 0, initiatorTaskTag: 1, cid: 0, cmdSN: 1, expStatSN: 0 }, data);
+      i.send(
+        {
+          opcode: 0x03,
+          dataSegmentLength: data.length,
+          transit: true,
+          continue: false,
+          csg: 1,
+          nsg: 3,
+          versionMax: 0,
+          versionMin: 0,
+          isid: '400000000002',
+          tsih: 0,
+          initiatorTaskTag: 1,
+          cid: 0,
+          cmdSN: 1,
+          expStatSN: 0,
+        },
+        data,
+      );
       const r = await i.expect();
       assert.equal(r.pdu.opcode, 0x23);
-      assert.equal(r.pdu.opcode === 0x23 && (r.pdu.statusClass << 8 | r.pdu.statusDetail), 0x0200);
+      assert.equal(r.pdu.opcode === 0x23 && (r.pdu.statusClass << 8) | r.pdu.statusDetail, 0x0200);
       await within(i.closed, 3000, 'close');
     });
   });
@@ -182,7 +263,16 @@ describe('malformed input against the iSCSI target', () => {
 
     it('a DataSegmentLength shorter than the data: the rest is framed as a bad header and rejected', async () => {
       const i = await login();
-      const nop = encodePdu({ opcode: 0x00, immediate: true, dataSegmentLength: 4, lun: 0n, initiatorTaskTag: 99, targetTransferTag: RESERVED_TAG, cmdSN: i.cmdSN, expStatSN: i.expStatSN });
+      const nop = encodePdu({
+        opcode: 0x00,
+        immediate: true,
+        dataSegmentLength: 4,
+        lun: 0n,
+        initiatorTaskTag: 99,
+        targetTransferTag: RESERVED_TAG,
+        cmdSN: i.cmdSN,
+        expStatSN: i.expStatSN,
+      });
       i.sendRaw(Buffer.concat([nop, Buffer.from('abcd'), Buffer.alloc(48)])); // the extra 48 zero bytes: a NOP-Out without F bit
       const first = await outcome(i);
       assert.ok(typeof first === 'object' && first.opcode === 0x20, 'the NOP-Out itself is answered');
@@ -194,7 +284,16 @@ describe('malformed input against the iSCSI target', () => {
     it('a DataSegmentLength longer than the data: the stalled peer is dropped by the NOP-In ping', async () => {
       const i = await login();
       i.answerPings = false;
-      const nop = encodePdu({ opcode: 0x00, immediate: true, dataSegmentLength: 100, lun: 0n, initiatorTaskTag: 98, targetTransferTag: RESERVED_TAG, cmdSN: i.cmdSN, expStatSN: i.expStatSN });
+      const nop = encodePdu({
+        opcode: 0x00,
+        immediate: true,
+        dataSegmentLength: 100,
+        lun: 0n,
+        initiatorTaskTag: 98,
+        targetTransferTag: RESERVED_TAG,
+        cmdSN: i.cmdSN,
+        expStatSN: i.expStatSN,
+      });
       i.sendRaw(Buffer.concat([nop, Buffer.alloc(10)]));
       await within(i.closed, 8000, 'close');
     });
@@ -211,7 +310,17 @@ describe('malformed input against the iSCSI target', () => {
 
     it('a data segment above MaxRecvDataSegmentLength gets a Reject and the connection closes', async () => {
       const i = await login();
-      const h = encodePdu({ opcode: 0x05, dataSegmentLength: 300000, final: true, lun: 0n, initiatorTaskTag: 5, targetTransferTag: RESERVED_TAG, expStatSN: i.expStatSN, dataSN: 0, bufferOffset: 0 });
+      const h = encodePdu({
+        opcode: 0x05,
+        dataSegmentLength: 300000,
+        final: true,
+        lun: 0n,
+        initiatorTaskTag: 5,
+        targetTransferTag: RESERVED_TAG,
+        expStatSN: i.expStatSN,
+        dataSN: 0,
+        bufferOffset: 0,
+      });
       i.sendRaw(h);
       i.sendRaw(Buffer.alloc(300000));
       const o = await outcome(i);
@@ -221,7 +330,20 @@ describe('malformed input against the iSCSI target', () => {
 
     it('Data-Out for an unknown task gets Reject "invalid PDU field" (0x09)', async () => {
       const i = await login();
-      i.send({ opcode: 0x05, dataSegmentLength: 512, final: true, lun: 0n, initiatorTaskTag: 0x1234, targetTransferTag: 7, expStatSN: i.expStatSN, dataSN: 0, bufferOffset: 0 }, Buffer.alloc(512));
+      i.send(
+        {
+          opcode: 0x05,
+          dataSegmentLength: 512,
+          final: true,
+          lun: 0n,
+          initiatorTaskTag: 0x1234,
+          targetTransferTag: 7,
+          expStatSN: i.expStatSN,
+          dataSN: 0,
+          bufferOffset: 0,
+        },
+        Buffer.alloc(512),
+      );
       assertRejected(await outcome(i), 0x09);
       await stillWorks(i);
       i.close();
@@ -237,7 +359,22 @@ describe('malformed input against the iSCSI target', () => {
       // The rejected command used up its CmdSN: the next one is not held back waiting for it.
       i.cmdSN++;
       assert.equal((await i.command(Buffer.alloc(6))).status, 0);
-      i.send({ opcode: 0x03, dataSegmentLength: 0, transit: true, continue: false, csg: 1, nsg: 3, versionMax: 0, versionMin: 0, isid: i.isid, tsih: i.tsih, initiatorTaskTag: 3, cid: 0, cmdSN: i.cmdSN, expStatSN: i.expStatSN });
+      i.send({
+        opcode: 0x03,
+        dataSegmentLength: 0,
+        transit: true,
+        continue: false,
+        csg: 1,
+        nsg: 3,
+        versionMax: 0,
+        versionMin: 0,
+        isid: i.isid,
+        tsih: i.tsih,
+        initiatorTaskTag: 3,
+        cid: 0,
+        cmdSN: i.cmdSN,
+        expStatSN: i.expStatSN,
+      });
       assertRejected(await outcome(i), 0x04);
       await stillWorks(i);
       i.close();
@@ -266,7 +403,16 @@ describe('malformed input against the iSCSI target', () => {
 
     it('a header digest error closes the connection', async () => {
       const i = await login(FUZZ, { HeaderDigest: 'CRC32C' });
-      const h = encodePdu({ opcode: 0x00, immediate: true, dataSegmentLength: 0, lun: 0n, initiatorTaskTag: 4, targetTransferTag: RESERVED_TAG, cmdSN: i.cmdSN, expStatSN: i.expStatSN });
+      const h = encodePdu({
+        opcode: 0x00,
+        immediate: true,
+        dataSegmentLength: 0,
+        lun: 0n,
+        initiatorTaskTag: 4,
+        targetTransferTag: RESERVED_TAG,
+        cmdSN: i.cmdSN,
+        expStatSN: i.expStatSN,
+      });
       i.sendRaw(Buffer.concat([h, Buffer.from([0xde, 0xad, 0xbe, 0xef])]));
       await within(i.closed, 3000, 'close');
     });
@@ -277,7 +423,21 @@ describe('malformed input against the iSCSI target', () => {
       const itt = i.nextItt();
       let rejected = false;
       for (let k = 0; k < 12 && !rejected; k++) {
-        i.send({ opcode: 0x04, immediate: true, dataSegmentLength: chunk.length, final: false, continue: true, lun: 0n, initiatorTaskTag: itt, targetTransferTag: RESERVED_TAG, cmdSN: i.cmdSN, expStatSN: i.expStatSN }, chunk);
+        i.send(
+          {
+            opcode: 0x04,
+            immediate: true,
+            dataSegmentLength: chunk.length,
+            final: false,
+            continue: true,
+            lun: 0n,
+            initiatorTaskTag: itt,
+            targetTransferTag: RESERVED_TAG,
+            cmdSN: i.cmdSN,
+            expStatSN: i.expStatSN,
+          },
+          chunk,
+        );
         const o = await outcome(i);
         assert.ok(typeof o === 'object', String(o));
         if (o.opcode === 0x3f) rejected = true;
@@ -295,14 +455,17 @@ describe('malformed input against the iSCSI target', () => {
     let conn = await login();
     let closes = 0;
     let answered = 0;
-    const samples = fc.sample(fc.record({
-      op: fc.oneof({ weight: 4, arbitrary: fc.constantFrom(...initiatorOps) }, { weight: 1, arbitrary: fc.constantFrom(...otherOps) }),
-      immediate: fc.boolean(),
-      flags: fc.integer({ min: 0, max: 255 }),
-      fields: fc.uint8Array({ minLength: 48, maxLength: 48 }),
-      dataLength: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 2048 })),
-      sane: fc.boolean(),
-    }), { numRuns: 300, seed: 7143 });
+    const samples = fc.sample(
+      fc.record({
+        op: fc.oneof({ weight: 4, arbitrary: fc.constantFrom(...initiatorOps) }, { weight: 1, arbitrary: fc.constantFrom(...otherOps) }),
+        immediate: fc.boolean(),
+        flags: fc.integer({ min: 0, max: 255 }),
+        fields: fc.uint8Array({ minLength: 48, maxLength: 48 }),
+        dataLength: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 2048 })),
+        sane: fc.boolean(),
+      }),
+      { numRuns: 300, seed: 7143 },
+    );
     for (const s of samples) {
       if (conn.isClosed) {
         closes++;
@@ -342,7 +505,9 @@ describe('malformed input against the iSCSI target', () => {
     await stillWorks(fresh);
     fresh.close();
     const inq = await new Promise<{ code: number; out: string }>((resolve) => {
-      execFile('iscsi-inq', ['-i', NODE, `iscsi://${HOST}:${PORT}/${HEALTHY}/0`], { timeout: 30000 }, (e, out) => resolve({ code: e ? 1 : 0, out: out.toString() }));
+      execFile('iscsi-inq', ['-i', NODE, `iscsi://${HOST}:${PORT}/${HEALTHY}/0`], { timeout: 30000 }, (e, out) =>
+        resolve({ code: e ? 1 : 0, out: out.toString() }),
+      );
     });
     assert.equal(inq.code, 0);
     assert.match(inq.out, /Product:MALFORMED/);
@@ -355,10 +520,30 @@ describe('malformed input against the iSCSI target', () => {
     assert.equal((await i.login({ initiatorName: NODE, sessionType: 'Discovery' })).statusClass, 0);
     const data = encodeText([{ key: 'SendTargets', value: 'All' }]);
     const bad = Buffer.concat([data, Buffer.from('nokeyvalue\0')]);
-    i.send({ opcode: 0x04, immediate: true, dataSegmentLength: bad.length, final: true, continue: false, lun: 0n, initiatorTaskTag: 1, targetTransferTag: RESERVED_TAG, cmdSN: i.cmdSN, expStatSN: i.expStatSN }, bad);
+    i.send(
+      {
+        opcode: 0x04,
+        immediate: true,
+        dataSegmentLength: bad.length,
+        final: true,
+        continue: false,
+        lun: 0n,
+        initiatorTaskTag: 1,
+        targetTransferTag: RESERVED_TAG,
+        cmdSN: i.cmdSN,
+        expStatSN: i.expStatSN,
+      },
+      bad,
+    );
     assertRejected(await outcome(i));
     const pairs = await i.text([{ key: 'SendTargets', value: 'All' }]);
-    assert.deepEqual(pairs.filter((p) => p.key === 'TargetName').map((p) => p.value).sort(), [FUZZ, HEALTHY].sort());
+    assert.deepEqual(
+      pairs
+        .filter((p) => p.key === 'TargetName')
+        .map((p) => p.value)
+        .sort(),
+      [FUZZ, HEALTHY].sort(),
+    );
     i.close();
   });
 });

@@ -79,8 +79,21 @@ test('resize grows (initiators see the new capacity), refuses shrinking with exi
 test('CHAP and ACL options are validated and stored', async () => {
   const auto = await createJson(['sec', '--size', '8MiB', '--chap', 'auto']);
   assert.ok(auto.chap && auto.chap.secret.length === 16);
-  const given = await createJson(['sec2', '--size', '8MiB', '--chap', 'iqn.2026-11.test:alice:alice-secret-1', '--mutual-chap', 'tgt:target-secret-1']);
-  assert.deepEqual(given.chap, { user: 'iqn.2026-11.test:alice', secret: 'alice-secret-1', mutualUser: 'tgt', mutualSecret: 'target-secret-1' });
+  const given = await createJson([
+    'sec2',
+    '--size',
+    '8MiB',
+    '--chap',
+    'iqn.2026-11.test:alice:alice-secret-1',
+    '--mutual-chap',
+    'tgt:target-secret-1',
+  ]);
+  assert.deepEqual(given.chap, {
+    user: 'iqn.2026-11.test:alice',
+    secret: 'alice-secret-1',
+    mutualUser: 'tgt',
+    mutualSecret: 'target-secret-1',
+  });
   const short = await lunar.cli(['volume', 'create', 'sec3', '--size', '8MiB', '--chap', 'u:short']);
   assert.equal(short.code, 2);
   assert.match(short.stderr, /CHAP secret must be at least 12 characters/);
@@ -127,7 +140,9 @@ test('sessions lists nothing when idle; delete removes volume and file; deleting
 test('restart keeps volumes, identities and credentials; a second server on the same data dir is refused', async () => {
   const before = JSON.parse((await lunar.cli(['volume', 'list', '--json'])).stdout) as Volume[];
   const second = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-    const c = spawn(process.execPath, [LUNAR_CLI, 'serve', '--data-dir', lunar.dataDir, '--portal', '127.0.0.1:13321'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const c = spawn(process.execPath, [LUNAR_CLI, 'serve', '--data-dir', lunar.dataDir, '--portal', '127.0.0.1:13321'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     let stderr = '';
     c.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
     const t = setTimeout(() => c.kill('SIGKILL'), 20_000);
@@ -149,7 +164,9 @@ test('restart keeps volumes, identities and credentials; a second server on the 
 
 test('serve refuses a portal already in use with a clear message', async () => {
   const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-    const c = spawn(process.execPath, [LUNAR_CLI, 'serve', '--data-dir', join(lunar.dataDir, 'other'), '--portal', PORTAL], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const c = spawn(process.execPath, [LUNAR_CLI, 'serve', '--data-dir', join(lunar.dataDir, 'other'), '--portal', PORTAL], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     let stderr = '';
     c.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
     const t = setTimeout(() => c.kill('SIGKILL'), 20_000);

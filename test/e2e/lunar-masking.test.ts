@@ -69,7 +69,9 @@ test('masked volume: nobody → publish admits the node → unpublish ends its s
   assert.equal(await canLogIn(v, 'iqn.2026-11.test.masking:node2'), false, 'others still do not');
 
   const holder = holdSession(v, NODE1);
-  await waitFor('the session to show in `lunar sessions`', async () => (await sessionsOf(v)).some((s) => s.initiatorName === NODE1 && !s.discovery));
+  await waitFor('the session to show in `lunar sessions`', async () =>
+    (await sessionsOf(v)).some((s) => s.initiatorName === NODE1 && !s.discovery),
+  );
   const s = (await sessionsOf(v)).find((x) => x.initiatorName === NODE1)!;
   assert.equal(s.targetName, v.iqn);
   assert.ok(s.connections >= 1);

@@ -108,7 +108,10 @@ test('mutual CHAP with libiscsi: the right target secret passes, a wrong one fai
   const url = `iscsi://bob%bob-secret-1234@${PORTAL}/${v.iqn}/0`;
   const inq = async (targetPassword: string): Promise<number> => {
     try {
-      await exec('iscsi-inq', [url], { env: { ...process.env, LIBISCSI_CHAP_TARGET_USERNAME: 'lunar-tgt', LIBISCSI_CHAP_TARGET_PASSWORD: targetPassword }, timeout: 60_000 });
+      await exec('iscsi-inq', [url], {
+        env: { ...process.env, LIBISCSI_CHAP_TARGET_USERNAME: 'lunar-tgt', LIBISCSI_CHAP_TARGET_PASSWORD: targetPassword },
+        timeout: 60_000,
+      });
       return 0;
     } catch (err) {
       return (err as { code?: number }).code ?? -1;

@@ -119,7 +119,14 @@ test('acknowledged writes survive kill -9; the restarted server has the same vol
     ...acked.slice(0, ackedAtKill).map((off) => `read -P ${pattern(off, 1)} ${off} ${BLOCK}`),
   ];
   const out = await qemuIo(url, reads, ['-r']);
-  assert.ok(!/Pattern verification failed/.test(out), `data lost or corrupted:\n${out.split('\n').filter((l) => /failed/.test(l)).slice(0, 10).join('\n')}`);
+  assert.ok(
+    !/Pattern verification failed/.test(out),
+    `data lost or corrupted:\n${out
+      .split('\n')
+      .filter((l) => /failed/.test(l))
+      .slice(0, 10)
+      .join('\n')}`,
+  );
   assert.equal((out.match(/^read 65536\/65536 bytes/gm) ?? []).length, reads.length);
 });
 
@@ -140,7 +147,11 @@ test('kill -9 during clone creation leaves either a complete volume or nothing, 
     await lunar.restart();
     const vols = JSON.parse((await lunar.cli(['volume', 'list', '--json'])).stdout) as Volume[];
     const files = (await readdir(join(lunar.dataDir, 'volumes'))).sort();
-    assert.deepEqual(files, vols.map((v) => `${v.id}.img`).sort(), `after a kill at ${delayMs} ms the volume files match the volumes exactly`);
+    assert.deepEqual(
+      files,
+      vols.map((v) => `${v.id}.img`).sort(),
+      `after a kill at ${delayMs} ms the volume files match the volumes exactly`,
+    );
     const clone = vols.find((v) => v.name === name);
     if (clone) {
       sawComplete++;

@@ -204,7 +204,13 @@ export class Bed {
       await this.ip(['tuntap', 'add', 'dev', tap, 'mode', 'tap']);
       await this.ip(['link', 'set', tap, 'master', s.bridge]);
       await this.ip(['link', 'set', tap, 'up']);
-      nics.push({ id: `n${n}`, tap, mac: `52:54:00:4c:${(index + 0x10).toString(16)}:0${n}`, address: `${s.prefix}${index + 2}`, subnet: s });
+      nics.push({
+        id: `n${n}`,
+        tap,
+        mac: `52:54:00:4c:${(index + 0x10).toString(16)}:0${n}`,
+        address: `${s.prefix}${index + 2}`,
+        subnet: s,
+      });
     }
     const g = new Guest(this, index, dir, nics);
     this.guests.push(g);
@@ -244,7 +250,9 @@ export class GuestCommandError extends Error {
     readonly script: string,
     readonly result: ExecResult,
   ) {
-    super(`guest command exited ${result.code}: ${script.slice(0, 300)}\n--- stdout\n${result.stdout.slice(-2000)}\n--- stderr\n${result.stderr.slice(-2000)}`);
+    super(
+      `guest command exited ${result.code}: ${script.slice(0, 300)}\n--- stdout\n${result.stdout.slice(-2000)}\n--- stderr\n${result.stderr.slice(-2000)}`,
+    );
     this.name = 'GuestCommandError';
   }
 }
@@ -283,23 +291,50 @@ export class Guest {
     const img = this.bed.imageDir;
     const ctlPath = path.join(this.dir, 'ctl.sock');
     const qmpPath = path.join(this.dir, 'qmp.sock');
-    const accel = process.env.LUNAR_GUEST_ACCEL === 'kvm' ? ['-enable-kvm', '-cpu', 'host,-arch-capabilities'] : ['-accel', 'tcg,thread=multi', '-cpu', 'max'];
+    const accel =
+      process.env.LUNAR_GUEST_ACCEL === 'kvm'
+        ? ['-enable-kvm', '-cpu', 'host,-arch-capabilities']
+        : ['-accel', 'tcg,thread=multi', '-cpu', 'max'];
     const args = [
       ...accel,
-      '-smp', String(opts.cpus ?? 2),
-      '-m', String(opts.memoryMiB ?? 1024),
-      '-machine', 'q35', '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
-      '-kernel', path.join(img, 'vmlinuz'),
-      '-append', 'console=ttyS0 root=/dev/nvme0n1 rw rootfstype=ext4 quiet loglevel=4 systemd.show_status=0 mitigations=off',
-      '-drive', `file=${path.join(img, 'root.img')},if=none,id=root,format=raw,snapshot=on`,
-      '-device', 'nvme,drive=root,serial=root',
-      ...(opts.extraDisk ? ['-drive', `file=${opts.extraDisk},if=none,id=extra,format=raw,readonly=on`, '-device', 'virtio-blk-pci,drive=extra,serial=lunar'] : []),
-      ...this.nics.flatMap((n) => ['-netdev', `tap,id=${n.id},ifname=${n.tap},script=no,downscript=no`, '-device', `virtio-net-pci,netdev=${n.id},mac=${n.mac}`]),
-      '-device', 'virtio-serial-pci',
-      '-chardev', `socket,id=ctl,path=${ctlPath},server=on,wait=off`,
-      '-device', 'virtserialport,chardev=ctl,name=lunar.ctl',
-      '-serial', `file:${this.consoleLog}`,
-      '-qmp', `unix:${qmpPath},server=on,wait=off`,
+      '-smp',
+      String(opts.cpus ?? 2),
+      '-m',
+      String(opts.memoryMiB ?? 1024),
+      '-machine',
+      'q35',
+      '-nodefaults',
+      '-no-user-config',
+      '-display',
+      'none',
+      '-no-reboot',
+      '-kernel',
+      path.join(img, 'vmlinuz'),
+      '-append',
+      'console=ttyS0 root=/dev/nvme0n1 rw rootfstype=ext4 quiet loglevel=4 systemd.show_status=0 mitigations=off',
+      '-drive',
+      `file=${path.join(img, 'root.img')},if=none,id=root,format=raw,snapshot=on`,
+      '-device',
+      'nvme,drive=root,serial=root',
+      ...(opts.extraDisk
+        ? ['-drive', `file=${opts.extraDisk},if=none,id=extra,format=raw,readonly=on`, '-device', 'virtio-blk-pci,drive=extra,serial=lunar']
+        : []),
+      ...this.nics.flatMap((n) => [
+        '-netdev',
+        `tap,id=${n.id},ifname=${n.tap},script=no,downscript=no`,
+        '-device',
+        `virtio-net-pci,netdev=${n.id},mac=${n.mac}`,
+      ]),
+      '-device',
+      'virtio-serial-pci',
+      '-chardev',
+      `socket,id=ctl,path=${ctlPath},server=on,wait=off`,
+      '-device',
+      'virtserialport,chardev=ctl,name=lunar.ctl',
+      '-serial',
+      `file:${this.consoleLog}`,
+      '-qmp',
+      `unix:${qmpPath},server=on,wait=off`,
     ];
     await writeFile(path.join(this.dir, 'qemu.cmd'), ['qemu-system-x86_64', ...args].join(' ') + '\n');
     const t0 = Date.now();
@@ -320,7 +355,10 @@ export class Guest {
     const pinger = setInterval(() => this.ctl?.write('P\n'), 2000);
     let timer: NodeJS.Timeout | undefined;
     const silent = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`guest ${this.index} agent silent after ${opts.timeoutMs ?? 180_000} ms`)), deadline - Date.now());
+      timer = setTimeout(
+        () => reject(new Error(`guest ${this.index} agent silent after ${opts.timeoutMs ?? 180_000} ms`)),
+        deadline - Date.now(),
+      );
     });
     try {
       await Promise.race([hello, died, silent]);
@@ -331,10 +369,18 @@ export class Guest {
     this.bootMs = Date.now() - t0;
     // Network: static addresses on the NICs found by MAC (no DHCP/DNS in the bed).
     const netScript = this.nics
-      .map((n) => `d=$(grep -l '^${n.mac}$' /sys/class/net/*/address | head -1 | xargs dirname | xargs basename); ip addr add ${n.address}/24 dev "$d"; ip link set "$d" up; echo "${n.id} $d"`)
+      .map(
+        (n) =>
+          `d=$(grep -l '^${n.mac}$' /sys/class/net/*/address | head -1 | xargs dirname | xargs basename); ip addr add ${n.address}/24 dev "$d"; ip link set "$d" up; echo "${n.id} $d"`,
+      )
       .join('\n');
     const out = await this.sh(`ip link set lo up\n${netScript}\necho InitiatorName=${this.initiatorName} > /etc/iscsi/initiatorname.iscsi`);
-    this.nicNames = new Map(out.trim().split('\n').map((l) => l.split(' ') as [string, string]));
+    this.nicNames = new Map(
+      out
+        .trim()
+        .split('\n')
+        .map((l) => l.split(' ') as [string, string]),
+    );
   }
 
   /** NIC id (n0, n1) -> guest interface name. */
@@ -369,7 +415,11 @@ export class Guest {
     const p = this.pending.get(Number(m[1]));
     if (!p) return;
     this.pending.delete(Number(m[1]));
-    p.resolve({ code: Number(m[2]), stdout: Buffer.from(m[3]!, 'base64').toString('utf8'), stderr: Buffer.from(m[4]!, 'base64').toString('utf8') });
+    p.resolve({
+      code: Number(m[2]),
+      stdout: Buffer.from(m[3]!, 'base64').toString('utf8'),
+      stderr: Buffer.from(m[4]!, 'base64').toString('utf8'),
+    });
   }
 
   /** Runs a bash script in the guest; resolves with its exit code and output (never throws on non-zero). */
@@ -379,10 +429,13 @@ export class Guest {
     const id = this.nextId++;
     return new Promise<ExecResult>((resolve, reject) => {
       // The guest's `timeout` enforces timeoutS; the host waits a little longer for the reply.
-      const t = setTimeout(() => {
-        this.pending.delete(id);
-        reject(new Error(`guest ${this.index}: no reply after ${timeoutS + 30} s to: ${script.slice(0, 200)}`));
-      }, (timeoutS + 30) * 1000);
+      const t = setTimeout(
+        () => {
+          this.pending.delete(id);
+          reject(new Error(`guest ${this.index}: no reply after ${timeoutS + 30} s to: ${script.slice(0, 200)}`));
+        },
+        (timeoutS + 30) * 1000,
+      );
       this.pending.set(id, {
         resolve: (r) => {
           clearTimeout(t);

@@ -39,7 +39,14 @@ export async function discover(g: Guest, portal: string, iface: string): Promise
 }
 
 /** Sets CHAP (and mutual CHAP) on the node record of (iqn, portal, iface). */
-export async function setChap(g: Guest, iqn: string, portal: string, iface: string, chap: ChapPair | null, mutual?: ChapPair): Promise<void> {
+export async function setChap(
+  g: Guest,
+  iqn: string,
+  portal: string,
+  iface: string,
+  chap: ChapPair | null,
+  mutual?: ChapPair,
+): Promise<void> {
   const u = (k: string, v: string): string => `iscsiadm -m node -T ${q(iqn)} -p ${portal} -I ${iface} -o update -n ${k} -v ${q(v)}`;
   const cmds = [u('node.session.auth.authmethod', chap ? 'CHAP' : 'None')];
   if (chap) cmds.push(u('node.session.auth.username', chap.user), u('node.session.auth.password', chap.secret));
@@ -150,7 +157,10 @@ export async function waitMap(g: Guest, wwid: string, pred: (m: MapState) => boo
   }
 }
 
-export const allActive = (n: number) => (m: MapState): boolean => m.paths.length === n && m.paths.every((p) => p.dmState === 'active' && p.checker === 'ready');
+export const allActive =
+  (n: number) =>
+  (m: MapState): boolean =>
+    m.paths.length === n && m.paths.every((p) => p.dmState === 'active' && p.checker === 'ready');
 
 /**
  * WWID the way Linux derives it from VPD 0x83 (SPC-4 §7.8.6): "3" + the logical unit's NAA designator,
@@ -163,7 +173,7 @@ export async function vpdWwid(g: Guest, dev: string): Promise<string> {
   if (b.length < 4 || b[1] !== 0x83) throw new Error(`${dev}: VPD page 0x83 not returned (${hex.slice(0, 40)})`);
   const end = Math.min(b.length, 4 + b.readUInt16BE(2));
   const naas: Buffer[] = [];
-  for (let off = 4; off + 4 <= end; ) {
+  for (let off = 4; off + 4 <= end;) {
     const assoc = (b[off + 1]! >> 4) & 3;
     const type = b[off + 1]! & 0xf;
     const len = b[off + 3]!;
@@ -266,12 +276,17 @@ export async function guestNowMs(g: Guest): Promise<number> {
 
 /** Remounts (so reads come from the LU, not the page cache) and checks every recorded sha256. */
 export async function verifySums(g: Guest, dev: string, mnt: string, tag: string): Promise<string> {
-  return g.sh(`umount ${mnt}; mount ${dev} ${mnt}; sha256sum --quiet -c /run/${tag}.sums && echo "verified $(wc -l < /run/${tag}.sums) files"`, 300);
+  return g.sh(
+    `umount ${mnt}; mount ${dev} ${mnt}; sha256sum --quiet -c /run/${tag}.sums && echo "verified $(wc -l < /run/${tag}.sums) files"`,
+    300,
+  );
 }
 
 /** Kernel log lines about path failure/recovery and I/O errors since `marker` was logged. */
 export async function kernelEvents(g: Guest, marker: string): Promise<string[]> {
-  const out = await g.sh(`dmesg | sed -n '/${marker}/,$p' | grep -E 'Failing path|Reinstating path|ping timeout|recovery timed out|I/O error|queue_if_no_path|detected capacity|connection[0-9]+:0|session[0-9]+:|rejecting I/O|error|XFS' || true`);
+  const out = await g.sh(
+    `dmesg | sed -n '/${marker}/,$p' | grep -E 'Failing path|Reinstating path|ping timeout|recovery timed out|I/O error|queue_if_no_path|detected capacity|connection[0-9]+:0|session[0-9]+:|rejecting I/O|error|XFS' || true`,
+  );
   return out.trim().split('\n').filter(Boolean);
 }
 
@@ -299,7 +314,7 @@ export async function connectBothPaths(
   }
   t(`login (${portals.length} sessions)`, t0);
   let paths: SessionPath[] = [];
-  for (const deadline = Date.now() + 60_000; ; ) {
+  for (const deadline = Date.now() + 60_000; ;) {
     paths = (await sessionPaths(g)).filter((p) => p.iqn === vol.iqn);
     if (paths.length >= portals.length) break;
     if (Date.now() > deadline) throw new Error(`only ${paths.length} SCSI disks for ${vol.iqn}: ${JSON.stringify(paths)}`);

@@ -38,7 +38,8 @@ const MNT = '/mnt/lunar';
 const kind = targetKind();
 
 /** Failed commands on a single path (sdX) are expected during failover; errors on dm-N or the file system are not. */
-const mapErrors = (ev: readonly string[]): string[] => ev.filter((l) => /dev dm-\d+|Buffer I\/O error|XFS .*(error|[Ss]hut)|EXT4-fs error/.test(l));
+const mapErrors = (ev: readonly string[]): string[] =>
+  ev.filter((l) => /dev dm-\d+|Buffer I\/O error|XFS .*(error|[Ss]hut)|EXT4-fs error/.test(l));
 
 const sessionCount = async (gg: Guest, iqn: string): Promise<number> =>
   Number((await gg.sh(`iscsiadm -m session 2>/dev/null | grep -c -F ' ${iqn} ' || true`)).trim());
@@ -74,7 +75,9 @@ describe(`kernel initiator + dm-multipath in a QEMU guest, target ${kind}`, { ti
 
   after(async () => {
     const rows = timings.map(([k, v]) => `| ${k} | ${(v / 1000).toFixed(2)} s |`);
-    console.log(`\nguest bed timings, target ${kind} (TCG)\n| step | time |\n|---|---|\n${rows.join('\n')}\n${facts.map((f) => `- ${f}`).join('\n')}\n`);
+    console.log(
+      `\nguest bed timings, target ${kind} (TCG)\n| step | time |\n|---|---|\n${rows.join('\n')}\n${facts.map((f) => `- ${f}`).join('\n')}\n`,
+    );
     if (bed) {
       for (const guest of bed.guests) {
         const tail = await guest.consoleTail(1500);
@@ -91,17 +94,26 @@ describe(`kernel initiator + dm-multipath in a QEMU guest, target ${kind}`, { ti
     // Discovery through each iface returned the target at that iface's portal, with the real address (no NAT).
     for (let i = 0; i < target.portals.length; i++) {
       const recs = r.discovered[i]!.filter((d) => d.iqn === vol.iqn);
-      assert.ok(recs.some((d) => d.portal === target.portals[i]), `SendTargets via p${i} gave ${JSON.stringify(r.discovered[i])}`);
+      assert.ok(
+        recs.some((d) => d.portal === target.portals[i]),
+        `SendTargets via p${i} gave ${JSON.stringify(r.discovered[i])}`,
+      );
       facts.push(`SendTargets via ${target.portals[i]}: ${recs.map((d) => `${d.portal},${d.tpgt}`).join(' ')}`);
     }
     // Two sessions, one per iface/portal, each with one disk.
     assert.equal(r.paths.length, 2, JSON.stringify(r.paths));
     assert.deepEqual(r.paths.map((p) => p.iface).sort(), ['p0', 'p1']);
     for (const p of r.paths) assert.equal(p.portal, target.portals[Number(p.iface.slice(1))], `session via ${p.iface} went to ${p.portal}`);
-    assert.deepEqual(r.paths.map((p) => p.state), ['LOGGED_IN', 'LOGGED_IN']);
+    assert.deepEqual(
+      r.paths.map((p) => p.state),
+      ['LOGGED_IN', 'LOGGED_IN'],
+    );
     // One map grouping both disks, both active; its WWID is the VPD 0x83 NAA designator of every path.
     assert.deepEqual(map.paths.map((p) => p.dev).sort(), r.paths.map((p) => p.dev).sort());
-    assert.ok(map.paths.every((p) => p.dmState === 'active' && p.checker === 'ready'), JSON.stringify(map));
+    assert.ok(
+      map.paths.every((p) => p.dmState === 'active' && p.checker === 'ready'),
+      JSON.stringify(map),
+    );
     for (const p of r.paths) assert.equal(await vpdWwid(g, p.dev), map.wwid, `VPD 0x83 of ${p.dev}`);
     if (vol.wwid) assert.equal(map.wwid, vol.wwid, 'multipath WWID must be "3" + the volume NAA');
     // The target's own view: the guest's IQN, once from each NIC's address.
@@ -112,12 +124,25 @@ describe(`kernel initiator + dm-multipath in a QEMU guest, target ${kind}`, { ti
       `target-side sessions of ${vol.iqn}`,
     );
     const maps = await g.sh(`multipathd show maps raw format '%n %w'`);
-    assert.equal(maps.trim().split('\n').filter((l) => l.includes(map.wwid)).length, 1, maps);
+    assert.equal(
+      maps
+        .trim()
+        .split('\n')
+        .filter((l) => l.includes(map.wwid)).length,
+      1,
+      maps,
+    );
     facts.push(`map ${map.name} wwid ${map.wwid}, paths ${map.paths.map((p) => p.dev).join(',')}`);
     // The host's Node and the built Lunar run in the guest (for the later node-plugin tests).
     assert.match(await g.sh('/usr/local/bin/node -e "process.stdout.write(process.version)"', 60), new RegExp(`^${process.version}$`));
     const t0 = Date.now();
-    assert.match(await g.sh('mkdir -p /opt/lunar; mount -o ro /dev/disk/by-id/virtio-lunar /opt/lunar; /usr/local/bin/node /opt/lunar/dist/src/cli.js --version', 120), /lunar \d+\.\d+/);
+    assert.match(
+      await g.sh(
+        'mkdir -p /opt/lunar; mount -o ro /dev/disk/by-id/virtio-lunar /opt/lunar; /usr/local/bin/node /opt/lunar/dist/src/cli.js --version',
+        120,
+      ),
+      /lunar \d+\.\d+/,
+    );
     timing('mount Lunar disk + `lunar --version` in the guest', Date.now() - t0);
   });
 
@@ -125,7 +150,9 @@ describe(`kernel initiator + dm-multipath in a QEMU guest, target ${kind}`, { ti
     // sd prints these when READ CAPACITY(16), Block Limits VPD (0xB0) or a sense response is inconsistent;
     // the hint in question is then ignored (e.g. io_min/io_opt, so mkfs cannot align).
     const disks = map.paths.map((p) => p.dev).join('|');
-    const out = await g.sh(`dmesg | grep -E '\\[(${disks})\\]' | grep -iE 'not a multiple|unsupported|invalid|unaligned|ignor|not supported|too (big|small|large)|Sense Key|ASC=|Medium|Unit Attention|failed|error' || true`);
+    const out = await g.sh(
+      `dmesg | grep -E '\\[(${disks})\\]' | grep -iE 'not a multiple|unsupported|invalid|unaligned|ignor|not supported|too (big|small|large)|Sense Key|ASC=|Medium|Unit Attention|failed|error' || true`,
+    );
     const lines = out.trim().split('\n').filter(Boolean);
     facts.push(`a2 kernel warnings: ${lines.length ? lines.map((l) => l.replace(/^\[[^\]]*\]\s*/, '')).join(' | ') : 'none'}`);
     assert.deepEqual(lines, [], 'kernel warnings about the LU');
@@ -136,7 +163,9 @@ describe(`kernel initiator + dm-multipath in a QEMU guest, target ${kind}`, { ti
     let t0 = Date.now();
     await g.sh(`mkfs.ext4 -q -F ${dev}`, 300);
     timing('mkfs.ext4 (2 GiB)', Date.now() - t0);
-    await g.sh(`mkdir -p ${MNT}; mount ${dev} ${MNT}; head -c 1M /dev/urandom > ${MNT}/x; sha256sum ${MNT}/x > /run/x.sum; umount ${MNT}; mount ${dev} ${MNT}; sha256sum -c /run/x.sum; umount ${MNT}`);
+    await g.sh(
+      `mkdir -p ${MNT}; mount ${dev} ${MNT}; head -c 1M /dev/urandom > ${MNT}/x; sha256sum ${MNT}/x > /run/x.sum; umount ${MNT}; mount ${dev} ${MNT}; sha256sum -c /run/x.sum; umount ${MNT}`,
+    );
     t0 = Date.now();
     await g.sh(`mkfs.xfs -q -f ${dev}`, 300);
     timing('mkfs.xfs (2 GiB)', Date.now() - t0);
@@ -161,12 +190,21 @@ describe(`kernel initiator + dm-multipath in a QEMU guest, target ${kind}`, { ti
     const guestCutAt = await guestNowMs(g);
     await markKernelLog(g, 'LUNAR-LINK-OFF');
     await g.setLink('n1', false);
-    const failed = await waitMap(g, map.wwid, (m) => m.paths.some((p) => p.dev === cutPath.dev && p.dmState === 'failed'), 60_000, 'cut path failed');
+    const failed = await waitMap(
+      g,
+      map.wwid,
+      (m) => m.paths.some((p) => p.dev === cutPath.dev && p.dmState === 'failed'),
+      60_000,
+      'cut path failed',
+    );
     timing('NIC cut -> multipathd shows path failed', Date.now() - cutAt);
-    assert.ok(failed.paths.some((p) => p.dev !== cutPath.dev && p.dmState === 'active'), `the other path must stay active: ${JSON.stringify(failed)}`);
+    assert.ok(
+      failed.paths.some((p) => p.dev !== cutPath.dev && p.dmState === 'active'),
+      `the other path must stay active: ${JSON.stringify(failed)}`,
+    );
     // Keep writing on one path for a while (at least two more 32 MiB files).
     const filesAtFail = Number((await g.sh('cat /run/wb.count 2>/dev/null || echo 0')).trim());
-    for (const deadline = Date.now() + 90_000; ; ) {
+    for (const deadline = Date.now() + 90_000; ;) {
       const n = Number((await g.sh('cat /run/wb.count 2>/dev/null || echo 0')).trim());
       if (n >= filesAtFail + 2) break;
       assert.ok(Date.now() < deadline, 'no writes progress on the remaining path');
@@ -191,7 +229,9 @@ describe(`kernel initiator + dm-multipath in a QEMU guest, target ${kind}`, { ti
     // The pause is noop interval + noop timeout + fast_io_fail_tmo (1 + 1 + 1 s here) plus TCG slowness;
     // a pause near replacement_timeout or no_path_retry would mean failover did not happen as configured.
     assert.ok(ps.maxMs < 8000, `I/O paused ${ps.maxMs} ms during the cut: failover is not working as configured`);
-    facts.push(`b: ${files} files / ${mib} MiB written, probe ${ps.writes} writes, median ${ps.medianMs.toFixed(1)} ms, max ${ps.maxMs.toFixed(0)} ms starting ${((ps.maxAt - guestCutAt) / 1000).toFixed(2)} s after the cut`);
+    facts.push(
+      `b: ${files} files / ${mib} MiB written, probe ${ps.writes} writes, median ${ps.medianMs.toFixed(1)} ms, max ${ps.maxMs.toFixed(0)} ms starting ${((ps.maxAt - guestCutAt) / 1000).toFixed(2)} s after the cut`,
+    );
     const t1 = Date.now();
     assert.match(await verifySums(g, `/dev/mapper/${map.name}`, MNT, 'wb'), /verified \d+ files/);
     timing(`verify ${mib} MiB (remount + sha256)`, Date.now() - t1);
@@ -201,9 +241,17 @@ describe(`kernel initiator + dm-multipath in a QEMU guest, target ${kind}`, { ti
     if (kFail !== undefined) timing('NIC cut -> kernel "Failing path" (dmesg)', kFail * 1000);
     if (kBack !== undefined) timing('NIC restored -> kernel "Reinstating path" (dmesg)', kBack * 1000);
     const ev = await kernelEvents(g, 'LUNAR-CUT-B');
-    facts.push(`b kernel: ${ev.filter((l) => /Failing|Reinstating|ping timeout|recovery timed out/.test(l)).map((l) => l.replace(/^\[[^\]]*\]\s*/, '')).join(' | ')}`);
+    facts.push(
+      `b kernel: ${ev
+        .filter((l) => /Failing|Reinstating|ping timeout|recovery timed out/.test(l))
+        .map((l) => l.replace(/^\[[^\]]*\]\s*/, ''))
+        .join(' | ')}`,
+    );
     assert.deepEqual(mapErrors(ev), [], 'I/O errors reached the map or the file system');
-    assert.ok(ev.some((l) => /Failing path/.test(l)), `kernel did not fail the path:\n${ev.join('\n')}`);
+    assert.ok(
+      ev.some((l) => /Failing path/.test(l)),
+      `kernel did not fail the path:\n${ev.join('\n')}`,
+    );
   });
 
   test('c) kill -9 of the target during writes, restart within the recovery window: I/O resumes without error, data verified', async () => {
@@ -229,7 +277,7 @@ describe(`kernel initiator + dm-multipath in a QEMU guest, target ${kind}`, { ti
     timing('kill -9 -> both paths active again (3 s down)', Date.now() - killAt);
     // I/O resumes: the writer completes at least one more 32 MiB file after the paths are back.
     const filesBack = Number((await g.sh('cat /run/wc.count')).trim());
-    for (const deadline = Date.now() + 120_000; Number((await g.sh('cat /run/wc.count')).trim()) <= filesBack; ) {
+    for (const deadline = Date.now() + 120_000; Number((await g.sh('cat /run/wc.count')).trim()) <= filesBack;) {
       assert.ok(Date.now() < deadline, `writes did not resume after the restart\n${(await kernelEvents(g, 'LUNAR-KILL-C')).join('\n')}`);
       await sleep(500);
     }
@@ -237,7 +285,11 @@ describe(`kernel initiator + dm-multipath in a QEMU guest, target ${kind}`, { ti
     const w = await writer;
     await g.sh('touch /run/pc.stop');
     await probe;
-    assert.equal(w.code, 0, `writer failed across the target restart: ${w.stderr}\n${(await kernelEvents(g, 'LUNAR-KILL-C')).join('\n')}\n${target.output().slice(-3000)}`);
+    assert.equal(
+      w.code,
+      0,
+      `writer failed across the target restart: ${w.stderr}\n${(await kernelEvents(g, 'LUNAR-KILL-C')).join('\n')}\n${target.output().slice(-3000)}`,
+    );
     const ps = await probeStats(g, 'pc');
     assert.equal(ps.errors, 0, 'probe writes failed across the restart');
     timing('longest 4 KiB O_DSYNC write around kill -9 + restart', ps.maxMs);
@@ -266,9 +318,17 @@ describe(`kernel initiator + dm-multipath in a QEMU guest, target ${kind}`, { ti
     await target.resize(vol, 3 * GiB);
     await g.sh('iscsiadm -m session --rescan >/dev/null', 60);
     // The SCSI disks see the new capacity (rescan, or the capacity-changed unit attention).
-    for (const deadline = Date.now() + 30_000; ; ) {
-      const sizes = await g.sh(`for d in ${map.paths.map((p) => p.dev).join(' ')}; do echo 1 > /sys/block/$d/device/rescan; blockdev --getsize64 /dev/$d; done`);
-      if (sizes.trim().split('\n').every((s) => Number(s) === 3 * GiB)) break;
+    for (const deadline = Date.now() + 30_000; ;) {
+      const sizes = await g.sh(
+        `for d in ${map.paths.map((p) => p.dev).join(' ')}; do echo 1 > /sys/block/$d/device/rescan; blockdev --getsize64 /dev/$d; done`,
+      );
+      if (
+        sizes
+          .trim()
+          .split('\n')
+          .every((s) => Number(s) === 3 * GiB)
+      )
+        break;
       assert.ok(Date.now() < deadline, `paths still report ${sizes.trim()} bytes`);
       await sleep(500);
     }
@@ -290,7 +350,11 @@ describe(`kernel initiator + dm-multipath in a QEMU guest, target ${kind}`, { ti
     const volChap = await target.createVolume({ name: 'chap1', sizeBytes: 64 * MiB, chap });
     const volMutual = await target.createVolume({ name: 'chap2', sizeBytes: 64 * MiB, chap, mutual });
     const found = await discover(g, p0, 'p0');
-    for (const v of [volChap, volMutual]) assert.ok(found.some((d) => d.iqn === v.iqn && d.portal === p0), `${v.iqn} not discovered: ${JSON.stringify(found)}`);
+    for (const v of [volChap, volMutual])
+      assert.ok(
+        found.some((d) => d.iqn === v.iqn && d.portal === p0),
+        `${v.iqn} not discovered: ${JSON.stringify(found)}`,
+      );
 
     const steps: string[] = [];
     const tryLogin = async (v: BedVolume, c: typeof chap | null, m?: typeof mutual): Promise<{ code: number; stderr: string }> => {
@@ -336,7 +400,9 @@ describe(`kernel initiator + dm-multipath in a QEMU guest, target ${kind}`, { ti
     assert.ok(allActive(2)((await mapState(g, shared.wwid ?? m1.map.wwid))!), 'guest 1 lost a path when guest 2 logged in');
     const region = (i: number): string => `bs=1M count=8 seek=${i * 8} skip=${i * 8}`;
     const write = (gg: Guest, mapName: string, i: number): Promise<string> =>
-      gg.sh(`head -c 8M /dev/urandom > /run/r${i}; dd if=/run/r${i} of=/dev/mapper/${mapName} bs=1M count=8 seek=${i * 8} oflag=direct conv=fsync status=none; sha256sum < /run/r${i} | cut -c1-64`);
+      gg.sh(
+        `head -c 8M /dev/urandom > /run/r${i}; dd if=/run/r${i} of=/dev/mapper/${mapName} bs=1M count=8 seek=${i * 8} oflag=direct conv=fsync status=none; sha256sum < /run/r${i} | cut -c1-64`,
+      );
     const read = (gg: Guest, mapName: string, i: number): Promise<string> =>
       gg.sh(`dd if=/dev/mapper/${mapName} ${region(i).replace(/seek=\d+ /, '')} iflag=direct status=none | sha256sum | cut -c1-64`);
     const [s1, s2] = await Promise.all([write(g, m1.map.name, 0), write(g2, m2.map.name, 1)]);

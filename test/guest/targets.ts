@@ -200,7 +200,19 @@ class TgtTarget implements BedTarget {
     if (!this.proc || this.proc.exitCode !== null || this.proc.signalCode !== null) return;
     // tgtd ignores SIGTERM while a target exists (recipe pitfall 9): delete targets first.
     for (const { tid } of this.tids.values()) {
-      await run('tgtadm', ['-C', TgtTarget.control, '--lld', 'iscsi', '--op', 'delete', '--mode', 'target', '--tid', String(tid), '--force']);
+      await run('tgtadm', [
+        '-C',
+        TgtTarget.control,
+        '--lld',
+        'iscsi',
+        '--op',
+        'delete',
+        '--mode',
+        'target',
+        '--tid',
+        String(tid),
+        '--force',
+      ]);
     }
     await run('tgtadm', ['-C', TgtTarget.control, '--lld', 'iscsi', '--op', 'delete', '--mode', 'system']);
     await stopChild(this.proc, 3000);
@@ -224,7 +236,12 @@ class LunarTarget implements BedTarget {
     const { startLunarProcess } = await import('../support/lunar.js');
     const dataDir = path.join(bed.runDir, 'lunar');
     await mkdir(dataDir, { recursive: true });
-    const proc = await startLunarProcess({ dataDir, portals: [...portals], netns: bed.netns, env: { LUNAR_LOG_LEVEL: process.env.LUNAR_LOG_LEVEL ?? 'info' } });
+    const proc = await startLunarProcess({
+      dataDir,
+      portals: [...portals],
+      netns: bed.netns,
+      env: { LUNAR_LOG_LEVEL: process.env.LUNAR_LOG_LEVEL ?? 'info' },
+    });
     const t = new LunarTarget(proc, path.join(dataDir, 'serve.log'));
     bed.onClose(() => writeFile(t.logFile, proc.output()));
     return t;
@@ -257,7 +274,10 @@ class LunarTarget implements BedTarget {
     const list = JSON.parse(out) as { initiatorName: string; remoteAddress: string; discovery: boolean }[];
     return list
       .filter((x) => !x.discovery)
-      .map((x) => ({ initiator: x.initiatorName, address: x.remoteAddress.replace(/^::ffff:/, '').replace(/^\[?([^\]]*?)\]?(:\d+)?$/, '$1') }));
+      .map((x) => ({
+        initiator: x.initiatorName,
+        address: x.remoteAddress.replace(/^::ffff:/, '').replace(/^\[?([^\]]*?)\]?(:\d+)?$/, '$1'),
+      }));
   }
 
   async resize(vol: BedVolume, sizeBytes: number): Promise<void> {

@@ -5,7 +5,17 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { chapMd5, decodeBinary, encodeHex } from '../../src/iscsi/chap.js';
 import { crc32cUpdate, digestBytes, readDigest } from '../../src/iscsi/digest.js';
-import { BHS_LENGTH, decodePdu, encodeLun, encodePdu, pad4, readBhsPrefix, RESERVED_TAG, type InitiatorPdu, type TargetPdu } from '../../src/iscsi/pdu.js';
+import {
+  BHS_LENGTH,
+  decodePdu,
+  encodeLun,
+  encodePdu,
+  pad4,
+  readBhsPrefix,
+  RESERVED_TAG,
+  type InitiatorPdu,
+  type TargetPdu,
+} from '../../src/iscsi/pdu.js';
 import { encodeText, parseText, type TextPair } from '../../src/iscsi/text.js';
 
 export interface ReceivedPdu {
@@ -132,11 +142,25 @@ export class TestInitiator {
       }
       const pdu = decodePdu(Buffer.from(header)) as TargetPdu;
       this.buf = this.buf.subarray(total);
-      if ('statSN' in pdu && pdu.opcode !== 0x31 && !(pdu.opcode === 0x25 && !pdu.statusPresent) && !(pdu.opcode === 0x20 && pdu.initiatorTaskTag === RESERVED_TAG)) {
+      if (
+        'statSN' in pdu &&
+        pdu.opcode !== 0x31 &&
+        !(pdu.opcode === 0x25 && !pdu.statusPresent) &&
+        !(pdu.opcode === 0x20 && pdu.initiatorTaskTag === RESERVED_TAG)
+      ) {
         this.expStatSN = (pdu.statSN + 1) >>> 0;
       }
       if (pdu.opcode === 0x20 && pdu.initiatorTaskTag === RESERVED_TAG && this.answerPings) {
-        this.send({ opcode: 0x00, immediate: true, dataSegmentLength: 0, lun: 0n, initiatorTaskTag: RESERVED_TAG, targetTransferTag: pdu.targetTransferTag, cmdSN: this.cmdSN, expStatSN: this.expStatSN });
+        this.send({
+          opcode: 0x00,
+          immediate: true,
+          dataSegmentLength: 0,
+          lun: 0n,
+          initiatorTaskTag: RESERVED_TAG,
+          targetTransferTag: pdu.targetTransferTag,
+          cmdSN: this.cmdSN,
+          expStatSN: this.expStatSN,
+        });
       }
       this.queue.push({ pdu, data });
     }
@@ -204,16 +228,50 @@ export class TestInitiator {
     const itt = this.nextItt();
     const keys = new Map<string, string>();
     const ops: Record<string, string> = {
-      HeaderDigest: 'None', DataDigest: 'None', MaxRecvDataSegmentLength: '262144',
-      ...(o.sessionType === 'Discovery' ? {} : { InitialR2T: 'No', ImmediateData: 'Yes', MaxBurstLength: '1048576', FirstBurstLength: '262144', MaxOutstandingR2T: '4', MaxConnections: '1' }),
-      DefaultTime2Wait: '2', DefaultTime2Retain: '0', ErrorRecoveryLevel: '0',
+      HeaderDigest: 'None',
+      DataDigest: 'None',
+      MaxRecvDataSegmentLength: '262144',
+      ...(o.sessionType === 'Discovery'
+        ? {}
+        : {
+            InitialR2T: 'No',
+            ImmediateData: 'Yes',
+            MaxBurstLength: '1048576',
+            FirstBurstLength: '262144',
+            MaxOutstandingR2T: '4',
+            MaxConnections: '1',
+          }),
+      DefaultTime2Wait: '2',
+      DefaultTime2Retain: '0',
+      ErrorRecoveryLevel: '0',
       ...o.keys,
     };
-    const identity: TextPair[] = [{ key: 'InitiatorName', value: o.initiatorName }, { key: 'SessionType', value: o.sessionType ?? 'Normal' }];
+    const identity: TextPair[] = [
+      { key: 'InitiatorName', value: o.initiatorName },
+      { key: 'SessionType', value: o.sessionType ?? 'Normal' },
+    ];
     if (o.targetName) identity.push({ key: 'TargetName', value: o.targetName });
     const exchange = async (csg: number, nsg: number, transit: boolean, pairs: TextPair[]): Promise<ReceivedPdu> => {
       const data = encodeText(pairs);
-      this.send({ opcode: 0x03, dataSegmentLength: data.length, transit, continue: false, csg, nsg, versionMax: 0, versionMin: 0, isid: this.isid, tsih: this.tsih, initiatorTaskTag: itt, cid: 0, cmdSN: this.cmdSN, expStatSN: this.expStatSN }, data);
+      this.send(
+        {
+          opcode: 0x03,
+          dataSegmentLength: data.length,
+          transit,
+          continue: false,
+          csg,
+          nsg,
+          versionMax: 0,
+          versionMin: 0,
+          isid: this.isid,
+          tsih: this.tsih,
+          initiatorTaskTag: itt,
+          cid: 0,
+          cmdSN: this.cmdSN,
+          expStatSN: this.expStatSN,
+        },
+        data,
+      );
       const r = await this.expect();
       if (r.pdu.opcode !== 0x23) throw new IscsiError(`expected Login Response, got opcode 0x${r.pdu.opcode.toString(16)}`);
       for (const p of parseText(r.data)) keys.set(p.key, p.value);
@@ -231,7 +289,10 @@ export class TestInitiator {
       if ((r.pdu as { statusClass: number }).statusClass !== 0) return outcome(r);
       const id = Number(keys.get('CHAP_I'));
       const challenge = decodeBinary(keys.get('CHAP_C') ?? '') ?? Buffer.alloc(0);
-      const answer: TextPair[] = [{ key: 'CHAP_N', value: o.chap.user }, { key: 'CHAP_R', value: encodeHex(chapMd5(id, o.chap.secret, challenge)) }];
+      const answer: TextPair[] = [
+        { key: 'CHAP_N', value: o.chap.user },
+        { key: 'CHAP_R', value: encodeHex(chapMd5(id, o.chap.secret, challenge)) },
+      ];
       let myId = 0;
       let myChallenge = Buffer.alloc(0);
       if (o.chap.mutual) {
@@ -270,10 +331,13 @@ export class TestInitiator {
   }
 
   /** Execute one SCSI command; handles immediate, unsolicited and R2T-solicited data. */
-  async command(cdb: Buffer, o: { lun?: number; readLength?: number; writeData?: Buffer; immediate?: boolean; expectedLength?: number } = {}): Promise<CommandResult> {
+  async command(
+    cdb: Buffer,
+    o: { lun?: number; readLength?: number; writeData?: Buffer; immediate?: boolean; expectedLength?: number } = {},
+  ): Promise<CommandResult> {
     const itt = this.nextItt();
     const write = o.writeData ?? null;
-    const edtl = o.expectedLength ?? (write ? write.length : o.readLength ?? 0);
+    const edtl = o.expectedLength ?? (write ? write.length : (o.readLength ?? 0));
     const full = Buffer.alloc(16);
     cdb.copy(full, 0, 0, Math.min(16, cdb.length));
     const cdbField = cdb.length > 16 ? cdb : full;
@@ -282,15 +346,43 @@ export class TestInitiator {
     const unsolEnd = write && !this.initialR2T ? Math.min(write.length, this.firstBurst) : immLen;
     const cmdSN = this.cmdSN;
     if (!o.immediate) this.cmdSN = (this.cmdSN + 1) >>> 0;
-    this.send({
-      opcode: 0x01, immediate: !!o.immediate, dataSegmentLength: immLen, final: unsolEnd === immLen, read: (o.readLength ?? 0) > 0, write: !!write, attr: 1, lun,
-      initiatorTaskTag: itt, expectedDataTransferLength: edtl, cmdSN, expStatSN: this.expStatSN, cdb: cdbField, bidiReadLength: null,
-    }, write ? write.subarray(0, immLen) : undefined);
+    this.send(
+      {
+        opcode: 0x01,
+        immediate: !!o.immediate,
+        dataSegmentLength: immLen,
+        final: unsolEnd === immLen,
+        read: (o.readLength ?? 0) > 0,
+        write: !!write,
+        attr: 1,
+        lun,
+        initiatorTaskTag: itt,
+        expectedDataTransferLength: edtl,
+        cmdSN,
+        expStatSN: this.expStatSN,
+        cdb: cdbField,
+        bidiReadLength: null,
+      },
+      write ? write.subarray(0, immLen) : undefined,
+    );
     const sendRange = (from: number, to: number, ttt: number): void => {
       let sn = 0;
       for (let off = from; off < to; off += this.maxXmit) {
         const n = Math.min(this.maxXmit, to - off);
-        this.send({ opcode: 0x05, dataSegmentLength: n, final: off + n === to, lun, initiatorTaskTag: itt, targetTransferTag: ttt, expStatSN: this.expStatSN, dataSN: sn++, bufferOffset: off }, write!.subarray(off, off + n));
+        this.send(
+          {
+            opcode: 0x05,
+            dataSegmentLength: n,
+            final: off + n === to,
+            lun,
+            initiatorTaskTag: itt,
+            targetTransferTag: ttt,
+            expStatSN: this.expStatSN,
+            dataSN: sn++,
+            bufferOffset: off,
+          },
+          write!.subarray(off, off + n),
+        );
       }
     };
     if (write && unsolEnd > immLen) sendRange(immLen, unsolEnd, RESERVED_TAG);
@@ -307,13 +399,31 @@ export class TestInitiator {
       if (p.opcode === 0x25 && p.initiatorTaskTag === itt) {
         chunks.push(r.data);
         if (p.statusPresent) {
-          return { status: p.status, response: 0, data: Buffer.concat(chunks), sense: null, residualCount: p.residualCount, overflow: p.overflow, underflow: p.underflow, r2ts };
+          return {
+            status: p.status,
+            response: 0,
+            data: Buffer.concat(chunks),
+            sense: null,
+            residualCount: p.residualCount,
+            overflow: p.overflow,
+            underflow: p.underflow,
+            r2ts,
+          };
         }
         continue;
       }
       if (p.opcode === 0x21 && p.initiatorTaskTag === itt) {
         const sense = r.data.length >= 2 ? r.data.subarray(2, 2 + r.data.readUInt16BE(0)) : null;
-        return { status: p.status, response: p.response, data: Buffer.concat(chunks), sense, residualCount: p.residualCount, overflow: p.overflow, underflow: p.underflow, r2ts };
+        return {
+          status: p.status,
+          response: p.response,
+          data: Buffer.concat(chunks),
+          sense,
+          residualCount: p.residualCount,
+          overflow: p.overflow,
+          underflow: p.underflow,
+          r2ts,
+        };
       }
       if (p.opcode === 0x3f) throw new IscsiError(`command rejected, reason 0x${p.reason.toString(16)}`);
       throw new IscsiError(`unexpected PDU opcode 0x${p.opcode.toString(16)} while waiting for task ${itt}`);
@@ -323,9 +433,22 @@ export class TestInitiator {
   /** NOP-Out ping with data; resolves with the NOP-In echo. */
   async ping(data: Buffer = Buffer.alloc(0)): Promise<ReceivedPdu> {
     const itt = this.nextItt();
-    this.send({ opcode: 0x00, immediate: true, dataSegmentLength: data.length, lun: 0n, initiatorTaskTag: itt, targetTransferTag: RESERVED_TAG, cmdSN: this.cmdSN, expStatSN: this.expStatSN }, data);
+    this.send(
+      {
+        opcode: 0x00,
+        immediate: true,
+        dataSegmentLength: data.length,
+        lun: 0n,
+        initiatorTaskTag: itt,
+        targetTransferTag: RESERVED_TAG,
+        cmdSN: this.cmdSN,
+        expStatSN: this.expStatSN,
+      },
+      data,
+    );
     const r = await this.expect();
-    if (r.pdu.opcode !== 0x20 || r.pdu.initiatorTaskTag !== itt) throw new IscsiError(`expected NOP-In for ${itt}, got opcode 0x${r.pdu.opcode.toString(16)}`);
+    if (r.pdu.opcode !== 0x20 || r.pdu.initiatorTaskTag !== itt)
+      throw new IscsiError(`expected NOP-In for ${itt}, got opcode 0x${r.pdu.opcode.toString(16)}`);
     return r;
   }
 
@@ -336,7 +459,21 @@ export class TestInitiator {
     let ttt = RESERVED_TAG;
     const parts: Buffer[] = [];
     for (;;) {
-      this.send({ opcode: 0x04, immediate: false, dataSegmentLength: data.length, final: true, continue: false, lun: 0n, initiatorTaskTag: itt, targetTransferTag: ttt, cmdSN: this.cmdSN, expStatSN: this.expStatSN }, data);
+      this.send(
+        {
+          opcode: 0x04,
+          immediate: false,
+          dataSegmentLength: data.length,
+          final: true,
+          continue: false,
+          lun: 0n,
+          initiatorTaskTag: itt,
+          targetTransferTag: ttt,
+          cmdSN: this.cmdSN,
+          expStatSN: this.expStatSN,
+        },
+        data,
+      );
       this.cmdSN = (this.cmdSN + 1) >>> 0;
       const r = await this.expect();
       if (r.pdu.opcode !== 0x24) throw new IscsiError(`expected Text Response, got 0x${r.pdu.opcode.toString(16)}`);
@@ -350,7 +487,16 @@ export class TestInitiator {
 
   async logout(): Promise<number> {
     const itt = this.nextItt();
-    this.send({ opcode: 0x06, immediate: true, dataSegmentLength: 0, reasonCode: 0, initiatorTaskTag: itt, cid: 0, cmdSN: this.cmdSN, expStatSN: this.expStatSN });
+    this.send({
+      opcode: 0x06,
+      immediate: true,
+      dataSegmentLength: 0,
+      reasonCode: 0,
+      initiatorTaskTag: itt,
+      cid: 0,
+      cmdSN: this.cmdSN,
+      expStatSN: this.expStatSN,
+    });
     const r = await this.expect();
     if (r.pdu.opcode !== 0x26) throw new IscsiError(`expected Logout Response, got 0x${r.pdu.opcode.toString(16)}`);
     return r.pdu.response;

@@ -102,7 +102,15 @@ export async function startLunarProcess(opts: StartLunarOptions): Promise<LunarP
 
   const spawnServer = async (): Promise<void> => {
     // Same preload as the `lunar` shebang, so the server gets the thread pool it gets in production.
-    const args = [`--import=${POOL_PRELOAD}`, LUNAR_CLI, 'serve', '--data-dir', dataDir, ...opts.portals.flatMap((p) => ['--portal', p]), ...(opts.args ?? [])];
+    const args = [
+      `--import=${POOL_PRELOAD}`,
+      LUNAR_CLI,
+      'serve',
+      '--data-dir',
+      dataDir,
+      ...opts.portals.flatMap((p) => ['--portal', p]),
+      ...(opts.args ?? []),
+    ];
     const [cmd, argv] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, process.execPath, ...args]] : [process.execPath, args];
     const c = spawn(cmd, argv, {
       env: { ...process.env, LUNAR_LOG_LEVEL: process.env.LUNAR_LOG_LEVEL ?? 'info', ...opts.env },

@@ -131,11 +131,34 @@ export async function startTgt(opts: StartTgtOptions): Promise<TgtProcess> {
       if (Date.now() > deadline) throw new Error(`tgtd management port ${controlPort} not answering: ${r.out.trim()} ${log.trim()}`);
     }
     await mustTgtadm(controlPort, ['--lld', 'iscsi', '--op', 'new', '--mode', 'target', '--tid', '1', '-T', iqn]);
-    await mustTgtadm(controlPort, ['--lld', 'iscsi', '--op', 'new', '--mode', 'logicalunit', '--tid', '1', '--lun', String(lun), '-b', backingFile]);
+    await mustTgtadm(controlPort, [
+      '--lld',
+      'iscsi',
+      '--op',
+      'new',
+      '--mode',
+      'logicalunit',
+      '--tid',
+      '1',
+      '--lun',
+      String(lun),
+      '-b',
+      backingFile,
+    ]);
     if (opts.thin ?? true) {
       await mustTgtadm(controlPort, [
-        '--lld', 'iscsi', '--op', 'update', '--mode', 'logicalunit', '--tid', '1', '--lun', String(lun),
-        '--params', 'thin_provisioning=1',
+        '--lld',
+        'iscsi',
+        '--op',
+        'update',
+        '--mode',
+        'logicalunit',
+        '--tid',
+        '1',
+        '--lun',
+        String(lun),
+        '--params',
+        'thin_provisioning=1',
       ]);
     }
     await mustTgtadm(controlPort, ['--lld', 'iscsi', '--op', 'bind', '--mode', 'target', '--tid', '1', '-I', 'ALL']);

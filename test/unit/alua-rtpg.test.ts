@@ -14,8 +14,14 @@ test('length-only header (format 000b): one active/optimized group listing every
   assert.equal(d.readUInt16BE(2), TARGET_PORT_GROUP_ID);
   assert.equal(d[5], 0, 'STATUS CODE');
   assert.equal(d[7], 3, 'TARGET PORT COUNT');
-  assert.deepEqual([0, 1, 2].map((i) => d.readUInt16BE(8 + 4 * i + 2)), [1, 2, 3]);
-  assert.deepEqual([0, 1, 2].map((i) => d.readUInt16BE(8 + 4 * i)), [0, 0, 0]);
+  assert.deepEqual(
+    [0, 1, 2].map((i) => d.readUInt16BE(8 + 4 * i + 2)),
+    [1, 2, 3],
+  );
+  assert.deepEqual(
+    [0, 1, 2].map((i) => d.readUInt16BE(8 + 4 * i)),
+    [0, 0, 0],
+  );
 });
 
 test('extended header (format 001b) carries the implicit transition time', () => {
@@ -41,7 +47,15 @@ test('allocation length truncates but RETURN DATA LENGTH reports the full list',
 test('duplicate ports are listed once; reserved id 0 is dropped; more than 255 ports is refused', () => {
   const b = encodeReportTargetPortGroups([5, 5, 0, 4], false, 1024);
   assert.equal(b[4 + 7], 2);
-  assert.throws(() => encodeReportTargetPortGroups(Array.from({ length: 256 }, (_, i) => i + 1), false, 65535), RangeError);
+  assert.throws(
+    () =>
+      encodeReportTargetPortGroups(
+        Array.from({ length: 256 }, (_, i) => i + 1),
+        false,
+        65535,
+      ),
+    RangeError,
+  );
 });
 
 test('targetPortGroupOf agrees with the group REPORT TARGET PORT GROUPS lists for every port', () => {

@@ -58,13 +58,23 @@ test('admin socket: requests, error codes, malformed input, exclusivity', async 
     assert.equal(v.name, 'a');
     assert.equal(((await adminCall(sock, 'volume.get', { volume: 'a' })) as { id: string }).id, v.id);
     assert.equal(((await adminCall(sock, 'volume.get', { volume: v.id })) as { name: string }).name, 'a');
-    await assert.rejects(adminCall(sock, 'volume.get', { volume: 'zzz' }), (e: unknown) => e instanceof AdminError && e.code === 'not-found');
-    await assert.rejects(adminCall(sock, 'volume.create', { name: 'b' }), (e: unknown) => e instanceof AdminError && e.code === 'invalid-argument' && /sizeBytes/.test(e.message));
+    await assert.rejects(
+      adminCall(sock, 'volume.get', { volume: 'zzz' }),
+      (e: unknown) => e instanceof AdminError && e.code === 'not-found',
+    );
+    await assert.rejects(
+      adminCall(sock, 'volume.create', { name: 'b' }),
+      (e: unknown) => e instanceof AdminError && e.code === 'invalid-argument' && /sizeBytes/.test(e.message),
+    );
     await assert.rejects(adminCall(sock, 'volume.create', { name: 'b', sizeBytes: 1, chap: { mode: 'weird' } }), /unknown CHAP mode/);
     await assert.rejects(adminCall(sock, 'volume.resize', { volume: 'a', sizeBytes: 'big' }), /"sizeBytes" must be a number/);
     await assert.rejects(adminCall(sock, 'nonsense'), (e: unknown) => e instanceof AdminError && e.code === 'unknown-method');
     // Several requests on one connection, one malformed: each gets its own answer, the connection survives.
-    const answers = await rawExchange(sock, '{"id":1,"method":"ping"}\nthis is not json\n{"id":3}\n[1]\n{"id":5,"method":"volume.list"}\n', 4 + 1);
+    const answers = await rawExchange(
+      sock,
+      '{"id":1,"method":"ping"}\nthis is not json\n{"id":3}\n[1]\n{"id":5,"method":"volume.list"}\n',
+      4 + 1,
+    );
     const byId = (id: number | null) => answers.filter((a) => a.id === id);
     assert.equal(byId(1)[0]?.ok, true);
     assert.equal(byId(3)[0]?.ok, false);

@@ -30,7 +30,10 @@ test('parsePortal: forms', () => {
   assert.deepEqual(parsePortal('0.0.0.0:3260=192.0.2.10', 1), { host: '0.0.0.0', port: 3260, tpgt: 1, advertise: '192.0.2.10' });
   assert.deepEqual(parsePortal('[::]:3260=[2001:db8::1]', 1), { host: '::', port: 3260, tpgt: 1, advertise: '2001:db8::1' });
   assert.deepEqual(parsePortal('storage.example:3260', 1), { host: 'storage.example', port: 3260, tpgt: 1 });
-  assert.deepEqual(parsePortals(['a:1', 'b:2']).map((p) => p.tpgt), [1, 2]);
+  assert.deepEqual(
+    parsePortals(['a:1', 'b:2']).map((p) => p.tpgt),
+    [1, 2],
+  );
 });
 
 test('parsePortal: errors', () => {

@@ -20,7 +20,9 @@ interface Entry {
 }
 
 const MESSAGES: Record<string, Entry> = {
-  'VolumeCapability.MountVolume': { fields: { fs_type: true, mount_flags: true, volume_mount_group: true } satisfies FieldMap<T.MountVolume> },
+  'VolumeCapability.MountVolume': {
+    fields: { fs_type: true, mount_flags: true, volume_mount_group: true } satisfies FieldMap<T.MountVolume>,
+  },
   'VolumeCapability.AccessMode': { fields: { mode: true } satisfies FieldMap<T.AccessMode> },
   VolumeCapability: {
     fields: { block: true, mount: true, access_mode: true } satisfies FieldMap<T.VolumeCapability, 'access_type'>,
@@ -105,9 +107,16 @@ const MESSAGES: Record<string, Entry> = {
     } satisfies FieldMap<T.ValidateVolumeCapabilitiesRequest>,
   },
   'ValidateVolumeCapabilitiesResponse.Confirmed': {
-    fields: { volume_context: true, volume_capabilities: true, parameters: true, mutable_parameters: true } satisfies FieldMap<T.ValidateConfirmed>,
+    fields: {
+      volume_context: true,
+      volume_capabilities: true,
+      parameters: true,
+      mutable_parameters: true,
+    } satisfies FieldMap<T.ValidateConfirmed>,
   },
-  ValidateVolumeCapabilitiesResponse: { fields: { confirmed: true, message: true } satisfies FieldMap<T.ValidateVolumeCapabilitiesResponse> },
+  ValidateVolumeCapabilitiesResponse: {
+    fields: { confirmed: true, message: true } satisfies FieldMap<T.ValidateVolumeCapabilitiesResponse>,
+  },
   ListVolumesRequest: { fields: { max_entries: true, starting_token: true } satisfies FieldMap<T.ListVolumesRequest> },
   'ListVolumesResponse.VolumeStatus': {
     fields: { published_node_ids: true, volume_condition: true } satisfies FieldMap<T.ListVolumesVolumeStatus>,
@@ -149,7 +158,12 @@ const MESSAGES: Record<string, Entry> = {
   GetSnapshotRequest: { fields: { snapshot_id: true, secrets: true } satisfies FieldMap<T.GetSnapshotRequest> },
   GetSnapshotResponse: { fields: { snapshot: true } satisfies FieldMap<T.GetSnapshotResponse> },
   ControllerExpandVolumeRequest: {
-    fields: { volume_id: true, capacity_range: true, secrets: true, volume_capability: true } satisfies FieldMap<T.ControllerExpandVolumeRequest>,
+    fields: {
+      volume_id: true,
+      capacity_range: true,
+      secrets: true,
+      volume_capability: true,
+    } satisfies FieldMap<T.ControllerExpandVolumeRequest>,
   },
   ControllerExpandVolumeResponse: {
     fields: { capacity_bytes: true, node_expansion_required: true } satisfies FieldMap<T.ControllerExpandVolumeResponse>,
@@ -257,7 +271,12 @@ for (const [name, entry] of Object.entries(MESSAGES)) {
 
 for (const [name, values] of Object.entries(ENUMS)) {
   test(`types.ts matches enum csi.v1.${name}`, () => {
-    assert.deepEqual([...values].sort(), enumType(name).value.map((v) => v.name).sort());
+    assert.deepEqual(
+      [...values].sort(),
+      enumType(name)
+        .value.map((v) => v.name)
+        .sort(),
+    );
   });
 }
 

@@ -55,16 +55,34 @@ test('volumeSize rounds required_bytes up to the alignment and honours limit_byt
   assert.equal(volumeSize(capacityBounds({ required_bytes: String(10 * MiB), limit_bytes: String(10 * MiB) })), 10 * MiB);
   // only a limit: the default size capped to the limit, rounded down
   assert.equal(volumeSize(capacityBounds({ required_bytes: '0', limit_bytes: String(5 * MiB + 7) })), 5 * MiB);
-  assert.equal(code(() => volumeSize(capacityBounds({ required_bytes: '0', limit_bytes: '1000' }))), status.OUT_OF_RANGE);
+  assert.equal(
+    code(() => volumeSize(capacityBounds({ required_bytes: '0', limit_bytes: '1000' }))),
+    status.OUT_OF_RANGE,
+  );
   // limit below the rounded size
-  assert.equal(code(() => volumeSize(capacityBounds({ required_bytes: String(MiB + 1), limit_bytes: String(MiB + 100) }))), status.OUT_OF_RANGE);
-  assert.equal(code(() => capacityBounds({ required_bytes: '10', limit_bytes: '5' })), status.OUT_OF_RANGE);
-  assert.equal(code(() => capacityBounds({ required_bytes: '-1', limit_bytes: '0' })), status.INVALID_ARGUMENT);
-  assert.equal(code(() => volumeSize(capacityBounds({ required_bytes: String(2 ** 50), limit_bytes: '0' }))), status.OUT_OF_RANGE);
+  assert.equal(
+    code(() => volumeSize(capacityBounds({ required_bytes: String(MiB + 1), limit_bytes: String(MiB + 100) }))),
+    status.OUT_OF_RANGE,
+  );
+  assert.equal(
+    code(() => capacityBounds({ required_bytes: '10', limit_bytes: '5' })),
+    status.OUT_OF_RANGE,
+  );
+  assert.equal(
+    code(() => capacityBounds({ required_bytes: '-1', limit_bytes: '0' })),
+    status.INVALID_ARGUMENT,
+  );
+  assert.equal(
+    code(() => volumeSize(capacityBounds({ required_bytes: String(2 ** 50), limit_bytes: '0' }))),
+    status.OUT_OF_RANGE,
+  );
   // from a source: at least the source's size
   assert.equal(volumeSize(capacityBounds(null), 3 * MiB), 3 * MiB);
   assert.equal(volumeSize(capacityBounds({ required_bytes: String(MiB), limit_bytes: '0' }), 3 * MiB), 3 * MiB);
-  assert.equal(code(() => volumeSize(capacityBounds({ required_bytes: '0', limit_bytes: String(2 * MiB) }), 3 * MiB)), status.OUT_OF_RANGE);
+  assert.equal(
+    code(() => volumeSize(capacityBounds({ required_bytes: '0', limit_bytes: String(2 * MiB) }), 3 * MiB)),
+    status.OUT_OF_RANGE,
+  );
 });
 
 test('volumeSize: property — result aligned, >= required, <= limit when it succeeds', () => {
@@ -82,14 +100,36 @@ test('volumeSize: property — result aligned, >= required, <= limit when it suc
 });
 
 test('capabilities: structure and what Lunar supports', () => {
-  const mount = (mode: string, fs_type = ''): unknown => ({ mount: { fs_type, mount_flags: [], volume_mount_group: '' }, access_mode: { mode }, access_type: 'mount' });
+  const mount = (mode: string, fs_type = ''): unknown => ({
+    mount: { fs_type, mount_flags: [], volume_mount_group: '' },
+    access_mode: { mode },
+    access_type: 'mount',
+  });
   const block = (mode: string): unknown => ({ block: {}, access_mode: { mode }, access_type: 'block' });
   const chk = (c: unknown) => checkCapability(c as Parameters<typeof checkCapability>[0], 'cap');
-  assert.equal(code(() => chk(null)), status.INVALID_ARGUMENT);
-  assert.equal(code(() => chk({ mount: { fs_type: '' }, access_mode: null })), status.INVALID_ARGUMENT);
-  assert.equal(code(() => chk({ access_mode: { mode: 'SINGLE_NODE_WRITER' } })), status.INVALID_ARGUMENT);
-  assert.equal(code(() => chk(block('UNKNOWN'))), status.INVALID_ARGUMENT);
-  for (const mode of ['SINGLE_NODE_WRITER', 'SINGLE_NODE_READER_ONLY', 'SINGLE_NODE_SINGLE_WRITER', 'SINGLE_NODE_MULTI_WRITER', 'MULTI_NODE_READER_ONLY']) {
+  assert.equal(
+    code(() => chk(null)),
+    status.INVALID_ARGUMENT,
+  );
+  assert.equal(
+    code(() => chk({ mount: { fs_type: '' }, access_mode: null })),
+    status.INVALID_ARGUMENT,
+  );
+  assert.equal(
+    code(() => chk({ access_mode: { mode: 'SINGLE_NODE_WRITER' } })),
+    status.INVALID_ARGUMENT,
+  );
+  assert.equal(
+    code(() => chk(block('UNKNOWN'))),
+    status.INVALID_ARGUMENT,
+  );
+  for (const mode of [
+    'SINGLE_NODE_WRITER',
+    'SINGLE_NODE_READER_ONLY',
+    'SINGLE_NODE_SINGLE_WRITER',
+    'SINGLE_NODE_MULTI_WRITER',
+    'MULTI_NODE_READER_ONLY',
+  ]) {
     assert.equal(unsupportedReason(chk(mount(mode)), 'cap'), null, mode);
     assert.equal(unsupportedReason(chk(block(mode)), 'cap'), null, mode);
   }
@@ -102,7 +142,13 @@ test('capabilities: structure and what Lunar supports', () => {
 });
 
 test('parameters: Lunar keys, sidecar keys ignored, unknown keys named', () => {
-  const p = parseParameters({ fsType: 'xfs', chap: 'mutual', thin: 'false', portals: '127.0.0.1:3260, [::1]:3261', 'csi.storage.k8s.io/pvc/name': 'data' });
+  const p = parseParameters({
+    fsType: 'xfs',
+    chap: 'mutual',
+    thin: 'false',
+    portals: '127.0.0.1:3260, [::1]:3261',
+    'csi.storage.k8s.io/pvc/name': 'data',
+  });
   assert.equal(p.fsType, 'xfs');
   assert.equal(p.chap, 'mutual');
   assert.equal(p.thin, false);
@@ -120,11 +166,26 @@ test('parameters: Lunar keys, sidecar keys ignored, unknown keys named', () => {
     assert.match(err.message, /"fstype"/);
     assert.match(err.message, /"colour"/);
   }
-  assert.equal(code(() => parseParameters({ chap: 'yes' })), status.INVALID_ARGUMENT);
-  assert.equal(code(() => parseParameters({ thin: 'True' })), status.INVALID_ARGUMENT);
-  assert.equal(code(() => parseParameters({ portals: 'nohostport' })), status.INVALID_ARGUMENT);
-  assert.equal(code(() => parseParameters({ portals: '1.2.3.4:70000' })), status.INVALID_ARGUMENT);
-  assert.equal(code(() => parseParameters({ fsType: 'ntfs' })), status.INVALID_ARGUMENT);
+  assert.equal(
+    code(() => parseParameters({ chap: 'yes' })),
+    status.INVALID_ARGUMENT,
+  );
+  assert.equal(
+    code(() => parseParameters({ thin: 'True' })),
+    status.INVALID_ARGUMENT,
+  );
+  assert.equal(
+    code(() => parseParameters({ portals: 'nohostport' })),
+    status.INVALID_ARGUMENT,
+  );
+  assert.equal(
+    code(() => parseParameters({ portals: '1.2.3.4:70000' })),
+    status.INVALID_ARGUMENT,
+  );
+  assert.equal(
+    code(() => parseParameters({ fsType: 'ntfs' })),
+    status.INVALID_ARGUMENT,
+  );
 });
 
 test('node ids: "<name>#<iqn>" or a bare initiator name', () => {
@@ -134,15 +195,35 @@ test('node ids: "<name>#<iqn>" or a bare initiator name', () => {
   });
   assert.deepEqual(parseNodeId('iqn.1994-05.com.redhat:abc'), { initiatorName: 'iqn.1994-05.com.redhat:abc' });
   assert.deepEqual(parseNodeId('eui.0123456789abcdef'), { initiatorName: 'eui.0123456789abcdef' });
-  for (const bad of ['', 'worker-1', 'worker-1#', '#iqn.2004-10.com.ubuntu:x', 'n#IQN.2004-10.com.ubuntu:x', 'n#iqn.2004-13.com.x', 'bad name#iqn.2004-10.com.x:y']) {
-    assert.equal(code(() => parseNodeId(bad)), status.INVALID_ARGUMENT, bad);
+  for (const bad of [
+    '',
+    'worker-1',
+    'worker-1#',
+    '#iqn.2004-10.com.ubuntu:x',
+    'n#IQN.2004-10.com.ubuntu:x',
+    'n#iqn.2004-13.com.x',
+    'bad name#iqn.2004-10.com.x:y',
+  ]) {
+    assert.equal(
+      code(() => parseNodeId(bad)),
+      status.INVALID_ARGUMENT,
+      bad,
+    );
   }
-  assert.equal(code(() => parseNodeId(`n#iqn.2004-10.com.x:${'a'.repeat(300)}`)), status.INVALID_ARGUMENT);
+  assert.equal(
+    code(() => parseNodeId(`n#iqn.2004-10.com.x:${'a'.repeat(300)}`)),
+    status.INVALID_ARGUMENT,
+  );
 });
 
 test('tokens: round trip; foreign or garbled tokens are ABORTED', () => {
   assert.equal(decodeToken('v', encodeToken('v', 'vol-123')), 'vol-123');
-  for (const t of ['invalid-token', 's1.dm9s', 'v1.', 'v1.***', '1234']) assert.equal(code(() => decodeToken('v', t)), status.ABORTED, t);
+  for (const t of ['invalid-token', 's1.dm9s', 'v1.', 'v1.***', '1234'])
+    assert.equal(
+      code(() => decodeToken('v', t)),
+      status.ABORTED,
+      t,
+    );
   fc.assert(fc.property(fc.string({ minLength: 1 }), (id) => decodeToken('s', encodeToken('s', id)) === id));
 });
 
@@ -161,8 +242,14 @@ test('paginate: pages cover every item once, in id order, and survive deletion o
   assert.deepEqual(seen, items.map((x) => x.id).sort());
   const first = paginate(items, (x) => x.id, 'v', 2, '');
   const rest = items.filter((x) => x.id !== 'id-1');
-  assert.deepEqual(paginate(rest, (x) => x.id, 'v', 0, first.nextToken).page.map((x) => x.id), ['id-2', 'id-3', 'id-4', 'id-5', 'id-6']);
-  assert.equal(code(() => paginate(items, (x) => x.id, 'v', -1, '')), status.INVALID_ARGUMENT);
+  assert.deepEqual(
+    paginate(rest, (x) => x.id, 'v', 0, first.nextToken).page.map((x) => x.id),
+    ['id-2', 'id-3', 'id-4', 'id-5', 'id-6'],
+  );
+  assert.equal(
+    code(() => paginate(items, (x) => x.id, 'v', -1, '')),
+    status.INVALID_ARGUMENT,
+  );
 });
 
 test('redact removes secrets, mount flags and secret-looking keys at any depth', () => {
@@ -174,7 +261,8 @@ test('redact removes secrets, mount flags and secret-looking keys at any depth',
       publish_context: { chapUser: 'u', chapSecret: 's3cr3t-value', mutualSecret: 'other-secret' },
     }),
   );
-  for (const leaked of ['hunter2', 'abc"', 'pass=y', 's3cr3t-value', 'other-secret']) assert.ok(!r.includes(leaked), `${leaked} leaked: ${r}`);
+  for (const leaked of ['hunter2', 'abc"', 'pass=y', 's3cr3t-value', 'other-secret'])
+    assert.ok(!r.includes(leaked), `${leaked} leaked: ${r}`);
   assert.ok(r.includes('pvc-1') && r.includes('ext4') && r.includes('"chapUser":"u"'));
 });
 

@@ -6,7 +6,12 @@ import type { TextPair } from '../../src/iscsi/text.js';
 
 // Vectors computed independently with Python's hashlib: md5(bytes([id]) + secret + challenge).
 const VECTORS = [
-  { id: 1, secret: 'secret123456', challenge: Buffer.from(Array.from({ length: 16 }, (_, i) => i)), md5: 'f2f17d483c1fcd4646f3c472cdf69b37' },
+  {
+    id: 1,
+    secret: 'secret123456',
+    challenge: Buffer.from(Array.from({ length: 16 }, (_, i) => i)),
+    md5: 'f2f17d483c1fcd4646f3c472cdf69b37',
+  },
   { id: 0xab, secret: 'tsecret123456', challenge: Buffer.alloc(16, 0xff), md5: 'b8695a5d029fe69d8fb6c849b7da9339' },
   { id: 0, secret: 'Password', challenge: Buffer.from('0123456789abcdef', 'hex'), md5: '46cec30dd9b1f8d5e8ceff5ee43f52e1' },
 ];
@@ -41,7 +46,13 @@ describe('CHAP (RFC 7143 §12.1.3, RFC 1994)', () => {
       assert.ok(challenge.length >= 16);
       const r = chapMd5(id, 'alicesecret12', challenge);
       const value = enc === 'hex' ? encodeHex(r) : `0b${r.toString('base64')}`;
-      assert.deepEqual(a.step([{ key: 'CHAP_N', value: 'alice' }, { key: 'CHAP_R', value }]), []);
+      assert.deepEqual(
+        a.step([
+          { key: 'CHAP_N', value: 'alice' },
+          { key: 'CHAP_R', value },
+        ]),
+        [],
+      );
       assert.ok(a.finished);
     }
   });
@@ -59,10 +70,24 @@ describe('CHAP (RFC 7143 §12.1.3, RFC 1994)', () => {
     };
     let a = new ChapAuthenticator(CREDS);
     let o = offer(a);
-    assert.throws(() => a.step([{ key: 'CHAP_N', value: 'alice' }, { key: 'CHAP_R', value: encodeHex(chapMd5(o.id, 'wrong', o.c)) }]), isAuthFailure);
+    assert.throws(
+      () =>
+        a.step([
+          { key: 'CHAP_N', value: 'alice' },
+          { key: 'CHAP_R', value: encodeHex(chapMd5(o.id, 'wrong', o.c)) },
+        ]),
+      isAuthFailure,
+    );
     a = new ChapAuthenticator(CREDS);
     o = offer(a);
-    assert.throws(() => a.step([{ key: 'CHAP_N', value: 'mallory' }, { key: 'CHAP_R', value: encodeHex(chapMd5(o.id, CREDS.secret, o.c)) }]), isAuthFailure);
+    assert.throws(
+      () =>
+        a.step([
+          { key: 'CHAP_N', value: 'mallory' },
+          { key: 'CHAP_R', value: encodeHex(chapMd5(o.id, CREDS.secret, o.c)) },
+        ]),
+      isAuthFailure,
+    );
     a = new ChapAuthenticator(CREDS);
     offer(a);
     assert.throws(() => a.step([{ key: 'CHAP_N', value: 'alice' }]), isAuthFailure);
@@ -77,8 +102,10 @@ describe('CHAP (RFC 7143 §12.1.3, RFC 1994)', () => {
     const r = chapMd5(7, CREDS.secret, decodeBinary(get(o, 'CHAP_C'))!);
     const mine = Buffer.alloc(16, 0xff);
     const answer = a.step([
-      { key: 'CHAP_N', value: 'alice' }, { key: 'CHAP_R', value: encodeHex(r) },
-      { key: 'CHAP_I', value: '171' }, { key: 'CHAP_C', value: encodeHex(mine) },
+      { key: 'CHAP_N', value: 'alice' },
+      { key: 'CHAP_R', value: encodeHex(r) },
+      { key: 'CHAP_I', value: '171' },
+      { key: 'CHAP_C', value: encodeHex(mine) },
     ]);
     assert.equal(get(answer, 'CHAP_N'), 'tgt');
     // Computed with Python hashlib: md5(bytes([0xab]) + b'targetsecret12' + b'\\xff' * 16).
@@ -90,9 +117,27 @@ describe('CHAP (RFC 7143 §12.1.3, RFC 1994)', () => {
     const o = a.step([{ key: 'CHAP_A', value: '5' }]);
     const c = decodeBinary(get(o, 'CHAP_C'))!;
     const r = encodeHex(chapMd5(7, CREDS.secret, c));
-    assert.throws(() => a.step([{ key: 'CHAP_N', value: 'alice' }, { key: 'CHAP_R', value: r }, { key: 'CHAP_I', value: '7' }, { key: 'CHAP_C', value: get(o, 'CHAP_C') }]), isAuthFailure);
+    assert.throws(
+      () =>
+        a.step([
+          { key: 'CHAP_N', value: 'alice' },
+          { key: 'CHAP_R', value: r },
+          { key: 'CHAP_I', value: '7' },
+          { key: 'CHAP_C', value: get(o, 'CHAP_C') },
+        ]),
+      isAuthFailure,
+    );
     const b = new ChapAuthenticator({ user: 'alice', secret: CREDS.secret }, fixedRandom);
     b.step([{ key: 'CHAP_A', value: '5' }]);
-    assert.throws(() => b.step([{ key: 'CHAP_N', value: 'alice' }, { key: 'CHAP_R', value: r }, { key: 'CHAP_I', value: '1' }, { key: 'CHAP_C', value: '0x00112233445566778899aabbccddeeff' }]), isAuthFailure);
+    assert.throws(
+      () =>
+        b.step([
+          { key: 'CHAP_N', value: 'alice' },
+          { key: 'CHAP_R', value: r },
+          { key: 'CHAP_I', value: '1' },
+          { key: 'CHAP_C', value: '0x00112233445566778899aabbccddeeff' },
+        ]),
+      isAuthFailure,
+    );
   });
 });

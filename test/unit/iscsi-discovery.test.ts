@@ -5,7 +5,11 @@ import type { Portal, TargetEntry, TargetRegistry } from '../../src/target/types
 import { formatTargetAddress, sendTargets } from '../../src/iscsi/discovery.js';
 
 const device: ScsiTargetDevice = {
-  luns: () => [0], execute: () => Promise.reject(new Error('unused')), taskManagement: () => Promise.reject(new Error('unused')), nexusAdded: () => undefined, nexusRemoved: () => undefined,
+  luns: () => [0],
+  execute: () => Promise.reject(new Error('unused')),
+  taskManagement: () => Promise.reject(new Error('unused')),
+  nexusAdded: () => undefined,
+  nexusRemoved: () => undefined,
 };
 const P1: Portal = { host: '0.0.0.0', port: 3260, tpgt: 1 };
 const P2: Portal = { host: 'fd00::5', port: 3261, tpgt: 2 };
@@ -17,7 +21,12 @@ const targets: TargetEntry[] = [
   { iqn: 'iqn.a:net', portals: [], access: { allow: ['192.168.0.0/16'] }, chap: null, device },
   { iqn: 'iqn.a:none', portals: [], access: { allow: [] }, chap: null, device },
 ];
-const registry: TargetRegistry = { findTarget: (i) => targets.find((t) => t.iqn === i), listTargets: () => targets, portals: () => [P1, P2], discoveryChap: () => null };
+const registry: TargetRegistry = {
+  findTarget: (i) => targets.find((t) => t.iqn === i),
+  listTargets: () => targets,
+  portals: () => [P1, P2],
+  discoveryChap: () => null,
+};
 const q = { initiatorName: 'iqn.n:2', remoteAddress: '10.1.1.1', localAddress: '10.1.1.2', value: 'All', sessionTarget: null };
 
 describe('SendTargets (RFC 7143 §13.3)', () => {
@@ -40,9 +49,13 @@ describe('SendTargets (RFC 7143 §13.3)', () => {
   });
 
   it('ACLs by IQN and CIDR decide visibility; unlisted initiators see nothing', () => {
-    const n1 = sendTargets(registry, { ...q, initiatorName: 'iqn.n:1' }).filter((p) => p.key === 'TargetName').map((p) => p.value);
+    const n1 = sendTargets(registry, { ...q, initiatorName: 'iqn.n:1' })
+      .filter((p) => p.key === 'TargetName')
+      .map((p) => p.value);
     assert.deepEqual(n1, ['iqn.a:all', 'iqn.a:two', 'iqn.a:node1']);
-    const net = sendTargets(registry, { ...q, remoteAddress: '192.168.4.4' }).filter((p) => p.key === 'TargetName').map((p) => p.value);
+    const net = sendTargets(registry, { ...q, remoteAddress: '192.168.4.4' })
+      .filter((p) => p.key === 'TargetName')
+      .map((p) => p.value);
     assert.deepEqual(net, ['iqn.a:all', 'iqn.a:two', 'iqn.a:net']);
     const onlyAcl: TargetRegistry = { ...registry, listTargets: () => targets.slice(2) };
     assert.deepEqual(sendTargets(onlyAcl, q), []);
@@ -53,7 +66,10 @@ describe('SendTargets (RFC 7143 §13.3)', () => {
     assert.equal(sendTargets(registry, { ...q, value: 'iqn.a:two' })[0]?.value, 'iqn.a:two');
     assert.deepEqual(sendTargets(registry, { ...q, value: 'iqn.a:missing' }), []);
     const own = sendTargets(registry, { ...q, value: 'All', sessionTarget: 'iqn.a:two' });
-    assert.deepEqual(own.filter((p) => p.key === 'TargetName').map((p) => p.value), ['iqn.a:two']);
+    assert.deepEqual(
+      own.filter((p) => p.key === 'TargetName').map((p) => p.value),
+      ['iqn.a:two'],
+    );
     assert.deepEqual(sendTargets(registry, { ...q, value: '', sessionTarget: 'iqn.a:all' })[0], { key: 'TargetName', value: 'iqn.a:all' });
   });
 });

@@ -18,26 +18,71 @@ const device: ScsiTargetDevice = {
   nexusRemoved: () => undefined,
 };
 const T_OPEN: TargetEntry = { iqn: 'iqn.2026-01.io.lunar:open', alias: 'open', portals: [], access: { allow: null }, chap: null, device };
-const T_CHAP: TargetEntry = { iqn: 'iqn.2026-01.io.lunar:chap', portals: [], access: { allow: null }, chap: { user: 'alice', secret: 'alicesecret12' }, device };
-const T_ACL: TargetEntry = { iqn: 'iqn.2026-01.io.lunar:acl', portals: [], access: { allow: ['iqn.2026-01.io.node:a', '10.1.0.0/16'] }, chap: null, device };
+const T_CHAP: TargetEntry = {
+  iqn: 'iqn.2026-01.io.lunar:chap',
+  portals: [],
+  access: { allow: null },
+  chap: { user: 'alice', secret: 'alicesecret12' },
+  device,
+};
+const T_ACL: TargetEntry = {
+  iqn: 'iqn.2026-01.io.lunar:acl',
+  portals: [],
+  access: { allow: ['iqn.2026-01.io.node:a', '10.1.0.0/16'] },
+  chap: null,
+  device,
+};
 const T_NOBODY: TargetEntry = { iqn: 'iqn.2026-01.io.lunar:nobody', portals: [], access: { allow: [] }, chap: null, device };
-const T_OTHERPORTAL: TargetEntry = { iqn: 'iqn.2026-01.io.lunar:p2', portals: [{ host: '127.0.0.1', port: 3261, tpgt: 2 }], access: { allow: null }, chap: null, device };
+const T_OTHERPORTAL: TargetEntry = {
+  iqn: 'iqn.2026-01.io.lunar:p2',
+  portals: [{ host: '127.0.0.1', port: 3261, tpgt: 2 }],
+  access: { allow: null },
+  chap: null,
+  device,
+};
 
 function registry(discovery: ChapCredentials | null = null): TargetRegistry {
   const all = [T_OPEN, T_CHAP, T_ACL, T_NOBODY, T_OTHERPORTAL];
-  return { findTarget: (i) => all.find((t) => t.iqn === i), listTargets: () => all, portals: () => [{ host: '127.0.0.1', port: 3260, tpgt: 1 }], discoveryChap: () => discovery };
+  return {
+    findTarget: (i) => all.find((t) => t.iqn === i),
+    listTargets: () => all,
+    portals: () => [{ host: '127.0.0.1', port: 3260, tpgt: 1 }],
+    discoveryChap: () => discovery,
+  };
 }
 
 function machine(opts: { remote?: string; discovery?: ChapCredentials | null; sessions?: number[] } = {}): LoginStateMachine {
   return new LoginStateMachine({
-    registry: registry(opts.discovery ?? null), tuning: DEFAULT_TUNING, remoteAddress: opts.remote ?? '127.0.0.1', portalGroupTag: 1,
+    registry: registry(opts.discovery ?? null),
+    tuning: DEFAULT_TUNING,
+    remoteAddress: opts.remote ?? '127.0.0.1',
+    portalGroupTag: 1,
     sessionExists: (tsih) => (opts.sessions ?? []).includes(tsih),
   });
 }
 
 function req(over: Partial<LoginRequest>, keys: Record<string, string>): [LoginRequest, Buffer] {
   const data = encodeText(Object.entries(keys).map(([key, value]) => ({ key, value })));
-  return [{ opcode: 0x03, dataSegmentLength: data.length, transit: true, continue: false, csg: 1, nsg: 3, versionMax: 0, versionMin: 0, isid: '400001370000', tsih: 0, initiatorTaskTag: 1, cid: 0, cmdSN: 10, expStatSN: 0, ...over }, data];
+  return [
+    {
+      opcode: 0x03,
+      dataSegmentLength: data.length,
+      transit: true,
+      continue: false,
+      csg: 1,
+      nsg: 3,
+      versionMax: 0,
+      versionMin: 0,
+      isid: '400001370000',
+      tsih: 0,
+      initiatorTaskTag: 1,
+      cid: 0,
+      cmdSN: 10,
+      expStatSN: 0,
+      ...over,
+    },
+    data,
+  ];
 }
 const keysOf = (r: LoginReply): Record<string, string> => Object.fromEntries(parseText(r.data).map((p) => [p.key, p.value]));
 const status = (r: LoginReply): number => (r.statusClass << 8) | r.statusDetail;
@@ -46,7 +91,9 @@ const ID = { InitiatorName: 'iqn.2026-01.io.node:a', SessionType: 'Normal' };
 describe('login state machine (RFC 7143 §6.3, §11.12, §11.13)', () => {
   it('normal session without authentication goes straight from operational to full feature phase', () => {
     const m = machine();
-    const r = m.handle(...req({}, { ...ID, TargetName: T_OPEN.iqn, MaxRecvDataSegmentLength: '65536', InitialR2T: 'No', ImmediateData: 'Yes' }));
+    const r = m.handle(
+      ...req({}, { ...ID, TargetName: T_OPEN.iqn, MaxRecvDataSegmentLength: '65536', InitialR2T: 'No', ImmediateData: 'Yes' }),
+    );
     assert.equal(status(r), 0);
     assert.equal(r.outcome, 'complete');
     assert.equal(r.transit, true);
@@ -80,9 +127,18 @@ describe('login state machine (RFC 7143 §6.3, §11.12, §11.13)', () => {
   it('ACL: IQN exact match or CIDR of the remote address; [] nobody → 0x0202', () => {
     assert.equal(status(machine().handle(...req({}, { ...ID, TargetName: T_ACL.iqn }))), 0);
     assert.equal(status(machine().handle(...req({}, { InitiatorName: 'iqn.2026-01.io.node:b', TargetName: T_ACL.iqn }))), 0x0202);
-    assert.equal(status(machine({ remote: '10.1.2.3' }).handle(...req({}, { InitiatorName: 'iqn.2026-01.io.node:b', TargetName: T_ACL.iqn }))), 0);
-    assert.equal(status(machine({ remote: '::ffff:10.1.2.3' }).handle(...req({}, { InitiatorName: 'iqn.2026-01.io.node:b', TargetName: T_ACL.iqn }))), 0);
-    assert.equal(status(machine({ remote: '10.2.0.1' }).handle(...req({}, { InitiatorName: 'iqn.2026-01.io.node:b', TargetName: T_ACL.iqn }))), 0x0202);
+    assert.equal(
+      status(machine({ remote: '10.1.2.3' }).handle(...req({}, { InitiatorName: 'iqn.2026-01.io.node:b', TargetName: T_ACL.iqn }))),
+      0,
+    );
+    assert.equal(
+      status(machine({ remote: '::ffff:10.1.2.3' }).handle(...req({}, { InitiatorName: 'iqn.2026-01.io.node:b', TargetName: T_ACL.iqn }))),
+      0,
+    );
+    assert.equal(
+      status(machine({ remote: '10.2.0.1' }).handle(...req({}, { InitiatorName: 'iqn.2026-01.io.node:b', TargetName: T_ACL.iqn }))),
+      0x0202,
+    );
     assert.equal(status(machine().handle(...req({}, { ...ID, TargetName: T_NOBODY.iqn }))), 0x0202);
   });
 
@@ -177,7 +233,10 @@ describe('login state machine (RFC 7143 §6.3, §11.12, §11.13)', () => {
 
   it('gathers login text continued with the C bit (§11.12.2) and answers partial PDUs empty', () => {
     const m = machine();
-    const full = encodeText([{ key: 'InitiatorName', value: ID.InitiatorName }, { key: 'TargetName', value: T_OPEN.iqn }]);
+    const full = encodeText([
+      { key: 'InitiatorName', value: ID.InitiatorName },
+      { key: 'TargetName', value: T_OPEN.iqn },
+    ]);
     const [base] = req({}, {});
     const r1 = m.handle({ ...base, transit: false, continue: true, dataSegmentLength: 10 }, full.subarray(0, 10));
     assert.equal(status(r1), 0);

@@ -18,16 +18,44 @@ describe('operational key negotiation (RFC 7143 §6.2, §13)', () => {
 
   it('negotiates the open-iscsi default offer to the performance tuning', () => {
     const n = new Negotiator(DEFAULT_TUNING);
-    const r = n.negotiate(kv({
-      HeaderDigest: 'None', DataDigest: 'None', MaxConnections: '1', InitialR2T: 'No', ImmediateData: 'Yes', MaxRecvDataSegmentLength: '262144',
-      MaxBurstLength: '16776192', FirstBurstLength: '262144', DefaultTime2Wait: '2', DefaultTime2Retain: '0', MaxOutstandingR2T: '1',
-      DataPDUInOrder: 'Yes', DataSequenceInOrder: 'Yes', ErrorRecoveryLevel: '0', IFMarker: 'No', OFMarker: 'No',
-    }));
+    const r = n.negotiate(
+      kv({
+        HeaderDigest: 'None',
+        DataDigest: 'None',
+        MaxConnections: '1',
+        InitialR2T: 'No',
+        ImmediateData: 'Yes',
+        MaxRecvDataSegmentLength: '262144',
+        MaxBurstLength: '16776192',
+        FirstBurstLength: '262144',
+        DefaultTime2Wait: '2',
+        DefaultTime2Retain: '0',
+        MaxOutstandingR2T: '1',
+        DataPDUInOrder: 'Yes',
+        DataSequenceInOrder: 'Yes',
+        ErrorRecoveryLevel: '0',
+        IFMarker: 'No',
+        OFMarker: 'No',
+      }),
+    );
     assert.equal(r.error, null);
     const m = asMap(r.response);
     assert.deepEqual(m, {
-      HeaderDigest: 'None', DataDigest: 'None', MaxConnections: '1', InitialR2T: 'No', ImmediateData: 'Yes', MaxBurstLength: '1048576', FirstBurstLength: '262144',
-      DefaultTime2Wait: '2', DefaultTime2Retain: '0', MaxOutstandingR2T: '1', DataPDUInOrder: 'Yes', DataSequenceInOrder: 'Yes', ErrorRecoveryLevel: '0', IFMarker: 'No', OFMarker: 'No',
+      HeaderDigest: 'None',
+      DataDigest: 'None',
+      MaxConnections: '1',
+      InitialR2T: 'No',
+      ImmediateData: 'Yes',
+      MaxBurstLength: '1048576',
+      FirstBurstLength: '262144',
+      DefaultTime2Wait: '2',
+      DefaultTime2Retain: '0',
+      MaxOutstandingR2T: '1',
+      DataPDUInOrder: 'Yes',
+      DataSequenceInOrder: 'Yes',
+      ErrorRecoveryLevel: '0',
+      IFMarker: 'No',
+      OFMarker: 'No',
     });
     assert.equal('MaxRecvDataSegmentLength' in m, false, 'declarative: not echoed');
     assert.equal(n.params.maxXmitDataSegmentLength, 262144);
@@ -39,20 +67,57 @@ describe('operational key negotiation (RFC 7143 §6.2, §13)', () => {
 
   it('list keys: first value of the initiator list that we support (§6.2.1)', () => {
     const n = new Negotiator(DEFAULT_TUNING);
-    assert.deepEqual(asMap(n.negotiate(kv({ HeaderDigest: 'CRC32C,None', DataDigest: 'None,CRC32C' })).response), { HeaderDigest: 'CRC32C', DataDigest: 'None' });
+    assert.deepEqual(asMap(n.negotiate(kv({ HeaderDigest: 'CRC32C,None', DataDigest: 'None,CRC32C' })).response), {
+      HeaderDigest: 'CRC32C',
+      DataDigest: 'None',
+    });
     assert.equal(n.params.headerDigest, true);
     assert.equal(n.params.dataDigest, false);
     const m = new Negotiator({ ...DEFAULT_TUNING, headerDigest: ['None'] });
     assert.deepEqual(asMap(m.negotiate(kv({ HeaderDigest: 'CRC32C' })).response), { HeaderDigest: 'Reject' });
-    assert.deepEqual(asMap(new Negotiator(DEFAULT_TUNING).negotiate(kv({ HeaderDigest: 'CRC32C,,None' })).response), { HeaderDigest: 'Reject' });
+    assert.deepEqual(asMap(new Negotiator(DEFAULT_TUNING).negotiate(kv({ HeaderDigest: 'CRC32C,,None' })).response), {
+      HeaderDigest: 'Reject',
+    });
   });
 
   it('numerical min/max: result is the min or max of both values; out of range → Reject', () => {
     const n = new Negotiator(DEFAULT_TUNING);
-    const m = asMap(n.negotiate(kv({ MaxBurstLength: '65536', FirstBurstLength: '0x10000', DefaultTime2Wait: '0', DefaultTime2Retain: '3600', MaxOutstandingR2T: '64' })).response);
-    assert.deepEqual(m, { MaxBurstLength: '65536', FirstBurstLength: '65536', DefaultTime2Wait: '2', DefaultTime2Retain: '0', MaxOutstandingR2T: '16' });
-    const r = asMap(new Negotiator(DEFAULT_TUNING).negotiate(kv({ MaxBurstLength: '511', FirstBurstLength: '16777216', ErrorRecoveryLevel: '3', MaxOutstandingR2T: 'x', DefaultTime2Wait: '-1' })).response);
-    assert.deepEqual(r, { MaxBurstLength: 'Reject', FirstBurstLength: 'Reject', ErrorRecoveryLevel: 'Reject', MaxOutstandingR2T: 'Reject', DefaultTime2Wait: 'Reject' });
+    const m = asMap(
+      n.negotiate(
+        kv({
+          MaxBurstLength: '65536',
+          FirstBurstLength: '0x10000',
+          DefaultTime2Wait: '0',
+          DefaultTime2Retain: '3600',
+          MaxOutstandingR2T: '64',
+        }),
+      ).response,
+    );
+    assert.deepEqual(m, {
+      MaxBurstLength: '65536',
+      FirstBurstLength: '65536',
+      DefaultTime2Wait: '2',
+      DefaultTime2Retain: '0',
+      MaxOutstandingR2T: '16',
+    });
+    const r = asMap(
+      new Negotiator(DEFAULT_TUNING).negotiate(
+        kv({
+          MaxBurstLength: '511',
+          FirstBurstLength: '16777216',
+          ErrorRecoveryLevel: '3',
+          MaxOutstandingR2T: 'x',
+          DefaultTime2Wait: '-1',
+        }),
+      ).response,
+    );
+    assert.deepEqual(r, {
+      MaxBurstLength: 'Reject',
+      FirstBurstLength: 'Reject',
+      ErrorRecoveryLevel: 'Reject',
+      MaxOutstandingR2T: 'Reject',
+      DefaultTime2Wait: 'Reject',
+    });
   });
 
   it('FirstBurstLength never exceeds MaxBurstLength (§13.14)', () => {
@@ -63,26 +128,45 @@ describe('operational key negotiation (RFC 7143 §6.2, §13)', () => {
 
   it('booleans: InitialR2T is OR, ImmediateData is AND; other values → Reject', () => {
     const a = new Negotiator({ ...DEFAULT_TUNING, initialR2T: false, immediateData: true });
-    assert.deepEqual(asMap(a.negotiate(kv({ InitialR2T: 'Yes', ImmediateData: 'No' })).response), { InitialR2T: 'Yes', ImmediateData: 'No' });
+    assert.deepEqual(asMap(a.negotiate(kv({ InitialR2T: 'Yes', ImmediateData: 'No' })).response), {
+      InitialR2T: 'Yes',
+      ImmediateData: 'No',
+    });
     const b = new Negotiator({ ...DEFAULT_TUNING, initialR2T: true, immediateData: false });
-    assert.deepEqual(asMap(b.negotiate(kv({ InitialR2T: 'No', ImmediateData: 'Yes' })).response), { InitialR2T: 'Yes', ImmediateData: 'No' });
+    assert.deepEqual(asMap(b.negotiate(kv({ InitialR2T: 'No', ImmediateData: 'Yes' })).response), {
+      InitialR2T: 'Yes',
+      ImmediateData: 'No',
+    });
     assert.deepEqual(asMap(new Negotiator(DEFAULT_TUNING).negotiate(kv({ InitialR2T: 'maybe' })).response), { InitialR2T: 'Reject' });
     // We only deliver data in order: DataPDUInOrder=No still results in Yes (OR).
     assert.deepEqual(asMap(new Negotiator(DEFAULT_TUNING).negotiate(kv({ DataPDUInOrder: 'No' })).response), { DataPDUInOrder: 'Yes' });
   });
 
   it('MaxConnections is 1 and ErrorRecoveryLevel 0 whatever is offered', () => {
-    assert.deepEqual(asMap(new Negotiator(DEFAULT_TUNING).negotiate(kv({ MaxConnections: '8', ErrorRecoveryLevel: '2' })).response), { MaxConnections: '1', ErrorRecoveryLevel: '0' });
+    assert.deepEqual(asMap(new Negotiator(DEFAULT_TUNING).negotiate(kv({ MaxConnections: '8', ErrorRecoveryLevel: '2' })).response), {
+      MaxConnections: '1',
+      ErrorRecoveryLevel: '0',
+    });
   });
 
   it('unknown and X- keys → NotUnderstood; session keys in a discovery session → Irrelevant', () => {
-    assert.deepEqual(asMap(new Negotiator(DEFAULT_TUNING).negotiate(kv({ 'X-com.example.Foo': '1', Bogus: 'x' })).response), { 'X-com.example.Foo': 'NotUnderstood', Bogus: 'NotUnderstood' });
+    assert.deepEqual(asMap(new Negotiator(DEFAULT_TUNING).negotiate(kv({ 'X-com.example.Foo': '1', Bogus: 'x' })).response), {
+      'X-com.example.Foo': 'NotUnderstood',
+      Bogus: 'NotUnderstood',
+    });
     const d = new Negotiator(DEFAULT_TUNING, 'Discovery');
-    assert.deepEqual(asMap(d.negotiate(kv({ InitialR2T: 'No', MaxBurstLength: '4096', HeaderDigest: 'None' })).response), { InitialR2T: 'Irrelevant', MaxBurstLength: 'Irrelevant', HeaderDigest: 'None' });
+    assert.deepEqual(asMap(d.negotiate(kv({ InitialR2T: 'No', MaxBurstLength: '4096', HeaderDigest: 'None' })).response), {
+      InitialR2T: 'Irrelevant',
+      MaxBurstLength: 'Irrelevant',
+      HeaderDigest: 'None',
+    });
   });
 
   it('markers are answered No and their intervals Irrelevant (obsolete keys)', () => {
-    assert.deepEqual(asMap(new Negotiator(DEFAULT_TUNING).negotiate(kv({ OFMarker: 'Yes', OFMarkInt: '2048~8192' })).response), { OFMarker: 'No', OFMarkInt: 'Irrelevant' });
+    assert.deepEqual(asMap(new Negotiator(DEFAULT_TUNING).negotiate(kv({ OFMarker: 'Yes', OFMarkInt: '2048~8192' })).response), {
+      OFMarker: 'No',
+      OFMarkInt: 'Irrelevant',
+    });
   });
 
   it('a key renegotiated with a different value is a login error; the same value is answered again', () => {

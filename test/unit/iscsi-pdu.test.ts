@@ -13,80 +13,300 @@ const dsl = fc.integer({ min: 0, max: 0xffffff });
 const isid = fc.uint8Array({ minLength: 6, maxLength: 6 }).map((a) => Buffer.from(a).toString('hex'));
 
 const pduArb: fc.Arbitrary<Pdu> = fc.oneof(
-  fc.record({ opcode: fc.constant(0x00 as const), immediate: fc.boolean(), dataSegmentLength: dsl, lun, initiatorTaskTag: u32, targetTransferTag: u32, cmdSN: u32, expStatSN: u32 }),
   fc.record({
-    opcode: fc.constant(0x01 as const), immediate: fc.boolean(), dataSegmentLength: dsl, final: fc.boolean(), read: fc.boolean(), write: fc.boolean(), attr: fc.integer({ min: 0, max: 7 }), lun,
-    initiatorTaskTag: u32, expectedDataTransferLength: u32, cmdSN: u32, expStatSN: u32,
-    cdb: fc.uint8Array({ minLength: 16, maxLength: 260 }).map((a) => Buffer.from(a)), bidiReadLength: fc.option(u32, { nil: null }),
+    opcode: fc.constant(0x00 as const),
+    immediate: fc.boolean(),
+    dataSegmentLength: dsl,
+    lun,
+    initiatorTaskTag: u32,
+    targetTransferTag: u32,
+    cmdSN: u32,
+    expStatSN: u32,
   }),
-  fc.record({ opcode: fc.constant(0x02 as const), immediate: fc.boolean(), dataSegmentLength: dsl, function: fc.integer({ min: 0, max: 127 }), lun, initiatorTaskTag: u32, referencedTaskTag: u32, cmdSN: u32, expStatSN: u32, refCmdSN: u32, expDataSN: u32 }),
-  fc.record({ opcode: fc.constant(0x03 as const), dataSegmentLength: dsl, transit: fc.boolean(), continue: fc.boolean(), csg: fc.integer({ min: 0, max: 3 }), nsg: fc.integer({ min: 0, max: 3 }), versionMax: u8, versionMin: u8, isid, tsih: u16, initiatorTaskTag: u32, cid: u16, cmdSN: u32, expStatSN: u32 }),
-  fc.record({ opcode: fc.constant(0x04 as const), immediate: fc.boolean(), dataSegmentLength: dsl, final: fc.boolean(), continue: fc.boolean(), lun, initiatorTaskTag: u32, targetTransferTag: u32, cmdSN: u32, expStatSN: u32 }),
-  fc.record({ opcode: fc.constant(0x05 as const), dataSegmentLength: dsl, final: fc.boolean(), lun, initiatorTaskTag: u32, targetTransferTag: u32, expStatSN: u32, dataSN: u32, bufferOffset: u32 }),
-  fc.record({ opcode: fc.constant(0x06 as const), immediate: fc.boolean(), dataSegmentLength: dsl, reasonCode: fc.integer({ min: 0, max: 127 }), initiatorTaskTag: u32, cid: u16, cmdSN: u32, expStatSN: u32 }),
-  fc.record({ opcode: fc.constant(0x10 as const), dataSegmentLength: dsl, type: fc.integer({ min: 0, max: 15 }), lun, initiatorTaskTag: u32, targetTransferTag: u32, expStatSN: u32, begRun: u32, runLength: u32 }),
-  fc.record({ opcode: fc.constant(0x20 as const), dataSegmentLength: dsl, lun, initiatorTaskTag: u32, targetTransferTag: u32, statSN: u32, expCmdSN: u32, maxCmdSN: u32 }),
   fc.record({
-    opcode: fc.constant(0x21 as const), dataSegmentLength: dsl, bidiOverflow: fc.boolean(), bidiUnderflow: fc.boolean(), overflow: fc.boolean(), underflow: fc.boolean(), response: u8, status: u8,
-    initiatorTaskTag: u32, snackTag: u32, statSN: u32, expCmdSN: u32, maxCmdSN: u32, expDataSN: u32, bidiReadResidualCount: u32, residualCount: u32,
+    opcode: fc.constant(0x01 as const),
+    immediate: fc.boolean(),
+    dataSegmentLength: dsl,
+    final: fc.boolean(),
+    read: fc.boolean(),
+    write: fc.boolean(),
+    attr: fc.integer({ min: 0, max: 7 }),
+    lun,
+    initiatorTaskTag: u32,
+    expectedDataTransferLength: u32,
+    cmdSN: u32,
+    expStatSN: u32,
+    cdb: fc.uint8Array({ minLength: 16, maxLength: 260 }).map((a) => Buffer.from(a)),
+    bidiReadLength: fc.option(u32, { nil: null }),
   }),
-  fc.record({ opcode: fc.constant(0x22 as const), dataSegmentLength: dsl, response: u8, initiatorTaskTag: u32, statSN: u32, expCmdSN: u32, maxCmdSN: u32 }),
   fc.record({
-    opcode: fc.constant(0x23 as const), dataSegmentLength: dsl, transit: fc.boolean(), continue: fc.boolean(), csg: fc.integer({ min: 0, max: 3 }), nsg: fc.integer({ min: 0, max: 3 }), versionMax: u8, versionActive: u8,
-    isid, tsih: u16, initiatorTaskTag: u32, statSN: u32, expCmdSN: u32, maxCmdSN: u32, statusClass: u8, statusDetail: u8,
+    opcode: fc.constant(0x02 as const),
+    immediate: fc.boolean(),
+    dataSegmentLength: dsl,
+    function: fc.integer({ min: 0, max: 127 }),
+    lun,
+    initiatorTaskTag: u32,
+    referencedTaskTag: u32,
+    cmdSN: u32,
+    expStatSN: u32,
+    refCmdSN: u32,
+    expDataSN: u32,
   }),
-  fc.record({ opcode: fc.constant(0x24 as const), dataSegmentLength: dsl, final: fc.boolean(), continue: fc.boolean(), lun, initiatorTaskTag: u32, targetTransferTag: u32, statSN: u32, expCmdSN: u32, maxCmdSN: u32 }),
   fc.record({
-    opcode: fc.constant(0x25 as const), dataSegmentLength: dsl, final: fc.boolean(), acknowledge: fc.boolean(), overflow: fc.boolean(), underflow: fc.boolean(), statusPresent: fc.boolean(), status: u8,
-    lun, initiatorTaskTag: u32, targetTransferTag: u32, statSN: u32, expCmdSN: u32, maxCmdSN: u32, dataSN: u32, bufferOffset: u32, residualCount: u32,
+    opcode: fc.constant(0x03 as const),
+    dataSegmentLength: dsl,
+    transit: fc.boolean(),
+    continue: fc.boolean(),
+    csg: fc.integer({ min: 0, max: 3 }),
+    nsg: fc.integer({ min: 0, max: 3 }),
+    versionMax: u8,
+    versionMin: u8,
+    isid,
+    tsih: u16,
+    initiatorTaskTag: u32,
+    cid: u16,
+    cmdSN: u32,
+    expStatSN: u32,
   }),
-  fc.record({ opcode: fc.constant(0x26 as const), dataSegmentLength: dsl, response: u8, initiatorTaskTag: u32, statSN: u32, expCmdSN: u32, maxCmdSN: u32, time2Wait: u16, time2Retain: u16 }),
-  fc.record({ opcode: fc.constant(0x31 as const), dataSegmentLength: dsl, lun, initiatorTaskTag: u32, targetTransferTag: u32, statSN: u32, expCmdSN: u32, maxCmdSN: u32, r2tSN: u32, bufferOffset: u32, desiredDataTransferLength: u32 }),
-  fc.record({ opcode: fc.constant(0x32 as const), dataSegmentLength: dsl, lun, statSN: u32, expCmdSN: u32, maxCmdSN: u32, asyncEvent: u8, asyncVCode: u8, parameter1: u16, parameter2: u16, parameter3: u16 }),
-  fc.record({ opcode: fc.constant(0x3f as const), dataSegmentLength: dsl, reason: u8, statSN: u32, expCmdSN: u32, maxCmdSN: u32, dataSN: u32 }),
+  fc.record({
+    opcode: fc.constant(0x04 as const),
+    immediate: fc.boolean(),
+    dataSegmentLength: dsl,
+    final: fc.boolean(),
+    continue: fc.boolean(),
+    lun,
+    initiatorTaskTag: u32,
+    targetTransferTag: u32,
+    cmdSN: u32,
+    expStatSN: u32,
+  }),
+  fc.record({
+    opcode: fc.constant(0x05 as const),
+    dataSegmentLength: dsl,
+    final: fc.boolean(),
+    lun,
+    initiatorTaskTag: u32,
+    targetTransferTag: u32,
+    expStatSN: u32,
+    dataSN: u32,
+    bufferOffset: u32,
+  }),
+  fc.record({
+    opcode: fc.constant(0x06 as const),
+    immediate: fc.boolean(),
+    dataSegmentLength: dsl,
+    reasonCode: fc.integer({ min: 0, max: 127 }),
+    initiatorTaskTag: u32,
+    cid: u16,
+    cmdSN: u32,
+    expStatSN: u32,
+  }),
+  fc.record({
+    opcode: fc.constant(0x10 as const),
+    dataSegmentLength: dsl,
+    type: fc.integer({ min: 0, max: 15 }),
+    lun,
+    initiatorTaskTag: u32,
+    targetTransferTag: u32,
+    expStatSN: u32,
+    begRun: u32,
+    runLength: u32,
+  }),
+  fc.record({
+    opcode: fc.constant(0x20 as const),
+    dataSegmentLength: dsl,
+    lun,
+    initiatorTaskTag: u32,
+    targetTransferTag: u32,
+    statSN: u32,
+    expCmdSN: u32,
+    maxCmdSN: u32,
+  }),
+  fc.record({
+    opcode: fc.constant(0x21 as const),
+    dataSegmentLength: dsl,
+    bidiOverflow: fc.boolean(),
+    bidiUnderflow: fc.boolean(),
+    overflow: fc.boolean(),
+    underflow: fc.boolean(),
+    response: u8,
+    status: u8,
+    initiatorTaskTag: u32,
+    snackTag: u32,
+    statSN: u32,
+    expCmdSN: u32,
+    maxCmdSN: u32,
+    expDataSN: u32,
+    bidiReadResidualCount: u32,
+    residualCount: u32,
+  }),
+  fc.record({
+    opcode: fc.constant(0x22 as const),
+    dataSegmentLength: dsl,
+    response: u8,
+    initiatorTaskTag: u32,
+    statSN: u32,
+    expCmdSN: u32,
+    maxCmdSN: u32,
+  }),
+  fc.record({
+    opcode: fc.constant(0x23 as const),
+    dataSegmentLength: dsl,
+    transit: fc.boolean(),
+    continue: fc.boolean(),
+    csg: fc.integer({ min: 0, max: 3 }),
+    nsg: fc.integer({ min: 0, max: 3 }),
+    versionMax: u8,
+    versionActive: u8,
+    isid,
+    tsih: u16,
+    initiatorTaskTag: u32,
+    statSN: u32,
+    expCmdSN: u32,
+    maxCmdSN: u32,
+    statusClass: u8,
+    statusDetail: u8,
+  }),
+  fc.record({
+    opcode: fc.constant(0x24 as const),
+    dataSegmentLength: dsl,
+    final: fc.boolean(),
+    continue: fc.boolean(),
+    lun,
+    initiatorTaskTag: u32,
+    targetTransferTag: u32,
+    statSN: u32,
+    expCmdSN: u32,
+    maxCmdSN: u32,
+  }),
+  fc.record({
+    opcode: fc.constant(0x25 as const),
+    dataSegmentLength: dsl,
+    final: fc.boolean(),
+    acknowledge: fc.boolean(),
+    overflow: fc.boolean(),
+    underflow: fc.boolean(),
+    statusPresent: fc.boolean(),
+    status: u8,
+    lun,
+    initiatorTaskTag: u32,
+    targetTransferTag: u32,
+    statSN: u32,
+    expCmdSN: u32,
+    maxCmdSN: u32,
+    dataSN: u32,
+    bufferOffset: u32,
+    residualCount: u32,
+  }),
+  fc.record({
+    opcode: fc.constant(0x26 as const),
+    dataSegmentLength: dsl,
+    response: u8,
+    initiatorTaskTag: u32,
+    statSN: u32,
+    expCmdSN: u32,
+    maxCmdSN: u32,
+    time2Wait: u16,
+    time2Retain: u16,
+  }),
+  fc.record({
+    opcode: fc.constant(0x31 as const),
+    dataSegmentLength: dsl,
+    lun,
+    initiatorTaskTag: u32,
+    targetTransferTag: u32,
+    statSN: u32,
+    expCmdSN: u32,
+    maxCmdSN: u32,
+    r2tSN: u32,
+    bufferOffset: u32,
+    desiredDataTransferLength: u32,
+  }),
+  fc.record({
+    opcode: fc.constant(0x32 as const),
+    dataSegmentLength: dsl,
+    lun,
+    statSN: u32,
+    expCmdSN: u32,
+    maxCmdSN: u32,
+    asyncEvent: u8,
+    asyncVCode: u8,
+    parameter1: u16,
+    parameter2: u16,
+    parameter3: u16,
+  }),
+  fc.record({
+    opcode: fc.constant(0x3f as const),
+    dataSegmentLength: dsl,
+    reason: u8,
+    statSN: u32,
+    expCmdSN: u32,
+    maxCmdSN: u32,
+    dataSN: u32,
+  }),
 );
 
 describe('iSCSI PDU codec (RFC 7143 §11)', () => {
   it('round-trips every opcode through encode/decode', () => {
-    fc.assert(fc.property(pduArb, (pdu) => {
-      const bytes = encodePdu(pdu);
-      assert.equal(bytes.length % 4, 0);
-      assert.ok(bytes.length >= BHS_LENGTH);
-      assert.deepEqual(decodePdu(bytes), { ...pdu });
-    }), { numRuns: 3000 });
+    fc.assert(
+      fc.property(pduArb, (pdu) => {
+        const bytes = encodePdu(pdu);
+        assert.equal(bytes.length % 4, 0);
+        assert.ok(bytes.length >= BHS_LENGTH);
+        assert.deepEqual(decodePdu(bytes), { ...pdu });
+      }),
+      { numRuns: 3000 },
+    );
   });
 
   it('decoding random bytes either yields a PDU or an IscsiProtocolError, never anything else', () => {
-    fc.assert(fc.property(fc.uint8Array({ minLength: 0, maxLength: 400 }), (a) => {
-      const b = Buffer.from(a);
-      try {
-        const p = decodePdu(b);
-        assert.ok(typeof p.opcode === 'number');
-      } catch (e) {
-        assert.ok(e instanceof IscsiProtocolError, `unexpected ${String(e)}`);
-      }
-    }), { numRuns: 5000 });
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 0, maxLength: 400 }), (a) => {
+        const b = Buffer.from(a);
+        try {
+          const p = decodePdu(b);
+          assert.ok(typeof p.opcode === 'number');
+        } catch (e) {
+          assert.ok(e instanceof IscsiProtocolError, `unexpected ${String(e)}`);
+        }
+      }),
+      { numRuns: 5000 },
+    );
   });
 
   it('random headers with a valid opcode and AHS length never crash the decoder', () => {
     const opcodes = [0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x10, 0x20, 0x21, 0x3f, 0x1c, 0x3e];
-    fc.assert(fc.property(fc.constantFrom(...opcodes), fc.integer({ min: 0, max: 8 }), fc.uint8Array({ minLength: 48 + 32, maxLength: 48 + 32 }), (op, ahs, a) => {
-      const b = Buffer.from(a);
-      b[0] = op;
-      b[4] = ahs;
-      try {
-        decodePdu(b.subarray(0, 48 + ahs * 4));
-      } catch (e) {
-        assert.ok(e instanceof IscsiProtocolError);
-      }
-    }), { numRuns: 5000 });
+    fc.assert(
+      fc.property(
+        fc.constantFrom(...opcodes),
+        fc.integer({ min: 0, max: 8 }),
+        fc.uint8Array({ minLength: 48 + 32, maxLength: 48 + 32 }),
+        (op, ahs, a) => {
+          const b = Buffer.from(a);
+          b[0] = op;
+          b[4] = ahs;
+          try {
+            decodePdu(b.subarray(0, 48 + ahs * 4));
+          } catch (e) {
+            assert.ok(e instanceof IscsiProtocolError);
+          }
+        },
+      ),
+      { numRuns: 5000 },
+    );
   });
 
   it('rejects unknown opcodes and truncated headers with typed errors', () => {
     const b = Buffer.alloc(48);
     b[0] = 0x1c;
-    assert.throws(() => decodePdu(b), (e: unknown) => e instanceof IscsiProtocolError && e.reason === 0x05);
-    assert.throws(() => decodePdu(Buffer.alloc(47)), (e: unknown) => e instanceof IscsiProtocolError && e.fatal);
+    assert.throws(
+      () => decodePdu(b),
+      (e: unknown) => e instanceof IscsiProtocolError && e.reason === 0x05,
+    );
+    assert.throws(
+      () => decodePdu(Buffer.alloc(47)),
+      (e: unknown) => e instanceof IscsiProtocolError && e.fatal,
+    );
     const cmd = Buffer.alloc(48);
     cmd[0] = 0x01;
     cmd[4] = 2; // AHS announced but missing
@@ -95,7 +315,22 @@ describe('iSCSI PDU codec (RFC 7143 §11)', () => {
 
   it('encodes an extended CDB AHS (§11.3.4) and a bidirectional read length AHS (§11.3.5)', () => {
     const cdb = Buffer.from(Array.from({ length: 32 }, (_, i) => i + 1));
-    const b = encodePdu({ opcode: 0x01, immediate: false, dataSegmentLength: 0, final: true, read: true, write: true, attr: 1, lun: 0n, initiatorTaskTag: 7, expectedDataTransferLength: 512, cmdSN: 1, expStatSN: 1, cdb, bidiReadLength: 4096 });
+    const b = encodePdu({
+      opcode: 0x01,
+      immediate: false,
+      dataSegmentLength: 0,
+      final: true,
+      read: true,
+      write: true,
+      attr: 1,
+      lun: 0n,
+      initiatorTaskTag: 7,
+      expectedDataTransferLength: 512,
+      cmdSN: 1,
+      expStatSN: 1,
+      cdb,
+      bidiReadLength: 4096,
+    });
     assert.equal(b[4], 7); // 20 bytes extended CDB + 8 bytes bidi = 28 bytes = 7 words
     assert.equal(b.readUInt16BE(48), 17); // AHSLength = CDB length - 15
     assert.equal(b[50], 1);

@@ -3,7 +3,14 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
-import type { ITNexus, ScsiCommand, ScsiResponse, ScsiTargetDevice, TaskManagementFunction, TaskManagementResult } from '../../src/scsi/types.js';
+import type {
+  ITNexus,
+  ScsiCommand,
+  ScsiResponse,
+  ScsiTargetDevice,
+  TaskManagementFunction,
+  TaskManagementResult,
+} from '../../src/scsi/types.js';
 import type { Portal, TargetEntry, TargetRegistry } from '../../src/target/types.js';
 import { TestInitiator } from '../support/iscsi-initiator.js';
 import { IscsiServer } from '../../src/iscsi/server.js';
@@ -86,10 +93,21 @@ const device = new MemDevice();
 const portal: Portal = { host: '127.0.0.1', port: PORT, tpgt: 1 };
 const targets: TargetEntry[] = [
   { iqn: 'iqn.2026-01.io.lunar:t0', portals: [], access: { allow: null }, chap: null, device },
-  ...Array.from({ length: 40 }, (_, i): TargetEntry => ({ iqn: `iqn.2026-01.io.lunar:many-${String(i).padStart(3, '0')}`, portals: [], access: { allow: null }, chap: null, device })),
+  ...Array.from({ length: 40 }, (_, i): TargetEntry => ({
+    iqn: `iqn.2026-01.io.lunar:many-${String(i).padStart(3, '0')}`,
+    portals: [],
+    access: { allow: null },
+    chap: null,
+    device,
+  })),
   { iqn: 'iqn.2026-01.io.lunar:hidden', portals: [], access: { allow: ['iqn.2026-01.io.node:other'] }, chap: null, device },
 ];
-const registry: TargetRegistry = { findTarget: (i) => targets.find((t) => t.iqn === i), listTargets: () => targets, portals: () => [portal], discoveryChap: () => null };
+const registry: TargetRegistry = {
+  findTarget: (i) => targets.find((t) => t.iqn === i),
+  listTargets: () => targets,
+  portals: () => [portal],
+  discoveryChap: () => null,
+};
 const INITIATOR = 'iqn.2026-01.io.node:unit';
 let server: IscsiServer;
 
@@ -152,7 +170,10 @@ describe('CmdSN window (RFC 7143 §4.2.2.1)', () => {
 
 describe('graceful shutdown', () => {
   it('close({ logoutGraceMs }) sends an Async Message asking for logout, then ends the session', async () => {
-    const srv = new IscsiServer({ registry: { ...registry, portals: () => [{ host: '127.0.0.1', port: PORT + 1, tpgt: 1 }] }, logger: pino({ level: 'silent' }) });
+    const srv = new IscsiServer({
+      registry: { ...registry, portals: () => [{ host: '127.0.0.1', port: PORT + 1, tpgt: 1 }] },
+      logger: pino({ level: 'silent' }),
+    });
     await srv.listen();
     const i = await TestInitiator.connect('127.0.0.1', PORT + 1);
     assert.equal((await i.login({ initiatorName: INITIATOR, targetName: 'iqn.2026-01.io.lunar:t0' })).statusClass, 0);
@@ -262,10 +283,23 @@ describe('iSCSI session over loopback (in-memory device)', () => {
   it('delivers commands in CmdSN order even when they arrive out of order', async () => {
     const i = await session();
     const base = i.cmdSN;
-    const send = (itt: number, cmdSN: number): void => i.send({
-      opcode: 0x01, immediate: false, dataSegmentLength: 0, final: true, read: false, write: false, attr: 1, lun: 0n, initiatorTaskTag: itt,
-      expectedDataTransferLength: 0, cmdSN, expStatSN: i.expStatSN, cdb: Buffer.alloc(16), bidiReadLength: null,
-    });
+    const send = (itt: number, cmdSN: number): void =>
+      i.send({
+        opcode: 0x01,
+        immediate: false,
+        dataSegmentLength: 0,
+        final: true,
+        read: false,
+        write: false,
+        attr: 1,
+        lun: 0n,
+        initiatorTaskTag: itt,
+        expectedDataTransferLength: 0,
+        cmdSN,
+        expStatSN: i.expStatSN,
+        cdb: Buffer.alloc(16),
+        bidiReadLength: null,
+      });
     send(1001, base + 1);
     send(1000, base);
     const a = await i.expect();
@@ -280,15 +314,54 @@ describe('iSCSI session over loopback (in-memory device)', () => {
   it('ABORT TASK ends a running task without a SCSI Response; LOGICAL UNIT RESET reaches the device', async () => {
     const i = await session();
     const itt = 5000;
-    i.send({ opcode: 0x01, immediate: false, dataSegmentLength: 0, final: true, read: false, write: false, attr: 1, lun: 0n, initiatorTaskTag: itt, expectedDataTransferLength: 0, cmdSN: i.cmdSN, expStatSN: i.expStatSN, cdb: Buffer.from([0xc1, ...Array(15).fill(0)]), bidiReadLength: null });
+    i.send({
+      opcode: 0x01,
+      immediate: false,
+      dataSegmentLength: 0,
+      final: true,
+      read: false,
+      write: false,
+      attr: 1,
+      lun: 0n,
+      initiatorTaskTag: itt,
+      expectedDataTransferLength: 0,
+      cmdSN: i.cmdSN,
+      expStatSN: i.expStatSN,
+      cdb: Buffer.from([0xc1, ...Array(15).fill(0)]),
+      bidiReadLength: null,
+    });
     const refCmdSN = i.cmdSN;
     i.cmdSN++;
     await new Promise((r) => setTimeout(r, 50));
-    i.send({ opcode: 0x02, immediate: true, dataSegmentLength: 0, function: 1, lun: 0n, initiatorTaskTag: 5001, referencedTaskTag: itt, cmdSN: i.cmdSN, expStatSN: i.expStatSN, refCmdSN, expDataSN: 0 });
+    i.send({
+      opcode: 0x02,
+      immediate: true,
+      dataSegmentLength: 0,
+      function: 1,
+      lun: 0n,
+      initiatorTaskTag: 5001,
+      referencedTaskTag: itt,
+      cmdSN: i.cmdSN,
+      expStatSN: i.expStatSN,
+      refCmdSN,
+      expDataSN: 0,
+    });
     const r = await i.expect();
     assert.equal(r.pdu.opcode, 0x22);
     assert.equal(r.pdu.opcode === 0x22 && r.pdu.response, 0);
-    i.send({ opcode: 0x02, immediate: true, dataSegmentLength: 0, function: 5, lun: 0n, initiatorTaskTag: 5002, referencedTaskTag: RESERVED_TAG, cmdSN: i.cmdSN, expStatSN: i.expStatSN, refCmdSN: 0, expDataSN: 0 });
+    i.send({
+      opcode: 0x02,
+      immediate: true,
+      dataSegmentLength: 0,
+      function: 5,
+      lun: 0n,
+      initiatorTaskTag: 5002,
+      referencedTaskTag: RESERVED_TAG,
+      cmdSN: i.cmdSN,
+      expStatSN: i.expStatSN,
+      refCmdSN: 0,
+      expDataSN: 0,
+    });
     const lr = await i.expect();
     assert.equal(lr.pdu.opcode === 0x22 && lr.pdu.initiatorTaskTag, 5002);
     assert.ok(device.events.includes('tmf:abort-task:0'));
@@ -296,10 +369,34 @@ describe('iSCSI session over loopback (in-memory device)', () => {
     // No SCSI Response for the aborted task arrives.
     assert.equal(await i.next(200), null);
     // Unknown task, RefCmdSN already acknowledged → task does not exist; TASK REASSIGN → not supported.
-    i.send({ opcode: 0x02, immediate: true, dataSegmentLength: 0, function: 1, lun: 0n, initiatorTaskTag: 5003, referencedTaskTag: 777, cmdSN: i.cmdSN, expStatSN: i.expStatSN, refCmdSN: refCmdSN, expDataSN: 0 });
+    i.send({
+      opcode: 0x02,
+      immediate: true,
+      dataSegmentLength: 0,
+      function: 1,
+      lun: 0n,
+      initiatorTaskTag: 5003,
+      referencedTaskTag: 777,
+      cmdSN: i.cmdSN,
+      expStatSN: i.expStatSN,
+      refCmdSN: refCmdSN,
+      expDataSN: 0,
+    });
     const nx = await i.expect();
     assert.equal(nx.pdu.opcode === 0x22 && nx.pdu.response, 1);
-    i.send({ opcode: 0x02, immediate: true, dataSegmentLength: 0, function: 8, lun: 0n, initiatorTaskTag: 5004, referencedTaskTag: 777, cmdSN: i.cmdSN, expStatSN: i.expStatSN, refCmdSN: 0, expDataSN: 0 });
+    i.send({
+      opcode: 0x02,
+      immediate: true,
+      dataSegmentLength: 0,
+      function: 8,
+      lun: 0n,
+      initiatorTaskTag: 5004,
+      referencedTaskTag: 777,
+      cmdSN: i.cmdSN,
+      expStatSN: i.expStatSN,
+      refCmdSN: 0,
+      expDataSN: 0,
+    });
     const ra = await i.expect();
     assert.equal(ra.pdu.opcode === 0x22 && ra.pdu.response, 4);
     i.close();
@@ -307,7 +404,19 @@ describe('iSCSI session over loopback (in-memory device)', () => {
 
   it('TARGET COLD RESET answers, then ends the sessions of the target', async () => {
     const i = await session();
-    i.send({ opcode: 0x02, immediate: true, dataSegmentLength: 0, function: 7, lun: 0n, initiatorTaskTag: 6000, referencedTaskTag: RESERVED_TAG, cmdSN: i.cmdSN, expStatSN: i.expStatSN, refCmdSN: 0, expDataSN: 0 });
+    i.send({
+      opcode: 0x02,
+      immediate: true,
+      dataSegmentLength: 0,
+      function: 7,
+      lun: 0n,
+      initiatorTaskTag: 6000,
+      referencedTaskTag: RESERVED_TAG,
+      cmdSN: i.cmdSN,
+      expStatSN: i.expStatSN,
+      refCmdSN: 0,
+      expDataSN: 0,
+    });
     const r = await i.expect();
     assert.equal(r.pdu.opcode === 0x22 && r.pdu.response, 0);
     await i.closed;
@@ -315,7 +424,17 @@ describe('iSCSI session over loopback (in-memory device)', () => {
 
   it('rejects SNACK at ErrorRecoveryLevel 0 and keeps the connection', async () => {
     const i = await session();
-    i.send({ opcode: 0x10, dataSegmentLength: 0, type: 0, lun: 0n, initiatorTaskTag: 1, targetTransferTag: RESERVED_TAG, expStatSN: i.expStatSN, begRun: 0, runLength: 0 });
+    i.send({
+      opcode: 0x10,
+      dataSegmentLength: 0,
+      type: 0,
+      lun: 0n,
+      initiatorTaskTag: 1,
+      targetTransferTag: RESERVED_TAG,
+      expStatSN: i.expStatSN,
+      begRun: 0,
+      runLength: 0,
+    });
     const r = await i.expect();
     assert.equal(r.pdu.opcode, 0x3f);
     assert.equal(r.pdu.opcode === 0x3f && r.pdu.reason, 0x04);
@@ -338,7 +457,19 @@ describe('iSCSI session over loopback (in-memory device)', () => {
   it('drops the connection on a data digest error after a Reject (§11.17.1 reason 0x02)', async () => {
     const i = await session({ DataDigest: 'CRC32C' });
     i.dataDigest = false; // send without computing it: the target reads garbage where the digest should be
-    i.send({ opcode: 0x00, immediate: true, dataSegmentLength: 8, lun: 0n, initiatorTaskTag: 9, targetTransferTag: RESERVED_TAG, cmdSN: i.cmdSN, expStatSN: i.expStatSN }, Buffer.alloc(8, 1));
+    i.send(
+      {
+        opcode: 0x00,
+        immediate: true,
+        dataSegmentLength: 8,
+        lun: 0n,
+        initiatorTaskTag: 9,
+        targetTransferTag: RESERVED_TAG,
+        cmdSN: i.cmdSN,
+        expStatSN: i.expStatSN,
+      },
+      Buffer.alloc(8, 1),
+    );
     i.sendRaw(Buffer.from([1, 2, 3, 4]));
     i.dataDigest = true;
     const r = await i.next(2000);
@@ -353,7 +484,10 @@ describe('iSCSI session over loopback (in-memory device)', () => {
     const b = await session({}, isid);
     await a.closed;
     const ev = device.events.slice(mark).filter((e) => e.includes(isid));
-    assert.deepEqual(ev.map((e) => e.split(':')[0]), ['removed', 'added']);
+    assert.deepEqual(
+      ev.map((e) => e.split(':')[0]),
+      ['removed', 'added'],
+    );
     assert.equal((await b.command(Buffer.alloc(6))).status, 0);
     const infos = server.sessions().filter((s) => s.isid === isid);
     assert.equal(infos.length, 1);
@@ -368,7 +502,10 @@ describe('iSCSI session over loopback (in-memory device)', () => {
     assert.equal(await i.logout(), 0);
     await i.closed;
     assert.ok(device.events.some((e) => e.startsWith('removed:') && e.includes('400000000777')));
-    assert.equal(server.sessions().some((s) => s.isid === '400000000777'), false);
+    assert.equal(
+      server.sessions().some((s) => s.isid === '400000000777'),
+      false,
+    );
   });
 
   it('frames PDUs however the byte stream is split (1-byte and random pieces, digests on)', async () => {
@@ -403,8 +540,32 @@ describe('iSCSI session over loopback (in-memory device)', () => {
 
   it('logout waits for running commands: their responses come before the Logout Response', async () => {
     const i = await session();
-    i.send({ opcode: 0x01, immediate: false, dataSegmentLength: 0, final: true, read: false, write: false, attr: 1, lun: 0n, initiatorTaskTag: 4242, expectedDataTransferLength: 0, cmdSN: i.cmdSN++, expStatSN: i.expStatSN, cdb: Buffer.from([0xc3, ...Array(15).fill(0)]), bidiReadLength: null });
-    i.send({ opcode: 0x06, immediate: false, dataSegmentLength: 0, reasonCode: 0, initiatorTaskTag: 4243, cid: 0, cmdSN: i.cmdSN++, expStatSN: i.expStatSN });
+    i.send({
+      opcode: 0x01,
+      immediate: false,
+      dataSegmentLength: 0,
+      final: true,
+      read: false,
+      write: false,
+      attr: 1,
+      lun: 0n,
+      initiatorTaskTag: 4242,
+      expectedDataTransferLength: 0,
+      cmdSN: i.cmdSN++,
+      expStatSN: i.expStatSN,
+      cdb: Buffer.from([0xc3, ...Array(15).fill(0)]),
+      bidiReadLength: null,
+    });
+    i.send({
+      opcode: 0x06,
+      immediate: false,
+      dataSegmentLength: 0,
+      reasonCode: 0,
+      initiatorTaskTag: 4243,
+      cid: 0,
+      cmdSN: i.cmdSN++,
+      expStatSN: i.expStatSN,
+    });
     const first = await i.expect();
     assert.equal(first.pdu.opcode === 0x21 && first.pdu.initiatorTaskTag, 4242);
     const second = await i.expect();
@@ -414,7 +575,16 @@ describe('iSCSI session over loopback (in-memory device)', () => {
 
   it('logout of another CID answers "CID not found" and keeps the session', async () => {
     const i = await session();
-    i.send({ opcode: 0x06, immediate: true, dataSegmentLength: 0, reasonCode: 1, initiatorTaskTag: 4244, cid: 9, cmdSN: i.cmdSN, expStatSN: i.expStatSN });
+    i.send({
+      opcode: 0x06,
+      immediate: true,
+      dataSegmentLength: 0,
+      reasonCode: 1,
+      initiatorTaskTag: 4244,
+      cid: 9,
+      cmdSN: i.cmdSN,
+      expStatSN: i.expStatSN,
+    });
     const r = await i.expect();
     assert.equal(r.pdu.opcode === 0x26 && r.pdu.response, 1);
     assert.equal((await i.command(Buffer.alloc(6))).status, 0);
@@ -432,29 +602,97 @@ describe('iSCSI session over loopback (in-memory device)', () => {
     assert.ok(pairs.filter((p) => p.key === 'TargetAddress').every((p) => p.value === '127.0.0.1:13260,1'));
     // A request continued over two PDUs (C bit), the second under the TTT the target handed out (§11.10.2).
     const part1 = Buffer.from('SendTar');
-    i.send({ opcode: 0x04, immediate: true, dataSegmentLength: part1.length, final: false, continue: true, lun: 0n, initiatorTaskTag: 300, targetTransferTag: RESERVED_TAG, cmdSN: i.cmdSN, expStatSN: i.expStatSN }, part1);
+    i.send(
+      {
+        opcode: 0x04,
+        immediate: true,
+        dataSegmentLength: part1.length,
+        final: false,
+        continue: true,
+        lun: 0n,
+        initiatorTaskTag: 300,
+        targetTransferTag: RESERVED_TAG,
+        cmdSN: i.cmdSN,
+        expStatSN: i.expStatSN,
+      },
+      part1,
+    );
     const empty = await i.expect();
     assert.equal(empty.pdu.opcode, 0x24);
     assert.equal(empty.data.length, 0);
     const ttt = empty.pdu.opcode === 0x24 ? empty.pdu.targetTransferTag : RESERVED_TAG;
     assert.notEqual(ttt, RESERVED_TAG);
     const part2 = Buffer.from('gets=iqn.2026-01.io.lunar:t0\0');
-    i.send({ opcode: 0x04, immediate: true, dataSegmentLength: part2.length, final: true, continue: false, lun: 0n, initiatorTaskTag: 300, targetTransferTag: ttt, cmdSN: i.cmdSN, expStatSN: i.expStatSN }, part2);
+    i.send(
+      {
+        opcode: 0x04,
+        immediate: true,
+        dataSegmentLength: part2.length,
+        final: true,
+        continue: false,
+        lun: 0n,
+        initiatorTaskTag: 300,
+        targetTransferTag: ttt,
+        cmdSN: i.cmdSN,
+        expStatSN: i.expStatSN,
+      },
+      part2,
+    );
     const full = await i.expect();
     assert.equal(full.pdu.opcode === 0x24 && full.pdu.final, true);
     assert.match(full.data.toString(), /^TargetName=iqn.2026-01.io.lunar:t0\0TargetAddress=127.0.0.1:13260,1\0$/);
     // libiscsi iSCSISendTargets.Invalid: unknown key, bad values, wrong case → Reject; then a valid one works.
     for (const bad of ['SendTargetsPlease=All', 'SendTargets=Alle', 'SendTargets=A', 'sENDtARGETS=aLL']) {
       const d = Buffer.from(`${bad}\0`);
-      i.send({ opcode: 0x04, immediate: true, dataSegmentLength: d.length, final: true, continue: false, lun: 0n, initiatorTaskTag: 310, targetTransferTag: RESERVED_TAG, cmdSN: i.cmdSN, expStatSN: i.expStatSN }, d);
+      i.send(
+        {
+          opcode: 0x04,
+          immediate: true,
+          dataSegmentLength: d.length,
+          final: true,
+          continue: false,
+          lun: 0n,
+          initiatorTaskTag: 310,
+          targetTransferTag: RESERVED_TAG,
+          cmdSN: i.cmdSN,
+          expStatSN: i.expStatSN,
+        },
+        d,
+      );
       assert.equal((await i.expect()).pdu.opcode, 0x3f, bad);
     }
     assert.ok((await i.text([{ key: 'SendTargets', value: 'iqn.2026-01.io.lunar:nonexistent' }])).length === 0);
     // A TTT the target never gave is rejected.
-    i.send({ opcode: 0x04, immediate: true, dataSegmentLength: 0, final: true, continue: false, lun: 0n, initiatorTaskTag: 301, targetTransferTag: 0x5555, cmdSN: i.cmdSN, expStatSN: i.expStatSN });
+    i.send({
+      opcode: 0x04,
+      immediate: true,
+      dataSegmentLength: 0,
+      final: true,
+      continue: false,
+      lun: 0n,
+      initiatorTaskTag: 301,
+      targetTransferTag: 0x5555,
+      cmdSN: i.cmdSN,
+      expStatSN: i.expStatSN,
+    });
     assert.equal((await i.expect()).pdu.opcode, 0x3f);
     // SCSI commands are not allowed in a discovery session.
-    i.send({ opcode: 0x01, immediate: true, dataSegmentLength: 0, final: true, read: false, write: false, attr: 1, lun: 0n, initiatorTaskTag: 77, expectedDataTransferLength: 0, cmdSN: i.cmdSN, expStatSN: i.expStatSN, cdb: Buffer.alloc(16), bidiReadLength: null });
+    i.send({
+      opcode: 0x01,
+      immediate: true,
+      dataSegmentLength: 0,
+      final: true,
+      read: false,
+      write: false,
+      attr: 1,
+      lun: 0n,
+      initiatorTaskTag: 77,
+      expectedDataTransferLength: 0,
+      cmdSN: i.cmdSN,
+      expStatSN: i.expStatSN,
+      cdb: Buffer.alloc(16),
+      bidiReadLength: null,
+    });
     const rej = await i.expect();
     assert.equal(rej.pdu.opcode, 0x3f);
     assert.equal(await i.logout(), 0);

@@ -31,19 +31,27 @@ describe('iSCSI text keys (RFC 7143 §6)', () => {
   it('encode/parse round-trip (property)', () => {
     const key = fc.stringMatching(/^[A-Za-z][A-Za-z0-9.\-+@_]{0,62}$/);
     const value = fc.stringMatching(/^[A-Za-z0-9,.:=\- ]{0,200}$/);
-    fc.assert(fc.property(fc.array(fc.record({ key, value }), { maxLength: 20 }), (pairs) => {
-      assert.deepEqual(parseText(encodeText(pairs)), pairs.map((p) => ({ ...p })));
-    }));
+    fc.assert(
+      fc.property(fc.array(fc.record({ key, value }), { maxLength: 20 }), (pairs) => {
+        assert.deepEqual(
+          parseText(encodeText(pairs)),
+          pairs.map((p) => ({ ...p })),
+        );
+      }),
+    );
   });
 
   it('random bytes never throw anything but IscsiTextError', () => {
-    fc.assert(fc.property(fc.uint8Array({ maxLength: 600 }), (a) => {
-      try {
-        parseText(Buffer.from(a));
-      } catch (e) {
-        assert.ok(e instanceof IscsiTextError);
-      }
-    }), { numRuns: 3000 });
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 600 }), (a) => {
+        try {
+          parseText(Buffer.from(a));
+        } catch (e) {
+          assert.ok(e instanceof IscsiTextError);
+        }
+      }),
+      { numRuns: 3000 },
+    );
   });
 
   it('gathers text continued over PDUs with the C bit (§6.2), even split inside a pair', () => {
@@ -66,7 +74,10 @@ describe('iSCSI text keys (RFC 7143 §6)', () => {
   it('splits long responses into chunks of at most the peer MaxRecvDataSegmentLength', () => {
     const t = Buffer.alloc(10000, 1);
     const parts = splitText(t, 4096);
-    assert.deepEqual(parts.map((p) => p.length), [4096, 4096, 1808]);
+    assert.deepEqual(
+      parts.map((p) => p.length),
+      [4096, 4096, 1808],
+    );
     assert.deepEqual(Buffer.concat(parts), t);
     assert.equal(splitText(Buffer.alloc(10), 4096).length, 1);
   });

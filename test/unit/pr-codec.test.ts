@@ -5,9 +5,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { accessClass, decodeIscsiTransportId, encodeIscsiTransportId, fixedSense } from '../../src/scsi/pr.js';
 
-const iqn = fc
-  .stringMatching(/^[a-z0-9.:-]{1,200}$/)
-  .map((s) => `iqn.2026-01.test:${s}`);
+const iqn = fc.stringMatching(/^[a-z0-9.:-]{1,200}$/).map((s) => `iqn.2026-01.test:${s}`);
 const isid = fc.stringMatching(/^[0-9a-f]{12}$/);
 
 test('TransportID format 01b round-trips any initiator port name', () => {

@@ -11,7 +11,15 @@ const TARGET = 'iqn.2026-01.io.lunar:vol-p';
 function nexus(initiator: string, isid: string, tpgt: number): ITNexus {
   const initiatorPortName = `${initiator},i,0x${isid}`;
   const targetPortName = `${TARGET},t,0x${tpgt.toString(16).padStart(4, '0')}`;
-  return { initiatorPortName, initiatorName: initiator, isid, targetPortName, targetPortalGroupTag: tpgt, relativeTargetPortId: tpgt, key: `${initiatorPortName}|${targetPortName}` };
+  return {
+    initiatorPortName,
+    initiatorName: initiator,
+    isid,
+    targetPortName,
+    targetPortalGroupTag: tpgt,
+    relativeTargetPortId: tpgt,
+    key: `${initiatorPortName}|${targetPortName}`,
+  };
 }
 const NEXUSES = [
   nexus('iqn.2026-01.t:a', '000000000001', 1),
@@ -32,23 +40,40 @@ function proutCdb(sa: number, type: number, len: number): Buffer {
 }
 
 const op = fc.oneof(
-  { weight: 12, arbitrary: fc.record({
-    kind: fc.constant('prout' as const),
-    who: fc.nat(NEXUSES.length - 1),
-    // Weighted towards the service actions that build state, with invalid values now and then.
-    sa: fc.constantFrom(6, 6, 6, 0, 0, 1, 1, 1, 1, 2, 3, 4, 4, 5, 7, 7, 8, 31),
-    type: fc.constantFrom(1, 3, 5, 6, 7, 8, 1, 3, 5, 6, 7, 8, 0, 2, 9, 15),
-    // Keys: mostly the nexus's own key (so commands get past the key checks), sometimes another's or 0.
-    rk: fc.constantFrom('own', 'own', 'own', 'zero', 'other', 'max'),
-    sark: fc.constantFrom('own', 'own', 'zero', 'other', 'other', 'max'),
-    other: fc.nat(NEXUSES.length - 1),
-    allTgPt: fc.boolean(),
-    aptpl: fc.boolean(),
-    moveTo: fc.nat(NEXUSES.length - 1),
-  }) },
-  { weight: 3, arbitrary: fc.record({ kind: fc.constantFrom('reserve6' as const, 'release6' as const, 'nexusRemoved' as const), who: fc.nat(NEXUSES.length - 1) }) },
+  {
+    weight: 12,
+    arbitrary: fc.record({
+      kind: fc.constant('prout' as const),
+      who: fc.nat(NEXUSES.length - 1),
+      // Weighted towards the service actions that build state, with invalid values now and then.
+      sa: fc.constantFrom(6, 6, 6, 0, 0, 1, 1, 1, 1, 2, 3, 4, 4, 5, 7, 7, 8, 31),
+      type: fc.constantFrom(1, 3, 5, 6, 7, 8, 1, 3, 5, 6, 7, 8, 0, 2, 9, 15),
+      // Keys: mostly the nexus's own key (so commands get past the key checks), sometimes another's or 0.
+      rk: fc.constantFrom('own', 'own', 'own', 'zero', 'other', 'max'),
+      sark: fc.constantFrom('own', 'own', 'zero', 'other', 'other', 'max'),
+      other: fc.nat(NEXUSES.length - 1),
+      allTgPt: fc.boolean(),
+      aptpl: fc.boolean(),
+      moveTo: fc.nat(NEXUSES.length - 1),
+    }),
+  },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      kind: fc.constantFrom('reserve6' as const, 'release6' as const, 'nexusRemoved' as const),
+      who: fc.nat(NEXUSES.length - 1),
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('reset' as const) }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('garbage' as const), who: fc.nat(NEXUSES.length - 1), cdb: fc.uint8Array({ minLength: 0, maxLength: 16 }), data: fc.option(fc.uint8Array({ maxLength: 64 })) }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constant('garbage' as const),
+      who: fc.nat(NEXUSES.length - 1),
+      cdb: fc.uint8Array({ minLength: 0, maxLength: 16 }),
+      data: fc.option(fc.uint8Array({ maxLength: 64 })),
+    }),
+  },
 );
 
 function consistent(s: PersistentReservationSnapshot): void {
@@ -60,7 +85,11 @@ function consistent(s: PersistentReservationSnapshot): void {
     assert.ok(s.registrations.length > 0, 'a reservation needs a registrant');
     if (s.reservation.holder !== '*') {
       const [port] = s.reservation.holder.split('|');
-      const holderReg = s.registrations.find((r) => `${r.initiatorPortName}|${r.targetPortName}` === s.reservation!.holder || (r.targetPortName === '*' && r.initiatorPortName === port));
+      const holderReg = s.registrations.find(
+        (r) =>
+          `${r.initiatorPortName}|${r.targetPortName}` === s.reservation!.holder ||
+          (r.targetPortName === '*' && r.initiatorPortName === port),
+      );
       assert.ok(holderReg, 'the holder is registered');
       assert.equal(holderReg.key, s.reservation.key, 'READ RESERVATION reports the holder key');
     } else {
@@ -139,7 +168,11 @@ test('random command sequences keep the state consistent and never throw', () =>
           }
         }
       }
-      for (const k of uaTargets) assert.ok(NEXUSES.some((n) => n.key === k), `UA only to known nexuses: ${k}`);
+      for (const k of uaTargets)
+        assert.ok(
+          NEXUSES.some((n) => n.key === k),
+          `UA only to known nexuses: ${k}`,
+        );
     }),
     { numRuns: 1000 },
   );

@@ -3,13 +3,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { createReservationManager } from '../../src/scsi/pr.js';
-import type {
-  ITNexus,
-  LogicalUnitHooks,
-  PersistentReservationSnapshot,
-  ReservationManager,
-  ScsiResponse,
-} from '../../src/scsi/types.js';
+import type { ITNexus, LogicalUnitHooks, PersistentReservationSnapshot, ReservationManager, ScsiResponse } from '../../src/scsi/types.js';
 import { ScsiStatus } from '../../src/scsi/types.js';
 
 // ----- fixtures -------------------------------------------------------------------------------
@@ -41,10 +35,7 @@ interface Recorded {
   snapshots: PersistentReservationSnapshot[];
 }
 
-function setup(
-  known: ITNexus[] = [A, B, C, A2],
-  initial?: PersistentReservationSnapshot,
-): { pr: ReservationManager; rec: Recorded } {
+function setup(known: ITNexus[] = [A, B, C, A2], initial?: PersistentReservationSnapshot): { pr: ReservationManager; rec: Recorded } {
   const rec: Recorded = { uas: [], aborted: [], snapshots: [] };
   const hooks: LogicalUnitHooks = {
     queueUnitAttention: (k, ua) => rec.uas.push({ nexus: k, asc: ua.asc, ascq: ua.ascq }),
@@ -131,7 +122,10 @@ function readKeys(pr: ReservationManager, n: ITNexus): { generation: number; key
   return { generation: d.readUInt32BE(0), keys };
 }
 
-function readReservation(pr: ReservationManager, n: ITNexus): { generation: number; key: bigint; type: number; scope: number } | { generation: number; none: true } {
+function readReservation(
+  pr: ReservationManager,
+  n: ITNexus,
+): { generation: number; key: bigint; type: number; scope: number } | { generation: number; none: true } {
   const r = pr.persistentReserveIn(n, prinCdb(1));
   assertGood(r, 'READ RESERVATION');
   const d = r.data!;
@@ -309,7 +303,12 @@ describe('PR OUT RESERVE / RELEASE (SPC-4 §5.13.9, §5.13.11.2.2)', () => {
     assert.equal(readKeys(pr, A).generation, 2, 'RELEASE does not bump the generation');
   });
 
-  for (const [name, type] of [['WE-RO', T.WERO], ['EA-RO', T.EARO], ['WE-AR', T.WEAR], ['EA-AR', T.EAAR]] as const) {
+  for (const [name, type] of [
+    ['WE-RO', T.WERO],
+    ['EA-RO', T.EARO],
+    ['WE-AR', T.WEAR],
+    ['EA-AR', T.EAAR],
+  ] as const) {
     test(`release of ${name} queues RESERVATIONS RELEASED to the other registrants only`, () => {
       const { pr, rec } = setup();
       assertGood(register(pr, A, K1));
@@ -356,7 +355,10 @@ describe('unregistering the holder (SPC-4 §5.13.11.2.3)', () => {
       assert.deepEqual(rec.uas, ua ? [{ nexus: B.key, asc: 0x2a, ascq: 0x04 }] : []);
     });
   }
-  for (const [name, type] of [['EA-AR', T.EAAR], ['WE-AR', T.WEAR]] as const) {
+  for (const [name, type] of [
+    ['EA-AR', T.EAAR],
+    ['WE-AR', T.WEAR],
+  ] as const) {
     test(`${name}: reservation stays while a registrant remains, goes with the last one`, () => {
       const { pr, rec } = setup();
       assertGood(register(pr, A, K1));
@@ -491,7 +493,10 @@ describe('PR OUT PREEMPT / PREEMPT AND ABORT (SPC-4 §5.13.11.2.4-5)', () => {
     assertGood(register(pr, B, K2));
     assertGood(pr.persistentReserveOut(B, proutCdb(SA.PREEMPT_AND_ABORT, T.WE), params(K2, K1)));
     assert.deepEqual(rec.aborted, [[A.key, A2.key]]);
-    assert.deepEqual(rec.uas.map((u) => u.nexus), [A.key, A2.key]);
+    assert.deepEqual(
+      rec.uas.map((u) => u.nexus),
+      [A.key, A2.key],
+    );
   });
 
   test('preempt from an unregistered nexus or with the wrong key conflicts', () => {
@@ -592,7 +597,13 @@ describe('PR OUT REGISTER AND MOVE (SPC-4 §5.13.8)', () => {
     // All-registrants reservations cannot be moved.
     assertGood(pr.persistentReserveOut(A, proutCdb(SA.RELEASE, T.WE), params(K1, 0n)));
     assertGood(reserve(pr, A, K1, T.WEAR));
-    assertConflict(pr.persistentReserveOut(A, proutCdb(SA.REGISTER_AND_MOVE, 0, toC.length), moveParams(K1, K3, 1, iscsiTransportId(C.initiatorPortName, 1))));
+    assertConflict(
+      pr.persistentReserveOut(
+        A,
+        proutCdb(SA.REGISTER_AND_MOVE, 0, toC.length),
+        moveParams(K1, K3, 1, iscsiTransportId(C.initiatorPortName, 1)),
+      ),
+    );
   });
 });
 
@@ -626,7 +637,7 @@ describe('PERSISTENT RESERVE IN (SPC-4 §6.15)', () => {
     assert.equal(d[2]! & 0x04, 0x04, 'ATP_C');
     assert.equal(d[2]! & 0x01, 0x01, 'PTPL_C');
     assert.equal(d[3]! & 0x80, 0x80, 'TMV');
-    assert.equal(d.readUInt16BE(4), 0xeA01, 'type mask: WR_EX_AR EX_AC_RO WR_EX_RO EX_AC WR_EX EX_AC_AR');
+    assert.equal(d.readUInt16BE(4), 0xea01, 'type mask: WR_EX_AR EX_AC_RO WR_EX_RO EX_AC WR_EX EX_AC_AR');
   });
 
   test('READ FULL STATUS describes every registration with an iSCSI TransportID', () => {
@@ -821,7 +832,9 @@ describe('restoring a snapshot', () => {
     const snap: PersistentReservationSnapshot = {
       generation: 7,
       aptpl: true,
-      registrations: [{ initiatorPortName: B.initiatorPortName, targetPortName: B.targetPortName, relativeTargetPortId: 1, key: K2.toString(16) }],
+      registrations: [
+        { initiatorPortName: B.initiatorPortName, targetPortName: B.targetPortName, relativeTargetPortId: 1, key: K2.toString(16) },
+      ],
       reservation: { holder: A.key, type: T.EA, key: K1.toString(16) },
     };
     const { pr } = setup(undefined, snap);

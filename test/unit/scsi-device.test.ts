@@ -189,7 +189,7 @@ describe('SCSI target device on a sparse file', () => {
     assert.equal((await vpd(0x80)).toString('latin1', 4), 'lunar-serial-0001');
     const p83 = await vpd(0x83);
     const designators: { assoc: number; type: number; value: Buffer }[] = [];
-    for (let off = 4; off < p83.length; ) {
+    for (let off = 4; off < p83.length;) {
       const len = p83[off + 3]!;
       designators.push({ assoc: (p83[off + 1]! >> 4) & 3, type: p83[off + 1]! & 0xf, value: p83.subarray(off + 4, off + 4 + len) });
       off += 4 + len;
@@ -290,10 +290,20 @@ describe('SCSI target device on a sparse file', () => {
       c.writeUInt16BE(len, 7);
       return c;
     };
-    const p = param([[64, 64], [200, 0]]);
+    const p = param([
+      [64, 64],
+      [200, 0],
+    ]);
     assertGood(await exec(dev, unmapCdb(p.length), { dataOut: p }));
     const map = await store.allocationMap(0, 256 * BS);
-    assert.deepEqual(map.map((e) => [e.offset / BS, e.length / BS, e.mapped]), [[0, 64, true], [64, 64, false], [128, 128, true]]);
+    assert.deepEqual(
+      map.map((e) => [e.offset / BS, e.length / BS, e.mapped]),
+      [
+        [0, 64, true],
+        [64, 64, false],
+        [128, 128, true],
+      ],
+    );
     const rd = (await exec(dev, rw10(0x28, 64, 64))).data!;
     assert.ok(rd.every((b) => b === 0));
     // zero-length parameter list and zero-length descriptor only
@@ -301,7 +311,10 @@ describe('SCSI target device on a sparse file', () => {
     const z = param([[10, 0]]);
     assertGood(await exec(dev, unmapCdb(z.length), { dataOut: z }));
     // beyond the end: nothing deallocated
-    const bad = param([[0, 8], [BLOCKS - 1, 2]]);
+    const bad = param([
+      [0, 8],
+      [BLOCKS - 1, 2],
+    ]);
     assertSense(await exec(dev, unmapCdb(bad.length), { dataOut: bad }), 5, 0x21, 0);
     assert.ok((await exec(dev, rw10(0x28, 0, 1))).data!.every((b) => b === 0xee));
     assertSense(await exec(dev, unmapCdb(4), { dataOut: Buffer.alloc(4) }), 5, 0x1a, 0);
@@ -441,7 +454,7 @@ describe('SCSI target device on a sparse file', () => {
     assert.equal(d[3], 8);
     assert.equal(d.readUInt32BE(4), BLOCKS);
     const pages: number[] = [];
-    for (let off = 12; off < d.length; ) {
+    for (let off = 12; off < d.length;) {
       pages.push(d[off]! & 0x3f);
       off += 2 + d[off + 1]!;
     }
@@ -499,7 +512,11 @@ describe('SCSI target device on a sparse file', () => {
     assert.equal(len % 8, 0);
     const listed: [number, number, boolean][] = [];
     for (let off = 4; off < 4 + len; off += 8) listed.push([all[off]!, all.readUInt16BE(off + 2), (all[off + 5]! & 1) === 1]);
-    for (const op of [0x28, 0x2a, 0x41, 0x93, 0x42, 0x89, 0x35, 0x12, 0xa0]) assert.ok(listed.some(([o]) => o === op), `opcode ${op}`);
+    for (const op of [0x28, 0x2a, 0x41, 0x93, 0x42, 0x89, 0x35, 0x12, 0xa0])
+      assert.ok(
+        listed.some(([o]) => o === op),
+        `opcode ${op}`,
+      );
     assert.ok(listed.some(([o, s, sv]) => o === 0x9e && s === 0x12 && sv));
     // Every listed command dispatches (never INVALID COMMAND OPERATION CODE)
     for (const [op, sa, sv] of listed) {
@@ -575,15 +592,25 @@ describe('SCSI target device on a sparse file', () => {
     const resume = await lu.quiesce();
     const t = 424242;
     const pending = dev.execute({
-      nexus: A, lun: 0, taskTag: t, attribute: 'simple', cdb: rw10(0x2a, 0, 1),
-      expectedDataLength: BS, read: false, write: true, dataOut: Buffer.alloc(BS, 0x99),
+      nexus: A,
+      lun: 0,
+      taskTag: t,
+      attribute: 'simple',
+      cdb: rw10(0x2a, 0, 1),
+      expectedDataLength: BS,
+      read: false,
+      write: true,
+      dataOut: Buffer.alloc(BS, 0x99),
     });
     await new Promise((r) => setImmediate(r));
     assert.equal(lu.taskCount(), 1);
     assert.equal(await dev.taskManagement('abort-task', A, 0, t), 'function-complete');
     assert.equal(await pending, null);
     resume();
-    assert.ok((await exec(dev, rw10(0x28, 0, 1))).data!.every((b) => b === 0), 'aborted write never landed');
+    assert.ok(
+      (await exec(dev, rw10(0x28, 0, 1))).data!.every((b) => b === 0),
+      'aborted write never landed',
+    );
     assert.equal(await dev.taskManagement('abort-task', A, 0, 1), 'task-does-not-exist');
     assert.equal(await dev.taskManagement('abort-task', A, 9, 1), 'lun-does-not-exist');
     // quiesce blocks writes but not reads
@@ -619,11 +646,22 @@ describe('SCSI target device on a sparse file', () => {
     const resume = await lu.quiesce();
     const order: string[] = [];
     const run = (name: string, attribute: 'simple' | 'ordered' | 'head-of-queue', c: Buffer, dataOut?: Buffer): Promise<unknown> =>
-      dev.execute({ nexus: A, lun: 0, taskTag: tag++, attribute, cdb: c, expectedDataLength: dataOut ? dataOut.length : BS,
-        read: !dataOut, write: !!dataOut, dataOut: dataOut ?? null }).then((r) => {
-        order.push(name);
-        return r;
-      });
+      dev
+        .execute({
+          nexus: A,
+          lun: 0,
+          taskTag: tag++,
+          attribute,
+          cdb: c,
+          expectedDataLength: dataOut ? dataOut.length : BS,
+          read: !dataOut,
+          write: !!dataOut,
+          dataOut: dataOut ?? null,
+        })
+        .then((r) => {
+          order.push(name);
+          return r;
+        });
     const w = run('write', 'simple', rw10(0x2a, 0, 1), Buffer.alloc(BS, 1)); // blocked by quiesce
     const o = run('ordered', 'ordered', rw10(0x28, 0, 1));
     const s = run('simple-after', 'simple', rw10(0x28, 0, 1));
@@ -702,7 +740,10 @@ describe('SCSI target device on a sparse file', () => {
     const unsupported = xcopyList(NAA, [[0, 0, 8, 0, 100]]);
     unsupported[16] = 0xe0;
     assertSense(await xcopy(unsupported), 5, 0x26, 0x07);
-    const tooMany = xcopyList(NAA, Array.from({ length: 17 }, () => [0, 0, 1, 0, 100] as [number, number, number, number, number]));
+    const tooMany = xcopyList(
+      NAA,
+      Array.from({ length: 17 }, () => [0, 0, 1, 0, 100] as [number, number, number, number, number]),
+    );
     assertSense(await xcopy(tooMany), 5, 0x26, 0x08);
     assertSense(await xcopy(xcopyList(NAA, [[0, 0, 8, 0, 100]]).subarray(0, 40)), 5, 0x1a, 0);
     assertGood(await exec(dev, cdb([0x83]), { edtl: 0 }));

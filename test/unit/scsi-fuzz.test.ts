@@ -43,7 +43,16 @@ describe('SCSI device robustness (fast-check)', () => {
     dir = await mkdtemp(join(tmpdir(), 'lunar-fuzz-'));
     store = await openFileStore(join(dir, 'fuzz.img'), { create: { size: BLOCKS * BS } });
     dev = createTargetDevice({
-      luns: new Map([[0, { identity: { naa: '60014050123456789abcdef012345678', serial: 'fuzz', vendor: 'LUNAR', product: 'Fuzz', revision: '1' }, store, thinProvisioned: true }]]),
+      luns: new Map([
+        [
+          0,
+          {
+            identity: { naa: '60014050123456789abcdef012345678', serial: 'fuzz', vendor: 'LUNAR', product: 'Fuzz', revision: '1' },
+            store,
+            thinProvisioned: true,
+          },
+        ],
+      ]),
       targetPorts: [1],
     });
     dev.nexusAdded(nexus);
@@ -68,8 +77,15 @@ describe('SCSI device robustness (fast-check)', () => {
           const cdb = Buffer.concat([Buffer.from([op]), Buffer.from(rest)]);
           const dataOut = out ? Buffer.from(out.subarray(0, Math.min(out.length, edtl))) : null;
           const res = await dev.execute({
-            nexus, lun, taskTag: tag++, attribute: 'simple', cdb, expectedDataLength: edtl,
-            read: !dataOut, write: !!dataOut, dataOut,
+            nexus,
+            lun,
+            taskTag: tag++,
+            attribute: 'simple',
+            cdb,
+            expectedDataLength: edtl,
+            read: !dataOut,
+            write: !!dataOut,
+            dataOut,
           });
           assert.ok(res, 'never aborted without a TMF');
           assert.ok(ALLOWED_STATUS.has(res.status), `status ${res.status} for ${cdb.toString('hex')}`);
@@ -157,7 +173,10 @@ describe('SCSI device robustness (fast-check)', () => {
               for (let b = s.lba; b < s.lba + s.blocks; b++) {
                 const from = b * BS;
                 const to = from + BS;
-                assert.ok(extents.every((e) => !e.mapped || e.offset + e.length <= from || e.offset >= to), `block ${b} touches data`);
+                assert.ok(
+                  extents.every((e) => !e.mapped || e.offset + e.length <= from || e.offset >= to),
+                  `block ${b} touches data`,
+                );
               }
             }
           }

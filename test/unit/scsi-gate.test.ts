@@ -50,7 +50,10 @@ describe('IoGate (shared writes, exclusive COMPARE AND WRITE / quiesce)', () => 
 
   it('run() releases on failure', async () => {
     const g = new IoGate();
-    await assert.rejects(g.run(true, undefined, async () => Promise.reject(new Error('boom'))), /boom/);
+    await assert.rejects(
+      g.run(true, undefined, async () => Promise.reject(new Error('boom'))),
+      /boom/,
+    );
     const r = await g.acquire(true);
     r();
   });

@@ -58,16 +58,15 @@ describe('file-store (real sparse files)', () => {
   it('concurrent FUA writes and flushes share fdatasyncs and all complete with their data', async () => {
     const p = join(dir, 'fua.img');
     const s = await openFileStore(p, { create: { size: 8 * MiB } });
-    await Promise.all(
-      Array.from({ length: 64 }, (_, i) =>
-        i % 4 === 3 ? s.flush() : s.write(Buffer.alloc(4096, i), i * 4096, true),
-      ),
-    );
+    await Promise.all(Array.from({ length: 64 }, (_, i) => (i % 4 === 3 ? s.flush() : s.write(Buffer.alloc(4096, i), i * 4096, true))));
     for (let i = 0; i < 64; i++) {
       if (i % 4 === 3) continue;
       const b = Buffer.alloc(4096);
       await s.read(b, i * 4096);
-      assert.ok(b.every((x) => x === i), `block ${i}`);
+      assert.ok(
+        b.every((x) => x === i),
+        `block ${i}`,
+      );
     }
     await s.flush();
     await s.close();

@@ -74,12 +74,22 @@ test('create: thick volumes are allocated; bad specs are invalid-argument', asyn
     await assert.rejects(m.create({ name: 'x', sizeBytes: 2 ** 52 }), code('out-of-range'));
     await assert.rejects(m.create({ name: 'x', sizeBytes: MiB, allow: ['nonsense'] }), code('invalid-argument'));
     await assert.rejects(m.create({ name: 'x', sizeBytes: MiB, portals: ['10.9.9.9:3260'] }), code('invalid-argument'));
-    await assert.rejects(m.create({ name: 'x', sizeBytes: MiB, chap: { mode: 'chap', credentials: { user: 'u', secret: 'short' } } }), /at least 12/);
     await assert.rejects(
-      m.create({ name: 'x', sizeBytes: MiB, chap: { mode: 'mutual', credentials: { user: 'u', secret: 'same-secret-123', mutualUser: 't', mutualSecret: 'same-secret-123' } } }),
+      m.create({ name: 'x', sizeBytes: MiB, chap: { mode: 'chap', credentials: { user: 'u', secret: 'short' } } }),
+      /at least 12/,
+    );
+    await assert.rejects(
+      m.create({
+        name: 'x',
+        sizeBytes: MiB,
+        chap: { mode: 'mutual', credentials: { user: 'u', secret: 'same-secret-123', mutualUser: 't', mutualSecret: 'same-secret-123' } },
+      }),
       /must differ/,
     );
-    await assert.rejects(m.create({ name: 'x', sizeBytes: MiB, source: { kind: 'snapshot', id: 'snap-0000000000000000' } }), code('not-found'));
+    await assert.rejects(
+      m.create({ name: 'x', sizeBytes: MiB, source: { kind: 'snapshot', id: 'snap-0000000000000000' } }),
+      code('not-found'),
+    );
     assert.equal(m.list().length, 1);
     assert.deepEqual(await readdir(join(d, 'volumes')), [`${v.id}.img`]);
   });
@@ -91,7 +101,11 @@ test('CHAP: generated when not given, kept as given, reported to the transport',
     assert.ok(a.chap && a.chap.user.length > 0 && a.chap.secret.length === 16 && a.chap.mutualUser === undefined);
     const b = await m.create({ name: 'c2', sizeBytes: MiB, chap: { mode: 'mutual' } });
     assert.ok(b.chap?.mutualUser && b.chap.mutualSecret && b.chap.mutualSecret !== b.chap.secret);
-    const c = await m.create({ name: 'c3', sizeBytes: MiB, chap: { mode: 'chap', credentials: { user: 'alice', secret: 'alice-secret-1' } } });
+    const c = await m.create({
+      name: 'c3',
+      sizeBytes: MiB,
+      chap: { mode: 'chap', credentials: { user: 'alice', secret: 'alice-secret-1' } },
+    });
     assert.deepEqual(c.chap, { user: 'alice', secret: 'alice-secret-1' });
     assert.deepEqual(reg.findTarget(c.iqn)?.chap, { user: 'alice', secret: 'alice-secret-1' });
     // Idempotent create without credentials matches the generated ones.
@@ -107,7 +121,9 @@ test('publish/unpublish: masking reaches the registry', async () => {
     await m.publish(v.id, 'node1', 'iqn.1993-08.org.debian:01:node1');
     await m.publish(v.id, 'node1', 'iqn.1993-08.org.debian:01:node1'); // idempotent
     await m.publish(v.id, 'node2', 'iqn.1993-08.org.debian:01:node2');
-    assert.deepEqual(reg.findTarget(v.iqn)?.access, { allow: ['10.1.0.0/16', 'iqn.1993-08.org.debian:01:node1', 'iqn.1993-08.org.debian:01:node2'] });
+    assert.deepEqual(reg.findTarget(v.iqn)?.access, {
+      allow: ['10.1.0.0/16', 'iqn.1993-08.org.debian:01:node1', 'iqn.1993-08.org.debian:01:node2'],
+    });
     assert.deepEqual(m.get(v.id)?.publications, { node1: 'iqn.1993-08.org.debian:01:node1', node2: 'iqn.1993-08.org.debian:01:node2' });
     await m.unpublish(v.id, 'node1');
     await m.unpublish(v.id, 'node1'); // idempotent
@@ -188,7 +204,10 @@ test('delete removes target, file and record; state survives reopen; orphans are
     // Files Lunar did not make are left alone.
     await writeFile(join(d, 'volumes', 'README.txt'), 'mine');
     await withManager(async (m, _d, reg) => {
-      assert.deepEqual(m.list().map((v) => v.id), [keep]);
+      assert.deepEqual(
+        m.list().map((v) => v.id),
+        [keep],
+      );
       assert.equal(m.get(keep)?.naa, keepNaa);
       assert.ok(reg.findTarget(`iqn.2026-11.io.lunar:${keep}`));
       assert.deepEqual((await readdir(join(d, 'volumes'))).sort(), ['README.txt', `${keep}.img`].sort());
@@ -218,9 +237,15 @@ test('a missing state.json next to volume files refuses to start instead of dele
       await m.create({ name: 'x', sizeBytes: MiB });
     }, d);
     await rm(join(d, 'state.json'));
-    await assert.rejects(VolumeManager.open({ dataDir: d, portals, registry: new VolumeTargetRegistry(portals) }), /state\.json is missing but/);
+    await assert.rejects(
+      VolumeManager.open({ dataDir: d, portals, registry: new VolumeTargetRegistry(portals) }),
+      /state\.json is missing but/,
+    );
     // ... and again: the refused start must not have left a fresh (empty) state file behind.
-    await assert.rejects(VolumeManager.open({ dataDir: d, portals, registry: new VolumeTargetRegistry(portals) }), /state\.json is missing but/);
+    await assert.rejects(
+      VolumeManager.open({ dataDir: d, portals, registry: new VolumeTargetRegistry(portals) }),
+      /state\.json is missing but/,
+    );
     assert.equal((await readdir(join(d, 'volumes'))).length, 1);
   } finally {
     await rm(d, { recursive: true, force: true });
@@ -251,7 +276,17 @@ test('persistent reservations are persisted through onPrChange and restored on r
     // The transport hands over the 16-byte CDB field of the BHS (RFC 7143 §11.3.5).
     const cdb16 = Buffer.alloc(16);
     cdb.copy(cdb16);
-    return dev.execute({ nexus: n, lun: 0, taskTag: 1, attribute: 'simple', cdb: cdb16, expectedDataLength: expected, read: dataOut === null && expected > 0, write: dataOut !== null, dataOut });
+    return dev.execute({
+      nexus: n,
+      lun: 0,
+      taskTag: 1,
+      attribute: 'simple',
+      cdb: cdb16,
+      expectedDataLength: expected,
+      read: dataOut === null && expected > 0,
+      write: dataOut !== null,
+      dataOut,
+    });
   };
   const nexusFor = (iqn: string) => ({ ...nexus, targetPortName: `${iqn},t,0x0001`, key: `${nexus.initiatorPortName}|${iqn},t,0x0001` });
   const tur = Buffer.alloc(6);
@@ -271,10 +306,14 @@ test('persistent reservations are persisted through onPrChange and restored on r
       const out = await exec(reg, v.iqn, Buffer.from([0x5f, 0x00, 0, 0, 0, 0, 0, 0, 24, 0]), param, 24);
       assert.equal(out?.status, 0, `REGISTER failed: ${out?.sense?.toString('hex')}`);
       // Durable before the status was returned, not at some later save.
-      const now = JSON.parse(await readFile(join(d, 'state.json'), 'utf8')) as { volumes: Record<string, { reservations: Record<string, { registrations: unknown[] }> }> };
+      const now = JSON.parse(await readFile(join(d, 'state.json'), 'utf8')) as {
+        volumes: Record<string, { reservations: Record<string, { registrations: unknown[] }> }>;
+      };
       assert.equal(now.volumes[id]?.reservations['0']?.registrations.length, 1);
     }, d);
-    const saved = JSON.parse(await readFile(join(d, 'state.json'), 'utf8')) as { volumes: Record<string, { reservations: Record<string, { registrations: Array<{ key: string }> }> }> };
+    const saved = JSON.parse(await readFile(join(d, 'state.json'), 'utf8')) as {
+      volumes: Record<string, { reservations: Record<string, { registrations: Array<{ key: string }> }> }>;
+    };
     assert.equal(saved.volumes[id]?.reservations['0']?.registrations[0]?.key, '1122334455667788');
     await withManager(async (_m, _d, reg) => {
       const iqn = `iqn.2026-11.io.lunar:${id}`;
@@ -292,7 +331,10 @@ test('persistent reservations are persisted through onPrChange and restored on r
 
 test('concurrent creates of one name: one runs, the other is busy; afterwards the retry returns the volume', async () => {
   await withManager(async (m) => {
-    const [a, b] = await Promise.allSettled([m.create({ name: 'same', sizeBytes: 8 * MiB }), m.create({ name: 'same', sizeBytes: 8 * MiB })]);
+    const [a, b] = await Promise.allSettled([
+      m.create({ name: 'same', sizeBytes: 8 * MiB }),
+      m.create({ name: 'same', sizeBytes: 8 * MiB }),
+    ]);
     assert.equal(a.status, 'fulfilled');
     assert.ok(b.status === 'rejected' && code('busy')(b.reason));
     const again = await m.create({ name: 'same', sizeBytes: 8 * MiB });

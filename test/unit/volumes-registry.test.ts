@@ -35,8 +35,18 @@ test('VolumeTargetRegistry: set, find, list sorted, setAccess, remove, discovery
   assert.deepEqual(r.portals(), portals);
   assert.equal(r.discoveryChap(), null);
   r.set({ iqn: 'iqn.2026-11.io.lunar:vol-b', portals: [], access: { allow: null }, chap: null, device });
-  r.set({ iqn: 'iqn.2026-11.io.lunar:vol-a', alias: 'a', portals: [], access: { allow: [] }, chap: { user: 'u', secret: 's'.repeat(12) }, device });
-  assert.deepEqual(r.listTargets().map((t) => t.iqn), ['iqn.2026-11.io.lunar:vol-a', 'iqn.2026-11.io.lunar:vol-b']);
+  r.set({
+    iqn: 'iqn.2026-11.io.lunar:vol-a',
+    alias: 'a',
+    portals: [],
+    access: { allow: [] },
+    chap: { user: 'u', secret: 's'.repeat(12) },
+    device,
+  });
+  assert.deepEqual(
+    r.listTargets().map((t) => t.iqn),
+    ['iqn.2026-11.io.lunar:vol-a', 'iqn.2026-11.io.lunar:vol-b'],
+  );
   assert.equal(r.findTarget('iqn.2026-11.io.lunar:vol-a')?.alias, 'a');
   assert.equal(r.findTarget('iqn.2026-11.io.lunar:vol-c'), undefined);
   r.setAccess('iqn.2026-11.io.lunar:vol-a', { allow: ['iqn.2000-01.x:y'] });
@@ -44,7 +54,10 @@ test('VolumeTargetRegistry: set, find, list sorted, setAccess, remove, discovery
   assert.equal(r.findTarget('iqn.2026-11.io.lunar:vol-a')?.chap?.user, 'u');
   assert.equal(r.remove('iqn.2026-11.io.lunar:vol-a'), true);
   assert.equal(r.remove('iqn.2026-11.io.lunar:vol-a'), false);
-  assert.deepEqual(r.listTargets().map((t) => t.iqn), ['iqn.2026-11.io.lunar:vol-b']);
+  assert.deepEqual(
+    r.listTargets().map((t) => t.iqn),
+    ['iqn.2026-11.io.lunar:vol-b'],
+  );
   r.setDiscoveryChap({ user: 'd', secret: 'discoverysecret' });
   assert.equal(r.discoveryChap()?.user, 'd');
 });

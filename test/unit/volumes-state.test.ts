@@ -48,7 +48,13 @@ test('StateStore: creates a state file with a server identity, reloads it, saves
     assert.deepEqual(await readdir(d), [], 'nothing is written before the first save');
     const id = s1.data.server.id;
     assert.match(id, /^[0-9a-f-]{36}$/);
-    s1.data.snapshots['snap-0000000000000001'] = { id: 'snap-0000000000000001', name: 'n', sourceVolumeId: 'vol-1', sizeBytes: 1, createdAt: 'x' };
+    s1.data.snapshots['snap-0000000000000001'] = {
+      id: 'snap-0000000000000001',
+      name: 'n',
+      sourceVolumeId: 'vol-1',
+      sizeBytes: 1,
+      createdAt: 'x',
+    };
     await Promise.all([s1.save(), s1.save(), s1.save()]);
     const s2 = await StateStore.open(d);
     assert.equal(s2.created, false);
@@ -72,7 +78,10 @@ test('StateStore: a damaged or foreign state file stops startup with a clear err
     await assert.rejects(StateStore.open(d), /not a Lunar state file/);
     await writeFile(join(d, STATE_FILE), '{"format": "lunar-state", "version": 9}');
     await assert.rejects(StateStore.open(d), /state version 9/);
-    await writeFile(join(d, STATE_FILE), JSON.stringify({ format: 'lunar-state', version: 1, server: { id: 'x' }, volumes: { a: { id: 'b' } }, snapshots: {} }));
+    await writeFile(
+      join(d, STATE_FILE),
+      JSON.stringify({ format: 'lunar-state', version: 1, server: { id: 'x' }, volumes: { a: { id: 'b' } }, snapshots: {} }),
+    );
     await assert.rejects(StateStore.open(d), /volume record "a" is malformed/);
   } finally {
     await rm(d, { recursive: true, force: true });

@@ -3,7 +3,17 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { alignUp, formatSize, parseSize, SizeError } from '../../src/util/size.js';
-import { isCidr, isIscsiName, isLunarNaa6, LUNAR_COMPANY_ID, newChapSecret, newNaa6, newVolumeId, normaliseAclEntry, targetIqn } from '../../src/util/ids.js';
+import {
+  isCidr,
+  isIscsiName,
+  isLunarNaa6,
+  LUNAR_COMPANY_ID,
+  newChapSecret,
+  newNaa6,
+  newVolumeId,
+  normaliseAclEntry,
+  targetIqn,
+} from '../../src/util/ids.js';
 import { KeyedMutex } from '../../src/util/mutex.js';
 
 function parseSizeLoose(text: string): number {
@@ -35,7 +45,17 @@ test('parseSize: errors say what is wrong', () => {
 });
 
 test('parseSize: property — n<unit> is n times the unit, formatSize reads back within 1 %', () => {
-  const units: Array<[string, number]> = [['', 1], ['K', 1024], ['KiB', 1024], ['M', 1024 ** 2], ['MiB', 1024 ** 2], ['G', 1024 ** 3], ['GiB', 1024 ** 3], ['KB', 1000], ['MB', 1e6]];
+  const units: Array<[string, number]> = [
+    ['', 1],
+    ['K', 1024],
+    ['KiB', 1024],
+    ['M', 1024 ** 2],
+    ['MiB', 1024 ** 2],
+    ['G', 1024 ** 3],
+    ['GiB', 1024 ** 3],
+    ['KB', 1000],
+    ['MB', 1e6],
+  ];
   fc.assert(
     fc.property(fc.integer({ min: 0, max: 1_000_000 }), fc.constantFrom(...units), (n, [u, m]) => {
       assert.equal(parseSize(`${n}${u}`), n * m);
@@ -93,10 +113,25 @@ test('volume ids, IQNs and CHAP secrets', () => {
 });
 
 test('iSCSI names and CIDRs', () => {
-  for (const good of ['iqn.1993-08.org.debian:01:abcdef', 'iqn.2026-11.io.lunar:vol-1', 'iqn.2005-03.org.open-iscsi', 'eui.0123456789ABCDEF', 'naa.52004567BA64678D']) {
+  for (const good of [
+    'iqn.1993-08.org.debian:01:abcdef',
+    'iqn.2026-11.io.lunar:vol-1',
+    'iqn.2005-03.org.open-iscsi',
+    'eui.0123456789ABCDEF',
+    'naa.52004567BA64678D',
+  ]) {
     assert.ok(isIscsiName(good), good);
   }
-  for (const bad of ['', 'iqn.93-08.org:x', 'iqn.1993-13.org:x', 'iqn.1993-08.Org:x', 'eui.123', 'foo', 'iqn.1993-08.org:a b', `iqn.1993-08.org:${'x'.repeat(220)}`]) {
+  for (const bad of [
+    '',
+    'iqn.93-08.org:x',
+    'iqn.1993-13.org:x',
+    'iqn.1993-08.Org:x',
+    'eui.123',
+    'foo',
+    'iqn.1993-08.org:a b',
+    `iqn.1993-08.org:${'x'.repeat(220)}`,
+  ]) {
     assert.ok(!isIscsiName(bad), bad);
   }
   assert.ok(isCidr('10.0.0.0/8'));
@@ -137,6 +172,9 @@ test('KeyedMutex: serialises per key, tryRun reports busy', async () => {
   assert.deepEqual(order, ['a-start', 'a-end', 'b']);
   assert.equal(m.isLocked('k'), false);
   // A failing holder releases the key.
-  await assert.rejects(m.run('k', async () => Promise.reject(new Error('x'))), /x/);
+  await assert.rejects(
+    m.run('k', async () => Promise.reject(new Error('x'))),
+    /x/,
+  );
   assert.deepEqual(await m.tryRun('k', async () => 5), { ran: true, value: 5 });
 });
