@@ -1,7 +1,8 @@
 // Optional BackingStore capability: allocate-and-zero a range without moving zero bytes
 // (fallocate FALLOC_FL_ZERO_RANGE). WRITE SAME with a zero block and UNMAP=0 uses it: the blocks end up
 // mapped (not deallocated, as SBC-3 §5.44 requires) and read as zeroes, at no I/O cost.
-// Kept outside the shared contract (src/storage/types.ts) until the lead adopts it there.
+// Not every store has it, so it is not part of BackingStore (src/storage/types.ts): callers ask
+// canWriteZeroes() and fall back to writing zero buffers.
 import type { BackingStore } from './types.js';
 
 export interface ZeroingBackingStore extends BackingStore {

@@ -38,7 +38,7 @@ import {
 import { KeyedMutex } from '../util/mutex.js';
 import { alignUp, formatSize } from '../util/size.js';
 import { LUNAR_VERSION } from '../util/version.js';
-import { copySparse, fsyncFile, growFile, preallocate, tryReflink } from './copy.js';
+import { copySparse, fsyncFile, growFile, preallocate, tryReflink } from '../storage/file-ops.js';
 import { StateError, StateStore, type SnapshotRecord, type VolumeRecord } from './state.js';
 import {
   VolumeError,
