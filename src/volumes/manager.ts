@@ -41,8 +41,13 @@ import { LUNAR_VERSION } from '../util/version.js';
 import { copySparse, fsyncFile, growFile, preallocate, tryReflink } from '../storage/file-ops.js';
 import { StateError, StateStore, type SnapshotRecord, type VolumeRecord } from './state.js';
 import {
+  MAX_VOLUME_BYTES,
+  SIZE_ALIGNMENT,
+  SNAPSHOTS_DIR,
+  VOLUMES_DIR,
   VolumeError,
   type ChapSetting,
+  type SessionControl,
   type Snapshot,
   type Volume,
   type VolumeService,
@@ -50,21 +55,6 @@ import {
   type VolumeSpec,
 } from './types.js';
 import { randomBytes } from 'node:crypto';
-
-/** Volume sizes are rounded up to a multiple of 1 MiB (a whole number of 512 and 4096-byte blocks, and
- * the granularity most partitioning tools align to). */
-export const SIZE_ALIGNMENT = 1024 * 1024;
-/** Largest volume: 64 TiB (ext4's largest file is 16 TiB with 4 KiB blocks; XFS/btrfs go further). */
-export const MAX_VOLUME_BYTES = 64 * 1024 ** 4;
-
-export const VOLUMES_DIR = 'volumes';
-export const SNAPSHOTS_DIR = 'snapshots';
-
-/** What the manager needs from the iSCSI transport (IscsiServer). */
-export interface SessionControl {
-  sessions(): SessionInfo[];
-  closeSessions(filter: { targetName?: string; initiatorName?: string }): number;
-}
 
 export interface VolumeManagerOptions {
   dataDir: string;

@@ -5,9 +5,9 @@ import { test } from 'node:test';
 import { mkdtemp, readdir, rm, stat, writeFile, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { VolumeManager, SIZE_ALIGNMENT } from '../../src/volumes/manager.js';
+import { VolumeManager } from '../../src/volumes/manager.js';
 import { VolumeTargetRegistry } from '../../src/target/registry.js';
-import { VolumeError } from '../../src/volumes/types.js';
+import { SIZE_ALIGNMENT, VolumeError } from '../../src/volumes/types.js';
 import { openFileStore } from '../../src/storage/file-store.js';
 
 const MiB = 1024 * 1024;
