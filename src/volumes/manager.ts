@@ -61,6 +61,8 @@ export interface VolumeManagerOptions {
   /** The server's portals (tpgt = relative target port id). */
   portals: readonly Portal[];
   registry: VolumeTargetRegistry;
+  /** The iSCSI transport's sessions: listed per volume, ended on delete and unpublish. */
+  sessions: SessionControl;
   logger?: Logger;
 }
 
@@ -109,7 +111,6 @@ export class VolumeManager implements VolumeService {
   private readonly open = new Map<string, OpenVolume>();
   /** Volumes recorded in state but not served, with the reason. */
   private readonly broken = new Map<string, string>();
-  private transport: SessionControl | null = null;
   private readonly volumesDir: string;
   private readonly snapshotsDir: string;
   private closed = false;
@@ -141,11 +142,6 @@ export class VolumeManager implements VolumeService {
       }
     }
     return m;
-  }
-
-  /** The iSCSI server, once it exists (sessions, closing sessions on delete/unpublish). */
-  attachTransport(t: SessionControl): void {
-    this.transport = t;
   }
 
   /** Identity of this data directory (made once). */
@@ -348,7 +344,7 @@ export class VolumeManager implements VolumeService {
 
   sessions(id: string): readonly SessionInfo[] {
     const iqn = targetIqn(id);
-    return (this.transport?.sessions() ?? []).filter((s) => s.targetName === iqn);
+    return this.opts.sessions.sessions().filter((s) => s.targetName === iqn);
   }
 
   async capacity(): Promise<{ readonly availableBytes: number; readonly totalBytes: number }> {
@@ -677,7 +673,7 @@ export class VolumeManager implements VolumeService {
       if (!rec) return false;
       const iqn = targetIqn(id);
       this.opts.registry.remove(iqn);
-      const closedSessions = this.transport?.closeSessions({ targetName: iqn }) ?? 0;
+      const closedSessions = this.opts.sessions.closeSessions({ targetName: iqn });
       const ov = this.open.get(id);
       this.open.delete(id);
       if (ov) {
@@ -785,7 +781,7 @@ export class VolumeManager implements VolumeService {
       }
       this.refreshAccess(rec);
       if (prev !== undefined && !this.initiatorStillAllowed(rec, prev)) {
-        this.transport?.closeSessions({ targetName: targetIqn(id), initiatorName: prev });
+        this.opts.sessions.closeSessions({ targetName: targetIqn(id), initiatorName: prev });
       }
       this.log.info({ op: 'publish', volumeId: id, nodeId, initiatorName, durationMs: Date.now() - started }, 'volume published');
       return this.toVolume(rec);
@@ -811,7 +807,7 @@ export class VolumeManager implements VolumeService {
       if (!this.initiatorStillAllowed(rec, prev) || !Object.values(rec.publications).includes(prev)) {
         // The node is gone from this volume: its sessions end even when a static entry still admits it,
         // so that unpublish means "this node no longer uses the volume".
-        closed = this.transport?.closeSessions({ targetName: targetIqn(id), initiatorName: prev }) ?? 0;
+        closed = this.opts.sessions.closeSessions({ targetName: targetIqn(id), initiatorName: prev });
       }
       this.log.info(
         { op: 'unpublish', volumeId: id, nodeId, initiatorName: prev, closedSessions: closed, durationMs: Date.now() - started },

@@ -1,10 +1,11 @@
-// VolumeManager over a real data directory, real sparse files and the real SCSI device (no transport:
-// the iSCSI side is covered by the e2e tests).
+// VolumeManager over a real data directory, real sparse files and the real SCSI device. The iSCSI
+// server is real but not listening (no sessions): the iSCSI side is covered by the e2e tests.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { mkdtemp, readdir, rm, stat, writeFile, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { IscsiServer } from '../../src/iscsi/server.js';
 import { VolumeManager } from '../../src/volumes/manager.js';
 import { VolumeTargetRegistry } from '../../src/target/registry.js';
 import { SIZE_ALIGNMENT, VolumeError } from '../../src/volumes/types.js';
@@ -16,13 +17,18 @@ const portals = [{ host: '127.0.0.1', port: 13339, tpgt: 1 }];
 async function withManager(fn: (m: VolumeManager, dir: string, reg: VolumeTargetRegistry) => Promise<void>, dir?: string): Promise<void> {
   const d = dir ?? (await mkdtemp(join(tmpdir(), 'lunar-vm-')));
   const reg = new VolumeTargetRegistry(portals);
-  const m = await VolumeManager.open({ dataDir: d, portals, registry: reg });
+  const m = await VolumeManager.open({ dataDir: d, portals, registry: reg, sessions: new IscsiServer({ registry: reg }) });
   try {
     await fn(m, d, reg);
   } finally {
     await m.close();
     if (!dir) await rm(d, { recursive: true, force: true });
   }
+}
+
+function openManager(d: string): Promise<VolumeManager> {
+  const registry = new VolumeTargetRegistry(portals);
+  return VolumeManager.open({ dataDir: d, portals, registry, sessions: new IscsiServer({ registry }) });
 }
 
 function code(c: string): (e: unknown) => boolean {
@@ -237,15 +243,9 @@ test('a missing state.json next to volume files refuses to start instead of dele
       await m.create({ name: 'x', sizeBytes: MiB });
     }, d);
     await rm(join(d, 'state.json'));
-    await assert.rejects(
-      VolumeManager.open({ dataDir: d, portals, registry: new VolumeTargetRegistry(portals) }),
-      /state\.json is missing but/,
-    );
+    await assert.rejects(openManager(d), /state\.json is missing but/);
     // ... and again: the refused start must not have left a fresh (empty) state file behind.
-    await assert.rejects(
-      VolumeManager.open({ dataDir: d, portals, registry: new VolumeTargetRegistry(portals) }),
-      /state\.json is missing but/,
-    );
+    await assert.rejects(openManager(d), /state\.json is missing but/);
     assert.equal((await readdir(join(d, 'volumes'))).length, 1);
   } finally {
     await rm(d, { recursive: true, force: true });
