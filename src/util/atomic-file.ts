@@ -49,7 +49,8 @@ export async function removeDurable(path: string): Promise<void> {
 
 /**
  * First half of an atomic replace, asynchronous: write data to a new temporary file next to path and
- * fsync it. Returns the temporary path; finish with commitTempSync (or remove it).
+ * fsync it. Returns the temporary path; the caller renames it over path and fsyncs the directory (or
+ * removes it).
  */
 export async function writeTempFile(path: string, data: string | Uint8Array, mode = 0o600): Promise<string> {
   const tmp = join(dirname(path), `${TMP_PREFIX}${basename(path)}.${randomBytes(6).toString('hex')}`);
@@ -64,12 +65,6 @@ export async function writeTempFile(path: string, data: string | Uint8Array, mod
   }
   await fh.close();
   return tmp;
-}
-
-/** Second half: rename the temporary file over path, synchronously (ordering against other writers on
- * the main thread is then exact). The caller fsyncs the directory afterwards. */
-export function commitTempSync(tmp: string, path: string): void {
-  renameSync(tmp, path);
 }
 
 /** Synchronous atomic replace (tmp + fsync + rename + directory fsync), for the rare writes that must be

@@ -2,6 +2,8 @@
 // server is real but not listening (no sessions): the iSCSI side is covered by the e2e tests.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { mkdtemp, readdir, rm, stat, writeFile, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -145,7 +147,7 @@ test('resize grows file and record, refuses shrinking; a concurrent call is busy
     const [r1, r2] = await Promise.allSettled([m.resize(v.id, 16 * MiB), m.resize(v.id, 32 * MiB)]);
     assert.equal(r1.status, 'fulfilled');
     assert.equal(r2.status, 'rejected');
-    assert.ok(r2.status === 'rejected' && code('busy')(r2.reason));
+    assert.ok(code('busy')(r2.reason));
     assert.equal(m.get(v.id)?.sizeBytes, 16 * MiB);
     assert.equal((await stat(join(d, 'volumes', `${v.id}.img`))).size, 16 * MiB);
     await assert.rejects(m.resize(v.id, 8 * MiB), code('out-of-range'));
@@ -321,8 +323,8 @@ test('persistent reservations are persisted through onPrChange and restored on r
       for (let i = 0; i < 3 && (await exec(reg, iqn, tur, null, 0))?.status !== 0; i++);
       const r = await exec(reg, iqn, readKeys, null, 64);
       assert.equal(r?.status, 0);
-      assert.equal(r?.data?.readUInt32BE(4), 8, 'one key registered');
-      assert.equal(r?.data?.subarray(8, 16).toString('hex'), '1122334455667788');
+      assert.equal(r.data?.readUInt32BE(4), 8, 'one key registered');
+      assert.equal(r.data.subarray(8, 16).toString('hex'), '1122334455667788');
     }, d);
   } finally {
     await rm(d, { recursive: true, force: true });
@@ -338,7 +340,49 @@ test('concurrent creates of one name: one runs, the other is busy; afterwards th
     assert.equal(a.status, 'fulfilled');
     assert.ok(b.status === 'rejected' && code('busy')(b.reason));
     const again = await m.create({ name: 'same', sizeBytes: 8 * MiB });
-    assert.equal(again.id, a.status === 'fulfilled' ? a.value.id : '');
+    assert.equal(again.id, a.value.id);
     assert.equal(m.list().length, 1);
+  });
+});
+
+test('a state change that cannot be made durable is an error, and nothing changes', async () => {
+  const run = promisify(execFile);
+  await withManager(async (m, d, reg) => {
+    const v = await m.create({ name: 'keep', sizeBytes: 4 * MiB, masked: true });
+    const snap = await m.createSnapshot(v.id, 'keep-snap');
+    const stateFile = join(d, 'state.json');
+    const before = await readFile(stateFile, 'utf8');
+    const files = (await readdir(join(d, 'volumes'))).sort();
+    await run('chattr', ['+i', stateFile]);
+    try {
+      const internal = (e: unknown): boolean => code('internal')(e) && /could not record .*state\.json/.test(String(e));
+      await assert.rejects(m.create({ name: 'new', sizeBytes: MiB }), internal);
+      await assert.rejects(m.publish(v.id, 'n1', 'iqn.1993-08.org.debian:01:n1'), internal);
+      await assert.rejects(m.resize(v.id, 8 * MiB), internal);
+      await assert.rejects(m.delete(v.id), internal);
+      await assert.rejects(m.createSnapshot(v.id, 'snap-2'), internal);
+      await assert.rejects(m.deleteSnapshot(snap.id), internal);
+      assert.equal(await readFile(stateFile, 'utf8'), before, 'state file unchanged');
+      assert.deepEqual(
+        m.list().map((x) => [x.name, x.sizeBytes, x.publications]),
+        [['keep', 4 * MiB, {}]],
+      );
+      assert.deepEqual(
+        m.listSnapshots().map((x) => x.id),
+        [snap.id],
+      );
+      assert.deepEqual((await readdir(join(d, 'volumes'))).sort(), files, 'the unrecorded volume left no file');
+      assert.deepEqual(await readdir(join(d, 'snapshots')), [`${snap.id}.img`], 'the unrecorded snapshot left no file');
+      assert.ok(reg.findTarget(v.iqn), 'a volume whose deletion failed is still served');
+      assert.deepEqual(reg.findTarget(v.iqn)?.access, { allow: [] }, 'a failed publication admits nobody');
+    } finally {
+      await run('chattr', ['-i', stateFile]);
+    }
+    // The grown file is adopted by the retry, and everything else goes through now.
+    assert.equal((await m.resize(v.id, 8 * MiB)).sizeBytes, 8 * MiB);
+    await m.publish(v.id, 'n1', 'iqn.1993-08.org.debian:01:n1');
+    assert.deepEqual(reg.findTarget(v.iqn)?.access, { allow: ['iqn.1993-08.org.debian:01:n1'] });
+    assert.ok(await m.create({ name: 'new', sizeBytes: MiB }));
+    assert.equal(await m.deleteSnapshot(snap.id), true);
   });
 });
