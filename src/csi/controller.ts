@@ -131,8 +131,15 @@ function describeSource(s: VolumeSource | undefined): string {
   return s ? `${s.kind} ${s.id}` : 'no source';
 }
 
+/** A synchronous handler's answer as a promise: what it throws becomes a rejection, as in the async ones. */
+function answer<T>(fn: () => T): Promise<T> {
+  return new Promise((resolve) => {
+    resolve(fn());
+  });
+}
+
 function topologyMatches(segments: Readonly<Record<string, string>>, t: Topology): boolean {
-  return Object.entries(t.segments ?? {}).every(([k, v]) => segments[k] === v);
+  return Object.entries(t.segments).every(([k, v]) => segments[k] === v);
 }
 
 export class ControllerService {
@@ -225,7 +232,7 @@ export class ControllerService {
     const caps = checkCapabilities(req.volume_capabilities, 'volume_capabilities');
     this.checkSupported(caps, 'volume_capabilities');
     const params = parseParameters(req.parameters);
-    if (Object.keys(req.mutable_parameters ?? {}).length > 0) {
+    if (Object.keys(req.mutable_parameters).length > 0) {
       throw invalidArgument('mutable_parameters are not supported: Lunar has no MODIFY_VOLUME capability (VolumeAttributesClass)');
     }
     // The filesystem the node formats: parameters.fsType or the mount capability's fs_type.
@@ -343,7 +350,7 @@ export class ControllerService {
       // An id no Lunar node plugin reports names no node: the spec's "Node does not exist".
       throw notFound(err instanceof Error ? err.message : String(err));
     }
-    const ctx = req.volume_context ?? {};
+    const ctx = req.volume_context;
     const mine = this.volumeContext(v);
     for (const [k, val] of Object.entries(ctx)) {
       if (k in mine && mine[k] !== val) {
@@ -369,7 +376,7 @@ export class ControllerService {
 
   async controllerUnpublishVolume(req: ControllerUnpublishVolumeRequest): Promise<ControllerUnpublishVolumeResponse> {
     const id = requireString(req.volume_id, 'volume_id');
-    const nodeId = req.node_id ?? '';
+    const nodeId = req.node_id;
     if (Buffer.byteLength(nodeId) > 256) throw invalidArgument('node_id is longer than 256 bytes');
     const v = this.volumes.get(id);
     // Unknown volume or node: nothing is published there, which is what the caller wants (spec: OK).
@@ -379,17 +386,21 @@ export class ControllerService {
     return {};
   }
 
-  async validateVolumeCapabilities(req: ValidateVolumeCapabilitiesRequest): Promise<ValidateVolumeCapabilitiesResponse> {
+  validateVolumeCapabilities(req: ValidateVolumeCapabilitiesRequest): Promise<ValidateVolumeCapabilitiesResponse> {
+    return answer(() => this.validateCapabilities(req));
+  }
+
+  private validateCapabilities(req: ValidateVolumeCapabilitiesRequest): ValidateVolumeCapabilitiesResponse {
     const id = requireString(req.volume_id, 'volume_id');
     const caps = checkCapabilities(req.volume_capabilities, 'volume_capabilities');
     const v = this.getVolume(id, 'volume_id');
     const unconfirmed = (message: string): ValidateVolumeCapabilitiesResponse => ({ confirmed: null, message });
     const mine = this.volumeContext(v);
-    for (const [k, val] of Object.entries(req.volume_context ?? {})) {
+    for (const [k, val] of Object.entries(req.volume_context)) {
       if (mine[k] !== val) return unconfirmed(`volume_context.${k} ${JSON.stringify(val)} does not match volume ${id}`);
     }
-    if (Object.keys(req.mutable_parameters ?? {}).length > 0) return unconfirmed('Lunar has no mutable parameters');
-    const given = req.parameters ?? {};
+    if (Object.keys(req.mutable_parameters).length > 0) return unconfirmed('Lunar has no mutable parameters');
+    const given = req.parameters;
     if (Object.keys(given).length > 0) {
       let lunarKeys: Readonly<Record<string, string>>;
       try {
@@ -412,7 +423,7 @@ export class ControllerService {
     }
     return {
       confirmed: {
-        volume_context: req.volume_context ?? {},
+        volume_context: req.volume_context,
         volume_capabilities: req.volume_capabilities,
         parameters: given,
         mutable_parameters: {},
@@ -442,7 +453,7 @@ export class ControllerService {
   }
 
   async getCapacity(req: GetCapacityRequest): Promise<GetCapacityResponse> {
-    const caps = (req.volume_capabilities ?? []).map((c, i) => checkCapability(c, `volume_capabilities[${i}]`));
+    const caps = req.volume_capabilities.map((c, i) => checkCapability(c, `volume_capabilities[${i}]`));
     const params = parseParameters(req.parameters);
     const none: GetCapacityResponse = { available_capacity: '0', maximum_volume_size: null, minimum_volume_size: null };
     if (caps.some((c, i) => unsupportedReason(c, `volume_capabilities[${i}]`) !== null)) return none;
@@ -458,14 +469,14 @@ export class ControllerService {
     };
   }
 
-  async controllerGetCapabilities(): Promise<ControllerGetCapabilitiesResponse> {
-    return { capabilities: CAPABILITIES.map((type) => ({ rpc: { type } })) };
+  controllerGetCapabilities(): Promise<ControllerGetCapabilitiesResponse> {
+    return answer(() => ({ capabilities: CAPABILITIES.map((type) => ({ rpc: { type } })) }));
   }
 
   async createSnapshot(req: CreateSnapshotRequest): Promise<CreateSnapshotResponse> {
     const sourceId = requireString(req.source_volume_id, 'source_volume_id');
     const name = requireName(req.name, 'name');
-    const unknown = Object.keys(req.parameters ?? {}).filter((k) => !k.startsWith(SIDECAR_PARAMETER_PREFIX));
+    const unknown = Object.keys(req.parameters).filter((k) => !k.startsWith(SIDECAR_PARAMETER_PREFIX));
     if (unknown.length > 0) {
       throw invalidArgument(
         `parameters: unknown key(s) ${unknown.map((k) => JSON.stringify(k)).join(', ')}; Lunar takes no snapshot parameters`,
@@ -491,7 +502,11 @@ export class ControllerService {
     return {};
   }
 
-  async listSnapshots(req: ListSnapshotsRequest): Promise<ListSnapshotsResponse> {
+  listSnapshots(req: ListSnapshotsRequest): Promise<ListSnapshotsResponse> {
+    return answer(() => this.snapshotPage(req));
+  }
+
+  private snapshotPage(req: ListSnapshotsRequest): ListSnapshotsResponse {
     let list: readonly Snapshot[];
     if (req.snapshot_id) {
       const s = this.volumes.getSnapshot(req.snapshot_id);
@@ -504,11 +519,13 @@ export class ControllerService {
     return { entries: page.map((s) => ({ snapshot: this.toCsiSnapshot(s) })), next_token: nextToken };
   }
 
-  async getSnapshot(req: GetSnapshotRequest): Promise<GetSnapshotResponse> {
-    const id = requireString(req.snapshot_id, 'snapshot_id');
-    const s = this.volumes.getSnapshot(id);
-    if (!s) throw notFound(`snapshot_id: snapshot ${JSON.stringify(id)} does not exist`);
-    return { snapshot: this.toCsiSnapshot(s) };
+  getSnapshot(req: GetSnapshotRequest): Promise<GetSnapshotResponse> {
+    return answer(() => {
+      const id = requireString(req.snapshot_id, 'snapshot_id');
+      const s = this.volumes.getSnapshot(id);
+      if (!s) throw notFound(`snapshot_id: snapshot ${JSON.stringify(id)} does not exist`);
+      return { snapshot: this.toCsiSnapshot(s) };
+    });
   }
 
   async controllerExpandVolume(req: ControllerExpandVolumeRequest): Promise<ControllerExpandVolumeResponse> {
