@@ -59,7 +59,6 @@ import {
   roundUp,
   sameParameters,
   SIDECAR_PARAMETER_PREFIX,
-  sizeFits,
   toTimestamp,
   unsupportedReason,
   volumeSize,
@@ -121,14 +120,6 @@ function sourceOf(v: Volume): VolumeContentSource | null {
   return v.source.kind === 'snapshot'
     ? { snapshot: { snapshot_id: v.source.id }, type: 'snapshot' }
     : { volume: { volume_id: v.source.id }, type: 'volume' };
-}
-
-function sameSource(a: VolumeSource | undefined, b: VolumeSource | undefined): boolean {
-  return a === undefined ? b === undefined : b !== undefined && a.kind === b.kind && a.id === b.id;
-}
-
-function describeSource(s: VolumeSource | undefined): string {
-  return s ? `${s.kind} ${s.id}` : 'no source';
 }
 
 /** A synchronous handler's answer as a promise: what it throws becomes a rejection, as in the async ones. */
@@ -277,13 +268,16 @@ export class ControllerService {
       }
     }
 
+    // create() decides whether a volume of this name matches (sizeRange: the CSI capacity_range); a
+    // mismatch is ALREADY_EXISTS with the difference named (errors.ts maps the code). A size for a new
+    // volume is only worked out when there is none yet, so that a retry after the source has changed
+    // still finds its volume.
     const existing = this.volumes.getByName(name);
-    if (existing) return { volume: this.toCsiVolume(this.checkCompatible(existing, bounds, stored, source)) };
-
-    const sizeBytes = volumeSize(bounds, sourceBytes);
+    const sizeBytes = existing?.sizeBytes ?? volumeSize(bounds, sourceBytes);
     const spec: VolumeSpec = {
       name,
       sizeBytes,
+      sizeRange: { minBytes: bounds.required, ...(bounds.limit !== 0 ? { maxBytes: bounds.limit } : {}) },
       thin: params.thin,
       chap: params.chap === 'none' ? { mode: 'none' } : { mode: params.chap },
       masked: true,
@@ -293,27 +287,6 @@ export class ControllerService {
     };
     const v = await this.volumes.create(spec);
     return { volume: this.toCsiVolume(v) };
-  }
-
-  private checkCompatible(
-    v: Volume,
-    bounds: { required: number; limit: number },
-    stored: Readonly<Record<string, string>>,
-    source: VolumeSource | undefined,
-  ): Volume {
-    const what = `a volume named ${JSON.stringify(v.name)} already exists (${v.id})`;
-    if (!sizeFits(v.sizeBytes, bounds)) {
-      throw alreadyExists(
-        `${what} with ${v.sizeBytes} bytes, outside the requested capacity_range [${bounds.required}, ${bounds.limit || 'unlimited'}]`,
-      );
-    }
-    if (!sameParameters(v.parameters, stored)) {
-      throw alreadyExists(`${what} with parameters ${JSON.stringify(v.parameters)}, not ${JSON.stringify(stored)}`);
-    }
-    if (!sameSource(v.source, source)) {
-      throw alreadyExists(`${what} from ${describeSource(v.source)}, not from ${describeSource(source)}`);
-    }
-    return v;
   }
 
   async deleteVolume(req: DeleteVolumeRequest): Promise<DeleteVolumeResponse> {

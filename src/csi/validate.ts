@@ -122,11 +122,6 @@ export function volumeSize(bounds: CapacityBounds, sourceBytes?: number): number
   return size;
 }
 
-/** True when an existing size satisfies a capacity range (CreateVolume idempotency). */
-export function sizeFits(sizeBytes: number, bounds: CapacityBounds): boolean {
-  return sizeBytes >= bounds.required && (bounds.limit === 0 || sizeBytes <= bounds.limit);
-}
-
 // ---- volume capabilities -------------------------------------------------------------------------
 
 export interface CheckedCapability {

@@ -27,7 +27,7 @@ import { KeyedMutex } from '../util/mutex.js';
 import { formatSize } from '../util/size.js';
 import { LUNAR_VERSION } from '../util/version.js';
 import { reconcile } from './reconcile.js';
-import { checkSize, makeChap, nameProblem, normaliseSpec, specDifferences } from './spec.js';
+import { checkNewSize, checkSize, makeChap, nameProblem, normaliseSpec, specDifferences } from './spec.js';
 import { openStateStore } from './state-file.js';
 import type { SnapshotRecord, StateStore, VolumeRecord } from './state.js';
 import {
@@ -342,6 +342,7 @@ export class VolumeManager implements VolumeService {
           `a volume named "${s.name}" already exists (${existing.id}) with a different specification (${diff.join(', ')}); pick another name or delete it first`,
         );
       }
+      checkNewSize(s);
       this.checkPortals(s.portals);
       if (!s.thin) {
         const cap = await this.capacity();

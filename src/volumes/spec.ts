@@ -13,6 +13,8 @@ import { MAX_VOLUME_BYTES, SIZE_ALIGNMENT, VolumeError, type ChapSetting, type V
 export interface NormalSpec {
   readonly name: string;
   readonly sizeBytes: number;
+  /** Sizes an existing volume of the same name may have (VolumeSpec.sizeRange); null = created with sizeBytes. */
+  readonly sizeRange: { readonly minBytes: number; readonly maxBytes: number | null } | null;
   readonly thin: boolean;
   readonly chap: ChapSetting;
   readonly allow: readonly string[];
@@ -78,6 +80,37 @@ function normaliseChap(setting: ChapSetting | undefined): ChapSetting {
   return { mode: setting.mode, credentials: { ...c } };
 }
 
+type SizeRange = NonNullable<NormalSpec['sizeRange']>;
+
+function normaliseSizeRange(spec: VolumeSpec): SizeRange | null {
+  const r = spec.sizeRange;
+  if (r === undefined) return null;
+  const min = r.minBytes;
+  const max = r.maxBytes ?? null;
+  if (!Number.isSafeInteger(min) || min < 0 || (max !== null && (!Number.isSafeInteger(max) || max < min))) {
+    throw new VolumeError(
+      'invalid-argument',
+      `size range ${describeRange({ minBytes: min, maxBytes: max })} is not a range of byte counts`,
+    );
+  }
+  return { minBytes: min, maxBytes: max };
+}
+
+function describeRange(r: SizeRange): string {
+  return `[${r.minBytes}, ${r.maxBytes ?? 'unlimited'}]`;
+}
+
+export function inSizeRange(sizeBytes: number, r: SizeRange): boolean {
+  return sizeBytes >= r.minBytes && (r.maxBytes === null || sizeBytes <= r.maxBytes);
+}
+
+/** The size of a new volume must lie in the spec's size range. */
+export function checkNewSize(s: NormalSpec): void {
+  if (s.sizeRange && !inSizeRange(s.sizeBytes, s.sizeRange)) {
+    throw new VolumeError('out-of-range', `volume size ${s.sizeBytes} lies outside the size range ${describeRange(s.sizeRange)}`);
+  }
+}
+
 /** Check a spec and put it in normal form; throws VolumeError (invalid-argument, out-of-range). */
 export function normaliseSpec(spec: VolumeSpec): NormalSpec {
   // The spec may come from JSON (admin socket): check what the types promise.
@@ -108,6 +141,7 @@ export function normaliseSpec(spec: VolumeSpec): NormalSpec {
   return {
     name: spec.name,
     sizeBytes,
+    sizeRange: normaliseSizeRange(spec),
     thin: spec.thin ?? true,
     chap: normaliseChap(spec.chap),
     allow,
@@ -143,7 +177,12 @@ export function chapModeOf(chap: ChapCredentials | null): ChapSetting['mode'] {
  */
 export function specDifferences(rec: VolumeRecord, s: NormalSpec): string[] {
   const d: string[] = [];
-  if (rec.createdSizeBytes !== s.sizeBytes) d.push(`size ${formatSize(rec.createdSizeBytes)} vs ${formatSize(s.sizeBytes)}`);
+  const range = s.sizeRange;
+  if (range === null) {
+    if (rec.createdSizeBytes !== s.sizeBytes) d.push(`size ${formatSize(rec.createdSizeBytes)} vs ${formatSize(s.sizeBytes)}`);
+  } else if (!inSizeRange(rec.sizeBytes, range)) {
+    d.push(`size ${rec.sizeBytes} bytes, outside the requested range ${describeRange(range)}`);
+  }
   if (rec.thin !== s.thin) d.push(`thin ${rec.thin} vs ${s.thin}`);
   const recMode = chapModeOf(rec.chap);
   if (recMode !== s.chap.mode) d.push(`CHAP ${recMode} vs ${s.chap.mode}`);

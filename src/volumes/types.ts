@@ -30,6 +30,13 @@ export interface VolumeSpec {
   readonly name: string;
   /** Size of a new volume (rounded up to SIZE_ALIGNMENT). */
   readonly sizeBytes: number;
+  /**
+   * Which sizes of an existing volume of the same name match this spec. Absent: the volume must have
+   * been created with sizeBytes (its later growth does not matter). Present: its current size must lie in
+   * [minBytes, maxBytes] (maxBytes absent = no upper bound), as CSI's capacity_range asks; sizeBytes must
+   * then lie in the range too.
+   */
+  readonly sizeRange?: { readonly minBytes: number; readonly maxBytes?: number };
   /** Sparse file (true, default) or preallocated (false). */
   readonly thin?: boolean;
   readonly chap?: ChapSetting;

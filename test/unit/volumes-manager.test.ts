@@ -345,6 +345,31 @@ test('concurrent creates of one name: one runs, the other is busy; afterwards th
   });
 });
 
+test('create idempotency with a size range: the current size must lie in it; a new volume must too', async () => {
+  await withManager(async (m) => {
+    const v = await m.create({ name: 'ranged', sizeBytes: 8 * MiB, sizeRange: { minBytes: 8 * MiB } });
+    await m.resize(v.id, 16 * MiB);
+    // A retry with the original range finds the grown volume.
+    assert.equal((await m.create({ name: 'ranged', sizeBytes: 8 * MiB, sizeRange: { minBytes: 8 * MiB } })).id, v.id);
+    assert.equal((await m.create({ name: 'ranged', sizeBytes: 8 * MiB, sizeRange: { minBytes: 0, maxBytes: 16 * MiB } })).id, v.id);
+    await assert.rejects(
+      m.create({ name: 'ranged', sizeBytes: 8 * MiB, sizeRange: { minBytes: 8 * MiB, maxBytes: 8 * MiB } }),
+      (e: unknown) => code('already-exists')(e) && /size 16777216 bytes, outside the requested range \[8388608, 8388608\]/.test(String(e)),
+    );
+    // Without a range the size it was created with counts, not its current size.
+    assert.equal((await m.create({ name: 'ranged', sizeBytes: 8 * MiB })).id, v.id);
+    await assert.rejects(m.create({ name: 'ranged', sizeBytes: 16 * MiB }), /size 8 MiB vs 16 MiB/);
+    // Every other field still has to match.
+    await assert.rejects(m.create({ name: 'ranged', sizeBytes: 8 * MiB, sizeRange: { minBytes: 0 }, thin: false }), /thin true vs false/);
+    await assert.rejects(m.create({ name: 'other', sizeBytes: 8 * MiB, sizeRange: { minBytes: 9 * MiB } }), code('out-of-range'));
+    await assert.rejects(
+      m.create({ name: 'other', sizeBytes: 8 * MiB, sizeRange: { minBytes: 9 * MiB, maxBytes: 1 } }),
+      code('invalid-argument'),
+    );
+    assert.equal(m.list().length, 1);
+  });
+});
+
 test('a state change that cannot be made durable is an error, and nothing changes', async () => {
   const run = promisify(execFile);
   await withManager(async (m, d, reg) => {
