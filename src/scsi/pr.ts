@@ -6,8 +6,17 @@
 // Hand-written: no npm package implements a SCSI device server. This module never touches a socket,
 // a task set or a backing store; it talks to its logical unit only through LogicalUnitHooks.
 
+import { GOOD, allocated } from './respond.js';
+import {
+  Asc,
+  RESERVATION_CONFLICT,
+  SenseKey,
+  checkCondition,
+  invalidFieldInCdb,
+  invalidFieldInParameterList,
+  parameterListLengthError,
+} from './sense.js';
 import type { ITNexus, LogicalUnitHooks, PersistentReservationSnapshot, ReservationManager, ScsiResponse, UnitAttention } from './types.js';
-import { ScsiStatus } from './types.js';
 
 // ---------------------------------------------------------------------------------------------
 // Codes from the specs
@@ -100,15 +109,6 @@ export const PrType = {
 
 const LU_SCOPE = 0;
 
-/** Unit attentions established by reservations (SPC-4 Annex, ASC 2Ah). */
-export const PrUnitAttention = {
-  RESERVATIONS_PREEMPTED: { asc: 0x2a, ascq: 0x03 },
-  RESERVATIONS_RELEASED: { asc: 0x2a, ascq: 0x04 },
-  REGISTRATIONS_PREEMPTED: { asc: 0x2a, ascq: 0x05 },
-} as const satisfies Record<string, UnitAttention>;
-
-const SenseKey = { ILLEGAL_REQUEST: 0x05 } as const;
-
 /**
  * Registrations one LU keeps at most. Each I_T nexus registers once, but REGISTER AND MOVE can name
  * initiator ports that never logged in, so the table needs a bound (SPC-4 §6.16.2:
@@ -126,56 +126,14 @@ const KEY_MASK = 0xffffffffffffffffn;
 const PROTOCOL_ID_ISCSI = 0x5;
 
 // ---------------------------------------------------------------------------------------------
-// Fixed-format sense (SPC-4 §4.5.3). Built here so that pr.ts has no dependency on the rest of
-// src/scsi; the 18-byte layout is identical.
+// Responses (encoded by sense.ts)
 
-interface FieldPointer {
-  /** true: the error is in the CDB; false: in the parameter list. */
-  readonly cdb: boolean;
-  readonly byte: number;
-  /** Bit 0-7 when the bit pointer is meaningful. */
-  readonly bit?: number;
-}
-
-/** Fixed-format sense data, optionally with the SENSE KEY SPECIFIC field pointer (SPC-4 §4.5.2.4.2). */
-export function fixedSense(key: number, asc: number, ascq: number, field?: FieldPointer): Buffer {
-  const s = Buffer.alloc(18);
-  s[0] = 0x70; // current error, fixed format
-  s[2] = key & 0x0f;
-  s[7] = 10; // additional sense length
-  s[12] = asc;
-  s[13] = ascq;
-  if (field) {
-    s[15] = 0x80 | (field.cdb ? 0x40 : 0) | (field.bit !== undefined ? 0x08 | (field.bit & 0x7) : 0);
-    s.writeUInt16BE(field.byte & 0xffff, 16);
-  }
-  return s;
-}
-
-function good(data: Buffer | null = null): ScsiResponse {
-  return { status: ScsiStatus.GOOD, data, sense: null };
-}
-
-function conflict(): ScsiResponse {
-  return { status: ScsiStatus.RESERVATION_CONFLICT, data: null, sense: null };
-}
-
-function illegal(asc: number, ascq: number, field?: FieldPointer): ScsiResponse {
-  return { status: ScsiStatus.CHECK_CONDITION, data: null, sense: fixedSense(SenseKey.ILLEGAL_REQUEST, asc, ascq, field) };
-}
-
-/** INVALID FIELD IN CDB (24h/00h). */
-const invalidCdb = (byte: number, bit?: number): ScsiResponse =>
-  illegal(0x24, 0x00, bit === undefined ? { cdb: true, byte } : { cdb: true, byte, bit });
-/** INVALID FIELD IN PARAMETER LIST (26h/00h). */
-const invalidParam = (byte: number, bit?: number): ScsiResponse =>
-  illegal(0x26, 0x00, bit === undefined ? { cdb: false, byte } : { cdb: false, byte, bit });
-/** PARAMETER LIST LENGTH ERROR (1Ah/00h). */
-const paramListLength = (): ScsiResponse => illegal(0x1a, 0x00);
-/** INVALID RELEASE OF PERSISTENT RESERVATION (26h/04h). */
-const invalidRelease = (): ScsiResponse => illegal(0x26, 0x04);
-/** INSUFFICIENT REGISTRATION RESOURCES (55h/04h). */
-const insufficientRegistrationResources = (): ScsiResponse => illegal(0x55, 0x04);
+const invalidCdb = (byte: number, bit?: number): ScsiResponse => invalidFieldInCdb(byte, bit).toResponse();
+const invalidParam = (byte: number, bit?: number): ScsiResponse => invalidFieldInParameterList(byte, bit).toResponse();
+const paramListLength = (): ScsiResponse => parameterListLengthError().toResponse();
+const invalidRelease = (): ScsiResponse => checkCondition(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_RELEASE_OF_PERSISTENT_RESERVATION);
+const insufficientRegistrationResources = (): ScsiResponse =>
+  checkCondition(SenseKey.ILLEGAL_REQUEST, Asc.INSUFFICIENT_REGISTRATION_RESOURCES);
 
 // ---------------------------------------------------------------------------------------------
 // Small pure helpers
@@ -220,7 +178,7 @@ function targetPortNameFor(sample: string, relativeTargetPortId: number): string
 }
 
 /**
- * iSCSI TransportID (SPC-4 §7.6.4.6, iSCSI: RFC 7143 §13.? / SPC-4 Table 454-455): format 01b,
+ * iSCSI TransportID (SPC-4 §7.6.4.6, Tables 454-455): format 01b,
  * the initiator port name "<iqn>,i,0x<ISID>" NUL-terminated, padded to a multiple of 4 bytes
  * (at least 20 bytes of name field).
  */
@@ -498,7 +456,7 @@ export function createReservationManager(
     if (!holderRegistration()) {
       const type = reservation.type;
       reservation = null;
-      if (opts.releaseUa && isRegistrantsOnly(type)) notify(regs.values(), PrUnitAttention.RESERVATIONS_RELEASED);
+      if (opts.releaseUa && isRegistrantsOnly(type)) notify(regs.values(), Asc.RESERVATIONS_RELEASED);
     }
   }
 
@@ -563,7 +521,7 @@ export function createReservationManager(
 
   function persistentReserveIn(nexus: ITNexus, cdb: Buffer): ScsiResponse {
     if (cdb.length < 10) return invalidCdb(0);
-    if (spc2Conflicts(nexus, cdb)) return conflict();
+    if (spc2Conflicts(nexus, cdb)) return RESERVATION_CONFLICT;
     const sa = cdb[1]! & 0x1f;
     const allocationLength = cdb.readUInt16BE(7);
     let data: Buffer;
@@ -583,7 +541,7 @@ export function createReservationManager(
       default:
         return invalidCdb(1, 4);
     }
-    return good(data.length > allocationLength ? data.subarray(0, allocationLength) : data);
+    return allocated(data, allocationLength);
   }
 
   /** READ KEYS parameter data (SPC-4 §6.15.2). */
@@ -658,7 +616,7 @@ export function createReservationManager(
 
   function persistentReserveOut(nexus: ITNexus, cdb: Buffer, dataOut: Buffer | null): ScsiResponse {
     if (cdb.length < 10) return invalidCdb(0);
-    if (spc2Conflicts(nexus, cdb)) return conflict();
+    if (spc2Conflicts(nexus, cdb)) return RESERVATION_CONFLICT;
     const sa = cdb[1]! & 0x1f;
     const scope = cdb[2]! >> 4;
     const type = cdb[2]! & 0x0f;
@@ -702,8 +660,8 @@ export function createReservationManager(
   function register(nexus: ITNexus, rk: bigint, sark: bigint, allTgPt: boolean, aptplBit: boolean, ignoreExisting: boolean): ScsiResponse {
     const existing = regOf(nexus);
     if (!existing) {
-      if (!ignoreExisting && rk !== ZERO_KEY) return conflict();
-      if (sark === ZERO_KEY) return good(); // nothing to register, nothing changes
+      if (!ignoreExisting && rk !== ZERO_KEY) return RESERVATION_CONFLICT;
+      if (sark === ZERO_KEY) return GOOD; // nothing to register, nothing changes
       if (regs.size >= MAX_REGISTRATIONS) return insufficientRegistrationResources();
       // One ALL_TG_PT registration stands for every I_T nexus of the initiator port; it cannot be mixed
       // with registrations the port already holds through other target ports (each with its own key).
@@ -722,9 +680,9 @@ export function createReservationManager(
       aptpl = aptplBit;
       bumpGeneration();
       changed();
-      return good();
+      return GOOD;
     }
-    if (!ignoreExisting && rk !== existing.key) return conflict();
+    if (!ignoreExisting && rk !== existing.key) return RESERVATION_CONFLICT;
     if (sark === ZERO_KEY) {
       unregister(existing, { releaseUa: true });
       if (regs.size === 0) aptpl = false;
@@ -737,57 +695,57 @@ export function createReservationManager(
     }
     bumpGeneration();
     changed();
-    return good();
+    return GOOD;
   }
 
   /** RESERVE (SPC-4 §5.13.9). */
   function reserveOut(nexus: ITNexus, rk: bigint, scope: number, type: number): ScsiResponse {
     const r = regOf(nexus);
-    if (!r || r.key !== rk) return conflict();
+    if (!r || r.key !== rk) return RESERVATION_CONFLICT;
     if (scope !== LU_SCOPE) return invalidCdb(2, 7);
     if (!isValidType(type)) return invalidCdb(2, 3);
     if (reservation) {
-      if (isHolder(nexus) && reservation.type === type) return good();
-      return conflict();
+      if (isHolder(nexus) && reservation.type === type) return GOOD;
+      return RESERVATION_CONFLICT;
     }
     reservation = isAllRegistrants(type) ? { holder: '*', type, key: ZERO_KEY } : { holder: nexus.key, type, key: r.key };
     changed(); // generation is not incremented by RESERVE (SPC-4 §6.15.2)
-    return good();
+    return GOOD;
   }
 
   /** RELEASE (SPC-4 §5.13.11.2.2). */
   function releaseOut(nexus: ITNexus, rk: bigint, scope: number, type: number): ScsiResponse {
     const r = regOf(nexus);
-    if (!r || r.key !== rk) return conflict();
-    if (!reservation || !isHolder(nexus)) return good();
+    if (!r || r.key !== rk) return RESERVATION_CONFLICT;
+    if (!reservation || !isHolder(nexus)) return GOOD;
     if (scope !== LU_SCOPE || type !== reservation.type) return invalidRelease();
     const released = reservation.type;
     reservation = null;
     if (isRegistrantsOnly(released) || isAllRegistrants(released)) {
-      notify(regs.values(), PrUnitAttention.RESERVATIONS_RELEASED, nexus);
+      notify(regs.values(), Asc.RESERVATIONS_RELEASED, nexus);
     }
     changed();
-    return good();
+    return GOOD;
   }
 
   /** CLEAR (SPC-4 §5.13.11.2.6). */
   function clear(nexus: ITNexus, rk: bigint): ScsiResponse {
     const r = regOf(nexus);
-    if (!r || r.key !== rk) return conflict();
+    if (!r || r.key !== rk) return RESERVATION_CONFLICT;
     const others = [...regs.values()];
     regs.clear();
     reservation = null;
     aptpl = false;
-    notify(others, PrUnitAttention.RESERVATIONS_PREEMPTED, nexus);
+    notify(others, Asc.RESERVATIONS_PREEMPTED, nexus);
     bumpGeneration();
     changed();
-    return good();
+    return GOOD;
   }
 
   /** PREEMPT / PREEMPT AND ABORT (SPC-4 §5.13.11.2.4, §5.13.11.2.5). */
   function preempt(nexus: ITNexus, rk: bigint, sark: bigint, scope: number, type: number, abort: boolean): ScsiResponse {
     const own = regOf(nexus);
-    if (!own || own.key !== rk) return conflict();
+    if (!own || own.key !== rk) return RESERVATION_CONFLICT;
     const ownId = regIdOf(own);
 
     const removeWithKey = (key: bigint | null): Registration[] => {
@@ -802,8 +760,8 @@ export function createReservationManager(
       return removed;
     };
     const finish = (removed: Registration[], releasedFor: Registration[] | null): ScsiResponse => {
-      notify(removed, PrUnitAttention.REGISTRATIONS_PREEMPTED, nexus);
-      if (releasedFor) notify(releasedFor, PrUnitAttention.RESERVATIONS_RELEASED, nexus);
+      notify(removed, Asc.REGISTRATIONS_PREEMPTED, nexus);
+      if (releasedFor) notify(releasedFor, Asc.RESERVATIONS_RELEASED, nexus);
       if (abort) {
         const keys = new Set<string>();
         for (const r of removed) for (const k of nexusKeysOf(r)) if (k !== nexus.key) keys.add(k);
@@ -811,14 +769,14 @@ export function createReservationManager(
       }
       bumpGeneration();
       changed();
-      return good();
+      return GOOD;
     };
 
     if (!reservation) {
       // No reservation: remove the registrations with that key (SPC-4 §5.13.11.2.4.2).
       if (sark === ZERO_KEY) return invalidParam(8);
       const matching = [...regs.values()].some((r) => r.key === sark && regIdOf(r) !== ownId) || own.key === sark;
-      if (!matching) return conflict();
+      if (!matching) return RESERVATION_CONFLICT;
       return finish(removeWithKey(sark), null);
     }
 
@@ -833,7 +791,7 @@ export function createReservationManager(
         return finish(removed, null);
       }
       const matching = [...regs.values()].some((r) => r.key === sark);
-      if (!matching) return conflict();
+      if (!matching) return RESERVATION_CONFLICT;
       return finish(removeWithKey(sark), null);
     }
 
@@ -848,7 +806,7 @@ export function createReservationManager(
     }
     if (sark === ZERO_KEY) return invalidParam(8);
     const matching = [...regs.values()].some((r) => r.key === sark && regIdOf(r) !== ownId);
-    if (!matching) return conflict();
+    if (!matching) return RESERVATION_CONFLICT;
     return finish(removeWithKey(sark), null);
   }
 
@@ -863,8 +821,8 @@ export function createReservationManager(
     if (24 + tidLength > listLength || 24 + tidLength > params.length) return paramListLength();
 
     const own = regOf(nexus);
-    if (!own || own.key !== rk) return conflict();
-    if (!reservation || isAllRegistrants(reservation.type) || !isHolder(nexus)) return conflict();
+    if (!own || own.key !== rk) return RESERVATION_CONFLICT;
+    if (!reservation || isAllRegistrants(reservation.type) || !isHolder(nexus)) return RESERVATION_CONFLICT;
     if (sark === ZERO_KEY) return invalidParam(8);
     const tid = decodeIscsiTransportId(params.subarray(24, 24 + tidLength));
     if (typeof tid === 'string') return invalidParam(24);
@@ -901,7 +859,7 @@ export function createReservationManager(
     aptpl = aptplBit;
     bumpGeneration();
     changed();
-    return good();
+    return GOOD;
   }
 
   // --- SPC-2 RESERVE / RELEASE ---
@@ -918,10 +876,10 @@ export function createReservationManager(
       if ((cdb[1]! & 0x10) !== 0) return invalidCdb(1, 4); // 3RDPTY
       if ((cdb[1]! & 0x02) !== 0) return invalidCdb(1, 1); // LONGID
     }
-    if (reserveConflicts(nexus)) return conflict();
-    if (regs.size > 0) return good(); // SPC-4 §5.13.3 exception: GOOD, no reservation established
+    if (reserveConflicts(nexus)) return RESERVATION_CONFLICT;
+    if (regs.size > 0) return GOOD; // SPC-4 §5.13.3 exception: GOOD, no reservation established
     spc2Holder = nexus.key;
-    return good();
+    return GOOD;
   }
 
   function release(nexus: ITNexus, cdb: Buffer): ScsiResponse {
@@ -935,11 +893,11 @@ export function createReservationManager(
       if ((cdb[1]! & 0x10) !== 0) return invalidCdb(1, 4);
       if ((cdb[1]! & 0x02) !== 0) return invalidCdb(1, 1);
     }
-    if (releaseConflicts(nexus)) return conflict();
-    if (regs.size > 0) return good(); // SPC-4 §5.13.3 exception: GOOD, the persistent reservation stays
+    if (releaseConflicts(nexus)) return RESERVATION_CONFLICT;
+    if (regs.size > 0) return GOOD; // SPC-4 §5.13.3 exception: GOOD, the persistent reservation stays
     // A RELEASE from an I_T nexus that holds no SPC-2 reservation completes with GOOD and changes nothing.
     if (spc2Holder === nexus.key) spc2Holder = null;
-    return good();
+    return GOOD;
   }
 
   function reset(): void {

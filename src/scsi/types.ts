@@ -1,5 +1,9 @@
 // The contract between the transport (src/iscsi) and the SCSI command sets (src/scsi).
 // The transport never parses a CDB; the command sets never touch a socket.
+//
+// The SCSI contract is this file and ./sense.ts (the one status and sense encoder, pure, importing only
+// this file). src/iscsi and src/target import nothing else of src/scsi; src/volumes also builds target
+// devices with ./device.ts. This file imports nothing.
 
 /** The I_T nexus a command arrived on (SAM-5 §4.6; iSCSI port names RFC 7143 §4.2.7). */
 export interface ITNexus {
@@ -119,7 +123,7 @@ export interface LogicalUnitIdentity {
   readonly revision: string;
 }
 
-/** A unit attention condition (SPC-4 §6.x, additional sense code and qualifier). */
+/** A unit attention condition (SPC-4 §5.14): its additional sense code and qualifier. */
 export interface UnitAttention {
   readonly asc: number;
   readonly ascq: number;
