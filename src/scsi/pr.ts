@@ -1,11 +1,13 @@
 // Reservations of one logical unit: SPC-4 persistent reservations (PERSISTENT RESERVE IN §6.15,
 // PERSISTENT RESERVE OUT §6.16, model §5.13), SPC-2 RESERVE/RELEASE (SPC-2 §7.21, §7.17) with the
 // compatible reservation handling exceptions of SPC-4 §5.13.3 (CRH=1), and the command access rules
-// of SPC-4 §5.13.1 Table 55 / SBC-3 §4.17.
+// of SPC-4 §5.13.1 Table 55 / SBC-3 §4.17 Table 13, read from each command's entry in the opcode table
+// (commands.ts).
 //
 // Hand-written: no npm package implements a SCSI device server. This module never touches a socket,
 // a task set or a backing store; it talks to its logical unit only through LogicalUnitHooks.
 
+import { allowedUnderReserve, reservationClass } from './commands.js';
 import { GOOD, allocated } from './respond.js';
 import {
   Asc,
@@ -21,66 +23,8 @@ import type { ITNexus, LogicalUnitHooks, PersistentReservationSnapshot, Reservat
 // ---------------------------------------------------------------------------------------------
 // Codes from the specs
 
-/** SCSI operation codes used here (SPC-4 / SBC-3 / SPC-2). */
-const Op = {
-  TEST_UNIT_READY: 0x00,
-  REQUEST_SENSE: 0x03,
-  FORMAT_UNIT: 0x04,
-  READ_6: 0x08,
-  WRITE_6: 0x0a,
-  INQUIRY: 0x12,
-  MODE_SELECT_6: 0x15,
-  RESERVE_6: 0x16,
-  RELEASE_6: 0x17,
-  MODE_SENSE_6: 0x1a,
-  START_STOP_UNIT: 0x1b,
-  RECEIVE_DIAGNOSTIC_RESULTS: 0x1c,
-  SEND_DIAGNOSTIC: 0x1d,
-  PREVENT_ALLOW_MEDIUM_REMOVAL: 0x1e,
-  READ_CAPACITY_10: 0x25,
-  READ_10: 0x28,
-  WRITE_10: 0x2a,
-  WRITE_AND_VERIFY_10: 0x2e,
-  VERIFY_10: 0x2f,
-  PRE_FETCH_10: 0x34,
-  SYNCHRONIZE_CACHE_10: 0x35,
-  READ_DEFECT_DATA_10: 0x37,
-  WRITE_BUFFER: 0x3b,
-  READ_BUFFER: 0x3c,
-  WRITE_LONG_10: 0x3f,
-  WRITE_SAME_10: 0x41,
-  UNMAP: 0x42,
-  SANITIZE: 0x48,
-  LOG_SELECT: 0x4c,
-  LOG_SENSE: 0x4d,
-  MODE_SELECT_10: 0x55,
-  RESERVE_10: 0x56,
-  RELEASE_10: 0x57,
-  MODE_SENSE_10: 0x5a,
-  PERSISTENT_RESERVE_IN: 0x5e,
-  PERSISTENT_RESERVE_OUT: 0x5f,
-  EXTENDED_COPY: 0x83,
-  RECEIVE_COPY_RESULTS: 0x84,
-  READ_16: 0x88,
-  COMPARE_AND_WRITE: 0x89,
-  WRITE_16: 0x8a,
-  ORWRITE_16: 0x8b,
-  WRITE_AND_VERIFY_16: 0x8e,
-  VERIFY_16: 0x8f,
-  PRE_FETCH_16: 0x90,
-  SYNCHRONIZE_CACHE_16: 0x91,
-  WRITE_SAME_16: 0x93,
-  SERVICE_ACTION_IN_16: 0x9e,
-  SERVICE_ACTION_OUT_16: 0x9f,
-  REPORT_LUNS: 0xa0,
-  MAINTENANCE_IN: 0xa3,
-  MAINTENANCE_OUT: 0xa4,
-  READ_12: 0xa8,
-  WRITE_12: 0xaa,
-  WRITE_AND_VERIFY_12: 0xae,
-  VERIFY_12: 0xaf,
-  READ_DEFECT_DATA_12: 0xb7,
-} as const;
+/** The SPC-2 reservation commands, decoded here (SPC-2 §7.21 RESERVE, §7.17 RELEASE). */
+const Spc2Op = { RESERVE_6: 0x16, RELEASE_6: 0x17, RESERVE_10: 0x56, RELEASE_10: 0x57 } as const;
 
 /** PERSISTENT RESERVE IN service actions (SPC-4 §6.15.1 Table 166). */
 const PrIn = { READ_KEYS: 0, READ_RESERVATION: 1, REPORT_CAPABILITIES: 2, READ_FULL_STATUS: 3 } as const;
@@ -226,94 +170,6 @@ export function decodeIscsiTransportId(buf: Buffer): IscsiTransportId | string {
   if (!m) return 'TransportID format 01b lacks ",i,0x<ISID>"';
   if (m[1]!.length === 0 || Buffer.byteLength(m[1]!) > MAX_ISCSI_NAME) return 'TransportID iSCSI name empty or longer than 223 bytes';
   return { name: m[1]!, isid: m[2]!.toLowerCase(), length: 4 + addl };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Access classes for Table 55 (SPC-4 §5.13.1) and SBC-3 §4.17 Table 13.
-
-/** How a command behaves under a reservation held by someone else. */
-type Access =
-  /** Allowed under every reservation type, from every I_T nexus. */
-  | 'allowed'
-  /** Reads the medium or device state: allowed under Write Exclusive, conflicts under Exclusive Access. */
-  | 'read'
-  /** Modifies the medium or device state: conflicts under both. */
-  | 'write'
-  /** Has its own rules (PERSISTENT RESERVE IN/OUT, RESERVE, RELEASE). */
-  | 'own';
-
-/** Classify a CDB for SPC-4 Table 55 / SBC-3 Table 13. */
-export function accessClass(cdb: Buffer): Access {
-  const op = cdb[0] ?? 0;
-  switch (op) {
-    case Op.INQUIRY:
-    case Op.REPORT_LUNS:
-    case Op.REQUEST_SENSE:
-    case Op.TEST_UNIT_READY:
-    case Op.LOG_SENSE:
-    case Op.READ_CAPACITY_10:
-      return 'allowed';
-    case Op.SERVICE_ACTION_IN_16: {
-      const sa = (cdb[1] ?? 0) & 0x1f;
-      if (sa === 0x10) return 'allowed'; // READ CAPACITY (16)
-      return 'read'; // GET LBA STATUS (0x12) and others
-    }
-    case Op.MAINTENANCE_IN: {
-      const sa = (cdb[1] ?? 0) & 0x1f;
-      // REPORT IDENTIFYING INFORMATION, REPORT TARGET PORT GROUPS, REPORT SUPPORTED OPERATION CODES,
-      // REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS, REPORT TIMESTAMP: allowed.
-      if (sa === 0x05 || sa === 0x0a || sa === 0x0c || sa === 0x0d || sa === 0x0f) return 'allowed';
-      return 'read';
-    }
-    case Op.PERSISTENT_RESERVE_IN:
-    case Op.PERSISTENT_RESERVE_OUT:
-    case Op.RESERVE_6:
-    case Op.RESERVE_10:
-    case Op.RELEASE_6:
-    case Op.RELEASE_10:
-      return 'own';
-    case Op.READ_6:
-    case Op.READ_10:
-    case Op.READ_12:
-    case Op.READ_16:
-    case Op.VERIFY_10:
-    case Op.VERIFY_12:
-    case Op.VERIFY_16:
-    case Op.PRE_FETCH_10:
-    case Op.PRE_FETCH_16:
-    case Op.MODE_SENSE_6:
-    case Op.MODE_SENSE_10:
-    case Op.READ_BUFFER:
-    case Op.READ_DEFECT_DATA_10:
-    case Op.READ_DEFECT_DATA_12:
-    case Op.RECEIVE_DIAGNOSTIC_RESULTS:
-    case Op.RECEIVE_COPY_RESULTS:
-      return 'read';
-    case Op.START_STOP_UNIT:
-      // SBC-3 Table 13: START STOP UNIT with START=1 and POWER CONDITION=0 is allowed; otherwise conflict.
-      return ((cdb[4] ?? 0) & 0x01) === 1 && ((cdb[4] ?? 0) & 0xf0) === 0 ? 'allowed' : 'write';
-    case Op.PREVENT_ALLOW_MEDIUM_REMOVAL:
-      // SPC-4 Table 55: PREVENT ALLOW MEDIUM REMOVAL with PREVENT=0 is allowed.
-      return ((cdb[4] ?? 0) & 0x03) === 0 ? 'allowed' : 'write';
-    default:
-      // WRITE*, WRITE AND VERIFY*, WRITE SAME*, UNMAP, COMPARE AND WRITE, ORWRITE, FORMAT UNIT,
-      // SYNCHRONIZE CACHE, MODE SELECT, LOG SELECT, WRITE BUFFER, SEND DIAGNOSTIC, SANITIZE,
-      // EXTENDED COPY, MAINTENANCE OUT, and anything unknown: treated as modifying.
-      return 'write';
-  }
-}
-
-/** Commands another I_T nexus may still send while an SPC-2 RESERVE is held (SPC-2 §5.5.1 Table 10). */
-function allowedUnderSpc2Reservation(cdb: Buffer): boolean {
-  const op = cdb[0] ?? 0;
-  return (
-    op === Op.INQUIRY ||
-    op === Op.REPORT_LUNS ||
-    op === Op.REQUEST_SENSE ||
-    op === Op.RELEASE_6 ||
-    op === Op.RELEASE_10 ||
-    (op === Op.MAINTENANCE_IN && ((cdb[1] ?? 0) & 0x1f) === 0x0a)
-  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -475,7 +331,7 @@ export function createReservationManager(
   // --- SPC-4 §5.13.1 Table 55 ---
 
   function spc2Conflicts(nexus: ITNexus, cdb: Buffer): boolean {
-    return spc2Holder !== null && spc2Holder !== nexus.key && !allowedUnderSpc2Reservation(cdb);
+    return spc2Holder !== null && spc2Holder !== nexus.key && !allowedUnderReserve(cdb);
   }
 
   /**
@@ -503,11 +359,11 @@ export function createReservationManager(
 
   function conflicts(nexus: ITNexus, cdb: Buffer): boolean {
     const op = cdb[0] ?? 0;
-    if (op === Op.RESERVE_6 || op === Op.RESERVE_10) return reserveConflicts(nexus);
-    if (op === Op.RELEASE_6 || op === Op.RELEASE_10) return releaseConflicts(nexus);
+    if (op === Spc2Op.RESERVE_6 || op === Spc2Op.RESERVE_10) return reserveConflicts(nexus);
+    if (op === Spc2Op.RELEASE_6 || op === Spc2Op.RELEASE_10) return releaseConflicts(nexus);
     if (spc2Conflicts(nexus, cdb)) return true;
     if (!reservation) return false;
-    const access = accessClass(cdb);
+    const access = reservationClass(cdb);
     if (access === 'allowed' || access === 'own') return false;
     if (isHolder(nexus)) return false;
     const registered = regOf(nexus) !== undefined;
@@ -866,7 +722,7 @@ export function createReservationManager(
 
   function reserve(nexus: ITNexus, cdb: Buffer): ScsiResponse {
     const op = cdb[0] ?? 0;
-    if (op === Op.RESERVE_6) {
+    if (op === Spc2Op.RESERVE_6) {
       if (cdb.length < 6) return invalidCdb(0);
       // Extents and third-party reservations (obsolete since SPC-2) are not supported.
       if ((cdb[1]! & 0x01) !== 0) return invalidCdb(1, 0);
@@ -884,7 +740,7 @@ export function createReservationManager(
 
   function release(nexus: ITNexus, cdb: Buffer): ScsiResponse {
     const op = cdb[0] ?? 0;
-    if (op === Op.RELEASE_6) {
+    if (op === Spc2Op.RELEASE_6) {
       if (cdb.length < 6) return invalidCdb(0);
       if ((cdb[1]! & 0x01) !== 0) return invalidCdb(1, 0);
       if ((cdb[1]! & 0x10) !== 0) return invalidCdb(1, 4);

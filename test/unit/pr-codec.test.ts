@@ -1,9 +1,10 @@
-// Pure encoders/decoders of src/scsi/pr.ts: iSCSI TransportIDs (SPC-4 §7.6.4.6) and the Table 55
-// access classes.
+// Pure encoders/decoders of reservations: iSCSI TransportIDs (SPC-4 §7.6.4.6, src/scsi/pr.ts) and the
+// Table 55 access classes that the opcode table (src/scsi/commands.ts) gives each command.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { accessClass, decodeIscsiTransportId, encodeIscsiTransportId } from '../../src/scsi/pr.js';
+import { reservationClass } from '../../src/scsi/commands.js';
+import { decodeIscsiTransportId, encodeIscsiTransportId } from '../../src/scsi/pr.js';
 
 /** The refusal message of a TransportID the decoder must reject. */
 function refusal(b: Buffer): string {
@@ -51,7 +52,7 @@ test('TransportID decoder: format 00b, and the refusals', () => {
 });
 
 test('access classes of Table 55 / SBC-3 Table 13', () => {
-  const c = (...bytes: number[]) => accessClass(Buffer.from([...bytes, ...Array<number>(16 - bytes.length).fill(0)]));
+  const c = (...bytes: number[]) => reservationClass(Buffer.from([...bytes, ...Array<number>(16 - bytes.length).fill(0)]));
   assert.equal(c(0x12), 'allowed'); // INQUIRY
   assert.equal(c(0x00), 'allowed'); // TEST UNIT READY
   assert.equal(c(0xa0), 'allowed'); // REPORT LUNS
