@@ -7,6 +7,7 @@ import { Asc, ScsiError, SenseKey, checkCondition } from './sense.js';
 import type {
   ITNexus,
   LogicalUnitIdentity,
+  PersistentReservationHook,
   PersistentReservationSnapshot,
   ScsiCommand,
   ScsiResponse,
@@ -25,7 +26,8 @@ export interface LogicalUnitConfig {
   thinProvisioned: boolean;
   readOnly?: boolean;
   prState?: PersistentReservationSnapshot;
-  onPrChange?: (s: PersistentReservationSnapshot) => void;
+  /** Makes each new persistent-reservation state durable before PERSISTENT RESERVE OUT answers. */
+  onPrChange?: PersistentReservationHook;
 }
 
 export interface TargetDevice extends ScsiTargetDevice {

@@ -11,6 +11,7 @@ import type {
   ITNexus,
   LogicalUnitHooks,
   LogicalUnitIdentity,
+  PersistentReservationHook,
   PersistentReservationSnapshot,
   ReservationManager,
   ScsiCommand,
@@ -33,7 +34,8 @@ export interface LogicalUnitOptions {
   readonly thinProvisioned: boolean;
   readonly readOnly: boolean;
   readonly prState?: PersistentReservationSnapshot;
-  readonly onPrChange?: (s: PersistentReservationSnapshot) => void;
+  /** Makes each new persistent-reservation state durable before PERSISTENT RESERVE OUT answers. */
+  readonly onPrChange?: PersistentReservationHook;
 }
 
 /** Outcome of a completed EXTENDED COPY kept for RECEIVE COPY RESULTS. */

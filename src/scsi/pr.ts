@@ -4,6 +4,16 @@
 // of SPC-4 §5.13.1 Table 55 / SBC-3 §4.17 Table 13, read from each command's entry in the opcode table
 // (commands.ts).
 //
+// Durability: a PERSISTENT RESERVE OUT that changes the state is computed on the side, handed to the
+// PR-change hook, and committed only when the hook's promise resolves; when it rejects the change is
+// discarded and the command ends with CHECK CONDITION. Commands that change reservations (PERSISTENT
+// RESERVE OUT, RESERVE, RELEASE) run one at a time per LU, so a discarded change can never undo another
+// command's. Every other command keeps flowing meanwhile and sees the committed state: the reservation
+// check (conflicts()) and PERSISTENT RESERVE IN answer from the old state until the new one is durable,
+// then from the new one — never from a state that may still be refused. A PERSISTENT RESERVE OUT thus
+// takes effect at one instant between its arrival and its GOOD status (SAM-5 leaves concurrent commands
+// unordered); the unit attentions and task aborts it causes happen at that instant too.
+//
 // Hand-written: no npm package implements a SCSI device server. This module never touches a socket,
 // a task set or a backing store; it talks to its logical unit only through LogicalUnitHooks.
 
@@ -13,12 +23,21 @@ import {
   Asc,
   RESERVATION_CONFLICT,
   SenseKey,
+  TASK_ABORTED,
   checkCondition,
   invalidFieldInCdb,
   invalidFieldInParameterList,
   parameterListLengthError,
 } from './sense.js';
-import type { ITNexus, LogicalUnitHooks, PersistentReservationSnapshot, ReservationManager, ScsiResponse, UnitAttention } from './types.js';
+import type {
+  ITNexus,
+  LogicalUnitHooks,
+  PersistentReservationHook,
+  PersistentReservationSnapshot,
+  ReservationManager,
+  ScsiResponse,
+  UnitAttention,
+} from './types.js';
 
 // ---------------------------------------------------------------------------------------------
 // Codes from the specs
@@ -78,6 +97,17 @@ const paramListLength = (): ScsiResponse => parameterListLengthError().toRespons
 const invalidRelease = (): ScsiResponse => checkCondition(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_RELEASE_OF_PERSISTENT_RESERVATION);
 const insufficientRegistrationResources = (): ScsiResponse =>
   checkCondition(SenseKey.ILLEGAL_REQUEST, Asc.INSUFFICIENT_REGISTRATION_RESOURCES);
+
+/**
+ * The answer when the PR-change hook cannot make a new state durable. The change is discarded, so the
+ * state is the one before the command and the initiator may retry. SPC-4 has no sense code for a device
+ * server that cannot write its own nonvolatile state; HARDWARE ERROR (SPC-4 §4.5.6 Table 48: the device
+ * server detected a nonrecoverable failure while performing the command) with INTERNAL TARGET FAILURE
+ * (44h/00h, Annex D) says the target failed, not the request — an ILLEGAL REQUEST code such as
+ * INSUFFICIENT REGISTRATION RESOURCES would tell the initiator its request was at fault. It is also the
+ * answer for any other unexpected backing failure (ioErrorToScsi in sense.ts).
+ */
+const notPersisted = (): ScsiResponse => checkCondition(SenseKey.HARDWARE_ERROR, Asc.INTERNAL_TARGET_FAILURE);
 
 // ---------------------------------------------------------------------------------------------
 // Small pure helpers
@@ -175,20 +205,37 @@ export function decodeIscsiTransportId(buf: Buffer): IscsiTransportId | string {
 // ---------------------------------------------------------------------------------------------
 // The manager
 
+// Registrations and reservations are immutable values: a change replaces them, so a copy of the map is
+// a complete copy of the state (see PrState).
 interface Registration {
   readonly initiatorPortName: string;
   /** "*" when registered with ALL_TG_PT=1 (every target port). */
   readonly targetPortName: string;
   /** 0 when registered with ALL_TG_PT=1. */
   readonly relativeTargetPortId: number;
-  key: bigint;
+  readonly key: bigint;
 }
 
 interface Reservation {
   /** Nexus key of the holder, or "*" for all-registrants types. */
-  holder: string;
-  type: number;
-  key: bigint;
+  readonly holder: string;
+  readonly type: number;
+  readonly key: bigint;
+}
+
+/** The persistent reservation state of one LU (the SPC-2 reservation is not persistent and not part of it). */
+interface PrState {
+  readonly regs: Map<string, Registration>;
+  readonly reservation: Reservation | null;
+  readonly generation: number;
+  readonly aptpl: boolean;
+}
+
+/** A PERSISTENT RESERVE OUT being computed: whether it changed the state, and its deferred hook calls. */
+interface Transaction {
+  changed: boolean;
+  /** Unit attentions and task aborts, run when the change is committed. */
+  readonly effects: Array<() => void>;
 }
 
 function regId(initiatorPortName: string, targetPortName: string): string {
@@ -197,16 +244,16 @@ function regId(initiatorPortName: string, targetPortName: string): string {
 
 /**
  * Create the reservation state of one logical unit. `initial` restores a persisted snapshot;
- * `onChange` is called with a fresh snapshot after every change of persistent reservation state
- * (the SPC-2 reservation is not persistent and not part of the snapshot).
+ * `persist` gets a snapshot of every new persistent reservation state, and the change is committed only
+ * when its promise resolves (see the opening comment). Without it changes are committed at once.
  */
 export function createReservationManager(
   hooks: LogicalUnitHooks,
   initial?: PersistentReservationSnapshot,
-  onChange?: (s: PersistentReservationSnapshot) => void,
+  persist?: PersistentReservationHook,
 ): ReservationManager {
   /** Registrations keyed by "initiatorPortName|targetPortName" ("|*" for ALL_TG_PT). */
-  const regs = new Map<string, Registration>();
+  let regs = new Map<string, Registration>();
   let reservation: Reservation | null = null;
   let generation = 0;
   let aptpl = false;
@@ -236,24 +283,95 @@ export function createReservationManager(
     }
   }
 
-  // --- state helpers ---
+  // --- state and transactions ---
 
-  function snapshot(): PersistentReservationSnapshot {
+  /** The PERSISTENT RESERVE OUT being computed (see transact()). */
+  let txn: Transaction | null = null;
+  /** Tail of the commands that change reservations (PERSISTENT RESERVE OUT, RESERVE, RELEASE). */
+  let tail: Promise<unknown> = Promise.resolve();
+
+  function current(): PrState {
+    return { regs, reservation, generation, aptpl };
+  }
+
+  function restore(st: PrState): void {
+    regs = st.regs;
+    reservation = st.reservation;
+    generation = st.generation;
+    aptpl = st.aptpl;
+  }
+
+  function snapshotOf(st: PrState): PersistentReservationSnapshot {
+    const r = st.reservation;
     return {
-      generation,
-      aptpl,
-      registrations: [...regs.values()].map((r) => ({
-        initiatorPortName: r.initiatorPortName,
-        targetPortName: r.targetPortName,
-        relativeTargetPortId: r.relativeTargetPortId,
-        key: keyToHex(r.key),
+      generation: st.generation,
+      aptpl: st.aptpl,
+      registrations: [...st.regs.values()].map((x) => ({
+        initiatorPortName: x.initiatorPortName,
+        targetPortName: x.targetPortName,
+        relativeTargetPortId: x.relativeTargetPortId,
+        key: keyToHex(x.key),
       })),
-      reservation: reservation ? { holder: reservation.holder, type: reservation.type, key: keyToHex(reservation.key) } : null,
+      reservation: r ? { holder: r.holder, type: r.type, key: keyToHex(r.key) } : null,
     };
   }
 
+  /** The committed state. */
+  function snapshot(): PersistentReservationSnapshot {
+    return snapshotOf(current());
+  }
+
   function changed(): void {
-    if (onChange) onChange(snapshot());
+    if (txn) txn.changed = true;
+  }
+
+  /** Run a hook call now, or when the change being computed is committed. */
+  function effect(fn: () => void): void {
+    if (txn) txn.effects.push(fn);
+    else fn();
+  }
+
+  /** Run fn after every earlier command that changes reservations has completed. */
+  function serialised(fn: () => ScsiResponse | Promise<ScsiResponse>): Promise<ScsiResponse> {
+    const run = tail.then(fn);
+    tail = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Compute a PERSISTENT RESERVE OUT on the live state, then put the committed state back at once (in
+   * the same synchronous step, so no other command sees the new one), persist the new state and commit
+   * it — state and effects together — only when that succeeded.
+   */
+  async function transact(op: () => ScsiResponse): Promise<ScsiResponse> {
+    const before: PrState = { ...current(), regs: new Map(regs) };
+    const t: Transaction = { changed: false, effects: [] };
+    txn = t;
+    let res: ScsiResponse;
+    try {
+      res = op();
+    } catch (e) {
+      restore(before);
+      throw e;
+    } finally {
+      txn = null;
+    }
+    if (!t.changed) {
+      for (const fn of t.effects) fn();
+      return res;
+    }
+    const after = current();
+    if (persist) {
+      restore(before);
+      try {
+        await persist(snapshotOf(after));
+      } catch {
+        return notPersisted();
+      }
+      restore(after);
+    }
+    for (const fn of t.effects) fn();
+    return res;
   }
 
   function bumpGeneration(): void {
@@ -291,7 +409,7 @@ export function createReservationManager(
         if (except && k === except.key) continue;
         if (sent.has(k)) continue;
         sent.add(k);
-        hooks.queueUnitAttention(k, ua);
+        effect(() => hooks.queueUnitAttention(k, ua));
       }
     }
   }
@@ -470,7 +588,12 @@ export function createReservationManager(
 
   // --- PERSISTENT RESERVE OUT (SPC-4 §6.16) ---
 
-  function persistentReserveOut(nexus: ITNexus, cdb: Buffer, dataOut: Buffer | null): ScsiResponse {
+  function persistentReserveOut(nexus: ITNexus, cdb: Buffer, dataOut: Buffer | null, signal?: AbortSignal): Promise<ScsiResponse> {
+    // An aborted command that is still waiting for its turn never runs (SAM-5 §7.2).
+    return serialised(() => (signal?.aborted ? TASK_ABORTED : transact(() => prOut(nexus, cdb, dataOut))));
+  }
+
+  function prOut(nexus: ITNexus, cdb: Buffer, dataOut: Buffer | null): ScsiResponse {
     if (cdb.length < 10) return invalidCdb(0);
     if (spc2Conflicts(nexus, cdb)) return RESERVATION_CONFLICT;
     const sa = cdb[1]! & 0x1f;
@@ -544,9 +667,10 @@ export function createReservationManager(
       if (regs.size === 0) aptpl = false;
       else aptpl = aptplBit;
     } else {
-      existing.key = sark;
       // A reservation keeps the holder's new key (READ RESERVATION reports the holder's key).
-      if (reservation && !isAllRegistrants(reservation.type) && holderRegistration() === existing) reservation.key = sark;
+      if (reservation && !isAllRegistrants(reservation.type) && holderRegistration() === existing)
+        reservation = { ...reservation, key: sark };
+      regs.set(regIdOf(existing), { ...existing, key: sark });
       aptpl = aptplBit;
     }
     bumpGeneration();
@@ -621,7 +745,7 @@ export function createReservationManager(
       if (abort) {
         const keys = new Set<string>();
         for (const r of removed) for (const k of nexusKeysOf(r)) if (k !== nexus.key) keys.add(k);
-        if (keys.size > 0) hooks.abortTasksOf([...keys]);
+        if (keys.size > 0) effect(() => hooks.abortTasksOf([...keys]));
       }
       bumpGeneration();
       changed();
@@ -703,7 +827,7 @@ export function createReservationManager(
 
     const dest = regs.get(destId) ?? regs.get(regId(initiatorPortName, '*'));
     if (dest) {
-      dest.key = sark;
+      regs.set(regIdOf(dest), { ...dest, key: sark });
     } else {
       if (regs.size >= MAX_REGISTRATIONS) return insufficientRegistrationResources();
       regs.set(destId, { initiatorPortName, targetPortName, relativeTargetPortId: rtpi, key: sark });
@@ -720,7 +844,15 @@ export function createReservationManager(
 
   // --- SPC-2 RESERVE / RELEASE ---
 
-  function reserve(nexus: ITNexus, cdb: Buffer): ScsiResponse {
+  function reserve(nexus: ITNexus, cdb: Buffer): Promise<ScsiResponse> {
+    return serialised(() => reserveNow(nexus, cdb));
+  }
+
+  function release(nexus: ITNexus, cdb: Buffer): Promise<ScsiResponse> {
+    return serialised(() => releaseNow(nexus, cdb));
+  }
+
+  function reserveNow(nexus: ITNexus, cdb: Buffer): ScsiResponse {
     const op = cdb[0] ?? 0;
     if (op === Spc2Op.RESERVE_6) {
       if (cdb.length < 6) return invalidCdb(0);
@@ -738,7 +870,7 @@ export function createReservationManager(
     return GOOD;
   }
 
-  function release(nexus: ITNexus, cdb: Buffer): ScsiResponse {
+  function releaseNow(nexus: ITNexus, cdb: Buffer): ScsiResponse {
     const op = cdb[0] ?? 0;
     if (op === Spc2Op.RELEASE_6) {
       if (cdb.length < 6) return invalidCdb(0);
