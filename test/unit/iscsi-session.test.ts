@@ -15,7 +15,7 @@ import type { Portal, TargetEntry, TargetRegistry } from '../../src/target/types
 import { TestInitiator } from '../support/iscsi-initiator.js';
 import { IscsiServer } from '../../src/iscsi/server.js';
 import { CmdWindow, serialLe, serialLt } from '../../src/iscsi/cmdsn.js';
-import { RESERVED_TAG, type R2T } from '../../src/iscsi/pdu.js';
+import { RESERVED_TAG, type R2T, type ScsiCommandPdu } from '../../src/iscsi/pdu.js';
 
 const PORT = 13260;
 const BLOCK = 512;
@@ -129,6 +129,12 @@ const write10 = (lba: number, blocks: number): Buffer => {
   c[0] = 0x2a;
   return c;
 };
+/** A SCSI Command PDU without a data segment for this ITT and CDB (placed in the 16-byte field); `o` on top. */
+function scsiCommand(i: TestInitiator, itt: number, cdb: Buffer, o: Partial<ScsiCommandPdu> = {}): ScsiCommandPdu {
+  const field = Buffer.alloc(16);
+  cdb.copy(field);
+  return i.scsiCommandPdu({ initiatorTaskTag: itt, cdb: field, ...o });
+}
 const pattern = (n: number, seed: number): Buffer => Buffer.from(Array.from({ length: n }, (_, i) => (i * 31 + seed) & 0xff));
 
 describe('CmdSN window (RFC 7143 §4.2.2.1)', () => {
@@ -266,24 +272,7 @@ describe('iSCSI session over loopback (in-memory device)', () => {
     ];
     for (const [what, dataOut, asc, ascq] of cases) {
       const itt = i.nextItt();
-      const cdb = Buffer.alloc(16);
-      write10(0, 2).copy(cdb);
-      i.send({
-        opcode: 0x01,
-        immediate: false,
-        dataSegmentLength: 0,
-        final: true,
-        read: false,
-        write: true,
-        attr: 1,
-        lun: 0n,
-        initiatorTaskTag: itt,
-        expectedDataTransferLength: 1024,
-        cmdSN: i.cmdSN,
-        expStatSN: i.expStatSN,
-        cdb,
-        bidiReadLength: null,
-      });
+      i.send(scsiCommand(i, itt, write10(0, 2), { write: true, expectedDataTransferLength: 1024 }));
       i.cmdSN = (i.cmdSN + 1) >>> 0;
       const r2t = (await i.expect()).pdu;
       assert.equal(r2t.opcode, 0x31, `${what}: R2T`);
@@ -348,23 +337,7 @@ describe('iSCSI session over loopback (in-memory device)', () => {
   it('delivers commands in CmdSN order even when they arrive out of order', async () => {
     const i = await session();
     const base = i.cmdSN;
-    const send = (itt: number, cmdSN: number): void =>
-      i.send({
-        opcode: 0x01,
-        immediate: false,
-        dataSegmentLength: 0,
-        final: true,
-        read: false,
-        write: false,
-        attr: 1,
-        lun: 0n,
-        initiatorTaskTag: itt,
-        expectedDataTransferLength: 0,
-        cmdSN,
-        expStatSN: i.expStatSN,
-        cdb: Buffer.alloc(16),
-        bidiReadLength: null,
-      });
+    const send = (itt: number, cmdSN: number): void => i.send(scsiCommand(i, itt, Buffer.alloc(16), { cmdSN }));
     send(1001, base + 1);
     send(1000, base);
     const a = await i.expect();
@@ -379,22 +352,7 @@ describe('iSCSI session over loopback (in-memory device)', () => {
   it('ABORT TASK ends a running task without a SCSI Response; LOGICAL UNIT RESET reaches the device', async () => {
     const i = await session();
     const itt = 5000;
-    i.send({
-      opcode: 0x01,
-      immediate: false,
-      dataSegmentLength: 0,
-      final: true,
-      read: false,
-      write: false,
-      attr: 1,
-      lun: 0n,
-      initiatorTaskTag: itt,
-      expectedDataTransferLength: 0,
-      cmdSN: i.cmdSN,
-      expStatSN: i.expStatSN,
-      cdb: Buffer.from([0xc1, ...Array<number>(15).fill(0)]),
-      bidiReadLength: null,
-    });
+    i.send(scsiCommand(i, itt, Buffer.from([0xc1])));
     const refCmdSN = i.cmdSN;
     i.cmdSN++;
     await new Promise((r) => setTimeout(r, 50));
@@ -605,22 +563,8 @@ describe('iSCSI session over loopback (in-memory device)', () => {
 
   it('logout waits for running commands: their responses come before the Logout Response', async () => {
     const i = await session();
-    i.send({
-      opcode: 0x01,
-      immediate: false,
-      dataSegmentLength: 0,
-      final: true,
-      read: false,
-      write: false,
-      attr: 1,
-      lun: 0n,
-      initiatorTaskTag: 4242,
-      expectedDataTransferLength: 0,
-      cmdSN: i.cmdSN++,
-      expStatSN: i.expStatSN,
-      cdb: Buffer.from([0xc3, ...Array<number>(15).fill(0)]),
-      bidiReadLength: null,
-    });
+    i.send(scsiCommand(i, 4242, Buffer.from([0xc3])));
+    i.cmdSN++;
     i.send({
       opcode: 0x06,
       immediate: false,
@@ -742,22 +686,7 @@ describe('iSCSI session over loopback (in-memory device)', () => {
     });
     assert.equal((await i.expect()).pdu.opcode, 0x3f);
     // SCSI commands are not allowed in a discovery session.
-    i.send({
-      opcode: 0x01,
-      immediate: true,
-      dataSegmentLength: 0,
-      final: true,
-      read: false,
-      write: false,
-      attr: 1,
-      lun: 0n,
-      initiatorTaskTag: 77,
-      expectedDataTransferLength: 0,
-      cmdSN: i.cmdSN,
-      expStatSN: i.expStatSN,
-      cdb: Buffer.alloc(16),
-      bidiReadLength: null,
-    });
+    i.send(scsiCommand(i, 77, Buffer.alloc(16), { immediate: true }));
     const rej = await i.expect();
     assert.equal(rej.pdu.opcode, 0x3f);
     assert.equal(await i.logout(), 0);
