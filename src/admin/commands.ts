@@ -4,9 +4,8 @@
 import { relative, resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { SessionInfo } from '../target/types.js';
-import { parsePortals } from '../util/portal.js';
-import { chapValueProblem } from '../util/ids.js';
-import { portalKey } from '../target/registry.js';
+import { parsePortals, targetAddress } from '../util/portal.js';
+import { chapValueProblem, naaWwid } from '../util/ids.js';
 import { formatSize, parseSize, SizeError } from '../util/size.js';
 import { LUNAR_VERSION } from '../util/version.js';
 import type { Snapshot, Volume } from '../volumes/types.js';
@@ -106,12 +105,8 @@ function sizeArg(v: string | undefined, flag: string): number {
   }
 }
 
-function wwid(v: Volume): string {
-  return `3${v.naa}`;
-}
-
 function portalText(v: Volume): string {
-  return v.portals.map((p) => `${portalKey({ host: p.advertise ?? p.host, port: p.port })},${p.tpgt}`).join(' ');
+  return v.portals.map((p) => targetAddress(p)).join(' ');
 }
 
 function describeVolume(v: Volume): string {
@@ -121,7 +116,7 @@ function describeVolume(v: Volume): string {
     `  target:    ${v.iqn}`,
     `  lun:       ${v.lun}`,
     `  portals:   ${portalText(v)}`,
-    `  wwid:      ${wwid(v)}`,
+    `  wwid:      ${naaWwid(v.naa)}`,
     `  serial:    ${v.serial}`,
   ];
   if (v.chap) {
@@ -342,7 +337,7 @@ export async function main(argv: string[], io: Io = processIo, poolSizeAtStart?:
                   v.thin ? 'thin' : 'thick',
                   v.chap ? (v.chap.mutualUser ? 'mutual' : 'chap') : 'none',
                   v.iqn,
-                  wwid(v),
+                  naaWwid(v.naa),
                 ]),
               ]),
             );
@@ -486,7 +481,7 @@ export async function main(argv: string[], io: Io = processIo, poolSizeAtStart?:
         io.out(
           `Lunar ${info.version} (pid ${info.pid}) ${info.ready ? 'ready' : 'starting'}\n` +
             `  data:     ${info.dataDir}\n` +
-            `  portals:  ${info.portals.map((p) => `${portalKey(p)},${p.tpgt}`).join(' ')}\n` +
+            `  portals:  ${info.portals.map((p) => targetAddress(p, p.host)).join(' ')}\n` +
             (extra
               ? `  volumes:  ${extra.volumes}\n  sessions: ${extra.sessions}\n` +
                 `  space:    ${formatSize(extra.capacity.availableBytes)} free of ${formatSize(extra.capacity.totalBytes)}\n`

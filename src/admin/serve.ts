@@ -3,7 +3,7 @@
 import type { Io } from './commands.js';
 import { rootLogger } from '../log.js';
 import { startLunar, type LunarConfig } from '../server.js';
-import { portalKey } from '../target/registry.js';
+import { portalKey } from '../util/portal.js';
 import { LUNAR_VERSION } from '../util/version.js';
 import { effectivePoolSize, POOL_PRELOAD, WANTED_POOL_SIZE } from '../util/threadpool.js';
 
