@@ -1,5 +1,5 @@
-// `lunar serve`: one process holding the data directory, the iSCSI target on every portal, the admin
-// socket for the CLI and (later) the CSI controller endpoint.
+// The composition root of `lunar serve`: one process holding the data directory, the iSCSI target on
+// every portal, the admin socket for the CLI and the CSI controller endpoint.
 //
 // Start order: admin socket first (it doubles as the data directory's lock: a second server on the same
 // directory finds it answering and refuses), then state + volumes, then the iSCSI listeners, then CSI.
@@ -11,12 +11,14 @@ import type { Logger } from 'pino';
 import { startAdminServer, type AdminServer } from './admin/server.js';
 import { ADMIN_SOCKET } from './admin/protocol.js';
 import { DEFAULT_PLUGIN_NAME } from './csi/identity.js';
-import { defaultCsiEndpoint, startCsiServer } from './csi/server.js';
+import { startControllerServer, type CsiServer } from './csi/controller-server.js';
+import { defaultCsiEndpoint } from './csi/endpoint.js';
 import { IscsiServer } from './iscsi/server.js';
 import { rootLogger } from './log.js';
 import { VolumeTargetRegistry } from './target/registry.js';
 import type { ChapCredentials, Portal } from './target/types.js';
 import { portalKey } from './util/portal.js';
+import { unixPathTooLong } from './util/unix-socket.js';
 import { LUNAR_VERSION } from './util/version.js';
 import { VolumeManager } from './volumes/manager.js';
 import { VolumeError, type VolumeService } from './volumes/types.js';
@@ -44,12 +46,9 @@ export interface LunarServer {
   /** The CSI endpoint served, or null when CSI is off. */
   readonly csiEndpoint: string | null;
   /** true once every listener is up and until close() starts. */
-  ready(): boolean;
+  readonly ready: () => boolean;
   close(): Promise<void>;
 }
-
-/** Longest path a unix socket address holds on Linux (sun_path is 108 bytes with the NUL). */
-const UNIX_PATH_MAX = 107;
 
 /** The CSI endpoint to serve, or null for none. */
 function csiEndpointFor(config: LunarConfig): string | null {
@@ -57,7 +56,7 @@ function csiEndpointFor(config: LunarConfig): string | null {
   if (config.csiEndpoint !== undefined) return config.csiEndpoint;
   const endpoint = defaultCsiEndpoint(config.dataDir);
   const path = endpoint.replace(/^unix:\/\//, '');
-  if (Buffer.byteLength(path) > UNIX_PATH_MAX) {
+  if (unixPathTooLong(path)) {
     (config.logger ?? rootLogger).warn(
       { path },
       'default CSI socket path is too long for a unix socket; CSI not started (set --csi-endpoint)',
@@ -114,7 +113,7 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
   );
 
   // Filled in by the CSI block below (an object so the shutdown closure sees the assignment).
-  const csi: { server: { close(): Promise<void> } | null } = { server: null };
+  const csi: { server: CsiServer | null } = { server: null };
   try {
     const registry = new VolumeTargetRegistry(config.portals, config.discoveryChap ?? null);
     manager = await VolumeManager.open({
@@ -130,13 +129,13 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
     // ---- CSI Identity + Controller on the endpoint (default unix://<data-dir>/csi.sock; "none" = off).
     const endpoint = csiEndpointFor(config);
     if (endpoint !== null) {
-      csi.server = await startCsiServer({
+      csi.server = await startControllerServer({
         endpoint,
         volumes: manager,
         pluginName: config.csiPluginName ?? DEFAULT_PLUGIN_NAME,
         version: LUNAR_VERSION,
         ready: () => isReady,
-        logger: base, // startCsiServer adds component=csi itself
+        logger: base, // the CSI server adds component=csi itself
       });
     }
     // ---------------------------------------------------------------------------------------------------

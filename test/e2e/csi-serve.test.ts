@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import test, { after } from 'node:test';
 import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
-import { loadCsiPackage } from '../../src/csi/server.js';
+import { loadCsiPackage } from '../../src/csi/proto.js';
 import { startLunarProcess, type LunarProcess } from '../support/lunar.js';
 import { rpc } from '../support/csi.js';
 
