@@ -43,7 +43,7 @@ export interface LunarConfig {
 export interface LunarServer {
   readonly volumes: VolumeService;
   readonly iscsi: IscsiServer;
-  /** The CSI endpoint served, or null when CSI is off. */
+  /** The CSI endpoint bound ("tcp://host:port" with the real port when 0 was asked), or null when CSI is off. */
   readonly csiEndpoint: string | null;
   /** true once every listener is up and until close() starts. */
   readonly ready: () => boolean;
@@ -153,6 +153,7 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
     {
       dataDir: config.dataDir,
       portals: config.portals.map(portalKey),
+      csiEndpoint: csi.server?.address ?? null,
       volumes: m.list().length,
       durationMs: Date.now() - started,
     },
@@ -162,7 +163,7 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
   return {
     volumes: m,
     iscsi: t,
-    csiEndpoint: csi.server ? csiEndpointFor(config) : null,
+    csiEndpoint: csi.server?.address ?? null,
     ready: () => isReady,
     close: () => {
       closing ??= (async () => {
