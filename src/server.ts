@@ -6,10 +6,9 @@
 // Until everything is up, admin requests other than "ping" get failed-precondition and ping says ready:false.
 
 import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { startAdminServer, type AdminServer } from './admin/server.js';
-import { ADMIN_SOCKET } from './admin/protocol.js';
+import { adminSocketPath } from './admin/protocol.js';
 import { DEFAULT_PLUGIN_NAME } from './csi/identity.js';
 import { startControllerServer, type CsiServer } from './csi/controller-server.js';
 import { defaultCsiEndpoint } from './csi/endpoint.js';
@@ -64,11 +63,6 @@ function csiEndpointFor(config: LunarConfig): string | null {
     return null;
   }
   return endpoint;
-}
-
-/** Path of the admin socket of a data directory. */
-export function adminSocketPath(dataDir: string): string {
-  return join(dataDir, ADMIN_SOCKET);
 }
 
 export async function startLunar(config: LunarConfig): Promise<LunarServer> {
