@@ -1,4 +1,4 @@
-// Crash consistency of the CSI controller: a Lunar process (startLunar + startCsiServer, run from this
+// Crash consistency of the CSI controller: a Lunar process (startLunar + startControllerServer, run from this
 // same file in child mode) is killed with SIGKILL in the middle of a burst of CreateVolume/DeleteVolume
 // over its unix socket, then restarted on the same data directory. Every acknowledged create must still
 // exist with the same id, every acknowledged delete must stay gone, the volume files must be exactly
@@ -15,8 +15,10 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { startLunar } from '../../src/server.js';
-import { loadCsiPackage, startCsiServer } from '../../src/csi/server.js';
-import { DEFAULT_PLUGIN_NAME, lunarVersion } from '../../src/csi/identity.js';
+import { startControllerServer } from '../../src/csi/controller-server.js';
+import { loadCsiPackage } from '../../src/csi/proto.js';
+import { DEFAULT_PLUGIN_NAME } from '../../src/csi/identity.js';
+import { LUNAR_VERSION } from '../../src/util/version.js';
 import type * as T from '../../src/csi/types.js';
 import { rpc } from '../support/csi.js';
 
@@ -31,11 +33,11 @@ async function child(dataDir: string): Promise<void> {
     csiEndpoint: 'none',
     logger: pino({ level: 'warn' }),
   });
-  const csi = await startCsiServer({
+  const csi = await startControllerServer({
     endpoint: `unix://${join(dataDir, 'csi.sock')}`,
     volumes: lunar.volumes,
     pluginName: DEFAULT_PLUGIN_NAME,
-    version: lunarVersion(),
+    version: LUNAR_VERSION,
     ready: () => lunar.ready(),
     logger: pino({ level: 'warn' }),
   });
