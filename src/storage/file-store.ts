@@ -2,8 +2,7 @@
 // fallocate(PUNCH_HOLE) for deallocation and SEEK_DATA/SEEK_HOLE for the allocation map.
 import { constants as fsc, read as fsRead, write as fsWrite } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import type { AllocationExtent } from './types.js';
-import type { ZeroingBackingStore } from './zeroes.js';
+import type { AllocationExtent, ZeroingBackingStore } from './types.js';
 import { loadNative, type LunarNative } from './native.js';
 
 // The data path uses fs.read/fs.write with callbacks on the FileHandle's descriptor rather than
@@ -25,7 +24,7 @@ export interface OpenFileStoreOptions {
 }
 
 function isErrno(e: unknown, ...codes: string[]): boolean {
-  return typeof e === 'object' && e !== null && 'code' in e && codes.includes(String((e as { code: unknown }).code));
+  return typeof e === 'object' && e !== null && 'code' in e && codes.includes(String(e.code));
 }
 
 function checkRange(what: string, offset: number, length: number): void {

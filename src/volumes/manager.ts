@@ -160,9 +160,7 @@ export class VolumeManager implements VolumeService {
               store,
               thinProvisioned: rec.thin,
               ...(prState ? { prState } : {}),
-              onPrChange: (s: PersistentReservationSnapshot) => {
-                this.persistReservations(rec.id, 0, s);
-              },
+              onPrChange: (s: PersistentReservationSnapshot) => this.persistReservations(rec.id, 0, s),
             },
           ],
         ]),
@@ -187,15 +185,19 @@ export class VolumeManager implements VolumeService {
     });
   }
 
-  private persistReservations(volumeId: string, lun: number, s: PersistentReservationSnapshot): void {
-    // Synchronously: the PERSISTENT RESERVE OUT status is sent after this callback returns, and a
-    // reservation an initiator was told about must survive a crash (APTPL, SPC-4 §5.13.5).
+  /**
+   * The PR-change hook of a volume's LU: PERSISTENT RESERVE OUT answers only after this resolves, and a
+   * reservation an initiator was told about must survive a crash (APTPL, SPC-4 §5.13.5). On failure
+   * nothing changed (one transaction) and the rejection reaches the LU, which refuses the command.
+   */
+  private async persistReservations(volumeId: string, lun: number, s: PersistentReservationSnapshot): Promise<void> {
     try {
-      this.state.updateSync((tx) => {
-        if (tx.volume(volumeId)) tx.setReservations(volumeId, lun, s);
+      await this.state.update((tx) => {
+        tx.setReservations(volumeId, lun, s);
       });
     } catch (err) {
-      this.log.error({ volumeId, err: errMessage(err) }, 'could not persist reservation state');
+      this.log.error({ volumeId, lun, err: errMessage(err) }, 'could not persist reservation state; PERSISTENT RESERVE OUT refused');
+      throw err;
     }
   }
 

@@ -8,16 +8,11 @@
 // a failed write leaves memory as it was. Each write costs time linear in the number of records (the
 // whole file is rewritten); a backend whose cost per change does not grow with the state implements the
 // same StateStore interface.
-//
-// updateSync (the persistent-reservation callback) writes at once, synchronously. When an asynchronous
-// write is in flight, the synchronous one includes its changes and so completes it: the asynchronous
-// write then skips its own rename (it would put an older state over the newer one) and succeeds, since
-// its changes are durable.
 
 import { randomUUID } from 'node:crypto';
-import { promises as fsp, renameSync, rmSync } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { fsyncDir, isTempName, writeFileAtomicSync, writeTempFile } from '../util/atomic-file.js';
+import { fsyncDir, isTempName, writeFileAtomic, writeTempFile } from '../util/atomic-file.js';
 import { DelegatingReader, Draft, MemoryState } from './state-memory.js';
 import { formatState, parseState } from './state-json.js';
 import { StateError, type StateChange, type StateReader, type StateStore, type StateTransaction } from './state.js';
@@ -30,19 +25,6 @@ interface Queued {
   readonly force: boolean;
   readonly resolve: (v: unknown) => void;
   readonly reject: (e: unknown) => void;
-}
-
-/** An asynchronous write between its first step and its end. */
-class InFlight {
-  /** A synchronous write has made these changes durable. */
-  private done = false;
-  constructor(readonly changes: readonly StateChange[]) {}
-  included(): boolean {
-    return this.done;
-  }
-  include(): void {
-    this.done = true;
-  }
 }
 
 function errMessage(err: unknown): string {
@@ -67,7 +49,6 @@ function runTransaction<T>(fn: (tx: StateTransaction) => T, draft: Draft): T {
 class JsonStateFile extends DelegatingReader implements StateStore {
   private queue: Queued[] = [];
   private draining: Promise<void> | null = null;
-  private inFlight: InFlight | null = null;
   private written: boolean;
   private closed = false;
 
@@ -150,77 +131,32 @@ class JsonStateFile extends DelegatingReader implements StateStore {
     for (const a of accepted) a.q.resolve(a.result);
   }
 
-  /** Make memory + changes durable, then visible. */
+  /**
+   * Make memory + changes durable, then visible. Writes never overlap: the queue runs one batch at a
+   * time, and this is the only writer of the file.
+   */
   private async write(changes: readonly StateChange[]): Promise<void> {
     const next = this.memory.with(changes);
-    const flight = new InFlight(changes);
-    this.inFlight = flight;
-    try {
-      await this.writeFile(next, flight);
-    } catch (err) {
-      if (!flight.included()) throw err;
-      // else: a synchronous write made these changes durable (and visible) meanwhile.
-    } finally {
-      this.inFlight = null;
-    }
-    // Memory changes during a flight only through updateSync, which marks the flight included.
-    if (!flight.included()) this.memory = next;
-    this.written = true;
-  }
-
-  private async writeFile(next: MemoryState, flight: InFlight): Promise<void> {
     const tmp = await writeTempFile(this.location, formatState(next.toData()));
-    if (flight.included()) {
-      // A synchronous write stored a newer state holding these changes: renaming would undo it.
-      await fsp.rm(tmp, { force: true });
-      return;
-    }
     try {
-      renameSync(tmp, this.location);
+      await fsp.rename(tmp, this.location);
     } catch (err) {
-      rmSync(tmp, { force: true });
+      await fsp.rm(tmp, { force: true });
       throw err;
     }
     try {
       await fsyncDir(dirname(this.location));
     } catch (err) {
-      if (flight.included()) return;
       // The new file is in place but its rename may not be durable: put the committed state back, so
       // that memory and file agree again.
-      const restored = await this.restore().then(
+      const restored = await writeFileAtomic(this.location, formatState(this.memory.toData())).then(
         () => '',
         (e: unknown) => `; restoring the previous state failed too (${errMessage(e)}): the file may hold the change until the next write`,
       );
       throw new StateError(`could not make ${this.location} durable: ${errMessage(err)}${restored}`);
     }
-  }
-
-  /** Rewrite the committed state (after a failed write whose rename happened). */
-  private async restore(): Promise<void> {
-    const before = this.memory;
-    const tmp = await writeTempFile(this.location, formatState(before.toData()));
-    if (this.memory !== before) {
-      // A synchronous write replaced the file with a newer committed state meanwhile.
-      await fsp.rm(tmp, { force: true });
-      return;
-    }
-    renameSync(tmp, this.location);
-    await fsyncDir(dirname(this.location));
-  }
-
-  updateSync<T>(fn: (tx: StateTransaction) => T): T {
-    if (this.closed) throw new StateError(`${this.location} is closed`);
-    const flight = this.inFlight;
-    const base = flight && !flight.included() ? this.memory.with(flight.changes) : this.memory;
-    const draft = new Draft(base);
-    const result = runTransaction(fn, draft);
-    if (!draft.changed) return result;
-    const next = base.with(draft.changes());
-    writeFileAtomicSync(this.location, formatState(next.toData()));
-    flight?.include();
     this.memory = next;
     this.written = true;
-    return result;
   }
 
   async close(): Promise<void> {

@@ -109,13 +109,6 @@ export interface StateStore extends StateReader {
    * order; a store may write several queued ones together (group commit), and then they fail together.
    */
   update<T>(fn: (tx: StateTransaction) => T): Promise<T>;
-  /**
-   * update(), durable when it returns, for a caller that cannot wait: the persistent-reservation
-   * callback, whose PERSISTENT RESERVE OUT status follows it synchronously (APTPL, SPC-4 §5.13.5).
-   * Blocks the event loop for one write and fsync. Ordered before any update() still in flight, whose
-   * changes it includes.
-   */
-  updateSync<T>(fn: (tx: StateTransaction) => T): T;
   /** Wait for queued transactions; afterwards update() rejects. */
   close(): Promise<void>;
 }

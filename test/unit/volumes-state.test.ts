@@ -357,11 +357,6 @@ test('StateStore: a failed write rejects and leaves memory and file as they were
       }),
     ]);
     for (const r of failing) assert.ok(r.status === 'rejected' && /EPERM|not permitted/.test(String(r.reason)), r.status);
-    assert.throws(() => {
-      s.updateSync((tx) => {
-        tx.setReservations(vol(1).id, 0, { generation: 1, registrations: [], reservation: null, aptpl: true });
-      });
-    }, /EPERM|not permitted/);
     assert.deepEqual(memory(), was, 'memory unchanged');
     assert.equal(await readFile(join(d, STATE_FILE), 'utf8'), before, 'file unchanged');
     await immutable(join(d, STATE_FILE), false);
@@ -385,48 +380,6 @@ test('StateStore: a failed write rejects and leaves memory and file as they were
     });
     assert.ok(s.snapshot(snap(2).id));
     assert.ok((await onDisk(d)).snapshots[snap(2).id]);
-  });
-});
-
-test('StateStore: updateSync is durable at once, includes the update in flight, and that update never overwrites it', async () => {
-  await withDir(async (d) => {
-    const s = await openStateStore(d);
-    await s.initialise();
-    let n = 0;
-    for (let round = 0; round < 40; round++) {
-      const a = ++n;
-      const b = ++n;
-      const sync = ++n;
-      const pending = [
-        s.update((tx) => {
-          tx.addSnapshot(snap(a));
-        }),
-        s.update((tx) => {
-          tx.addSnapshot(snap(b));
-        }),
-      ];
-      // Let the asynchronous writes reach different phases (temporary file being written, renamed,
-      // directory being synced, done): a few loop turns, then up to 20 ms.
-      if (round < 20) for (let tick = 0; tick < round * 4; tick++) await new Promise((r) => setImmediate(r));
-      else await new Promise((r) => setTimeout(r, round - 20));
-      s.updateSync((tx) => {
-        tx.addSnapshot(snap(sync));
-      });
-      assert.ok(s.snapshot(snap(sync).id), 'visible at once');
-      const now = await onDisk(d);
-      assert.ok(now.snapshots[snap(sync).id], 'durable at once');
-      // Whatever was visible or in flight before is in the file too.
-      for (const x of s.snapshots()) assert.ok(now.snapshots[x.id], `${x.id} kept by the synchronous write`);
-      await Promise.all(pending);
-      const later = await onDisk(d);
-      for (const id of [a, b, sync]) {
-        assert.ok(later.snapshots[snap(id).id], `round ${round}: ${snap(id).id} on disk (no older write renamed over a newer one)`);
-        assert.ok(s.snapshot(snap(id).id), `round ${round}: ${snap(id).id} visible`);
-      }
-    }
-    assert.equal(s.snapshots().length, n);
-    assert.equal((await openStateStore(d)).snapshots().length, n);
-    assert.deepEqual(await readdir(d), [STATE_FILE]);
   });
 });
 
