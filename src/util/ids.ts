@@ -70,7 +70,7 @@ const SECRET_ALPHABET = 'ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz234567
  */
 export function newChapSecret(): string {
   let s = '';
-  for (let i = 0; i < 16; i++) s += SECRET_ALPHABET[randomInt(SECRET_ALPHABET.length)];
+  for (let i = 0; i < 16; i++) s += SECRET_ALPHABET[randomInt(SECRET_ALPHABET.length)]!;
   return s;
 }
 

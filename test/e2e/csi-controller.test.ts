@@ -58,7 +58,7 @@ function run(cmd: string, args: string[], timeoutMs = 30_000): Promise<{ code: n
   return new Promise((resolve) => {
     execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 16 * MiB, encoding: 'latin1' }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
-      resolve({ code, stdout: String(stdout), stderr: String(stderr) });
+      resolve({ code, stdout, stderr });
     });
   });
 }
@@ -140,7 +140,7 @@ before(async () => {
     volumes: lunar.volumes,
     pluginName: DEFAULT_PLUGIN_NAME,
     version: lunarVersion(),
-    ready: lunar.ready,
+    ready: () => lunar.ready(),
     logger: pino({ level: 'debug' }, sink),
   });
   controller = new pkg.Controller(`unix://${socketPath}`, grpc.credentials.createInsecure());

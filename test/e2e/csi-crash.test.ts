@@ -36,7 +36,7 @@ async function child(dataDir: string): Promise<void> {
     volumes: lunar.volumes,
     pluginName: DEFAULT_PLUGIN_NAME,
     version: lunarVersion(),
-    ready: lunar.ready,
+    ready: () => lunar.ready(),
     logger: pino({ level: 'warn' }),
   });
   process.on('SIGTERM', () => {
@@ -185,7 +185,7 @@ if (process.env[CHILD_ENV]) {
           'iscsi-readcapacity16',
           ['-i', 'iqn.2026-11.dev.lunar.test:crash', `iscsi://${ctx.portals}/${ctx.targetIqn}/0`],
           { timeout: 20_000 },
-          (_e, so) => resolve(String(so)),
+          (_e, so) => resolve(so),
         ),
       );
       assert.equal(Number(/Total size:(\d+)/.exec(cap)?.[1]), Number(survivor.capacity_bytes), cap);

@@ -327,7 +327,7 @@ describe('iSCSI session over loopback (in-memory device)', () => {
       expectedDataTransferLength: 0,
       cmdSN: i.cmdSN,
       expStatSN: i.expStatSN,
-      cdb: Buffer.from([0xc1, ...Array(15).fill(0)]),
+      cdb: Buffer.from([0xc1, ...new Array<number>(15).fill(0)]),
       bidiReadLength: null,
     });
     const refCmdSN = i.cmdSN;
@@ -553,7 +553,7 @@ describe('iSCSI session over loopback (in-memory device)', () => {
       expectedDataTransferLength: 0,
       cmdSN: i.cmdSN++,
       expStatSN: i.expStatSN,
-      cdb: Buffer.from([0xc3, ...Array(15).fill(0)]),
+      cdb: Buffer.from([0xc3, ...new Array<number>(15).fill(0)]),
       bidiReadLength: null,
     });
     i.send({
