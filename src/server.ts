@@ -134,7 +134,8 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
         volumes: manager,
         pluginName: config.csiPluginName ?? DEFAULT_PLUGIN_NAME,
         version: LUNAR_VERSION,
-        ready: () => isReady,
+        // Probe: the state is loaded and every portal still listens.
+        ready: () => isReady && (iscsi?.allListening() ?? false),
         logger: base, // startCsiServer adds component=csi itself
       });
     }
@@ -163,7 +164,7 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
     volumes: m,
     iscsi: t,
     csiEndpoint: csi.server ? csiEndpointFor(config) : null,
-    ready: () => isReady,
+    ready: () => isReady && t.allListening(),
     close: () => {
       closing ??= (async () => {
         isReady = false;
