@@ -130,7 +130,8 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
         volumes: manager,
         pluginName: config.csiPluginName ?? DEFAULT_PLUGIN_NAME,
         version: LUNAR_VERSION,
-        ready: () => isReady,
+        // Probe: the state is loaded and every portal still listens.
+        ready: () => isReady && (iscsi?.allListening() ?? false),
         logger: base, // the CSI server adds component=csi itself
       });
     }
@@ -160,7 +161,7 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
     volumes: m,
     iscsi: t,
     csiEndpoint: csi.server?.address ?? null,
-    ready: () => isReady,
+    ready: () => isReady && t.allListening(),
     close: () => {
       closing ??= (async () => {
         isReady = false;

@@ -48,6 +48,11 @@ export class IscsiServer {
   }
 
   /** Bind every registry.portals() entry. */
+  /** true while every portal's listener accepts connections (what the controller's CSI Probe reports). */
+  allListening(): boolean {
+    return this.listeners.length > 0 && this.listeners.every((l) => l.listening);
+  }
+
   async listen(): Promise<void> {
     for (const portal of this.registry.portals()) {
       const srv = net.createServer({ noDelay: true }, (socket) => this.accept(socket, portal));

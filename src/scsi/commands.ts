@@ -276,7 +276,8 @@ export function supportedCommands(lu: LogicalUnit): CommandDescriptor[] {
   return COMMANDS.filter((c) => !c.available || c.available(lu));
 }
 
-const DEFAULT_TIMEOUT_SECONDS = 30;
+/** Recommended command timeout reported for commands without their own (initiators abort after it). */
+export const DEFAULT_TIMEOUT_SECONDS = 30;
 
 /** SPC-4 §6.35.4 command timeouts descriptor (12 bytes). */
 function timeoutsDescriptor(d: CommandDescriptor): Buffer {

@@ -1,0 +1,35 @@
+// The Kubernetes-API seam. Rule: only src/kube/client.ts imports @kubernetes/client-node, and it makes only
+// the calls src/kube/api-calls.ts declares; the rest of Lunar sees the small interfaces below. Nothing that
+// goes wrong with the API server ever fails a CSI call or the data path: Events and topology are reported
+// best-effort (retried with backoff, then logged).
+
+/** The PersistentVolumeClaim a volume was provisioned for. */
+export interface PvcRef {
+  readonly namespace: string;
+  readonly name: string;
+}
+
+/**
+ * Event reasons Lunar reports on a PVC, each with its type. The message says what happened and what the
+ * user can do about it.
+ */
+export const EVENT_REASONS = {
+  /** A new, empty filesystem was made on the volume (first stage). */
+  VolumeFormatted: 'Normal',
+  /** The volume was not formatted because it already holds data (a filesystem, partition table, LVM/RAID). */
+  VolumeHoldsData: 'Warning',
+  /** NodeStageVolume failed. */
+  StagingFailed: 'Warning',
+  /** One iSCSI path of a staged volume is down; I/O continues on the others. */
+  PathFailed: 'Warning',
+  /** A path that was down is back. */
+  PathRestored: 'Normal',
+} as const;
+
+export type EventReason = keyof typeof EVENT_REASONS;
+
+/** Where Events go: the controller and the node plugin each hold one. */
+export interface EventSink {
+  /** Records an Event on the PVC; resolves once recorded or given up on (never rejects). */
+  record(pvc: PvcRef, reason: EventReason, message: string): Promise<void>;
+}

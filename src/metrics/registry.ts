@@ -1,0 +1,205 @@
+// Lunar's Prometheus metrics (prom-client). Data-path counters live in LuStats (no allocation per
+// command) and are turned into samples at scrape time by the metric classes below, which override get();
+// CSI calls and node operations are few per second and use prom-client's own counters and histograms.
+
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type MetricType } from 'prom-client';
+import { LATENCY_BUCKETS, LuOp, LuStats } from './lu-stats.js';
+
+export type Component = 'controller' | 'node';
+
+/** Sessions per volume (controller) or paths per volume by state (node). */
+export interface PathCount {
+  readonly volume: string;
+  readonly up: number;
+  readonly down: number;
+}
+
+export interface Capacity {
+  readonly availableBytes: number;
+  readonly totalBytes?: number;
+}
+
+const OPS: readonly [LuOp, string][] = [
+  [LuOp.Read, 'read'],
+  [LuOp.Write, 'write'],
+  [LuOp.Other, 'other'],
+];
+
+type Values<T extends string> = Awaited<ReturnType<Counter<T>['get']>>;
+type HistValues<T extends string> = Awaited<ReturnType<Histogram<T>['get']>>;
+
+export class LunarMetrics {
+  readonly registry = new Registry();
+  private readonly lus = new Map<string, LuStats>();
+  private sessions: () => Iterable<readonly [string, number]> = () => [];
+  private paths: () => Iterable<PathCount> = () => [];
+  private capacity: (() => Promise<Capacity>) | null = null;
+  private readonly csiCalls: Counter<'service' | 'method' | 'code'>;
+  private readonly csiDuration: Histogram<'service' | 'method'>;
+  private readonly nodeOps: Histogram<'operation' | 'result'>;
+
+  constructor(readonly component: Component) {
+    const lus = this.lus;
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: 'lunar_' });
+
+    const luCounter = <T extends string>(name: string, help: string, labelNames: T[], values: () => Values<T>['values']): void => {
+      class LuCounter extends Counter<T> {
+        override async get(): Promise<Values<T>> {
+          const base = await super.get();
+          return { ...base, values: values() };
+        }
+      }
+      new LuCounter({ name, help, labelNames, registers });
+    };
+    luCounter('lunar_lu_commands_total', 'SCSI commands executed, by volume and kind (read, write, other)', ['volume', 'op'], () =>
+      [...lus].flatMap(([volume, s]) => OPS.map(([op, name]) => ({ labels: { volume, op: name }, value: s.commands[op]! }))),
+    );
+    luCounter('lunar_lu_bytes_total', 'Bytes read and written, by volume', ['volume', 'direction'], () =>
+      [...lus].flatMap(([volume, s]) => [
+        { labels: { volume, direction: 'read' }, value: s.readBytes },
+        { labels: { volume, direction: 'write' }, value: s.writeBytes },
+      ]),
+    );
+    luCounter('lunar_lu_errors_total', 'SCSI commands that ended with a status other than GOOD, by volume', ['volume'], () =>
+      [...lus].map(([volume, s]) => ({ labels: { volume }, value: s.errors })),
+    );
+    const latencyName = 'lunar_lu_command_duration_seconds';
+    const latencyHelp = 'SCSI command latency, from command received to status sent, by volume';
+    class LuLatency extends Histogram<'volume'> {
+      // prom-client's registry reads histograms through getForPromString(); both views are the LuStats buckets.
+      override get(): Promise<HistValues<'volume'>> {
+        const values: HistValues<'volume'>['values'] = [];
+        for (const [volume, s] of lus) {
+          let cumulative = 0;
+          LATENCY_BUCKETS.forEach((le, i) => {
+            cumulative += s.buckets[i]!;
+            const labels = { volume, le }; // le: the bucket label, as prom-client writes it for its own histograms
+            values.push({ metricName: `${latencyName}_bucket`, labels, value: cumulative });
+          });
+          cumulative += s.buckets[LATENCY_BUCKETS.length]!;
+          const inf = { volume, le: '+Inf' };
+          values.push({ metricName: `${latencyName}_bucket`, labels: inf, value: cumulative });
+          values.push({ metricName: `${latencyName}_sum`, labels: { volume }, value: s.latencySum });
+          values.push({ metricName: `${latencyName}_count`, labels: { volume }, value: cumulative });
+        }
+        return Promise.resolve({
+          name: latencyName,
+          help: latencyHelp,
+          // prom-client's typings declare an enum MetricType that its CommonJS build does not export.
+          type: 'histogram' as unknown as MetricType,
+          aggregator: 'sum',
+          collect: () => undefined,
+          values,
+        });
+      }
+
+      getForPromString(): Promise<HistValues<'volume'>> {
+        return this.get();
+      }
+    }
+    new LuLatency({
+      name: latencyName,
+      help: latencyHelp,
+      labelNames: ['volume'],
+      buckets: [...LATENCY_BUCKETS],
+      registers,
+    });
+
+    const sessions = (): Iterable<readonly [string, number]> => this.sessions();
+    const paths = (): Iterable<PathCount> => this.paths();
+    new Gauge({
+      name: 'lunar_volume_sessions',
+      help: 'iSCSI sessions logged in to each volume (controller)',
+      labelNames: ['volume'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [volume, n] of sessions()) this.set({ volume }, n);
+      },
+    });
+    new Gauge({
+      name: 'lunar_volume_paths',
+      help: 'Paths (sessions through one portal and iface) of each staged volume, by state (node)',
+      labelNames: ['volume', 'state'],
+      registers,
+      collect() {
+        this.reset();
+        for (const p of paths()) {
+          this.set({ volume: p.volume, state: 'up' }, p.up);
+          this.set({ volume: p.volume, state: 'down' }, p.down);
+        }
+      },
+    });
+    const capacity = (): (() => Promise<Capacity>) | null => this.capacity;
+    new Gauge({
+      name: 'lunar_capacity_free_bytes',
+      help: 'Free space for new volumes in the data directory (controller)',
+      registers,
+      async collect() {
+        const c = capacity();
+        if (c) this.set((await c()).availableBytes);
+      },
+    });
+    this.csiCalls = new Counter({
+      name: 'lunar_csi_calls_total',
+      help: 'CSI calls answered, by service, method and gRPC code',
+      labelNames: ['service', 'method', 'code'],
+      registers,
+    });
+    this.csiDuration = new Histogram({
+      name: 'lunar_csi_call_duration_seconds',
+      help: 'CSI call durations, by service and method',
+      labelNames: ['service', 'method'],
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+      registers,
+    });
+    this.nodeOps = new Histogram({
+      name: 'lunar_node_operation_duration_seconds',
+      help: 'NodeStageVolume and NodeUnstageVolume durations, by result (node)',
+      labelNames: ['operation', 'result'],
+      buckets: [0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120],
+      registers,
+    });
+  }
+
+  /** The counters of a volume's LU, created on first use (once per LU, not per command). */
+  lu(volume: string): LuStats {
+    let s = this.lus.get(volume);
+    if (!s) {
+      s = new LuStats();
+      this.lus.set(volume, s);
+    }
+    return s;
+  }
+
+  /** Forgets a deleted volume's counters. */
+  removeLu(volume: string): void {
+    this.lus.delete(volume);
+  }
+
+  observeCsiCall(service: string, method: string, code: string, seconds: number): void {
+    this.csiCalls.inc({ service, method, code });
+    this.csiDuration.observe({ service, method }, seconds);
+  }
+
+  observeNodeOperation(operation: 'stage' | 'unstage', ok: boolean, seconds: number): void {
+    this.nodeOps.observe({ operation, result: ok ? 'ok' : 'error' }, seconds);
+  }
+
+  setSessionsSource(fn: () => Iterable<readonly [string, number]>): void {
+    this.sessions = fn;
+  }
+
+  setPathsSource(fn: () => Iterable<PathCount>): void {
+    this.paths = fn;
+  }
+
+  setCapacitySource(fn: () => Promise<Capacity>): void {
+    this.capacity = fn;
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+}
