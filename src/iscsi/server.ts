@@ -107,7 +107,12 @@ export class IscsiServer {
     throw new Error('no free TSIH');
   }
 
-  /** §6.3.5 session reinstatement: same initiator port (name+ISID) and target ends the old session. */
+  /**
+   * §6.3.5 session reinstatement: a login from the same initiator port (name+ISID) to the same target
+   * portal group (§2.2: the session ID is ISID + TPGT) ends the old session. Another portal group is another I_T
+   * nexus: open-iscsi sends every SendTargets discovery with one fixed ISID, so discoveries on two portals
+   * at once must not close each other.
+   */
   private loginComplete(conn: IscsiConnection, r: LoginResult, portal: Portal): { handler: Session; tsih: number; maxCmdSN: number } {
     const targetName = r.target?.iqn ?? null;
     for (const old of [...this.byTsih.values()]) {
@@ -115,7 +120,8 @@ export class IscsiServer {
         old.opts.initiatorName === r.initiatorName &&
         old.opts.isid === r.isid &&
         old.targetName === targetName &&
-        old.opts.type === r.sessionType
+        old.opts.type === r.sessionType &&
+        old.opts.portalGroupTag === portal.tpgt
       ) {
         this.logger.info({ target: targetName, initiator: r.initiatorName, isid: r.isid, tsih: old.tsih }, 'session reinstatement');
         old.end('reinstated by a new login');

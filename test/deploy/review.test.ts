@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { dirname, join, posix } from 'node:path';
 import { describe, it } from 'node:test';
-import { parseEndpoint } from '../../src/csi/server.js';
+import { parseEndpoint } from '../../src/csi/endpoint.js';
 import { DEFAULT_TUNING } from '../../src/iscsi/negotiation.js';
 import { API_CALLS } from '../../src/kube/api-calls.js';
 import { DEFAULT_TIMEOUT_SECONDS } from '../../src/scsi/commands.js';

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
-import { loadCsiPackage } from '../../src/csi/server.js';
+import { loadCsiPackage } from '../../src/csi/proto.js';
 import type { ProbeResponse } from '../../src/csi/types.js';
 import { startLunar } from '../../src/server.js';
 import { rpc } from '../support/csi.js';
