@@ -23,8 +23,13 @@ import {
 } from './pdu.js';
 import { encodeText, parseText, splitText, TextAssembler, type TextPair } from './text.js';
 import { CmdWindow, serialLt } from './cmdsn.js';
+import { writeBuffers } from './buffer-pool.js';
 
 // ------------------------------------------------------------ tasks
+
+function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
 
 interface R2TState {
   ttt: number;
@@ -225,7 +230,7 @@ export class Session implements PduHandler {
     }
     if (pdu.opcode === 0x03) return; // handled by the connection
     // Commands: immediate ones now, others in CmdSN order (§4.2.2.1).
-    const cmd = pdu as Exclude<InitiatorPdu, DataOut | { opcode: 0x03 } | { opcode: 0x10 }>;
+    const cmd = pdu;
     if (cmd.immediate) {
       this.execute(cmd, data);
       return;
@@ -288,9 +293,11 @@ export class Session implements PduHandler {
   private execute(pdu: Exclude<InitiatorPdu, DataOut | { opcode: 0x03 } | { opcode: 0x10 }>, data: Buffer | null): void {
     switch (pdu.opcode) {
       case 0x00:
-        return this.onNopOut(pdu, data);
+        this.onNopOut(pdu, data);
+        return;
       case 0x01:
-        return this.onScsiCommand(pdu, data);
+        this.onScsiCommand(pdu, data);
+        return;
       case 0x02:
         this.onTaskManagement(pdu).catch((e: unknown) =>
           this.guard(() => {
@@ -299,9 +306,11 @@ export class Session implements PduHandler {
         );
         return;
       case 0x04:
-        return this.onText(pdu, data ?? Buffer.alloc(0));
+        this.onText(pdu, data ?? Buffer.alloc(0));
+        return;
       case 0x06:
-        return this.onLogout(pdu);
+        this.onLogout(pdu);
+        return;
     }
   }
 
@@ -313,7 +322,7 @@ export class Session implements PduHandler {
     try {
       fn();
     } catch (e) {
-      this.log.error({ err: (e as Error)?.message }, 'internal error, closing connection');
+      this.log.error({ err: errorText(e) }, 'internal error, closing connection');
       this.conn.destroy('internal error');
     }
   }
@@ -416,7 +425,7 @@ export class Session implements PduHandler {
       pdu,
       lun: decodeLun(pdu.lun),
       edtl,
-      buf: pdu.write && edtl > 0 ? Buffer.allocUnsafe(edtl) : null,
+      buf: pdu.write && edtl > 0 ? writeBuffers.take(edtl) : null,
       unsolicitedEnd,
       unsolicitedReceived: immediate,
       unsolicitedDataSN: 0,
@@ -633,12 +642,12 @@ export class Session implements PduHandler {
     try {
       promise = device.execute(cmd);
     } catch (e) {
-      promise = Promise.reject(e);
+      promise = Promise.reject(e instanceof Error ? e : new Error(String(e)));
     }
     promise.then(
       (resp) => this.guard(() => this.complete(task, resp)),
       (e: unknown) => {
-        this.log.error({ itt: task.itt, err: (e as Error)?.message }, 'SCSI device failed a command');
+        this.log.error({ itt: task.itt, err: errorText(e) }, 'SCSI device failed a command');
         // §11.4.3 response 0x01: target failure.
         this.guard(() => this.complete(task, null, true));
       },
@@ -648,6 +657,9 @@ export class Session implements PduHandler {
   /** Send Data-In (§11.7) and status (§11.4) for a finished command. */
   private complete(task: Task, resp: ScsiResponse | null, targetFailure = false): void {
     this.dropTask(task);
+    // The device is done with the Data-Out buffer (and no Data-Out can land in it any more: the task ran
+    // only after all of it arrived). Reuse it unless the response carries a view of it.
+    if (task.buf && resp?.data?.buffer !== task.buf.buffer) writeBuffers.give(task.buf);
     if (this.idleWaiters.length > 0) queueMicrotask(() => this.idleWaiters.forEach((w) => w()));
     if (this.ended || task.state === 'aborted') return;
     if (!resp && !targetFailure) return; // aborted by task management: no response (§11.5.1)
@@ -776,7 +788,7 @@ export class Session implements PduHandler {
     try {
       result = await this.taskManagement(pdu, fn, lun);
     } catch (e) {
-      this.log.error({ err: (e as Error)?.message, fn }, 'task management failed');
+      this.log.error({ err: errorText(e), fn }, 'task management failed');
       result = 'function-rejected';
     }
     if (this.ended) return;
@@ -1046,7 +1058,7 @@ export class Session implements PduHandler {
       try {
         this.opts.target.device.nexusRemoved(this.nexus);
       } catch (e) {
-        this.log.error({ err: (e as Error)?.message }, 'nexusRemoved failed');
+        this.log.error({ err: errorText(e) }, 'nexusRemoved failed');
       }
     }
     this.log.info(
