@@ -3,7 +3,7 @@
 import type { Logger } from '../log.js';
 import type { BackingStore } from '../storage/types.js';
 import { lookupCommand, type CommandDescriptor } from './commands.js';
-import { AbortedError, IoGate } from './gate.js';
+import { AbortedError, IoGate, TaskAbort, type AbortFlag } from './gate.js';
 import { defaultModeState, type ModeState } from './mode.js';
 import { createReservationManager } from './pr.js';
 import { Asc, ScsiError, SenseKey, checkCondition, invalidOpcode, ioErrorToScsi } from './sense.js';
@@ -49,7 +49,7 @@ export interface CommandContext {
   readonly lu: LogicalUnit;
   readonly device: DeviceView;
   /** Aborted by task management; handlers stop before their next I/O. */
-  readonly signal: AbortSignal;
+  readonly signal: AbortFlag;
 }
 
 export type CommandHandler = (ctx: CommandContext) => Promise<ScsiResponse> | ScsiResponse;
@@ -57,8 +57,13 @@ export type CommandHandler = (ctx: CommandContext) => Promise<ScsiResponse> | Sc
 interface Task {
   readonly nexusKey: string;
   readonly taskTag: number;
-  readonly controller: AbortController;
+  readonly controller: TaskAbort;
   done: Promise<unknown>;
+}
+
+/** Read the flag afresh (it may have changed while the handler ran; no narrowing from an earlier check). */
+function isAborted(signal: AbortFlag): boolean {
+  return signal.aborted;
 }
 
 /** Most unit attentions kept per nexus; older ones collapse into the newest (SPC-4 §5.14 allows it). */
@@ -162,7 +167,7 @@ export class LogicalUnit {
 
   nexusRemoved(n: ITNexus): void {
     this.#copyResults.delete(n.key);
-    this.abortTasks((t) => t.nexusKey === n.key);
+    void this.abortTasks((t) => t.nexusKey === n.key);
     this.#nexuses.delete(n.key);
     this.#ua.delete(n.key);
     this.reservations.nexusRemoved(n);
@@ -195,7 +200,7 @@ export class LogicalUnit {
 
   rememberCopyResult(nexusKey: string, listId: number, r: CopyResult): void {
     let m = this.#copyResults.get(nexusKey);
-    if (!m) this.#copyResults.set(nexusKey, (m = new Map()));
+    if (!m) this.#copyResults.set(nexusKey, (m = new Map<number, CopyResult>()));
     m.delete(listId);
     m.set(listId, r);
     if (m.size > 16) m.delete(m.keys().next().value!);
@@ -211,7 +216,7 @@ export class LogicalUnit {
     const nexusKey = cmd.nexus.key;
     if (!this.#nexuses.has(nexusKey)) this.nexusAdded(cmd.nexus); // a nexus we were not told about: treat as new
     const taskKey = `${nexusKey}#${cmd.taskTag}`;
-    const controller = new AbortController();
+    const controller = new TaskAbort();
     const task: Task = { nexusKey, taskTag: cmd.taskTag, controller, done: Promise.resolve() };
     const prior = this.#tasks.get(taskKey);
     // SAM-5 §8.6 task attributes: an ORDERED task starts after every older task has completed, and
@@ -227,10 +232,10 @@ export class LogicalUnit {
     this.#tasks.set(taskKey, task);
     if (waitFor) {
       // An aborted task stops waiting for its turn at once.
-      const abortedWait = new Promise<void>((resolve) => controller.signal.addEventListener('abort', () => resolve(), { once: true }));
+      const abortedWait = new Promise<void>((resolve) => controller.addEventListener('abort', () => resolve()));
       waitFor = Promise.race([waitFor, abortedWait]);
     }
-    const run = waitFor ? waitFor.then(() => this.#run(cmd, controller.signal)) : this.#run(cmd, controller.signal);
+    const run = waitFor ? waitFor.then(() => this.#run(cmd, controller)) : this.#run(cmd, controller);
     task.done = run.catch(() => undefined);
     if (cmd.attribute === 'ordered') {
       const barrier = task.done;
@@ -241,7 +246,7 @@ export class LogicalUnit {
     }
     try {
       const res = await run;
-      return controller.signal.aborted ? null : res;
+      return controller.aborted ? null : res;
     } finally {
       if (this.#tasks.get(taskKey) === task) {
         if (prior && prior !== task) this.#tasks.set(taskKey, prior);
@@ -250,7 +255,7 @@ export class LogicalUnit {
     }
   }
 
-  async #run(cmd: ScsiCommand, signal: AbortSignal): Promise<ScsiResponse> {
+  async #run(cmd: ScsiCommand, signal: AbortFlag): Promise<ScsiResponse> {
     if (!this.log.isLevelEnabled('debug')) return this.#dispatch(cmd, signal);
     const started = process.hrtime.bigint();
     const res = await this.#dispatch(cmd, signal);
@@ -259,7 +264,7 @@ export class LogicalUnit {
     return res;
   }
 
-  async #dispatch(cmd: ScsiCommand, signal: AbortSignal): Promise<ScsiResponse> {
+  async #dispatch(cmd: ScsiCommand, signal: AbortFlag): Promise<ScsiResponse> {
     if (signal.aborted) return { status: ScsiStatus.TASK_ABORTED, data: null, sense: null };
     const entry: CommandDescriptor | 'invalid-service-action' | undefined = lookupCommand(cmd.cdb, this);
     // SPC-4 §5.14: a pending unit attention is reported for any command but INQUIRY, REPORT LUNS and
@@ -279,7 +284,7 @@ export class LogicalUnit {
       return clampToExpected(cmd, await entry.handler({ cmd, lu: this, device: this.device, signal }));
     } catch (e) {
       if (e instanceof ScsiError) return e.toResponse();
-      if (e instanceof AbortedError || signal.aborted) return { status: ScsiStatus.TASK_ABORTED, data: null, sense: null };
+      if (e instanceof AbortedError || isAborted(signal)) return { status: ScsiStatus.TASK_ABORTED, data: null, sense: null };
       const writing = typeof entry === 'object' && entry.writes === true;
       this.log.error({ lun: this.lun, opcode: cmd.cdb[0], err: e }, 'command failed');
       return ioErrorToScsi(e, writing).toResponse();
