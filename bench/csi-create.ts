@@ -1,6 +1,6 @@
 // CSI controller benchmark: CreateVolume latency (p50/p99) and volumes/s up to N volumes, ListVolumes
 // time at N volumes (whole list and pages of 100), DeleteVolume latency. Lunar runs in-process
-// (startLunar + startCsiServer on a unix socket in a temporary data directory, iSCSI on 127.0.0.1:13344);
+// (startLunar + startControllerServer on a unix socket in a temporary data directory, iSCSI on 127.0.0.1:13344);
 // the client is grpc-js over that socket, as the external-provisioner sidecar would be.
 //
 //   node dist/bench/csi-create.js [--volumes 1000] [--concurrency 1,8] [--json FILE]
@@ -12,8 +12,10 @@ import { parseArgs } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { startLunar } from '../src/server.js';
-import { loadCsiPackage, startCsiServer } from '../src/csi/server.js';
-import { DEFAULT_PLUGIN_NAME, lunarVersion } from '../src/csi/identity.js';
+import { startControllerServer } from '../src/csi/controller-server.js';
+import { loadCsiPackage } from '../src/csi/proto.js';
+import { DEFAULT_PLUGIN_NAME } from '../src/csi/identity.js';
+import { LUNAR_VERSION } from '../src/util/version.js';
 import type { CreateVolumeResponse, ListVolumesResponse } from '../src/csi/types.js';
 import { rpc } from '../test/support/csi.js';
 
@@ -74,15 +76,15 @@ async function main(): Promise<void> {
     },
   });
   const total = Number(values.volumes);
-  const levels = (values.concurrency ?? '1').split(',').map(Number);
+  const levels = values.concurrency.split(',').map(Number);
   const dataDir = mkdtempSync(join(tmpdir(), 'lunar-bench-csi-'));
   const lunar = await startLunar({ dataDir, portals: [{ host: '127.0.0.1', port: 13344, tpgt: 1 }], logger: pino({ level: 'warn' }) });
   const socket = join(dataDir, 'csi.sock');
-  const csi = await startCsiServer({
+  const csi = await startControllerServer({
     endpoint: `unix://${socket}`,
     volumes: lunar.volumes,
     pluginName: DEFAULT_PLUGIN_NAME,
-    version: lunarVersion(),
+    version: LUNAR_VERSION,
     ready: lunar.ready,
     logger: pino({ level: 'warn' }),
   });
@@ -96,7 +98,7 @@ async function main(): Promise<void> {
     );
   };
   try {
-    process.stdout.write(`# Lunar ${lunarVersion()}, Node ${process.version}, data dir on ${dataDir}\n`);
+    process.stdout.write(`# Lunar ${LUNAR_VERSION}, Node ${process.version}, data dir on ${dataDir}\n`);
     const ids: string[] = [];
     // Split the N volumes over the concurrency levels; each level creates its share.
     const share = Math.floor(total / levels.length);

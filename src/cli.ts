@@ -10,5 +10,5 @@
 
 import { POOL_SIZE_AT_START } from './util/threadpool.js';
 
-const { main } = await import('./admin/commands.js');
+const { main } = await import('./cli/main.js');
 process.exitCode = await main(process.argv.slice(2), undefined, POOL_SIZE_AT_START);

@@ -1,21 +1,23 @@
-// `lunar serve`: one process holding the data directory, the iSCSI target on every portal, the admin
-// socket for the CLI and (later) the CSI controller endpoint.
+// The composition root of `lunar serve`: one process holding the data directory, the iSCSI target on
+// every portal, the admin socket for the CLI and the CSI controller endpoint.
 //
 // Start order: admin socket first (it doubles as the data directory's lock: a second server on the same
 // directory finds it answering and refuses), then state + volumes, then the iSCSI listeners, then CSI.
 // Until everything is up, admin requests other than "ping" get failed-precondition and ping says ready:false.
 
 import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { startAdminServer, type AdminServer } from './admin/server.js';
-import { ADMIN_SOCKET } from './admin/protocol.js';
+import { adminSocketPath } from './admin/protocol.js';
 import { DEFAULT_PLUGIN_NAME } from './csi/identity.js';
-import { defaultCsiEndpoint, startCsiServer } from './csi/server.js';
+import { startControllerServer, type CsiServer } from './csi/controller-server.js';
+import { defaultCsiEndpoint } from './csi/endpoint.js';
 import { IscsiServer } from './iscsi/server.js';
 import { rootLogger } from './log.js';
-import { VolumeTargetRegistry, portalKey } from './target/registry.js';
+import { VolumeTargetRegistry } from './target/registry.js';
 import type { ChapCredentials, Portal } from './target/types.js';
+import { portalKey } from './util/portal.js';
+import { unixPathTooLong } from './util/unix-socket.js';
 import { LUNAR_VERSION } from './util/version.js';
 import { VolumeManager } from './volumes/manager.js';
 import { VolumeError, type VolumeService } from './volumes/types.js';
@@ -40,15 +42,12 @@ export interface LunarConfig {
 export interface LunarServer {
   readonly volumes: VolumeService;
   readonly iscsi: IscsiServer;
-  /** The CSI endpoint served, or null when CSI is off. */
+  /** The CSI endpoint bound ("tcp://host:port" with the real port when 0 was asked), or null when CSI is off. */
   readonly csiEndpoint: string | null;
   /** true once every listener is up and until close() starts. */
-  ready(): boolean;
+  readonly ready: () => boolean;
   close(): Promise<void>;
 }
-
-/** Longest path a unix socket address holds on Linux (sun_path is 108 bytes with the NUL). */
-const UNIX_PATH_MAX = 107;
 
 /** The CSI endpoint to serve, or null for none. */
 function csiEndpointFor(config: LunarConfig): string | null {
@@ -56,7 +55,7 @@ function csiEndpointFor(config: LunarConfig): string | null {
   if (config.csiEndpoint !== undefined) return config.csiEndpoint;
   const endpoint = defaultCsiEndpoint(config.dataDir);
   const path = endpoint.replace(/^unix:\/\//, '');
-  if (Buffer.byteLength(path) > UNIX_PATH_MAX) {
+  if (unixPathTooLong(path)) {
     (config.logger ?? rootLogger).warn(
       { path },
       'default CSI socket path is too long for a unix socket; CSI not started (set --csi-endpoint)',
@@ -64,11 +63,6 @@ function csiEndpointFor(config: LunarConfig): string | null {
     return null;
   }
   return endpoint;
-}
-
-/** Path of the admin socket of a data directory. */
-export function adminSocketPath(dataDir: string): string {
-  return join(dataDir, ADMIN_SOCKET);
 }
 
 export async function startLunar(config: LunarConfig): Promise<LunarServer> {
@@ -113,7 +107,7 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
   );
 
   // Filled in by the CSI block below (an object so the shutdown closure sees the assignment).
-  const csi: { server: { close(): Promise<void> } | null } = { server: null };
+  const csi: { server: CsiServer | null } = { server: null };
   try {
     const registry = new VolumeTargetRegistry(config.portals, config.discoveryChap ?? null);
     manager = await VolumeManager.open({
@@ -129,13 +123,13 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
     // ---- CSI Identity + Controller on the endpoint (default unix://<data-dir>/csi.sock; "none" = off).
     const endpoint = csiEndpointFor(config);
     if (endpoint !== null) {
-      csi.server = await startCsiServer({
+      csi.server = await startControllerServer({
         endpoint,
         volumes: manager,
         pluginName: config.csiPluginName ?? DEFAULT_PLUGIN_NAME,
         version: LUNAR_VERSION,
         ready: () => isReady,
-        logger: base, // startCsiServer adds component=csi itself
+        logger: base, // the CSI server adds component=csi itself
       });
     }
     // ---------------------------------------------------------------------------------------------------
@@ -153,6 +147,7 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
     {
       dataDir: config.dataDir,
       portals: config.portals.map(portalKey),
+      csiEndpoint: csi.server?.address ?? null,
       volumes: m.list().length,
       durationMs: Date.now() - started,
     },
@@ -162,7 +157,7 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
   return {
     volumes: m,
     iscsi: t,
-    csiEndpoint: csi.server ? csiEndpointFor(config) : null,
+    csiEndpoint: csi.server?.address ?? null,
     ready: () => isReady,
     close: () => {
       closing ??= (async () => {

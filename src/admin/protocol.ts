@@ -4,9 +4,15 @@
 // Responses may come out of order; match them by id. Error codes are VolumeErrorCode values plus
 // "bad-request" (malformed line) and "unknown-method".
 
+import { join } from 'node:path';
 import type { VolumeErrorCode } from '../volumes/types.js';
 
 export const ADMIN_SOCKET = 'admin.sock';
+
+/** Path of the admin socket of a data directory. */
+export function adminSocketPath(dataDir: string): string {
+  return join(dataDir, ADMIN_SOCKET);
+}
 /** Longest request line accepted (bytes). */
 export const MAX_LINE = 1024 * 1024;
 

@@ -5,6 +5,7 @@ import { promises as fsp } from 'node:fs';
 import net from 'node:net';
 import type { Logger } from 'pino';
 import { componentLogger } from '../log.js';
+import { claimSocketPath, UNIX_PATH_MAX, unixPathTooLong } from '../util/unix-socket.js';
 import type { SessionInfo } from '../target/types.js';
 import { VolumeError, type ChapSetting, type Volume, type VolumeService, type VolumeSpec } from '../volumes/types.js';
 import { MAX_LINE, type AdminErrorCode, type AdminResponse } from './protocol.js';
@@ -40,7 +41,7 @@ function optStrings(params: Record<string, unknown>, key: string): string[] | un
   if (v === undefined) return undefined;
   if (!Array.isArray(v) || !v.every((x) => typeof x === 'string'))
     throw new VolumeError('invalid-argument', `"${key}" must be a list of strings`);
-  return v as string[];
+  return v;
 }
 
 function resolveVolume(volumes: VolumeService, ref: string): Volume {
@@ -99,8 +100,8 @@ function parseSpec(p: Record<string, unknown>): VolumeSpec {
   return {
     name,
     sizeBytes,
-    ...(p.thin !== undefined ? { thin: p.thin as boolean } : {}),
-    ...(p.masked !== undefined ? { masked: p.masked as boolean } : {}),
+    ...(p.thin !== undefined ? { thin: p.thin } : {}),
+    ...(p.masked !== undefined ? { masked: p.masked } : {}),
     ...(chap ? { chap } : {}),
     ...(allow ? { allow } : {}),
     ...(portals ? { portals } : {}),
@@ -169,17 +170,6 @@ export async function handleAdminRequest(ctx: AdminContext, method: string, para
   }
 }
 
-async function socketAnswers(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect(path);
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
-}
-
 export interface AdminServer {
   readonly path: string;
   close(): Promise<void>;
@@ -188,18 +178,14 @@ export interface AdminServer {
 /** Listen on path. Refuses when another process answers there; removes a stale socket file. */
 export async function startAdminServer(path: string, ctx: AdminContext, logger?: Logger): Promise<AdminServer> {
   const log = logger ?? componentLogger('admin');
-  if (Buffer.byteLength(path) > 107) {
-    throw new Error(`admin socket path ${path} is longer than the 107 bytes a Unix socket allows; use a shorter --data-dir`);
+  if (unixPathTooLong(path)) {
+    throw new Error(`admin socket path ${path} is longer than the ${UNIX_PATH_MAX} bytes a Unix socket allows; use a shorter --data-dir`);
   }
-  try {
-    await fsp.lstat(path);
-    if (await socketAnswers(path)) {
-      throw new Error(`another Lunar server is already running with this data directory (it answers on ${path}); stop it first`);
-    }
-    await fsp.rm(path, { force: true });
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  const state = await claimSocketPath(path);
+  if (state === 'live') {
+    throw new Error(`another Lunar server is already running with this data directory (it answers on ${path}); stop it first`);
   }
+  if (state === 'not-socket') throw new Error(`${path} exists and is not a socket; remove it or use another --data-dir`);
   const sockets = new Set<net.Socket>();
   const server = net.createServer((sock) => {
     sockets.add(sock);
@@ -221,7 +207,7 @@ export async function startAdminServer(path: string, ctx: AdminContext, logger?:
         if (typeof req.method !== 'string') throw new BadRequest('bad-request', 'request needs a "method" string');
         if (req.params !== undefined && !isObject(req.params)) throw new BadRequest('bad-request', '"params" must be an object');
         method = req.method;
-        params = (req.params as Record<string, unknown> | undefined) ?? {};
+        params = req.params ?? {};
       } catch (err) {
         const message = err instanceof BadRequest ? err.message : `malformed JSON: ${(err as Error).message}`;
         send({ id, ok: false, error: { code: 'bad-request', message } });

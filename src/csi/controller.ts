@@ -4,7 +4,8 @@
 // errors.ts. The wire contract (volume_context, publish_context, parameters, node ids) is in docs/csi.md.
 
 import { status } from '@grpc/grpc-js';
-import type { Portal } from '../target/types.js';
+import { naaWwid } from '../util/ids.js';
+import { portalAddress } from '../util/portal.js';
 import type { Snapshot, Volume, VolumeService, VolumeSource, VolumeSpec } from '../volumes/types.js';
 import { alreadyExists, CsiError, failedPrecondition, invalidArgument, notFound, outOfRange } from './errors.js';
 import type {
@@ -105,12 +106,6 @@ export interface ControllerOptions {
   readonly topology?: Readonly<Record<string, string>>;
 }
 
-/** "host:port" as an initiator dials it (IPv6 in brackets), the advertised address first. */
-export function portalAddress(p: Portal): string {
-  const host = p.advertise ?? p.host;
-  return host.includes(':') && !host.startsWith('[') ? `[${host}]:${p.port}` : `${host}:${p.port}`;
-}
-
 function chapMode(v: Volume): 'none' | 'chap' | 'mutual' {
   if (!v.chap) return 'none';
   return v.chap.mutualUser !== undefined ? 'mutual' : 'chap';
@@ -152,7 +147,7 @@ export class ControllerService {
       [CTX.targetIqn]: v.iqn,
       [CTX.lun]: String(v.lun),
       [CTX.portals]: v.portals.map(portalAddress).join(','),
-      [CTX.wwid]: `3${v.naa}`,
+      [CTX.wwid]: naaWwid(v.naa),
       [CTX.serial]: v.serial,
       [CTX.chap]: chapMode(v),
     };

@@ -1,9 +1,14 @@
 // CSI Identity service: GetPluginInfo, GetPluginCapabilities, Probe (CSI spec "Identity Service RPC").
 
-import { readFileSync } from 'node:fs';
 import { status } from '@grpc/grpc-js';
 import { CsiError } from './errors.js';
-import type { GetPluginCapabilitiesResponse, GetPluginInfoResponse, PluginCapability, ProbeResponse } from './types.js';
+import type {
+  GetPluginCapabilitiesResponse,
+  GetPluginInfoResponse,
+  PluginCapability,
+  ProbeResponse,
+  VolumeExpansionType,
+} from './types.js';
 
 /**
  * The CSIDriver name (reverse-DNS style as CSI asks: "<plugin>.<vendor domain>"). It is also the
@@ -20,25 +25,16 @@ export function isValidPluginName(name: string): boolean {
   return PLUGIN_NAME_RE.test(name);
 }
 
-/** Lunar's version from package.json (the repository root is three levels above dist/src/csi/). */
-export function lunarVersion(): string {
-  for (const rel of ['../../../package.json', '../../package.json']) {
-    try {
-      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: unknown; version?: unknown };
-      if (pkg.name === 'lunar' && typeof pkg.version === 'string') return pkg.version;
-    } catch {
-      // try the next candidate
-    }
-  }
-  return '0.0.0-unknown';
-}
-
 export interface IdentityOptions {
   readonly pluginName: string;
   readonly version: string;
   readonly ready: () => boolean;
+  /** The plugin serves the Controller service: advertises CONTROLLER_SERVICE. */
+  readonly controllerService: boolean;
   /** Set when nodes report a topology segment: advertises VOLUME_ACCESSIBILITY_CONSTRAINTS. */
   readonly topology?: Readonly<Record<string, string>>;
+  /** Volume expansion the plugin supports (PluginCapability.VolumeExpansion); absent = none advertised. */
+  readonly volumeExpansion?: VolumeExpansionType;
 }
 
 export class IdentityService {
@@ -51,22 +47,22 @@ export class IdentityService {
     if (opts.version === '') throw new Error('CSI vendor_version must not be empty');
   }
 
-  async getPluginInfo(): Promise<GetPluginInfoResponse> {
+  getPluginInfo(): GetPluginInfoResponse {
     return { name: this.opts.pluginName, vendor_version: this.opts.version, manifest: {} };
   }
 
-  async getPluginCapabilities(): Promise<GetPluginCapabilitiesResponse> {
-    const capabilities: PluginCapability[] = [{ service: { type: 'CONTROLLER_SERVICE' } }];
+  getPluginCapabilities(): GetPluginCapabilitiesResponse {
+    const capabilities: PluginCapability[] = [];
+    if (this.opts.controllerService) capabilities.push({ service: { type: 'CONTROLLER_SERVICE' } });
     if (this.opts.topology && Object.keys(this.opts.topology).length > 0) {
       capabilities.push({ service: { type: 'VOLUME_ACCESSIBILITY_CONSTRAINTS' } });
     }
-    // The LU grows while in use and initiators get CAPACITY DATA HAS CHANGED.
-    capabilities.push({ volume_expansion: { type: 'ONLINE' } });
+    if (this.opts.volumeExpansion) capabilities.push({ volume_expansion: { type: this.opts.volumeExpansion } });
     return { capabilities };
   }
 
   /** ready=false while Lunar starts; FAILED_PRECONDITION ("plugin not healthy") if the check itself fails. */
-  async probe(): Promise<ProbeResponse> {
+  probe(): ProbeResponse {
     let ready: boolean;
     try {
       ready = this.opts.ready();

@@ -1,15 +1,17 @@
 // SendTargets (RFC 7143 §13.3, Appendix C): the targets an initiator may see, with their portals.
-import { isIP } from 'node:net';
 import type { Portal, TargetEntry, TargetRegistry } from '../target/types.js';
+import { targetAddress } from '../util/portal.js';
 import { isAllowed, normalizeAddress } from './acl.js';
 import type { TextPair } from './text.js';
 
-/** TargetAddress value (§13.8): domainname[:port][,portal-group-tag]; IPv6 literals in brackets. */
+/**
+ * TargetAddress value (§13.8) of a portal as seen from one connection: a portal bound to a wildcard
+ * address and advertising none reports the address the initiator reached (the connection's local one).
+ */
 export function formatTargetAddress(portal: Portal, localAddress: string): string {
-  let host = portal.advertise ?? portal.host;
-  if (!portal.advertise && (host === '0.0.0.0' || host === '::' || host === '')) host = normalizeAddress(localAddress);
-  const h = isIP(host) === 6 ? `[${host}]` : host;
-  return `${h}:${portal.port},${portal.tpgt}`;
+  const host = portal.advertise ?? portal.host;
+  const wildcard = !portal.advertise && (host === '0.0.0.0' || host === '::' || host === '');
+  return targetAddress(portal, wildcard ? normalizeAddress(localAddress) : host);
 }
 
 export interface SendTargetsQuery {

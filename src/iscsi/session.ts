@@ -2,6 +2,7 @@
 // with immediate/unsolicited/solicited data (R2T), Data-In and status, task management, NOP, text
 // (SendTargets), logout. One connection per session (MaxConnections=1), ErrorRecoveryLevel 0.
 import type { Logger } from 'pino';
+import { Asc, SenseKey, TASK_SET_FULL, checkCondition, type AdditionalSense } from '../scsi/sense.js';
 import type { ITNexus, ScsiCommand, ScsiResponse, TaskAttribute, TaskManagementFunction, TaskManagementResult } from '../scsi/types.js';
 import type { SessionInfo, TargetEntry, TargetRegistry } from '../target/types.js';
 import type { IscsiConnection, PduHandler } from './connection.js';
@@ -12,12 +13,15 @@ import { Negotiator } from './negotiation.js';
 import {
   decodeLun,
   encodePdu,
+  Opcode,
   RESERVED_TAG,
   type DataOut,
   type InitiatorPdu,
+  type LoginRequest,
   type LogoutRequest,
   type NopOut,
   type ScsiCommandPdu,
+  type SnackRequest,
   type TaskMgmtRequest,
   type TextRequest,
 } from './pdu.js';
@@ -26,10 +30,6 @@ import { CmdWindow, serialLt } from './cmdsn.js';
 import { writeBuffers } from './buffer-pool.js';
 
 // ------------------------------------------------------------ tasks
-
-function errorText(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
-}
 
 interface R2TState {
   ttt: number;
@@ -81,6 +81,62 @@ const TMF_RESPONSE: Record<TaskManagementResult, number> = {
   'function-rejected': 255,
 };
 const ATTRIBUTES: Record<number, TaskAttribute> = { 0: 'untagged', 1: 'simple', 2: 'ordered', 3: 'head-of-queue', 4: 'aca' };
+
+/** Initiator PDUs that take part in CmdSN ordering (§4.2.2.1): all but Data-Out, Login and SNACK. */
+type OrderedPdu = Exclude<InitiatorPdu, DataOut | LoginRequest | SnackRequest>;
+
+/** Opcodes of OrderedPdu whose non-immediate form uses up a CmdSN even when rejected (§4.2.2.1). */
+const CMDSN_OPCODES: ReadonlySet<number> = new Set([
+  Opcode.NOP_OUT,
+  Opcode.SCSI_COMMAND,
+  Opcode.TASK_MGMT_REQUEST,
+  Opcode.TEXT_REQUEST,
+  Opcode.LOGOUT_REQUEST,
+]);
+
+/** Why a Data-Out PDU does not fit its task (§11.7): checkDataOut() answers with one of these. */
+type DataOutFault =
+  | 'no-write-data'
+  | 'unsolicited-data-sn'
+  | 'unsolicited-buffer-offset'
+  | 'beyond-first-burst'
+  | 'unknown-ttt'
+  | 'data-sn'
+  | 'buffer-offset'
+  | 'beyond-desired-length';
+
+/**
+ * The additional sense of the CHECK CONDITION / ABORTED COMMAND that ends a task on a Data-Out fault
+ * (§11.4.7.2 lists the iSCSI sense codes; the names are SPC-4 Annex D's).
+ */
+const DATA_OUT_SENSE: Readonly<Record<DataOutFault, AdditionalSense>> = {
+  // §11.7.5: DataSN out of sequence — DATA PHASE ERROR (4Bh/00h).
+  'unsolicited-data-sn': Asc.DATA_PHASE_ERROR,
+  'data-sn': Asc.DATA_PHASE_ERROR,
+  // §11.7.6: Buffer Offset not where the sequence stands — DATA OFFSET ERROR (4Bh/05h).
+  'unsolicited-buffer-offset': Asc.DATA_OFFSET_ERROR,
+  'buffer-offset': Asc.DATA_OFFSET_ERROR,
+  // §11.4.7.2 "incorrect amount of data" (0Ch/0Dh): data the command, FirstBurstLength or the R2T did
+  // not ask for, or for a transfer tag that solicited nothing.
+  'no-write-data': Asc.WRITE_ERROR_NOT_ENOUGH_UNSOLICITED_DATA,
+  'beyond-first-burst': Asc.WRITE_ERROR_NOT_ENOUGH_UNSOLICITED_DATA,
+  'unknown-ttt': Asc.WRITE_ERROR_NOT_ENOUGH_UNSOLICITED_DATA,
+  'beyond-desired-length': Asc.WRITE_ERROR_NOT_ENOUGH_UNSOLICITED_DATA,
+};
+
+/** The message of a thrown value, for the log. */
+function errText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** §11.4.7: the data segment of a SCSI Response carries the sense data behind its 2-byte length. */
+function senseSegment(sense: Buffer | null): Buffer | null {
+  if (!sense || sense.length === 0) return null;
+  const seg = Buffer.allocUnsafe(2 + sense.length);
+  seg.writeUInt16BE(sense.length, 0);
+  sense.copy(seg, 2);
+  return seg;
+}
 
 /** What a session needs from the server. */
 export interface SessionHost {
@@ -195,12 +251,12 @@ export class Session implements PduHandler {
   // ------------------------------------------------------------ PduHandler
 
   dataSink(pdu: InitiatorPdu): Buffer | null {
-    if (pdu.opcode === 0x05) {
+    if (pdu.opcode === Opcode.SCSI_DATA_OUT) {
       const task = this.tasks.get(pdu.initiatorTaskTag);
       if (!task || !task.buf || this.checkDataOut(task, pdu) !== null) return null;
       return task.buf.subarray(pdu.bufferOffset, pdu.bufferOffset + pdu.dataSegmentLength);
     }
-    if (pdu.opcode === 0x01 && pdu.write && this.opts.type === 'Normal' && !this.tasks.has(pdu.initiatorTaskTag)) {
+    if (pdu.opcode === Opcode.SCSI_COMMAND && pdu.write && this.opts.type === 'Normal' && !this.tasks.has(pdu.initiatorTaskTag)) {
       if (this.checkImmediateData(pdu) !== null || this.writeRefusal(pdu) !== null) return null;
       if (!pdu.immediate && !this.window.inWindow(pdu.cmdSN)) return null;
       const task = this.createTask(pdu);
@@ -212,13 +268,13 @@ export class Session implements PduHandler {
   handle(pdu: InitiatorPdu, data: Buffer): void {
     if (this.ended) return;
     switch (pdu.opcode) {
-      case 0x05:
+      case Opcode.SCSI_DATA_OUT:
         this.onDataOut(pdu, data);
         return;
-      case 0x10: // §11.16 SNACK: only meaningful at ERL > 0.
+      case Opcode.SNACK_REQUEST: // §11.16 SNACK: only meaningful at ERL > 0.
         this.reject(RejectReason.PROTOCOL_ERROR, pdu);
         return;
-      case 0x00:
+      case Opcode.NOP_OUT:
         if (pdu.initiatorTaskTag === RESERVED_TAG) {
           // §11.18: answer to our ping (or an unanswered-ping NOP); never consumes CmdSN.
           if (pdu.targetTransferTag !== RESERVED_TAG && pdu.targetTransferTag === this.pingTtt) this.pingTtt = null;
@@ -228,9 +284,9 @@ export class Session implements PduHandler {
       default:
         break;
     }
-    if (pdu.opcode === 0x03) return; // handled by the connection
+    if (pdu.opcode === Opcode.LOGIN_REQUEST) return; // handled by the connection
     // Commands: immediate ones now, others in CmdSN order (§4.2.2.1).
-    const cmd = pdu;
+    const cmd: OrderedPdu = pdu;
     if (cmd.immediate) {
       this.execute(cmd, data);
       return;
@@ -242,7 +298,7 @@ export class Session implements PduHandler {
     if (ready === null) {
       // Outside the window or duplicate: silently ignored (§4.2.2.1); drop any buffer made for it.
       this.pendingData.delete(cmd);
-      const t = cmd.opcode === 0x01 ? this.tasks.get(cmd.initiatorTaskTag) : undefined;
+      const t = cmd.opcode === Opcode.SCSI_COMMAND ? this.tasks.get(cmd.initiatorTaskTag) : undefined;
       if (t && t.pdu === cmd) this.dropTask(t);
       this.log.debug({ cmdSN: cmd.cmdSN, expCmdSN: this.window.expCmdSN }, 'command outside the CmdSN window ignored');
       return;
@@ -250,7 +306,7 @@ export class Session implements PduHandler {
     for (const c of ready) {
       const d = this.pendingData.get(c) ?? null;
       this.pendingData.delete(c);
-      if (!this.consumed.has(c)) this.execute(c as typeof cmd, d);
+      if (!this.consumed.has(c)) this.execute(c as OrderedPdu, d);
     }
   }
 
@@ -262,11 +318,11 @@ export class Session implements PduHandler {
     // A non-immediate command rejected before decoding still occupies its CmdSN (RFC 7143 §4.2.2.1);
     // without this the window would wait forever for it.
     const op = header[0]! & 0x3f;
-    if ((header[0]! & 0x40) !== 0 || ![0x00, 0x01, 0x02, 0x04, 0x06].includes(op) || header.length < 48) return;
-    if (op === 0x00 && header.readUInt32BE(16) === RESERVED_TAG) return;
+    if ((header[0]! & 0x40) !== 0 || !CMDSN_OPCODES.has(op) || header.length < 48) return;
+    if (op === Opcode.NOP_OUT && header.readUInt32BE(16) === RESERVED_TAG) return;
     const cmdSN = header.readUInt32BE(24);
     const stand: InitiatorPdu = {
-      opcode: 0x00,
+      opcode: Opcode.NOP_OUT,
       immediate: false,
       dataSegmentLength: 0,
       lun: 0n,
@@ -280,7 +336,7 @@ export class Session implements PduHandler {
     for (const c of ready ?? []) {
       const d = this.pendingData.get(c) ?? null;
       this.pendingData.delete(c);
-      if (!this.consumed.has(c)) this.execute(c as Exclude<InitiatorPdu, DataOut | { opcode: 0x03 } | { opcode: 0x10 }>, d);
+      if (!this.consumed.has(c)) this.execute(c as OrderedPdu, d);
     }
   }
 
@@ -290,25 +346,25 @@ export class Session implements PduHandler {
 
   // ------------------------------------------------------------ dispatch of ordered commands
 
-  private execute(pdu: Exclude<InitiatorPdu, DataOut | { opcode: 0x03 } | { opcode: 0x10 }>, data: Buffer | null): void {
+  private execute(pdu: OrderedPdu, data: Buffer | null): void {
     switch (pdu.opcode) {
-      case 0x00:
+      case Opcode.NOP_OUT:
         this.onNopOut(pdu, data);
         return;
-      case 0x01:
+      case Opcode.SCSI_COMMAND:
         this.onScsiCommand(pdu, data);
         return;
-      case 0x02:
+      case Opcode.TASK_MGMT_REQUEST:
         this.onTaskManagement(pdu).catch((e: unknown) =>
           this.guard(() => {
             throw e;
           }),
         );
         return;
-      case 0x04:
+      case Opcode.TEXT_REQUEST:
         this.onText(pdu, data ?? Buffer.alloc(0));
         return;
-      case 0x06:
+      case Opcode.LOGOUT_REQUEST:
         this.onLogout(pdu);
         return;
     }
@@ -322,7 +378,7 @@ export class Session implements PduHandler {
     try {
       fn();
     } catch (e) {
-      this.log.error({ err: errorText(e) }, 'internal error, closing connection');
+      this.log.error({ err: errText(e) }, 'internal error, closing connection');
       this.conn.destroy('internal error');
     }
   }
@@ -338,7 +394,7 @@ export class Session implements PduHandler {
       data && data.length > 0 ? Buffer.from(data.subarray(0, Math.min(data.length, this.params.maxXmitDataSegmentLength))) : null;
     this.conn.sendPdu(
       {
-        opcode: 0x20,
+        opcode: Opcode.NOP_IN,
         dataSegmentLength: echo?.length ?? 0,
         lun: pdu.lun,
         initiatorTaskTag: pdu.initiatorTaskTag,
@@ -366,7 +422,7 @@ export class Session implements PduHandler {
       this.pingTtt = this.allocTtt();
       this.pingSentAt = now;
       this.conn.sendPdu({
-        opcode: 0x20,
+        opcode: Opcode.NOP_IN,
         dataSegmentLength: 0,
         lun: 0n,
         initiatorTaskTag: RESERVED_TAG,
@@ -399,14 +455,15 @@ export class Session implements PduHandler {
     return null;
   }
 
-  /** Resource limits for a write's buffer: [status, sense key, ASC, ASCQ] to answer with, or null. */
-  private writeRefusal(pdu: ScsiCommandPdu): readonly [number, number, number, number] | null {
+  /** Resource limits for a write's buffer: the response to end the command with, or null. */
+  private writeRefusal(pdu: ScsiCommandPdu): ScsiResponse | null {
     if (!pdu.write) return null;
     const edtl = pdu.expectedDataTransferLength;
-    // SBC-3 §5.x: a transfer beyond what we accept → ILLEGAL REQUEST, INVALID FIELD IN CDB.
-    if (edtl > this.host.tuning.maxWriteLength) return [0x02, 0x05, 0x24, 0x00];
+    // A transfer longer than the target accepts (the MAXIMUM TRANSFER LENGTH of the SBC-3 Block Limits
+    // VPD page) → ILLEGAL REQUEST, INVALID FIELD IN CDB.
+    if (edtl > this.host.tuning.maxWriteLength) return checkCondition(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB);
     // SAM-5 §5.3.1: out of task resources → TASK SET FULL.
-    if (this.writeBufferBytes + edtl > this.host.tuning.maxSessionWriteBuffer) return [0x28, 0, 0, 0];
+    if (this.writeBufferBytes + edtl > this.host.tuning.maxSessionWriteBuffer) return TASK_SET_FULL;
     return null;
   }
 
@@ -480,7 +537,7 @@ export class Session implements PduHandler {
     const refusal = task ? null : this.writeRefusal(pdu);
     if (refusal) {
       this.log.warn(
-        { itt: pdu.initiatorTaskTag, edtl: pdu.expectedDataTransferLength, status: refusal[0] },
+        { itt: pdu.initiatorTaskTag, edtl: pdu.expectedDataTransferLength, status: refusal.status },
         'write refused: buffer limits',
       );
       this.failCommand(pdu.initiatorTaskTag, refusal);
@@ -505,7 +562,7 @@ export class Session implements PduHandler {
       task.r2ts.set(r.ttt, r);
       task.nextR2TOffset += length;
       this.conn.sendPdu({
-        opcode: 0x31,
+        opcode: Opcode.R2T,
         dataSegmentLength: 0,
         lun: task.pdu.lun,
         initiatorTaskTag: task.itt,
@@ -520,22 +577,21 @@ export class Session implements PduHandler {
     }
   }
 
-  /** §11.7: DataSN, Buffer Offset and length of a Data-Out against the task's state. */
-  private checkDataOut(task: Task, pdu: DataOut): string | null {
+  /** §11.7: DataSN, Buffer Offset and length of a Data-Out against the task's state; null when it fits. */
+  private checkDataOut(task: Task, pdu: DataOut): DataOutFault | null {
     const len = pdu.dataSegmentLength;
-    if (!task.buf) return 'Data-Out for a command without write data';
+    if (!task.buf) return 'no-write-data';
     if (pdu.targetTransferTag === RESERVED_TAG) {
-      if (pdu.dataSN !== task.unsolicitedDataSN) return `unsolicited DataSN ${pdu.dataSN}, expected ${task.unsolicitedDataSN}`;
-      if (pdu.bufferOffset !== task.unsolicitedReceived)
-        return `unsolicited BufferOffset ${pdu.bufferOffset}, expected ${task.unsolicitedReceived}`;
-      if (pdu.bufferOffset + len > task.unsolicitedEnd) return 'unsolicited data beyond FirstBurstLength';
+      if (pdu.dataSN !== task.unsolicitedDataSN) return 'unsolicited-data-sn';
+      if (pdu.bufferOffset !== task.unsolicitedReceived) return 'unsolicited-buffer-offset';
+      if (pdu.bufferOffset + len > task.unsolicitedEnd) return 'beyond-first-burst';
       return null;
     }
     const r = task.r2ts.get(pdu.targetTransferTag);
-    if (!r) return `Data-Out with unknown TTT ${pdu.targetTransferTag}`;
-    if (pdu.dataSN !== r.nextDataSN) return `DataSN ${pdu.dataSN}, expected ${r.nextDataSN}`;
-    if (pdu.bufferOffset !== r.offset + r.received) return `BufferOffset ${pdu.bufferOffset}, expected ${r.offset + r.received}`;
-    if (r.received + len > r.length) return "Data-Out beyond the R2T's desired length";
+    if (!r) return 'unknown-ttt';
+    if (pdu.dataSN !== r.nextDataSN) return 'data-sn';
+    if (pdu.bufferOffset !== r.offset + r.received) return 'buffer-offset';
+    if (r.received + len > r.length) return 'beyond-desired-length';
     return null;
   }
 
@@ -546,12 +602,22 @@ export class Session implements PduHandler {
       this.reject(RejectReason.INVALID_PDU_FIELD, pdu);
       return;
     }
-    const err = this.checkDataOut(task, pdu);
-    if (err) {
+    const fault = this.checkDataOut(task, pdu);
+    if (fault) {
       // ERL 0 has no within-command recovery (§7.1.5): the command ends with CHECK CONDITION, ABORTED
       // COMMAND (§11.4.7.2) and its remaining Data-Out is discarded. The connection stays up.
-      this.log.warn({ itt: task.itt, err }, 'Data-Out sequence error, command aborted');
-      this.failTask(task, err.includes('Offset') ? [0x4b, 0x05] : err.includes('DataSN') ? [0x4b, 0x00] : [0x0c, 0x0d]);
+      this.log.warn(
+        {
+          itt: task.itt,
+          fault,
+          ttt: pdu.targetTransferTag,
+          dataSN: pdu.dataSN,
+          bufferOffset: pdu.bufferOffset,
+          length: pdu.dataSegmentLength,
+        },
+        'Data-Out sequence error, command aborted',
+      );
+      this.failTask(task, DATA_OUT_SENSE[fault]);
       return;
     }
     const len = pdu.dataSegmentLength;
@@ -574,39 +640,27 @@ export class Session implements PduHandler {
     this.maybeRun(task);
   }
 
-  /** End a task in the transport with CHECK CONDITION / ABORTED COMMAND and the given ASC/ASCQ. */
-  private failTask(task: Task, [asc, ascq]: readonly [number, number]): void {
+  /** End a task in the transport with CHECK CONDITION / ABORTED COMMAND and the given additional sense. */
+  private failTask(task: Task, sense: AdditionalSense): void {
     this.dropTask(task);
     task.state = 'aborted';
-    this.failCommand(task.itt, [0x02, 0x0b, asc, ascq]); // ABORTED COMMAND
+    this.failCommand(task.itt, checkCondition(SenseKey.ABORTED_COMMAND, sense));
   }
 
-  /**
-   * Answer a command the transport ends itself: status, and for CHECK CONDITION fixed-format sense
-   * (SPC-4 §4.5.3) with the given key/ASC/ASCQ. Later Data-Out for it is discarded.
-   */
-  private failCommand(itt: number, [status, key, asc, ascq]: readonly [number, number, number, number]): void {
+  /** Answer a command the transport ends itself with a response built by src/scsi/sense.ts. Later Data-Out for it is discarded. */
+  private failCommand(itt: number, resp: ScsiResponse): void {
     this.rememberAborted(itt);
-    let senseData: Buffer | null = null;
-    if (status === 0x02) {
-      senseData = Buffer.alloc(2 + 18);
-      senseData.writeUInt16BE(18, 0);
-      senseData[2] = 0x70; // fixed format, current error
-      senseData[2 + 2] = key;
-      senseData[2 + 7] = 10;
-      senseData[2 + 12] = asc;
-      senseData[2 + 13] = ascq;
-    }
+    const senseData = senseSegment(resp.sense);
     this.conn.sendPdu(
       {
-        opcode: 0x21,
+        opcode: Opcode.SCSI_RESPONSE,
         dataSegmentLength: senseData?.length ?? 0,
         bidiOverflow: false,
         bidiUnderflow: false,
         overflow: false,
         underflow: false,
         response: 0x00,
-        status,
+        status: resp.status,
         initiatorTaskTag: itt,
         snackTag: 0,
         statSN: this.conn.nextStatSN(),
@@ -642,12 +696,12 @@ export class Session implements PduHandler {
     try {
       promise = device.execute(cmd);
     } catch (e) {
-      promise = Promise.reject(e instanceof Error ? e : new Error(String(e)));
+      promise = Promise.reject(e instanceof Error ? e : new Error(errText(e)));
     }
     promise.then(
       (resp) => this.guard(() => this.complete(task, resp)),
       (e: unknown) => {
-        this.log.error({ itt: task.itt, err: errorText(e) }, 'SCSI device failed a command');
+        this.log.error({ itt: task.itt, err: errText(e) }, 'SCSI device failed a command');
         // §11.4.3 response 0x01: target failure.
         this.guard(() => this.complete(task, null, true));
       },
@@ -668,7 +722,7 @@ export class Session implements PduHandler {
     const edtl = task.edtl;
     if (targetFailure || !resp) {
       c.sendPdu({
-        opcode: 0x21,
+        opcode: Opcode.SCSI_RESPONSE,
         dataSegmentLength: 0,
         bidiOverflow: false,
         bidiUnderflow: false,
@@ -704,7 +758,7 @@ export class Session implements PduHandler {
         const withStatus = last && collapse;
         c.sendPdu(
           {
-            opcode: 0x25,
+            opcode: Opcode.SCSI_DATA_IN,
             dataSegmentLength: n,
             final: last || burstEnd,
             acknowledge: false,
@@ -727,16 +781,10 @@ export class Session implements PduHandler {
         if (withStatus) return;
       }
     }
-    // §11.4.7: sense data is preceded by its 2-byte length.
-    let senseData: Buffer | null = null;
-    if (resp.sense && resp.sense.length > 0) {
-      senseData = Buffer.allocUnsafe(2 + resp.sense.length);
-      senseData.writeUInt16BE(resp.sense.length, 0);
-      resp.sense.copy(senseData, 2);
-    }
+    const senseData = senseSegment(resp.sense);
     c.sendPdu(
       {
-        opcode: 0x21,
+        opcode: Opcode.SCSI_RESPONSE,
         dataSegmentLength: senseData?.length ?? 0,
         bidiOverflow: false,
         bidiUnderflow: false,
@@ -788,12 +836,12 @@ export class Session implements PduHandler {
     try {
       result = await this.taskManagement(pdu, fn, lun);
     } catch (e) {
-      this.log.error({ err: errorText(e), fn }, 'task management failed');
+      this.log.error({ err: errText(e), fn }, 'task management failed');
       result = 'function-rejected';
     }
     if (this.ended) return;
     this.conn.sendPdu({
-      opcode: 0x22,
+      opcode: Opcode.TASK_MGMT_RESPONSE,
       dataSegmentLength: 0,
       response: TMF_RESPONSE[result],
       initiatorTaskTag: pdu.initiatorTaskTag,
@@ -850,7 +898,7 @@ export class Session implements PduHandler {
     const respond = (payload: Buffer, final: boolean, cont: boolean, ttt: number): void => {
       c.sendPdu(
         {
-          opcode: 0x24,
+          opcode: Opcode.TEXT_RESPONSE,
           dataSegmentLength: payload.length,
           final,
           continue: cont,
@@ -996,7 +1044,7 @@ export class Session implements PduHandler {
       return;
     }
     this.conn.sendPdu({
-      opcode: 0x26,
+      opcode: Opcode.LOGOUT_RESPONSE,
       dataSegmentLength: 0,
       response,
       initiatorTaskTag: pdu.initiatorTaskTag,
@@ -1019,7 +1067,7 @@ export class Session implements PduHandler {
   requestLogout(graceMs: number): Promise<void> {
     if (this.ended) return Promise.resolve();
     this.conn.sendPdu({
-      opcode: 0x32,
+      opcode: Opcode.ASYNC_MESSAGE,
       dataSegmentLength: 0,
       lun: 0n,
       statSN: this.conn.nextStatSN(),
@@ -1058,7 +1106,7 @@ export class Session implements PduHandler {
       try {
         this.opts.target.device.nexusRemoved(this.nexus);
       } catch (e) {
-        this.log.error({ err: errorText(e) }, 'nexusRemoved failed');
+        this.log.error({ err: errText(e) }, 'nexusRemoved failed');
       }
     }
     this.log.info(

@@ -23,9 +23,7 @@ export const AluaState = {
  * port is in the one group REPORT TARGET PORT GROUPS describes. The two must agree, or scsi_dh_alua
  * cannot find the port's group.
  */
-export function targetPortGroupOf(_relativeTargetPortId: number): number {
-  return TARGET_PORT_GROUP_ID;
-}
+export const targetPortGroupOf: (relativeTargetPortId: number) => number = () => TARGET_PORT_GROUP_ID;
 
 /** Seconds an implicit transition may take (extended header IMPLICIT TRANSITION TIME). No transition ever happens here. */
 export const IMPLICIT_TRANSITION_TIME = 10;

@@ -28,7 +28,7 @@ export function serviceActionOf(cdb: Buffer): number {
   return cdb[1]! & 0x1f;
 }
 
-/** A block-addressed command's LBA range and flags (SBC-3 §5.x READ/WRITE/VERIFY/... layouts). */
+/** A block-addressed command's LBA range and flags (the 6/10/12/16-byte READ, WRITE, VERIFY... CDBs of SBC-3 §5). */
 export interface BlockCdb {
   readonly lba: number;
   /** TRANSFER LENGTH / VERIFICATION LENGTH / NUMBER OF LOGICAL BLOCKS. */
@@ -181,7 +181,7 @@ export function decodeRsoc(cdb: Buffer): RsocCdb {
   };
 }
 
-/** SPC-4 §7.8.x / SAM-5 §4.7: single-level LUN encoding (peripheral < 256, flat space up to 16383). */
+/** SAM-5 §4.7: single-level LUN encoding (peripheral < 256, flat space up to 16383). */
 export function encodeLun(lun: number, out: Buffer, off: number): void {
   out.fill(0, off, off + 8);
   if (lun < 256) {

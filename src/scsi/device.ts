@@ -1,13 +1,13 @@
 // The SCSI target device of one iSCSI target: its LUN inventory and task router (SAM-5 §4.6).
 import { componentLogger } from '../log.js';
 import type { BackingStore } from '../storage/types.js';
-import { decodeInquiry } from './cdb.js';
+import { commandFor } from './commands.js';
 import { LogicalUnit, type DeviceView } from './lu.js';
 import { Asc, ScsiError, SenseKey, checkCondition } from './sense.js';
-import { inquiryNoLun, reportLuns, requestSenseNoLun } from './spc.js';
 import type {
   ITNexus,
   LogicalUnitIdentity,
+  PersistentReservationHook,
   PersistentReservationSnapshot,
   ScsiCommand,
   ScsiResponse,
@@ -26,7 +26,8 @@ export interface LogicalUnitConfig {
   thinProvisioned: boolean;
   readOnly?: boolean;
   prState?: PersistentReservationSnapshot;
-  onPrChange?: (s: PersistentReservationSnapshot) => void;
+  /** Makes each new persistent-reservation state durable before PERSISTENT RESERVE OUT answers. */
+  onPrChange?: PersistentReservationHook;
 }
 
 export interface TargetDevice extends ScsiTargetDevice {
@@ -34,10 +35,6 @@ export interface TargetDevice extends ScsiTargetDevice {
   /** Wait for in-flight commands, then flush every LU. Stores stay open: their owner closes them. */
   close(): Promise<void>;
 }
-
-const OP_INQUIRY = 0x12;
-const OP_REQUEST_SENSE = 0x03;
-const OP_REPORT_LUNS = 0xa0;
 
 export function createTargetDevice(opts: {
   luns: ReadonlyMap<number, LogicalUnitConfig>;
@@ -71,20 +68,11 @@ export function createTargetDevice(opts: {
   }
   let closed = false;
 
-  /** SPC-4 / SAM-5: commands to a LUN without a logical unit. */
+  /** Commands to a LUN without a logical unit: the table entry's answer, else LOGICAL UNIT NOT SUPPORTED (SPC-4 §4.5.6). */
   function noSuchLun(cmd: ScsiCommand): ScsiResponse {
     try {
-      switch (cmd.cdb[0]) {
-        case OP_REPORT_LUNS:
-          return reportLuns(cmd, lunNumbers);
-        case OP_INQUIRY:
-          decodeInquiry(cmd.cdb);
-          return inquiryNoLun(cmd);
-        case OP_REQUEST_SENSE:
-          return requestSenseNoLun(cmd);
-        default:
-          return checkCondition(SenseKey.ILLEGAL_REQUEST, Asc.LOGICAL_UNIT_NOT_SUPPORTED);
-      }
+      const answer = commandFor(cmd.cdb)?.withoutLogicalUnit;
+      return answer ? answer(cmd, lunNumbers) : checkCondition(SenseKey.ILLEGAL_REQUEST, Asc.LOGICAL_UNIT_NOT_SUPPORTED);
     } catch (e) {
       if (e instanceof ScsiError) return e.toResponse();
       throw e;

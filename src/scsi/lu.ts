@@ -6,17 +6,17 @@ import { lookupCommand, type CommandDescriptor } from './commands.js';
 import { AbortedError, IoGate, TaskAbort, type AbortFlag } from './gate.js';
 import { defaultModeState, type ModeState } from './mode.js';
 import { createReservationManager } from './pr.js';
-import { Asc, ScsiError, SenseKey, checkCondition, invalidOpcode, ioErrorToScsi } from './sense.js';
-import {
-  ScsiStatus,
-  type ITNexus,
-  type LogicalUnitHooks,
-  type LogicalUnitIdentity,
-  type PersistentReservationSnapshot,
-  type ReservationManager,
-  type ScsiCommand,
-  type ScsiResponse,
-  type UnitAttention,
+import { Asc, RESERVATION_CONFLICT, ScsiError, SenseKey, TASK_ABORTED, checkCondition, invalidOpcode, ioErrorToScsi } from './sense.js';
+import type {
+  ITNexus,
+  LogicalUnitHooks,
+  LogicalUnitIdentity,
+  PersistentReservationHook,
+  PersistentReservationSnapshot,
+  ReservationManager,
+  ScsiCommand,
+  ScsiResponse,
+  UnitAttention,
 } from './types.js';
 
 /** What a LogicalUnit needs to know about the target device around it. */
@@ -34,7 +34,8 @@ export interface LogicalUnitOptions {
   readonly thinProvisioned: boolean;
   readonly readOnly: boolean;
   readonly prState?: PersistentReservationSnapshot;
-  readonly onPrChange?: (s: PersistentReservationSnapshot) => void;
+  /** Makes each new persistent-reservation state durable before PERSISTENT RESERVE OUT answers. */
+  readonly onPrChange?: PersistentReservationHook;
 }
 
 /** Outcome of a completed EXTENDED COPY kept for RECEIVE COPY RESULTS. */
@@ -61,16 +62,16 @@ interface Task {
   done: Promise<unknown>;
 }
 
-/** Read the flag afresh (it may have changed while the handler ran; no narrowing from an earlier check). */
-function isAborted(signal: AbortFlag): boolean {
-  return signal.aborted;
-}
-
 /** Most unit attentions kept per nexus; older ones collapse into the newest (SPC-4 §5.14 allows it). */
 const MAX_UA_QUEUE = 16;
 
 function sameUa(a: UnitAttention, b: UnitAttention): boolean {
   return a.asc === b.asc && a.ascq === b.ascq;
+}
+
+/** signal.aborted read now: an abort can arrive during any await (a direct read is narrowed by the type checker). */
+function isAborted(signal: AbortFlag): boolean {
+  return signal.aborted;
 }
 
 /** Never return more Data-In than ExpectedDataTransferLength (the rest is a residual overflow). */
@@ -137,7 +138,7 @@ export class LogicalUnit {
     return this.readOnly || this.mode.swp;
   }
 
-  /** After store.resize(): new capacity, CAPACITY DATA HAS CHANGED to every I_T nexus (SBC-3 §4.x). */
+  /** After store.resize(): new capacity, CAPACITY DATA HAS CHANGED (2Ah/09h) to every I_T nexus (SPC-4 §5.14). */
   capacityChanged(): void {
     const blocks = Math.floor(this.store.size() / this.blockSize);
     if (blocks === this.#blocks) return;
@@ -265,7 +266,7 @@ export class LogicalUnit {
   }
 
   async #dispatch(cmd: ScsiCommand, signal: AbortFlag): Promise<ScsiResponse> {
-    if (signal.aborted) return { status: ScsiStatus.TASK_ABORTED, data: null, sense: null };
+    if (signal.aborted) return TASK_ABORTED;
     const entry: CommandDescriptor | 'invalid-service-action' | undefined = lookupCommand(cmd.cdb, this);
     // SPC-4 §5.14: a pending unit attention is reported for any command but INQUIRY, REPORT LUNS and
     // REQUEST SENSE (which reports it as its parameter data).
@@ -278,13 +279,11 @@ export class LogicalUnit {
       if (entry === 'invalid-service-action')
         throw new ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB, { field: { cdb: true, byte: 1, bit: 4 } });
       if (cmd.cdb.length < entry.cdbUsage.length) throw invalidOpcode();
-      if (this.reservations.conflicts(cmd.nexus, cmd.cdb)) {
-        return { status: ScsiStatus.RESERVATION_CONFLICT, data: null, sense: null };
-      }
+      if (this.reservations.conflicts(cmd.nexus, cmd.cdb)) return RESERVATION_CONFLICT;
       return clampToExpected(cmd, await entry.handler({ cmd, lu: this, device: this.device, signal }));
     } catch (e) {
       if (e instanceof ScsiError) return e.toResponse();
-      if (e instanceof AbortedError || isAborted(signal)) return { status: ScsiStatus.TASK_ABORTED, data: null, sense: null };
+      if (e instanceof AbortedError || isAborted(signal)) return TASK_ABORTED;
       const writing = typeof entry === 'object' && entry.writes === true;
       this.log.error({ lun: this.lun, opcode: cmd.cdb[0], err: e }, 'command failed');
       return ioErrorToScsi(e, writing).toResponse();

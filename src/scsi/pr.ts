@@ -1,77 +1,49 @@
 // Reservations of one logical unit: SPC-4 persistent reservations (PERSISTENT RESERVE IN §6.15,
 // PERSISTENT RESERVE OUT §6.16, model §5.13), SPC-2 RESERVE/RELEASE (SPC-2 §7.21, §7.17) with the
 // compatible reservation handling exceptions of SPC-4 §5.13.3 (CRH=1), and the command access rules
-// of SPC-4 §5.13.1 Table 55 / SBC-3 §4.17.
+// of SPC-4 §5.13.1 Table 55 / SBC-3 §4.17 Table 13, read from each command's entry in the opcode table
+// (commands.ts).
+//
+// Durability: a PERSISTENT RESERVE OUT that changes the state is computed on the side, handed to the
+// PR-change hook, and committed only when the hook's promise resolves; when it rejects the change is
+// discarded and the command ends with CHECK CONDITION. Commands that change reservations (PERSISTENT
+// RESERVE OUT, RESERVE, RELEASE) run one at a time per LU, so a discarded change can never undo another
+// command's. Every other command keeps flowing meanwhile and sees the committed state: the reservation
+// check (conflicts()) and PERSISTENT RESERVE IN answer from the old state until the new one is durable,
+// then from the new one — never from a state that may still be refused. A PERSISTENT RESERVE OUT thus
+// takes effect at one instant between its arrival and its GOOD status (SAM-5 leaves concurrent commands
+// unordered); the unit attentions and task aborts it causes happen at that instant too.
 //
 // Hand-written: no npm package implements a SCSI device server. This module never touches a socket,
 // a task set or a backing store; it talks to its logical unit only through LogicalUnitHooks.
 
-import type { ITNexus, LogicalUnitHooks, PersistentReservationSnapshot, ReservationManager, ScsiResponse, UnitAttention } from './types.js';
-import { ScsiStatus } from './types.js';
+import { allowedUnderReserve, reservationClass } from './commands.js';
+import { GOOD, allocated } from './respond.js';
+import {
+  Asc,
+  RESERVATION_CONFLICT,
+  SenseKey,
+  TASK_ABORTED,
+  checkCondition,
+  invalidFieldInCdb,
+  invalidFieldInParameterList,
+  parameterListLengthError,
+} from './sense.js';
+import type {
+  ITNexus,
+  LogicalUnitHooks,
+  PersistentReservationHook,
+  PersistentReservationSnapshot,
+  ReservationManager,
+  ScsiResponse,
+  UnitAttention,
+} from './types.js';
 
 // ---------------------------------------------------------------------------------------------
 // Codes from the specs
 
-/** SCSI operation codes used here (SPC-4 / SBC-3 / SPC-2). */
-const Op = {
-  TEST_UNIT_READY: 0x00,
-  REQUEST_SENSE: 0x03,
-  FORMAT_UNIT: 0x04,
-  READ_6: 0x08,
-  WRITE_6: 0x0a,
-  INQUIRY: 0x12,
-  MODE_SELECT_6: 0x15,
-  RESERVE_6: 0x16,
-  RELEASE_6: 0x17,
-  MODE_SENSE_6: 0x1a,
-  START_STOP_UNIT: 0x1b,
-  RECEIVE_DIAGNOSTIC_RESULTS: 0x1c,
-  SEND_DIAGNOSTIC: 0x1d,
-  PREVENT_ALLOW_MEDIUM_REMOVAL: 0x1e,
-  READ_CAPACITY_10: 0x25,
-  READ_10: 0x28,
-  WRITE_10: 0x2a,
-  WRITE_AND_VERIFY_10: 0x2e,
-  VERIFY_10: 0x2f,
-  PRE_FETCH_10: 0x34,
-  SYNCHRONIZE_CACHE_10: 0x35,
-  READ_DEFECT_DATA_10: 0x37,
-  WRITE_BUFFER: 0x3b,
-  READ_BUFFER: 0x3c,
-  WRITE_LONG_10: 0x3f,
-  WRITE_SAME_10: 0x41,
-  UNMAP: 0x42,
-  SANITIZE: 0x48,
-  LOG_SELECT: 0x4c,
-  LOG_SENSE: 0x4d,
-  MODE_SELECT_10: 0x55,
-  RESERVE_10: 0x56,
-  RELEASE_10: 0x57,
-  MODE_SENSE_10: 0x5a,
-  PERSISTENT_RESERVE_IN: 0x5e,
-  PERSISTENT_RESERVE_OUT: 0x5f,
-  EXTENDED_COPY: 0x83,
-  RECEIVE_COPY_RESULTS: 0x84,
-  READ_16: 0x88,
-  COMPARE_AND_WRITE: 0x89,
-  WRITE_16: 0x8a,
-  ORWRITE_16: 0x8b,
-  WRITE_AND_VERIFY_16: 0x8e,
-  VERIFY_16: 0x8f,
-  PRE_FETCH_16: 0x90,
-  SYNCHRONIZE_CACHE_16: 0x91,
-  WRITE_SAME_16: 0x93,
-  SERVICE_ACTION_IN_16: 0x9e,
-  SERVICE_ACTION_OUT_16: 0x9f,
-  REPORT_LUNS: 0xa0,
-  MAINTENANCE_IN: 0xa3,
-  MAINTENANCE_OUT: 0xa4,
-  READ_12: 0xa8,
-  WRITE_12: 0xaa,
-  WRITE_AND_VERIFY_12: 0xae,
-  VERIFY_12: 0xaf,
-  READ_DEFECT_DATA_12: 0xb7,
-} as const;
+/** The SPC-2 reservation commands, decoded here (SPC-2 §7.21 RESERVE, §7.17 RELEASE). */
+const Spc2Op = { RESERVE_6: 0x16, RELEASE_6: 0x17, RESERVE_10: 0x56, RELEASE_10: 0x57 } as const;
 
 /** PERSISTENT RESERVE IN service actions (SPC-4 §6.15.1 Table 166). */
 const PrIn = { READ_KEYS: 0, READ_RESERVATION: 1, REPORT_CAPABILITIES: 2, READ_FULL_STATUS: 3 } as const;
@@ -100,15 +72,6 @@ export const PrType = {
 
 const LU_SCOPE = 0;
 
-/** Unit attentions established by reservations (SPC-4 Annex, ASC 2Ah). */
-export const PrUnitAttention = {
-  RESERVATIONS_PREEMPTED: { asc: 0x2a, ascq: 0x03 },
-  RESERVATIONS_RELEASED: { asc: 0x2a, ascq: 0x04 },
-  REGISTRATIONS_PREEMPTED: { asc: 0x2a, ascq: 0x05 },
-} as const satisfies Record<string, UnitAttention>;
-
-const SenseKey = { ILLEGAL_REQUEST: 0x05 } as const;
-
 /**
  * Registrations one LU keeps at most. Each I_T nexus registers once, but REGISTER AND MOVE can name
  * initiator ports that never logged in, so the table needs a bound (SPC-4 §6.16.2:
@@ -126,56 +89,25 @@ const KEY_MASK = 0xffffffffffffffffn;
 const PROTOCOL_ID_ISCSI = 0x5;
 
 // ---------------------------------------------------------------------------------------------
-// Fixed-format sense (SPC-4 §4.5.3). Built here so that pr.ts has no dependency on the rest of
-// src/scsi; the 18-byte layout is identical.
+// Responses (encoded by sense.ts)
 
-interface FieldPointer {
-  /** true: the error is in the CDB; false: in the parameter list. */
-  readonly cdb: boolean;
-  readonly byte: number;
-  /** Bit 0-7 when the bit pointer is meaningful. */
-  readonly bit?: number;
-}
+const invalidCdb = (byte: number, bit?: number): ScsiResponse => invalidFieldInCdb(byte, bit).toResponse();
+const invalidParam = (byte: number, bit?: number): ScsiResponse => invalidFieldInParameterList(byte, bit).toResponse();
+const paramListLength = (): ScsiResponse => parameterListLengthError().toResponse();
+const invalidRelease = (): ScsiResponse => checkCondition(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_RELEASE_OF_PERSISTENT_RESERVATION);
+const insufficientRegistrationResources = (): ScsiResponse =>
+  checkCondition(SenseKey.ILLEGAL_REQUEST, Asc.INSUFFICIENT_REGISTRATION_RESOURCES);
 
-/** Fixed-format sense data, optionally with the SENSE KEY SPECIFIC field pointer (SPC-4 §4.5.2.4.2). */
-export function fixedSense(key: number, asc: number, ascq: number, field?: FieldPointer): Buffer {
-  const s = Buffer.alloc(18);
-  s[0] = 0x70; // current error, fixed format
-  s[2] = key & 0x0f;
-  s[7] = 10; // additional sense length
-  s[12] = asc;
-  s[13] = ascq;
-  if (field) {
-    s[15] = 0x80 | (field.cdb ? 0x40 : 0) | (field.bit !== undefined ? 0x08 | (field.bit & 0x7) : 0);
-    s.writeUInt16BE(field.byte & 0xffff, 16);
-  }
-  return s;
-}
-
-function good(data: Buffer | null = null): ScsiResponse {
-  return { status: ScsiStatus.GOOD, data, sense: null };
-}
-
-function conflict(): ScsiResponse {
-  return { status: ScsiStatus.RESERVATION_CONFLICT, data: null, sense: null };
-}
-
-function illegal(asc: number, ascq: number, field?: FieldPointer): ScsiResponse {
-  return { status: ScsiStatus.CHECK_CONDITION, data: null, sense: fixedSense(SenseKey.ILLEGAL_REQUEST, asc, ascq, field) };
-}
-
-/** INVALID FIELD IN CDB (24h/00h). */
-const invalidCdb = (byte: number, bit?: number): ScsiResponse =>
-  illegal(0x24, 0x00, bit === undefined ? { cdb: true, byte } : { cdb: true, byte, bit });
-/** INVALID FIELD IN PARAMETER LIST (26h/00h). */
-const invalidParam = (byte: number, bit?: number): ScsiResponse =>
-  illegal(0x26, 0x00, bit === undefined ? { cdb: false, byte } : { cdb: false, byte, bit });
-/** PARAMETER LIST LENGTH ERROR (1Ah/00h). */
-const paramListLength = (): ScsiResponse => illegal(0x1a, 0x00);
-/** INVALID RELEASE OF PERSISTENT RESERVATION (26h/04h). */
-const invalidRelease = (): ScsiResponse => illegal(0x26, 0x04);
-/** INSUFFICIENT REGISTRATION RESOURCES (55h/04h). */
-const insufficientRegistrationResources = (): ScsiResponse => illegal(0x55, 0x04);
+/**
+ * The answer when the PR-change hook cannot make a new state durable. The change is discarded, so the
+ * state is the one before the command and the initiator may retry. SPC-4 has no sense code for a device
+ * server that cannot write its own nonvolatile state; HARDWARE ERROR (SPC-4 §4.5.6 Table 48: the device
+ * server detected a nonrecoverable failure while performing the command) with INTERNAL TARGET FAILURE
+ * (44h/00h, Annex D) says the target failed, not the request — an ILLEGAL REQUEST code such as
+ * INSUFFICIENT REGISTRATION RESOURCES would tell the initiator its request was at fault. It is also the
+ * answer for any other unexpected backing failure (ioErrorToScsi in sense.ts).
+ */
+const notPersisted = (): ScsiResponse => checkCondition(SenseKey.HARDWARE_ERROR, Asc.INTERNAL_TARGET_FAILURE);
 
 // ---------------------------------------------------------------------------------------------
 // Small pure helpers
@@ -220,7 +152,7 @@ function targetPortNameFor(sample: string, relativeTargetPortId: number): string
 }
 
 /**
- * iSCSI TransportID (SPC-4 §7.6.4.6, iSCSI: RFC 7143 §13.? / SPC-4 Table 454-455): format 01b,
+ * iSCSI TransportID (SPC-4 §7.6.4.6, Tables 454-455): format 01b,
  * the initiator port name "<iqn>,i,0x<ISID>" NUL-terminated, padded to a multiple of 4 bytes
  * (at least 20 bytes of name field).
  */
@@ -271,110 +203,39 @@ export function decodeIscsiTransportId(buf: Buffer): IscsiTransportId | string {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Access classes for Table 55 (SPC-4 §5.13.1) and SBC-3 §4.17 Table 13.
-
-/** How a command behaves under a reservation held by someone else. */
-type Access =
-  /** Allowed under every reservation type, from every I_T nexus. */
-  | 'allowed'
-  /** Reads the medium or device state: allowed under Write Exclusive, conflicts under Exclusive Access. */
-  | 'read'
-  /** Modifies the medium or device state: conflicts under both. */
-  | 'write'
-  /** Has its own rules (PERSISTENT RESERVE IN/OUT, RESERVE, RELEASE). */
-  | 'own';
-
-/** Classify a CDB for SPC-4 Table 55 / SBC-3 Table 13. */
-export function accessClass(cdb: Buffer): Access {
-  const op = cdb[0] ?? 0;
-  switch (op) {
-    case Op.INQUIRY:
-    case Op.REPORT_LUNS:
-    case Op.REQUEST_SENSE:
-    case Op.TEST_UNIT_READY:
-    case Op.LOG_SENSE:
-    case Op.READ_CAPACITY_10:
-      return 'allowed';
-    case Op.SERVICE_ACTION_IN_16: {
-      const sa = (cdb[1] ?? 0) & 0x1f;
-      if (sa === 0x10) return 'allowed'; // READ CAPACITY (16)
-      return 'read'; // GET LBA STATUS (0x12) and others
-    }
-    case Op.MAINTENANCE_IN: {
-      const sa = (cdb[1] ?? 0) & 0x1f;
-      // REPORT IDENTIFYING INFORMATION, REPORT TARGET PORT GROUPS, REPORT SUPPORTED OPERATION CODES,
-      // REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS, REPORT TIMESTAMP: allowed.
-      if (sa === 0x05 || sa === 0x0a || sa === 0x0c || sa === 0x0d || sa === 0x0f) return 'allowed';
-      return 'read';
-    }
-    case Op.PERSISTENT_RESERVE_IN:
-    case Op.PERSISTENT_RESERVE_OUT:
-    case Op.RESERVE_6:
-    case Op.RESERVE_10:
-    case Op.RELEASE_6:
-    case Op.RELEASE_10:
-      return 'own';
-    case Op.READ_6:
-    case Op.READ_10:
-    case Op.READ_12:
-    case Op.READ_16:
-    case Op.VERIFY_10:
-    case Op.VERIFY_12:
-    case Op.VERIFY_16:
-    case Op.PRE_FETCH_10:
-    case Op.PRE_FETCH_16:
-    case Op.MODE_SENSE_6:
-    case Op.MODE_SENSE_10:
-    case Op.READ_BUFFER:
-    case Op.READ_DEFECT_DATA_10:
-    case Op.READ_DEFECT_DATA_12:
-    case Op.RECEIVE_DIAGNOSTIC_RESULTS:
-    case Op.RECEIVE_COPY_RESULTS:
-      return 'read';
-    case Op.START_STOP_UNIT:
-      // SBC-3 Table 13: START STOP UNIT with START=1 and POWER CONDITION=0 is allowed; otherwise conflict.
-      return ((cdb[4] ?? 0) & 0x01) === 1 && ((cdb[4] ?? 0) & 0xf0) === 0 ? 'allowed' : 'write';
-    case Op.PREVENT_ALLOW_MEDIUM_REMOVAL:
-      // SPC-4 Table 55: PREVENT ALLOW MEDIUM REMOVAL with PREVENT=0 is allowed.
-      return ((cdb[4] ?? 0) & 0x03) === 0 ? 'allowed' : 'write';
-    default:
-      // WRITE*, WRITE AND VERIFY*, WRITE SAME*, UNMAP, COMPARE AND WRITE, ORWRITE, FORMAT UNIT,
-      // SYNCHRONIZE CACHE, MODE SELECT, LOG SELECT, WRITE BUFFER, SEND DIAGNOSTIC, SANITIZE,
-      // EXTENDED COPY, MAINTENANCE OUT, and anything unknown: treated as modifying.
-      return 'write';
-  }
-}
-
-/** Commands another I_T nexus may still send while an SPC-2 RESERVE is held (SPC-2 §5.5.1 Table 10). */
-function allowedUnderSpc2Reservation(cdb: Buffer): boolean {
-  const op = cdb[0] ?? 0;
-  return (
-    op === Op.INQUIRY ||
-    op === Op.REPORT_LUNS ||
-    op === Op.REQUEST_SENSE ||
-    op === Op.RELEASE_6 ||
-    op === Op.RELEASE_10 ||
-    (op === Op.MAINTENANCE_IN && ((cdb[1] ?? 0) & 0x1f) === 0x0a)
-  );
-}
-
-// ---------------------------------------------------------------------------------------------
 // The manager
 
+// Registrations and reservations are immutable values: a change replaces them, so a copy of the map is
+// a complete copy of the state (see PrState).
 interface Registration {
   readonly initiatorPortName: string;
   /** "*" when registered with ALL_TG_PT=1 (every target port). */
   readonly targetPortName: string;
   /** 0 when registered with ALL_TG_PT=1. */
   readonly relativeTargetPortId: number;
-  key: bigint;
+  readonly key: bigint;
 }
 
 interface Reservation {
   /** Nexus key of the holder, or "*" for all-registrants types. */
-  holder: string;
-  type: number;
-  key: bigint;
+  readonly holder: string;
+  readonly type: number;
+  readonly key: bigint;
+}
+
+/** The persistent reservation state of one LU (the SPC-2 reservation is not persistent and not part of it). */
+interface PrState {
+  readonly regs: Map<string, Registration>;
+  readonly reservation: Reservation | null;
+  readonly generation: number;
+  readonly aptpl: boolean;
+}
+
+/** A PERSISTENT RESERVE OUT being computed: whether it changed the state, and its deferred hook calls. */
+interface Transaction {
+  changed: boolean;
+  /** Unit attentions and task aborts, run when the change is committed. */
+  readonly effects: Array<() => void>;
 }
 
 function regId(initiatorPortName: string, targetPortName: string): string {
@@ -383,16 +244,16 @@ function regId(initiatorPortName: string, targetPortName: string): string {
 
 /**
  * Create the reservation state of one logical unit. `initial` restores a persisted snapshot;
- * `onChange` is called with a fresh snapshot after every change of persistent reservation state
- * (the SPC-2 reservation is not persistent and not part of the snapshot).
+ * `persist` gets a snapshot of every new persistent reservation state, and the change is committed only
+ * when its promise resolves (see the opening comment). Without it changes are committed at once.
  */
 export function createReservationManager(
   hooks: LogicalUnitHooks,
   initial?: PersistentReservationSnapshot,
-  onChange?: (s: PersistentReservationSnapshot) => void,
+  persist?: PersistentReservationHook,
 ): ReservationManager {
   /** Registrations keyed by "initiatorPortName|targetPortName" ("|*" for ALL_TG_PT). */
-  const regs = new Map<string, Registration>();
+  let regs = new Map<string, Registration>();
   let reservation: Reservation | null = null;
   let generation = 0;
   let aptpl = false;
@@ -422,24 +283,95 @@ export function createReservationManager(
     }
   }
 
-  // --- state helpers ---
+  // --- state and transactions ---
 
-  function snapshot(): PersistentReservationSnapshot {
+  /** The PERSISTENT RESERVE OUT being computed (see transact()). */
+  let txn: Transaction | null = null;
+  /** Tail of the commands that change reservations (PERSISTENT RESERVE OUT, RESERVE, RELEASE). */
+  let tail: Promise<unknown> = Promise.resolve();
+
+  function current(): PrState {
+    return { regs, reservation, generation, aptpl };
+  }
+
+  function restore(st: PrState): void {
+    regs = st.regs;
+    reservation = st.reservation;
+    generation = st.generation;
+    aptpl = st.aptpl;
+  }
+
+  function snapshotOf(st: PrState): PersistentReservationSnapshot {
+    const r = st.reservation;
     return {
-      generation,
-      aptpl,
-      registrations: [...regs.values()].map((r) => ({
-        initiatorPortName: r.initiatorPortName,
-        targetPortName: r.targetPortName,
-        relativeTargetPortId: r.relativeTargetPortId,
-        key: keyToHex(r.key),
+      generation: st.generation,
+      aptpl: st.aptpl,
+      registrations: [...st.regs.values()].map((x) => ({
+        initiatorPortName: x.initiatorPortName,
+        targetPortName: x.targetPortName,
+        relativeTargetPortId: x.relativeTargetPortId,
+        key: keyToHex(x.key),
       })),
-      reservation: reservation ? { holder: reservation.holder, type: reservation.type, key: keyToHex(reservation.key) } : null,
+      reservation: r ? { holder: r.holder, type: r.type, key: keyToHex(r.key) } : null,
     };
   }
 
+  /** The committed state. */
+  function snapshot(): PersistentReservationSnapshot {
+    return snapshotOf(current());
+  }
+
   function changed(): void {
-    if (onChange) onChange(snapshot());
+    if (txn) txn.changed = true;
+  }
+
+  /** Run a hook call now, or when the change being computed is committed. */
+  function effect(fn: () => void): void {
+    if (txn) txn.effects.push(fn);
+    else fn();
+  }
+
+  /** Run fn after every earlier command that changes reservations has completed. */
+  function serialised(fn: () => ScsiResponse | Promise<ScsiResponse>): Promise<ScsiResponse> {
+    const run = tail.then(fn);
+    tail = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Compute a PERSISTENT RESERVE OUT on the live state, then put the committed state back at once (in
+   * the same synchronous step, so no other command sees the new one), persist the new state and commit
+   * it — state and effects together — only when that succeeded.
+   */
+  async function transact(op: () => ScsiResponse): Promise<ScsiResponse> {
+    const before: PrState = { ...current(), regs: new Map(regs) };
+    const t: Transaction = { changed: false, effects: [] };
+    txn = t;
+    let res: ScsiResponse;
+    try {
+      res = op();
+    } catch (e) {
+      restore(before);
+      throw e;
+    } finally {
+      txn = null;
+    }
+    if (!t.changed) {
+      for (const fn of t.effects) fn();
+      return res;
+    }
+    const after = current();
+    if (persist) {
+      restore(before);
+      try {
+        await persist(snapshotOf(after));
+      } catch {
+        return notPersisted();
+      }
+      restore(after);
+    }
+    for (const fn of t.effects) fn();
+    return res;
   }
 
   function bumpGeneration(): void {
@@ -477,7 +409,7 @@ export function createReservationManager(
         if (except && k === except.key) continue;
         if (sent.has(k)) continue;
         sent.add(k);
-        hooks.queueUnitAttention(k, ua);
+        effect(() => hooks.queueUnitAttention(k, ua));
       }
     }
   }
@@ -498,7 +430,7 @@ export function createReservationManager(
     if (!holderRegistration()) {
       const type = reservation.type;
       reservation = null;
-      if (opts.releaseUa && isRegistrantsOnly(type)) notify(regs.values(), PrUnitAttention.RESERVATIONS_RELEASED);
+      if (opts.releaseUa && isRegistrantsOnly(type)) notify(regs.values(), Asc.RESERVATIONS_RELEASED);
     }
   }
 
@@ -517,7 +449,7 @@ export function createReservationManager(
   // --- SPC-4 §5.13.1 Table 55 ---
 
   function spc2Conflicts(nexus: ITNexus, cdb: Buffer): boolean {
-    return spc2Holder !== null && spc2Holder !== nexus.key && !allowedUnderSpc2Reservation(cdb);
+    return spc2Holder !== null && spc2Holder !== nexus.key && !allowedUnderReserve(cdb);
   }
 
   /**
@@ -545,11 +477,11 @@ export function createReservationManager(
 
   function conflicts(nexus: ITNexus, cdb: Buffer): boolean {
     const op = cdb[0] ?? 0;
-    if (op === Op.RESERVE_6 || op === Op.RESERVE_10) return reserveConflicts(nexus);
-    if (op === Op.RELEASE_6 || op === Op.RELEASE_10) return releaseConflicts(nexus);
+    if (op === Spc2Op.RESERVE_6 || op === Spc2Op.RESERVE_10) return reserveConflicts(nexus);
+    if (op === Spc2Op.RELEASE_6 || op === Spc2Op.RELEASE_10) return releaseConflicts(nexus);
     if (spc2Conflicts(nexus, cdb)) return true;
     if (!reservation) return false;
-    const access = accessClass(cdb);
+    const access = reservationClass(cdb);
     if (access === 'allowed' || access === 'own') return false;
     if (isHolder(nexus)) return false;
     const registered = regOf(nexus) !== undefined;
@@ -563,7 +495,7 @@ export function createReservationManager(
 
   function persistentReserveIn(nexus: ITNexus, cdb: Buffer): ScsiResponse {
     if (cdb.length < 10) return invalidCdb(0);
-    if (spc2Conflicts(nexus, cdb)) return conflict();
+    if (spc2Conflicts(nexus, cdb)) return RESERVATION_CONFLICT;
     const sa = cdb[1]! & 0x1f;
     const allocationLength = cdb.readUInt16BE(7);
     let data: Buffer;
@@ -583,7 +515,7 @@ export function createReservationManager(
       default:
         return invalidCdb(1, 4);
     }
-    return good(data.length > allocationLength ? data.subarray(0, allocationLength) : data);
+    return allocated(data, allocationLength);
   }
 
   /** READ KEYS parameter data (SPC-4 §6.15.2). */
@@ -656,9 +588,19 @@ export function createReservationManager(
 
   // --- PERSISTENT RESERVE OUT (SPC-4 §6.16) ---
 
-  function persistentReserveOut(nexus: ITNexus, cdb: Buffer, dataOut: Buffer | null): ScsiResponse {
+  function persistentReserveOut(
+    nexus: ITNexus,
+    cdb: Buffer,
+    dataOut: Buffer | null,
+    signal?: { readonly aborted: boolean },
+  ): Promise<ScsiResponse> {
+    // An aborted command that is still waiting for its turn never runs (SAM-5 §7.2).
+    return serialised(() => (signal?.aborted ? TASK_ABORTED : transact(() => prOut(nexus, cdb, dataOut))));
+  }
+
+  function prOut(nexus: ITNexus, cdb: Buffer, dataOut: Buffer | null): ScsiResponse {
     if (cdb.length < 10) return invalidCdb(0);
-    if (spc2Conflicts(nexus, cdb)) return conflict();
+    if (spc2Conflicts(nexus, cdb)) return RESERVATION_CONFLICT;
     const sa = cdb[1]! & 0x1f;
     const scope = cdb[2]! >> 4;
     const type = cdb[2]! & 0x0f;
@@ -702,8 +644,8 @@ export function createReservationManager(
   function register(nexus: ITNexus, rk: bigint, sark: bigint, allTgPt: boolean, aptplBit: boolean, ignoreExisting: boolean): ScsiResponse {
     const existing = regOf(nexus);
     if (!existing) {
-      if (!ignoreExisting && rk !== ZERO_KEY) return conflict();
-      if (sark === ZERO_KEY) return good(); // nothing to register, nothing changes
+      if (!ignoreExisting && rk !== ZERO_KEY) return RESERVATION_CONFLICT;
+      if (sark === ZERO_KEY) return GOOD; // nothing to register, nothing changes
       if (regs.size >= MAX_REGISTRATIONS) return insufficientRegistrationResources();
       // One ALL_TG_PT registration stands for every I_T nexus of the initiator port; it cannot be mixed
       // with registrations the port already holds through other target ports (each with its own key).
@@ -722,72 +664,73 @@ export function createReservationManager(
       aptpl = aptplBit;
       bumpGeneration();
       changed();
-      return good();
+      return GOOD;
     }
-    if (!ignoreExisting && rk !== existing.key) return conflict();
+    if (!ignoreExisting && rk !== existing.key) return RESERVATION_CONFLICT;
     if (sark === ZERO_KEY) {
       unregister(existing, { releaseUa: true });
       if (regs.size === 0) aptpl = false;
       else aptpl = aptplBit;
     } else {
-      existing.key = sark;
       // A reservation keeps the holder's new key (READ RESERVATION reports the holder's key).
-      if (reservation && !isAllRegistrants(reservation.type) && holderRegistration() === existing) reservation.key = sark;
+      if (reservation && !isAllRegistrants(reservation.type) && holderRegistration() === existing)
+        reservation = { ...reservation, key: sark };
+      regs.set(regIdOf(existing), { ...existing, key: sark });
       aptpl = aptplBit;
     }
     bumpGeneration();
     changed();
-    return good();
+    return GOOD;
   }
 
   /** RESERVE (SPC-4 §5.13.9). */
   function reserveOut(nexus: ITNexus, rk: bigint, scope: number, type: number): ScsiResponse {
     const r = regOf(nexus);
-    if (!r || r.key !== rk) return conflict();
+    if (!r || r.key !== rk) return RESERVATION_CONFLICT;
     if (scope !== LU_SCOPE) return invalidCdb(2, 7);
     if (!isValidType(type)) return invalidCdb(2, 3);
     if (reservation) {
-      if (isHolder(nexus) && reservation.type === type) return good();
-      return conflict();
+      if (isHolder(nexus) && reservation.type === type) return GOOD;
+      return RESERVATION_CONFLICT;
     }
     reservation = isAllRegistrants(type) ? { holder: '*', type, key: ZERO_KEY } : { holder: nexus.key, type, key: r.key };
     changed(); // generation is not incremented by RESERVE (SPC-4 §6.15.2)
-    return good();
+    return GOOD;
   }
 
   /** RELEASE (SPC-4 §5.13.11.2.2). */
   function releaseOut(nexus: ITNexus, rk: bigint, scope: number, type: number): ScsiResponse {
     const r = regOf(nexus);
-    if (!r || r.key !== rk) return conflict();
-    if (!reservation || !isHolder(nexus)) return good();
+    if (!r || r.key !== rk) return RESERVATION_CONFLICT;
+    if (!reservation || !isHolder(nexus)) return GOOD;
     if (scope !== LU_SCOPE || type !== reservation.type) return invalidRelease();
     const released = reservation.type;
     reservation = null;
     if (isRegistrantsOnly(released) || isAllRegistrants(released)) {
-      notify(regs.values(), PrUnitAttention.RESERVATIONS_RELEASED, nexus);
+      notify(regs.values(), Asc.RESERVATIONS_RELEASED, nexus);
     }
     changed();
-    return good();
+    return GOOD;
   }
 
   /** CLEAR (SPC-4 §5.13.11.2.6). */
   function clear(nexus: ITNexus, rk: bigint): ScsiResponse {
     const r = regOf(nexus);
-    if (!r || r.key !== rk) return conflict();
+    if (!r || r.key !== rk) return RESERVATION_CONFLICT;
     const others = [...regs.values()];
     regs.clear();
     reservation = null;
     aptpl = false;
-    notify(others, PrUnitAttention.RESERVATIONS_PREEMPTED, nexus);
+    notify(others, Asc.RESERVATIONS_PREEMPTED, nexus);
     bumpGeneration();
     changed();
-    return good();
+    return GOOD;
   }
 
   /** PREEMPT / PREEMPT AND ABORT (SPC-4 §5.13.11.2.4, §5.13.11.2.5). */
   function preempt(nexus: ITNexus, rk: bigint, sark: bigint, scope: number, type: number, abort: boolean): ScsiResponse {
     const own = regOf(nexus);
-    if (!own || own.key !== rk) return conflict();
+    if (!own || own.key !== rk) return RESERVATION_CONFLICT;
     const ownId = regIdOf(own);
 
     const removeWithKey = (key: bigint | null): Registration[] => {
@@ -802,23 +745,23 @@ export function createReservationManager(
       return removed;
     };
     const finish = (removed: Registration[], releasedFor: Registration[] | null): ScsiResponse => {
-      notify(removed, PrUnitAttention.REGISTRATIONS_PREEMPTED, nexus);
-      if (releasedFor) notify(releasedFor, PrUnitAttention.RESERVATIONS_RELEASED, nexus);
+      notify(removed, Asc.REGISTRATIONS_PREEMPTED, nexus);
+      if (releasedFor) notify(releasedFor, Asc.RESERVATIONS_RELEASED, nexus);
       if (abort) {
         const keys = new Set<string>();
         for (const r of removed) for (const k of nexusKeysOf(r)) if (k !== nexus.key) keys.add(k);
-        if (keys.size > 0) hooks.abortTasksOf([...keys]);
+        if (keys.size > 0) effect(() => hooks.abortTasksOf([...keys]));
       }
       bumpGeneration();
       changed();
-      return good();
+      return GOOD;
     };
 
     if (!reservation) {
       // No reservation: remove the registrations with that key (SPC-4 §5.13.11.2.4.2).
       if (sark === ZERO_KEY) return invalidParam(8);
       const matching = [...regs.values()].some((r) => r.key === sark && regIdOf(r) !== ownId) || own.key === sark;
-      if (!matching) return conflict();
+      if (!matching) return RESERVATION_CONFLICT;
       return finish(removeWithKey(sark), null);
     }
 
@@ -833,7 +776,7 @@ export function createReservationManager(
         return finish(removed, null);
       }
       const matching = [...regs.values()].some((r) => r.key === sark);
-      if (!matching) return conflict();
+      if (!matching) return RESERVATION_CONFLICT;
       return finish(removeWithKey(sark), null);
     }
 
@@ -848,7 +791,7 @@ export function createReservationManager(
     }
     if (sark === ZERO_KEY) return invalidParam(8);
     const matching = [...regs.values()].some((r) => r.key === sark && regIdOf(r) !== ownId);
-    if (!matching) return conflict();
+    if (!matching) return RESERVATION_CONFLICT;
     return finish(removeWithKey(sark), null);
   }
 
@@ -863,8 +806,8 @@ export function createReservationManager(
     if (24 + tidLength > listLength || 24 + tidLength > params.length) return paramListLength();
 
     const own = regOf(nexus);
-    if (!own || own.key !== rk) return conflict();
-    if (!reservation || isAllRegistrants(reservation.type) || !isHolder(nexus)) return conflict();
+    if (!own || own.key !== rk) return RESERVATION_CONFLICT;
+    if (!reservation || isAllRegistrants(reservation.type) || !isHolder(nexus)) return RESERVATION_CONFLICT;
     if (sark === ZERO_KEY) return invalidParam(8);
     const tid = decodeIscsiTransportId(params.subarray(24, 24 + tidLength));
     if (typeof tid === 'string') return invalidParam(24);
@@ -889,7 +832,7 @@ export function createReservationManager(
 
     const dest = regs.get(destId) ?? regs.get(regId(initiatorPortName, '*'));
     if (dest) {
-      dest.key = sark;
+      regs.set(regIdOf(dest), { ...dest, key: sark });
     } else {
       if (regs.size >= MAX_REGISTRATIONS) return insufficientRegistrationResources();
       regs.set(destId, { initiatorPortName, targetPortName, relativeTargetPortId: rtpi, key: sark });
@@ -901,14 +844,22 @@ export function createReservationManager(
     aptpl = aptplBit;
     bumpGeneration();
     changed();
-    return good();
+    return GOOD;
   }
 
   // --- SPC-2 RESERVE / RELEASE ---
 
-  function reserve(nexus: ITNexus, cdb: Buffer): ScsiResponse {
+  function reserve(nexus: ITNexus, cdb: Buffer): Promise<ScsiResponse> {
+    return serialised(() => reserveNow(nexus, cdb));
+  }
+
+  function release(nexus: ITNexus, cdb: Buffer): Promise<ScsiResponse> {
+    return serialised(() => releaseNow(nexus, cdb));
+  }
+
+  function reserveNow(nexus: ITNexus, cdb: Buffer): ScsiResponse {
     const op = cdb[0] ?? 0;
-    if (op === Op.RESERVE_6) {
+    if (op === Spc2Op.RESERVE_6) {
       if (cdb.length < 6) return invalidCdb(0);
       // Extents and third-party reservations (obsolete since SPC-2) are not supported.
       if ((cdb[1]! & 0x01) !== 0) return invalidCdb(1, 0);
@@ -918,15 +869,15 @@ export function createReservationManager(
       if ((cdb[1]! & 0x10) !== 0) return invalidCdb(1, 4); // 3RDPTY
       if ((cdb[1]! & 0x02) !== 0) return invalidCdb(1, 1); // LONGID
     }
-    if (reserveConflicts(nexus)) return conflict();
-    if (regs.size > 0) return good(); // SPC-4 §5.13.3 exception: GOOD, no reservation established
+    if (reserveConflicts(nexus)) return RESERVATION_CONFLICT;
+    if (regs.size > 0) return GOOD; // SPC-4 §5.13.3 exception: GOOD, no reservation established
     spc2Holder = nexus.key;
-    return good();
+    return GOOD;
   }
 
-  function release(nexus: ITNexus, cdb: Buffer): ScsiResponse {
+  function releaseNow(nexus: ITNexus, cdb: Buffer): ScsiResponse {
     const op = cdb[0] ?? 0;
-    if (op === Op.RELEASE_6) {
+    if (op === Spc2Op.RELEASE_6) {
       if (cdb.length < 6) return invalidCdb(0);
       if ((cdb[1]! & 0x01) !== 0) return invalidCdb(1, 0);
       if ((cdb[1]! & 0x10) !== 0) return invalidCdb(1, 4);
@@ -935,11 +886,11 @@ export function createReservationManager(
       if ((cdb[1]! & 0x10) !== 0) return invalidCdb(1, 4);
       if ((cdb[1]! & 0x02) !== 0) return invalidCdb(1, 1);
     }
-    if (releaseConflicts(nexus)) return conflict();
-    if (regs.size > 0) return good(); // SPC-4 §5.13.3 exception: GOOD, the persistent reservation stays
+    if (releaseConflicts(nexus)) return RESERVATION_CONFLICT;
+    if (regs.size > 0) return GOOD; // SPC-4 §5.13.3 exception: GOOD, the persistent reservation stays
     // A RELEASE from an I_T nexus that holds no SPC-2 reservation completes with GOOD and changes nothing.
     if (spc2Holder === nexus.key) spc2Holder = null;
-    return good();
+    return GOOD;
   }
 
   function reset(): void {

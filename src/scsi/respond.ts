@@ -23,6 +23,14 @@ export function dataIn(cmd: ScsiCommand, data: Buffer, allocationLength: number)
   };
 }
 
+/**
+ * GOOD with parameter data cut to ALLOCATION LENGTH (SPC-4 §4.2.5.6), for device servers that do not see
+ * the ScsiCommand; the LU cuts it to ExpectedDataTransferLength (lu.ts clampToExpected).
+ */
+export function allocated(data: Buffer, allocationLength: number): ScsiResponse {
+  return { status: ScsiStatus.GOOD, data: data.length > allocationLength ? data.subarray(0, allocationLength) : data, sense: null };
+}
+
 /** The first `length` bytes of the Data-Out buffer (may be shorter when the initiator sent less). */
 export function parameterList(cmd: ScsiCommand, length: number): Buffer {
   const d = cmd.dataOut;

@@ -14,7 +14,7 @@ import {
   writeProtected,
 } from './sense.js';
 import { ScsiStatus, type ScsiResponse } from './types.js';
-import { canWriteZeroes } from '../storage/zeroes.js';
+import { canWriteZeroes } from '../storage/types.js';
 import { blockLimits, physicalBlockExponent } from './vpd.js';
 
 export { physicalBlockExponent };

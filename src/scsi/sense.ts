@@ -1,4 +1,10 @@
-// Fixed-format sense data (SPC-4 §4.5.3) and the sense keys / additional sense codes Lunar reports.
+// The one encoder of SCSI status and sense data: fixed-format sense (SPC-4 §4.5.3), the sense keys
+// (SPC-4 §4.5.6) and additional sense codes (SPC-4 Annex D) Lunar reports, and the status-only
+// responses (SAM-5 §5.3.1).
+//
+// Part of the SCSI contract together with ./types.ts: the transport (src/iscsi) may import this module
+// to end a command it cannot hand to the device (Data-Out sequence errors, buffer limits). It is pure
+// and imports only ./types.ts, so the transport reaches no command set through it.
 import { ScsiStatus, type ScsiResponse } from './types.js';
 
 /** SPC-4 §4.5.6 Table 48: sense keys. */
@@ -28,6 +34,10 @@ const a = (asc: number, ascq: number): AdditionalSense => ({ asc, ascq });
 export const Asc = {
   NO_ADDITIONAL_SENSE_INFORMATION: a(0x00, 0x00),
   WRITE_ERROR: a(0x0c, 0x00),
+  /** RFC 7143 §11.4.7.2 "unexpected unsolicited data". */
+  WRITE_ERROR_UNEXPECTED_UNSOLICITED_DATA: a(0x0c, 0x0c),
+  /** RFC 7143 §11.4.7.2 "incorrect amount of data". */
+  WRITE_ERROR_NOT_ENOUGH_UNSOLICITED_DATA: a(0x0c, 0x0d),
   COPY_TARGET_DEVICE_NOT_REACHABLE: a(0x0d, 0x02),
   UNRECOVERED_READ_ERROR: a(0x11, 0x00),
   PARAMETER_LIST_LENGTH_ERROR: a(0x1a, 0x00),
@@ -38,6 +48,7 @@ export const Asc = {
   LOGICAL_UNIT_NOT_SUPPORTED: a(0x25, 0x00),
   INVALID_FIELD_IN_PARAMETER_LIST: a(0x26, 0x00),
   PARAMETER_NOT_SUPPORTED: a(0x26, 0x01),
+  INVALID_RELEASE_OF_PERSISTENT_RESERVATION: a(0x26, 0x04),
   TOO_MANY_TARGET_DESCRIPTORS: a(0x26, 0x06),
   UNSUPPORTED_TARGET_DESCRIPTOR_TYPE_CODE: a(0x26, 0x07),
   TOO_MANY_SEGMENT_DESCRIPTORS: a(0x26, 0x08),
@@ -48,15 +59,24 @@ export const Asc = {
   POWER_ON_OCCURRED: a(0x29, 0x01),
   BUS_DEVICE_RESET_FUNCTION_OCCURRED: a(0x29, 0x03),
   MODE_PARAMETERS_CHANGED: a(0x2a, 0x01),
+  RESERVATIONS_PREEMPTED: a(0x2a, 0x03),
+  RESERVATIONS_RELEASED: a(0x2a, 0x04),
+  REGISTRATIONS_PREEMPTED: a(0x2a, 0x05),
   CAPACITY_DATA_HAS_CHANGED: a(0x2a, 0x09),
   COMMANDS_CLEARED_BY_ANOTHER_INITIATOR: a(0x2f, 0x00),
   SAVING_PARAMETERS_NOT_SUPPORTED: a(0x39, 0x00),
   REPORTED_LUNS_DATA_HAS_CHANGED: a(0x3f, 0x0e),
   INTERNAL_TARGET_FAILURE: a(0x44, 0x00),
+  /** iSCSI data phase codes (SPC-4 Annex D, ASC 4Bh), used by the transport for Data-Out errors. */
+  DATA_PHASE_ERROR: a(0x4b, 0x00),
+  INVALID_TARGET_PORT_TRANSFER_TAG_RECEIVED: a(0x4b, 0x01),
+  TOO_MUCH_WRITE_DATA: a(0x4b, 0x02),
+  DATA_OFFSET_ERROR: a(0x4b, 0x05),
+  INSUFFICIENT_REGISTRATION_RESOURCES: a(0x55, 0x04),
 } as const;
 
 export interface SenseOptions {
-  /** INFORMATION field (VALID bit set), e.g. the miscompare offset (SBC-3 §5.x). */
+  /** INFORMATION field with the VALID bit set (SPC-4 §4.5.3), e.g. the miscompare offset of COMPARE AND WRITE (SBC-3 §5.2). */
   information?: number;
   /** Sense-key specific field pointer (SPC-4 §4.5.2.4.2) for ILLEGAL REQUEST. */
   field?: { cdb: boolean; byte: number; bit?: number };
@@ -98,9 +118,19 @@ export class ScsiError extends Error {
   }
 }
 
+/** CHECK CONDITION with fixed-format sense data: the only way a CHECK CONDITION response is built. */
 export function checkCondition(key: number, sense: AdditionalSense, opts?: SenseOptions): ScsiResponse {
   return { status: ScsiStatus.CHECK_CONDITION, data: null, sense: encodeFixedSense(key, sense, opts) };
 }
+
+/** SAM-5 §5.3.1: RESERVATION CONFLICT carries no sense data. */
+export const RESERVATION_CONFLICT: ScsiResponse = { status: ScsiStatus.RESERVATION_CONFLICT, data: null, sense: null };
+
+/** SAM-5 §5.3.1: TASK SET FULL (out of task resources), no sense data. */
+export const TASK_SET_FULL: ScsiResponse = { status: ScsiStatus.TASK_SET_FULL, data: null, sense: null };
+
+/** SAM-5 §5.3.1: TASK ABORTED, no sense data. */
+export const TASK_ABORTED: ScsiResponse = { status: ScsiStatus.TASK_ABORTED, data: null, sense: null };
 
 /** ILLEGAL REQUEST / INVALID FIELD IN CDB with a field pointer to CDB byte (and bit). */
 export function invalidFieldInCdb(byte: number, bit?: number): ScsiError {
@@ -150,9 +180,13 @@ export function decodeSense(b: Buffer): { key: number; asc: number; ascq: number
   return out;
 }
 
-/** Map a backing-store failure to sense data (SBC-3 §4.x medium errors; thin provisioning exhaustion). */
+/**
+ * Map a backing-store failure to sense data (sense keys of SPC-4 §4.5.6): EIO is a MEDIUM ERROR, an
+ * exhausted file system a DATA PROTECT / SPACE ALLOCATION FAILED WRITE PROTECT (the thin provisioning
+ * resource exhaustion of SBC-3), anything else a HARDWARE ERROR / INTERNAL TARGET FAILURE.
+ */
 export function ioErrorToScsi(e: unknown, writing: boolean): ScsiError {
-  const code = typeof e === 'object' && e !== null && 'code' in e ? String((e as { code: unknown }).code) : '';
+  const code = typeof e === 'object' && e !== null && 'code' in e ? String(e.code) : '';
   if (code === 'ENOSPC' || code === 'EDQUOT') {
     return new ScsiError(SenseKey.DATA_PROTECT, Asc.SPACE_ALLOCATION_FAILED_WRITE_PROTECT);
   }

@@ -155,12 +155,12 @@ export function reportSupportedTaskManagementFunctions(ctx: CommandContext): Scs
 export function persistentReserveIn(ctx: CommandContext): ScsiResponse {
   return ctx.lu.reservations.persistentReserveIn(ctx.cmd.nexus, ctx.cmd.cdb);
 }
-export function persistentReserveOut(ctx: CommandContext): ScsiResponse {
-  return ctx.lu.reservations.persistentReserveOut(ctx.cmd.nexus, ctx.cmd.cdb, ctx.cmd.dataOut);
+export function persistentReserveOut(ctx: CommandContext): Promise<ScsiResponse> {
+  return ctx.lu.reservations.persistentReserveOut(ctx.cmd.nexus, ctx.cmd.cdb, ctx.cmd.dataOut, ctx.signal);
 }
-export function reserve(ctx: CommandContext): ScsiResponse {
+export function reserve(ctx: CommandContext): Promise<ScsiResponse> {
   return ctx.lu.reservations.reserve(ctx.cmd.nexus, ctx.cmd.cdb);
 }
-export function release(ctx: CommandContext): ScsiResponse {
+export function release(ctx: CommandContext): Promise<ScsiResponse> {
   return ctx.lu.reservations.release(ctx.cmd.nexus, ctx.cmd.cdb);
 }

@@ -1,5 +1,9 @@
 // The contract between the transport (src/iscsi) and the SCSI command sets (src/scsi).
 // The transport never parses a CDB; the command sets never touch a socket.
+//
+// The SCSI contract is this file and ./sense.ts (the one status and sense encoder, pure, importing only
+// this file). src/iscsi and src/target import nothing else of src/scsi; src/volumes also builds target
+// devices with ./device.ts. This file imports nothing.
 
 /** The I_T nexus a command arrived on (SAM-5 §4.6; iSCSI port names RFC 7143 §4.2.7). */
 export interface ITNexus {
@@ -119,7 +123,7 @@ export interface LogicalUnitIdentity {
   readonly revision: string;
 }
 
-/** A unit attention condition (SPC-4 §6.x, additional sense code and qualifier). */
+/** A unit attention condition (SPC-4 §5.14): its additional sense code and qualifier. */
 export interface UnitAttention {
   readonly asc: number;
   readonly ascq: number;
@@ -160,20 +164,34 @@ export interface PersistentReservationSnapshot {
 }
 
 /**
+ * The PR-change hook: makes a new persistent-reservation state durable (the volume layer writes it to
+ * its state file; SPC-4 §5.13.5 for APTPL, and Lunar keeps every state across restarts). Resolves once
+ * the state is durable; a rejection refuses the change, and PERSISTENT RESERVE OUT ends with
+ * CHECK CONDITION with the state left as it was.
+ */
+export type PersistentReservationHook = (s: PersistentReservationSnapshot) => Promise<void>;
+
+/**
  * Reservations of one LU: PERSISTENT RESERVE IN/OUT (SPC-4 §6.15, §6.16), RESERVE/RELEASE (SPC-2),
  * and the access check of SPC-4 §5.13.1 Table 55. Implemented in src/scsi/pr.ts.
+ *
+ * The commands that change reservations (persistentReserveOut, reserve, release) run one at a time; a
+ * PERSISTENT RESERVE OUT change becomes visible only once the PR-change hook has made it durable, and
+ * until then conflicts() and persistentReserveIn() answer from the state before it.
  */
 export interface ReservationManager {
-  /** true: cmd from nexus must get RESERVATION CONFLICT under the current reservation. */
+  /** true: cmd from nexus must get RESERVATION CONFLICT under the committed reservation state. */
   conflicts(nexus: ITNexus, cdb: Buffer): boolean;
   persistentReserveIn(nexus: ITNexus, cdb: Buffer): ScsiResponse;
-  persistentReserveOut(nexus: ITNexus, cdb: Buffer, dataOut: Buffer | null): ScsiResponse;
+  /** Resolves after the change (if any) is durable and committed, or refused. signal: the task was aborted. */
+  persistentReserveOut(nexus: ITNexus, cdb: Buffer, dataOut: Buffer | null, signal?: { readonly aborted: boolean }): Promise<ScsiResponse>;
   /** RESERVE(6)/(10) and RELEASE(6)/(10) (SPC-2 §7.21, §7.17). */
-  reserve(nexus: ITNexus, cdb: Buffer): ScsiResponse;
-  release(nexus: ITNexus, cdb: Buffer): ScsiResponse;
+  reserve(nexus: ITNexus, cdb: Buffer): Promise<ScsiResponse>;
+  release(nexus: ITNexus, cdb: Buffer): Promise<ScsiResponse>;
   /** Logical unit reset / target reset: SPC-2 reservations are released; persistent ones stay. */
   reset(): void;
   /** The I_T nexus is gone: an SPC-2 reservation it held is released. */
   nexusRemoved(nexus: ITNexus): void;
+  /** The committed persistent-reservation state. */
   snapshot(): PersistentReservationSnapshot;
 }

@@ -1,5 +1,5 @@
 // Vital product data pages (SPC-4 §7.8, SBC-3 §6.5).
-import { TARGET_PORT_GROUP_ID } from './alua.js';
+import { targetPortGroupOf } from './alua.js';
 import { putAscii } from './inquiry.js';
 import type { ITNexus, LogicalUnitIdentity } from './types.js';
 
@@ -101,11 +101,6 @@ const TYPE_NAA = 3;
 const TYPE_RELATIVE_TARGET_PORT = 4;
 const TYPE_TARGET_PORT_GROUP = 5;
 const TYPE_SCSI_NAME_STRING = 8;
-
-/** Target port group of a relative target port: every port is in the one group of src/scsi/alua.ts. */
-export function targetPortGroupOf(_relativeTargetPortId: number): number {
-  return TARGET_PORT_GROUP_ID;
-}
 
 /** SPC-4 §7.8.6: Device Identification. */
 export function encodeDeviceIdentification(ctx: VpdContext): Buffer {

@@ -16,7 +16,7 @@ import {
   parameterListLengthError,
   writeProtected,
 } from './sense.js';
-import { canWriteZeroes } from '../storage/zeroes.js';
+import { canWriteZeroes } from '../storage/types.js';
 import type { ScsiResponse } from './types.js';
 import { AbortedError, type AbortFlag } from './gate.js';
 

@@ -3,8 +3,7 @@
 import { constants as fsc } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { preadFile, pwriteFile, type FileIoEngine } from './file-io.js';
-import type { AllocationExtent } from './types.js';
-import type { ZeroingBackingStore } from './zeroes.js';
+import type { AllocationExtent, ZeroingBackingStore } from './types.js';
 import { loadNative, type LunarNative } from './native.js';
 
 // The data path reads and writes the FileHandle's descriptor through file-io.ts (io_uring, else the

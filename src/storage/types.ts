@@ -1,5 +1,6 @@
-// The contract between the SCSI block commands (src/scsi/sbc) and a backing store (src/storage).
-// A backing store knows bytes and files; it never sees a CDB.
+// The contract between the SCSI command sets (src/scsi) and a backing store (src/storage): the only
+// file of src/storage that src/scsi imports, and it imports nothing. A backing store knows bytes and
+// files; it never sees a CDB.
 
 /** One extent of a backing store's allocation map. */
 export interface AllocationExtent {
@@ -30,4 +31,20 @@ export interface BackingStore {
   resize(newSize: number): Promise<void>;
   /** Close the file descriptor. */
   close(): Promise<void>;
+}
+
+/**
+ * A backing store that can allocate-and-zero a range without moving zero bytes (fallocate
+ * FALLOC_FL_ZERO_RANGE). WRITE SAME with a zero block and UNMAP=0 uses it: the blocks end up mapped
+ * (not deallocated, as SBC-3 §5.44 requires) and read as zeroes, at no I/O cost. Optional: a store that
+ * lacks it gets the zeroes written.
+ */
+export interface ZeroingBackingStore extends BackingStore {
+  /** [offset, offset+length) reads as zeroes and is allocated. Durable before resolving when fua. */
+  writeZeroes(offset: number, length: number, fua: boolean): Promise<void>;
+}
+
+/** Does this store offer writeZeroes()? */
+export function canWriteZeroes(s: BackingStore): s is ZeroingBackingStore {
+  return typeof (s as Partial<ZeroingBackingStore>).writeZeroes === 'function';
 }

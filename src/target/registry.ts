@@ -5,10 +5,8 @@
 import type { ScsiTargetDevice } from '../scsi/types.js';
 import type { AccessControl, ChapCredentials, Portal, TargetEntry, TargetRegistry } from './types.js';
 
-/** "host:port" key of a portal (IPv6 hosts in brackets), as used in VolumeSpec.portals. */
-export function portalKey(p: Pick<Portal, 'host' | 'port'>): string {
-  return p.host.includes(':') ? `[${p.host}]:${p.port}` : `${p.host}:${p.port}`;
-}
+/** The portal key (src/util/portal.ts), also offered here where the volume layer reads the registry. */
+export { portalKey } from '../util/portal.js';
 
 /**
  * Who may log in to a volume's target: the static allow list plus the initiators of the volume's

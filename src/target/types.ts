@@ -3,17 +3,10 @@
 // SCSI device answers"; it never reads state files.
 
 import type { ScsiTargetDevice } from '../scsi/types.js';
+import type { Portal } from '../util/portal.js';
 
-/** A network portal a target is offered on (RFC 7143 §4.2.5 TargetAddress). */
-export interface Portal {
-  /** Address the listener binds to (IPv4 dotted quad, IPv6 literal without brackets, or host name). */
-  readonly host: string;
-  readonly port: number;
-  /** Target portal group tag. */
-  readonly tpgt: number;
-  /** Address advertised in SendTargets when it differs from host (NAT, 0.0.0.0 binds). */
-  readonly advertise?: string;
-}
+/** A network portal a target is offered on; defined with its formatters in src/util/portal.ts. */
+export type { Portal };
 
 /** CHAP credentials (RFC 7143 §12.1.3). mutual* present = mutual (bidirectional) CHAP. */
 export interface ChapCredentials {

@@ -53,6 +53,14 @@ export function newNaa6(): string {
   return b.toString('hex');
 }
 
+/**
+ * The Linux WWID of a logical unit with this NAA designator: udev's scsi_id and dm-multipath name a device
+ * by the designator type (3h = NAA in the designation descriptor, SPC-4 §7.8.6.1) followed by the designator in hex.
+ */
+export function naaWwid(naa: string): string {
+  return `3${naa}`;
+}
+
 /** Checks that an NAA string is a 6h designator carrying Lunar's company id. */
 export function isLunarNaa6(naa: string): boolean {
   if (!/^[0-9a-f]{32}$/.test(naa)) return false;
@@ -70,7 +78,7 @@ const SECRET_ALPHABET = 'ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz234567
  */
 export function newChapSecret(): string {
   let s = '';
-  for (let i = 0; i < 16; i++) s += SECRET_ALPHABET[randomInt(SECRET_ALPHABET.length)];
+  for (let i = 0; i < 16; i++) s += SECRET_ALPHABET[randomInt(SECRET_ALPHABET.length)]!;
   return s;
 }
 

@@ -1,10 +1,45 @@
-// Portal specifications on the command line and in LUNAR_PORTALS:
+// iSCSI network portals: the Portal type, the one formatter of portal addresses, and the portal
+// specifications of the command line and LUNAR_PORTALS:
 //   HOST[:PORT][=ADVERTISE]    e.g. 127.0.0.1:3260, 0.0.0.0:3260=192.0.2.10, [::1]:3260, [::]:3260=[2001:db8::1]
-// PORT defaults to 3260 (RFC 7143 §4.2.5 well-known port). ADVERTISE is the address SendTargets reports
-// instead of HOST (NAT, or a 0.0.0.0 / :: wildcard bind). Portal group tags are 1, 2, ... in order.
+// PORT defaults to 3260, the iSCSI well-known port. ADVERTISE is the address SendTargets reports instead
+// of HOST (NAT, or a 0.0.0.0 / :: wildcard bind). Portal group tags are 1, 2, ... in order.
+// Hosts are stored without brackets; every text form of a portal is made by the functions below.
 
 import { isIP } from 'node:net';
-import type { Portal } from '../target/types.js';
+
+/** A network portal a target is offered on (RFC 7143 §13.8 TargetAddress, §13.9 TargetPortalGroupTag). */
+export interface Portal {
+  /** Address the listener binds to (IPv4 dotted quad, IPv6 literal without brackets, or host name). */
+  readonly host: string;
+  readonly port: number;
+  /** Target portal group tag. */
+  readonly tpgt: number;
+  /** Address advertised in SendTargets when it differs from host (NAT, 0.0.0.0 binds). */
+  readonly advertise?: string;
+}
+
+/** "host:port", an IPv6 literal in brackets (RFC 3986 §3.2.2), as initiators, URLs and TargetAddress write it. */
+export function hostPort(host: string, port: number): string {
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** "host:port" of the listener (the bind address): the key of a portal in VolumeSpec.portals and in messages. */
+export function portalKey(p: Pick<Portal, 'host' | 'port'>): string {
+  return hostPort(p.host, p.port);
+}
+
+/** "host:port" an initiator dials: the advertised address when there is one, else the bind address. */
+export function portalAddress(p: Portal): string {
+  return hostPort(p.advertise ?? p.host, p.port);
+}
+
+/**
+ * TargetAddress value (RFC 7143 §13.8): "host:port,portal-group-tag". host defaults to the address an
+ * initiator dials (portalAddress); SendTargets passes the connection's local address for wildcard binds.
+ */
+export function targetAddress(p: Portal, host: string = p.advertise ?? p.host): string {
+  return `${hostPort(host, p.port)},${p.tpgt}`;
+}
 
 export const ISCSI_DEFAULT_PORT = 3260;
 

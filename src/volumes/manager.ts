@@ -283,16 +283,26 @@ export class VolumeManager implements VolumeService {
     });
   }
 
-  private persistReservations(volumeId: string, lun: number, s: PersistentReservationSnapshot): void {
+  /**
+   * The PR-change hook of a volume's LU: PERSISTENT RESERVE OUT answers only after this resolves, and a
+   * reservation an initiator was told about must survive a crash (APTPL, SPC-4 §5.13.5). On failure the
+   * record gets its previous state back and the rejection reaches the LU, which refuses the command.
+   */
+  private async persistReservations(volumeId: string, lun: number, s: PersistentReservationSnapshot): Promise<void> {
     const rec = this.state.data.volumes[volumeId];
-    if (!rec) return;
-    rec.reservations[String(lun)] = s;
-    // Synchronously: the PERSISTENT RESERVE OUT status is sent after this callback returns, and a
-    // reservation an initiator was told about must survive a crash (APTPL, SPC-4 §5.13.5).
+    if (!rec) throw new Error(`volume ${volumeId} is not in the state any more`);
+    const key = String(lun);
+    const previous = rec.reservations[key];
+    rec.reservations[key] = s;
     try {
-      this.state.saveSync();
+      await this.state.save();
     } catch (err) {
-      this.log.error({ volumeId, err: errMessage(err) }, 'could not persist reservation state');
+      if (rec.reservations[key] === s) {
+        if (previous) rec.reservations[key] = previous;
+        else rec.reservations = Object.fromEntries(Object.entries(rec.reservations).filter(([k]) => k !== key));
+      }
+      this.log.error({ volumeId, lun, err: errMessage(err) }, 'could not persist reservation state; PERSISTENT RESERVE OUT refused');
+      throw err;
     }
   }
 

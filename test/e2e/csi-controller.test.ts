@@ -15,8 +15,10 @@ import { Writable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { startLunar, type LunarServer } from '../../src/server.js';
-import { loadCsiPackage, startCsiServer, type CsiServer } from '../../src/csi/server.js';
-import { DEFAULT_PLUGIN_NAME, lunarVersion } from '../../src/csi/identity.js';
+import { startControllerServer, type CsiServer } from '../../src/csi/controller-server.js';
+import { loadCsiPackage } from '../../src/csi/proto.js';
+import { DEFAULT_PLUGIN_NAME } from '../../src/csi/identity.js';
+import { LUNAR_VERSION } from '../../src/util/version.js';
 import type * as T from '../../src/csi/types.js';
 import { rpc } from '../support/csi.js';
 
@@ -58,7 +60,7 @@ function run(cmd: string, args: string[], timeoutMs = 30_000): Promise<{ code: n
   return new Promise((resolve) => {
     execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 16 * MiB, encoding: 'latin1' }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
-      resolve({ code, stdout: String(stdout), stderr: String(stderr) });
+      resolve({ code, stdout, stderr });
     });
   });
 }
@@ -135,12 +137,12 @@ before(async () => {
       cb();
     },
   });
-  csi = await startCsiServer({
+  csi = await startControllerServer({
     endpoint: `unix://${socketPath}`,
     volumes: lunar.volumes,
     pluginName: DEFAULT_PLUGIN_NAME,
-    version: lunarVersion(),
-    ready: lunar.ready,
+    version: LUNAR_VERSION,
+    ready: () => lunar.ready(),
     logger: pino({ level: 'debug' }, sink),
   });
   controller = new pkg.Controller(`unix://${socketPath}`, grpc.credentials.createInsecure());
@@ -858,7 +860,7 @@ test('in-flight guard: same name concurrently -> ABORTED for the latecomers; dif
 
 test('not ready: Probe says so and controller calls get UNAVAILABLE', async () => {
   const path = join(dataDir, 'starting.sock');
-  const s = await startCsiServer({
+  const s = await startControllerServer({
     endpoint: `unix://${path}`,
     volumes: lunar.volumes,
     pluginName: 'iscsi.lunar.dev',
@@ -890,16 +892,16 @@ test('endpoints: unix:relative, tcp://, stale socket replaced, live socket and n
   };
   // unix:relative
   const rel = relative(process.cwd(), join(dataDir, 'rel.sock'));
-  const s1 = await startCsiServer({ ...opts, endpoint: `unix:${rel}` });
+  const s1 = await startControllerServer({ ...opts, endpoint: `unix:${rel}` });
   assert.equal(s1.address, `unix://${join(dataDir, 'rel.sock')}`);
   const c1 = new pkg.Identity(`unix://${join(dataDir, 'rel.sock')}`, grpc.credentials.createInsecure());
   assert.equal((await rpc<T.GetPluginInfoResponse>(c1, 'GetPluginInfo')).name, 'iscsi.lunar.dev');
   c1.close();
   // a live socket is not stolen
-  await assert.rejects(startCsiServer({ ...opts, endpoint: `unix:${rel}` }), /in use/);
+  await assert.rejects(startControllerServer({ ...opts, endpoint: `unix:${rel}` }), /in use/);
   await s1.close();
   // tcp
-  const s2 = await startCsiServer({ ...opts, endpoint: 'tcp://127.0.0.1:13342' });
+  const s2 = await startControllerServer({ ...opts, endpoint: 'tcp://127.0.0.1:13342' });
   assert.equal(s2.address, 'tcp://127.0.0.1:13342');
   const c2 = new pkg.Identity('127.0.0.1:13342', grpc.credentials.createInsecure());
   assert.equal((await rpc<T.GetPluginInfoResponse>(c2, 'GetPluginInfo')).name, 'iscsi.lunar.dev');
@@ -914,7 +916,7 @@ test('endpoints: unix:relative, tcp://, stale socket replaced, live socket and n
   child.kill('SIGKILL');
   await new Promise((res) => child.once('exit', res));
   assert.ok((await fsp.lstat(stale)).isSocket(), 'the killed process left its socket');
-  const s3 = await startCsiServer({ ...opts, endpoint: `unix://${stale}` });
+  const s3 = await startControllerServer({ ...opts, endpoint: `unix://${stale}` });
   const c3 = new pkg.Identity(`unix://${stale}`, grpc.credentials.createInsecure());
   assert.equal((await rpc<T.ProbeResponse>(c3, 'Probe')).ready?.value, true);
   c3.close();
@@ -922,17 +924,17 @@ test('endpoints: unix:relative, tcp://, stale socket replaced, live socket and n
   // a regular file is never removed
   const file = join(dataDir, 'not-a-socket');
   writeFileSync(file, 'keep me');
-  await assert.rejects(startCsiServer({ ...opts, endpoint: `unix://${file}` }), /not a socket/);
+  await assert.rejects(startControllerServer({ ...opts, endpoint: `unix://${file}` }), /not a socket/);
   assert.equal(readFileSync(file, 'utf8'), 'keep me');
-  await assert.rejects(startCsiServer({ ...opts, endpoint: 'http://x' }), /unix/);
-  await assert.rejects(startCsiServer({ ...opts, endpoint: 'unix://relative.sock' }), /absolute/);
-  await assert.rejects(startCsiServer({ ...opts, endpoint: 'unix:///tmp/x.sock', pluginName: 'bad_name' }), /plugin name/);
+  await assert.rejects(startControllerServer({ ...opts, endpoint: 'http://x' }), /unix/);
+  await assert.rejects(startControllerServer({ ...opts, endpoint: 'unix://relative.sock' }), /absolute/);
+  await assert.rejects(startControllerServer({ ...opts, endpoint: 'unix:///tmp/x.sock', pluginName: 'bad_name' }), /plugin name/);
 });
 
 test('topology: with a configured segment, volumes carry it and requirements are honoured', async () => {
   const path = join(dataDir, 'topo.sock');
   const segment = { 'topology.iscsi.lunar.dev/site': 'rack-7' };
-  const s = await startCsiServer({
+  const s = await startControllerServer({
     endpoint: `unix://${path}`,
     volumes: lunar.volumes,
     pluginName: 'iscsi.lunar.dev',

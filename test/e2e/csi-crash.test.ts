@@ -1,4 +1,4 @@
-// Crash consistency of the CSI controller: a Lunar process (startLunar + startCsiServer, run from this
+// Crash consistency of the CSI controller: a Lunar process (startLunar + startControllerServer, run from this
 // same file in child mode) is killed with SIGKILL in the middle of a burst of CreateVolume/DeleteVolume
 // over its unix socket, then restarted on the same data directory. Every acknowledged create must still
 // exist with the same id, every acknowledged delete must stay gone, the volume files must be exactly
@@ -15,8 +15,10 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { startLunar } from '../../src/server.js';
-import { loadCsiPackage, startCsiServer } from '../../src/csi/server.js';
-import { DEFAULT_PLUGIN_NAME, lunarVersion } from '../../src/csi/identity.js';
+import { startControllerServer } from '../../src/csi/controller-server.js';
+import { loadCsiPackage } from '../../src/csi/proto.js';
+import { DEFAULT_PLUGIN_NAME } from '../../src/csi/identity.js';
+import { LUNAR_VERSION } from '../../src/util/version.js';
 import type * as T from '../../src/csi/types.js';
 import { rpc } from '../support/csi.js';
 
@@ -31,12 +33,12 @@ async function child(dataDir: string): Promise<void> {
     csiEndpoint: 'none',
     logger: pino({ level: 'warn' }),
   });
-  const csi = await startCsiServer({
+  const csi = await startControllerServer({
     endpoint: `unix://${join(dataDir, 'csi.sock')}`,
     volumes: lunar.volumes,
     pluginName: DEFAULT_PLUGIN_NAME,
-    version: lunarVersion(),
-    ready: lunar.ready,
+    version: LUNAR_VERSION,
+    ready: () => lunar.ready(),
     logger: pino({ level: 'warn' }),
   });
   process.on('SIGTERM', () => {
@@ -185,7 +187,7 @@ if (process.env[CHILD_ENV]) {
           'iscsi-readcapacity16',
           ['-i', 'iqn.2026-11.dev.lunar.test:crash', `iscsi://${ctx.portals}/${ctx.targetIqn}/0`],
           { timeout: 20_000 },
-          (_e, so) => resolve(String(so)),
+          (_e, so) => resolve(so),
         ),
       );
       assert.equal(Number(/Total size:(\d+)/.exec(cap)?.[1]), Number(survivor.capacity_bytes), cap);

@@ -1,6 +1,7 @@
 // `lunar serve` itself serves CSI: the default endpoint unix://<data-dir>/csi.sock answers Identity and
 // Controller calls, a volume made over CSI is a real LU the CLI lists and libiscsi reads, and
-// --csi-endpoint none turns CSI off. (csi-controller.test.ts covers every RPC in depth.)
+// --csi-endpoint none turns CSI off, and tcp://host:0 reports the port it bound. (csi-controller.test.ts covers
+// every RPC in depth.)
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -8,7 +9,7 @@ import { join } from 'node:path';
 import test, { after } from 'node:test';
 import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
-import { loadCsiPackage } from '../../src/csi/server.js';
+import { loadCsiPackage } from '../../src/csi/proto.js';
 import { startLunarProcess, type LunarProcess } from '../support/lunar.js';
 import { rpc } from '../support/csi.js';
 
@@ -80,4 +81,34 @@ test('lunar serve --csi-endpoint none serves no CSI socket', async () => {
   assert.equal(existsSync(join(lunar.dataDir, 'csi.sock')), false);
   const st = await lunar.cli(['volume', 'list']);
   assert.equal(st.code, 0, st.stderr);
+});
+
+test('lunar serve --csi-endpoint tcp://127.0.0.1:0 prints and logs the port it bound, and serves CSI there', async () => {
+  const lunar = await startLunarProcess({ portals: [`127.0.0.1:${PORT + 2}`], args: ['--csi-endpoint', 'tcp://127.0.0.1:0'] });
+  procs.push(lunar);
+  // The banner (stdout) and the log lines (stderr, written asynchronously) follow the server's readiness:
+  // wait for both.
+  let printed: RegExpExecArray | null = null;
+  for (let i = 0; i < 200; i++) {
+    printed = /; CSI (tcp:\/\/127\.0\.0\.1:(\d+))\n/.exec(lunar.output());
+    if (printed !== null && lunar.output().includes('"msg":"Lunar ready"')) break;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  assert.ok(printed, `no CSI address in the banner:\n${lunar.output()}`);
+  const address = printed[1]!;
+  const port = Number(printed[2]);
+  assert.ok(port > 0 && port <= 65535, `the printed port is the bound one, not 0: ${address}`);
+  const logs = lunar
+    .output()
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as { msg?: string; csiEndpoint?: string; endpoint?: string });
+  assert.equal(logs.find((l) => l.msg === 'Lunar ready')?.csiEndpoint, address);
+  assert.equal(logs.find((l) => l.msg === 'CSI Identity and Controller services listening')?.endpoint, address);
+  const identity = new (loadCsiPackage().Identity)(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+  try {
+    assert.equal((await rpc<{ name: string }>(identity, 'GetPluginInfo')).name, 'iscsi.lunar.dev');
+  } finally {
+    identity.close();
+  }
 });

@@ -40,7 +40,7 @@ function run(cmd: string, args: string[], timeoutMs = 60000): Promise<Run> {
   return new Promise((resolve) => {
     execFile(cmd, args, { timeout: timeoutMs, env: { ...process.env, LIBISCSI_DEBUG: '' } }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
-      resolve({ code, stdout: stdout.toString(), stderr: stderr.toString() });
+      resolve({ code, stdout, stderr });
     });
   });
 }

@@ -77,7 +77,8 @@ test('acknowledged writes survive kill -9; the restarted server has the same vol
   });
   const acked: number[] = [];
   let buf = '';
-  let killed: Promise<void> | null = null;
+  // Assigned in the 'data' callback below; the cast keeps TypeScript from narrowing it to null.
+  let killed = null as Promise<void> | null;
   const writerDone = new Promise<void>((resolve) => writer.on('close', () => resolve()));
   writer.stdout.on('data', (b: Buffer) => {
     buf += b.toString();

@@ -14,6 +14,7 @@ import {
   readBhsPrefix,
   RESERVED_TAG,
   type InitiatorPdu,
+  type ScsiCommandPdu,
   type TargetPdu,
 } from '../../src/iscsi/pdu.js';
 import { encodeText, parseText, type TextPair } from '../../src/iscsi/text.js';
@@ -219,6 +220,30 @@ export class TestInitiator {
     const t = this.itt;
     this.itt = (this.itt + 1) >>> 0;
     return t;
+  }
+
+  /**
+   * A SCSI Command PDU (RFC 7143 §11.3) with no data segment: SIMPLE, LUN 0, F bit set, a zero CDB, the
+   * next ITT and the current CmdSN; `over` on top. The caller sends it and advances cmdSN.
+   */
+  scsiCommandPdu(over: Partial<ScsiCommandPdu> = {}): ScsiCommandPdu {
+    return {
+      opcode: 0x01,
+      immediate: false,
+      dataSegmentLength: 0,
+      final: true,
+      read: false,
+      write: false,
+      attr: 1,
+      lun: 0n,
+      initiatorTaskTag: over.initiatorTaskTag ?? this.nextItt(),
+      expectedDataTransferLength: 0,
+      cmdSN: this.cmdSN,
+      expStatSN: this.expStatSN,
+      cdb: Buffer.alloc(16),
+      bidiReadLength: null,
+      ...over,
+    };
   }
 
   /** Full login to full feature phase (security stage when CHAP is given). */

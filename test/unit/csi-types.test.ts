@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import * as protoLoader from '@grpc/proto-loader';
-import { csiProtoPath, PROTO_LOADER_OPTIONS } from '../../src/csi/server.js';
+import { csiProtoPath, PROTO_LOADER_OPTIONS } from '../../src/csi/proto.js';
 import type * as T from '../../src/csi/types.js';
 
 /** Field names of an interface, minus the virtual oneof discriminators proto-loader adds. */

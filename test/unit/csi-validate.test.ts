@@ -32,7 +32,7 @@ import {
 } from '../../src/csi/validate.js';
 import { VolumeError } from '../../src/volumes/types.js';
 import { isValidPluginName, DEFAULT_PLUGIN_NAME } from '../../src/csi/identity.js';
-import { defaultCsiEndpoint, parseEndpoint } from '../../src/csi/server.js';
+import { defaultCsiEndpoint, parseEndpoint } from '../../src/csi/endpoint.js';
 import { resolve } from 'node:path';
 
 const MiB = 1024 * 1024;

@@ -15,7 +15,7 @@ import type { Portal, TargetEntry, TargetRegistry } from '../../src/target/types
 import { TestInitiator } from '../support/iscsi-initiator.js';
 import { IscsiServer } from '../../src/iscsi/server.js';
 import { CmdWindow, serialLe, serialLt } from '../../src/iscsi/cmdsn.js';
-import { RESERVED_TAG } from '../../src/iscsi/pdu.js';
+import { RESERVED_TAG, type R2T, type ScsiCommandPdu } from '../../src/iscsi/pdu.js';
 
 const PORT = 13260;
 const BLOCK = 512;
@@ -129,6 +129,12 @@ const write10 = (lba: number, blocks: number): Buffer => {
   c[0] = 0x2a;
   return c;
 };
+/** A SCSI Command PDU without a data segment for this ITT and CDB (placed in the 16-byte field); `o` on top. */
+function scsiCommand(i: TestInitiator, itt: number, cdb: Buffer, o: Partial<ScsiCommandPdu> = {}): ScsiCommandPdu {
+  const field = Buffer.alloc(16);
+  cdb.copy(field);
+  return i.scsiCommandPdu({ initiatorTaskTag: itt, cdb: field, ...o });
+}
 const pattern = (n: number, seed: number): Buffer => Buffer.from(Array.from({ length: n }, (_, i) => (i * 31 + seed) & 0xff));
 
 describe('CmdSN window (RFC 7143 §4.2.2.1)', () => {
@@ -180,8 +186,8 @@ describe('graceful shutdown', () => {
     const closing = srv.close({ logoutGraceMs: 2000 });
     const msg = await i.expect();
     assert.equal(msg.pdu.opcode, 0x32);
-    assert.equal(msg.pdu.opcode === 0x32 && msg.pdu.asyncEvent, 1);
-    assert.equal(msg.pdu.opcode === 0x32 && msg.pdu.parameter3, 2);
+    assert.equal(msg.pdu.asyncEvent, 1);
+    assert.equal(msg.pdu.parameter3, 2);
     const t0 = Date.now();
     assert.equal(await i.logout(), 0);
     await closing;
@@ -247,7 +253,55 @@ describe('iSCSI session over loopback (in-memory device)', () => {
     const r = await i.command(Buffer.from([0xc2, 0, 0, 0, 0, 0]));
     assert.equal(r.status, 2);
     assert.equal(r.sense?.length, 18);
-    assert.equal(r.sense?.[2], 5);
+    assert.equal(r.sense[2], 5);
+    i.close();
+  });
+
+  it('a Data-Out that does not fit its R2T ends the command with ABORTED COMMAND and its iSCSI sense code (§11.4.7.2)', async () => {
+    const i = await session({ InitialR2T: 'Yes', ImmediateData: 'No' });
+    const cases: Array<[string, (r2t: R2T) => { ttt: number; dataSN: number; bufferOffset: number; length: number }, number, number]> = [
+      ['DataSN out of sequence', (r) => ({ ttt: r.targetTransferTag, dataSN: 1, bufferOffset: r.bufferOffset, length: 512 }), 0x4b, 0x00],
+      ['Buffer Offset out of place', (r) => ({ ttt: r.targetTransferTag, dataSN: 0, bufferOffset: 512, length: 512 }), 0x4b, 0x05],
+      ['a TTT no R2T gave', (r) => ({ ttt: (r.targetTransferTag + 1000) >>> 0, dataSN: 0, bufferOffset: 0, length: 512 }), 0x0c, 0x0d],
+      [
+        'more than the R2T asked for',
+        (r) => ({ ttt: r.targetTransferTag, dataSN: 0, bufferOffset: 0, length: r.desiredDataTransferLength + 512 }),
+        0x0c,
+        0x0d,
+      ],
+    ];
+    for (const [what, dataOut, asc, ascq] of cases) {
+      const itt = i.nextItt();
+      i.send(scsiCommand(i, itt, write10(0, 2), { write: true, expectedDataTransferLength: 1024 }));
+      i.cmdSN = (i.cmdSN + 1) >>> 0;
+      const r2t = (await i.expect()).pdu;
+      assert.equal(r2t.opcode, 0x31, `${what}: R2T`);
+      const d = dataOut(r2t);
+      i.send(
+        {
+          opcode: 0x05,
+          dataSegmentLength: d.length,
+          final: true,
+          lun: 0n,
+          initiatorTaskTag: itt,
+          targetTransferTag: d.ttt,
+          expStatSN: i.expStatSN,
+          dataSN: d.dataSN,
+          bufferOffset: d.bufferOffset,
+        },
+        Buffer.alloc(d.length),
+      );
+      const res = await i.expect();
+      assert.equal(res.pdu.opcode, 0x21, `${what}: SCSI Response`);
+      assert.equal(res.pdu.initiatorTaskTag, itt);
+      assert.equal(res.pdu.status, 2, `${what}: CHECK CONDITION`);
+      const sense = res.data.subarray(2, 2 + res.data.readUInt16BE(0));
+      assert.equal(sense.length, 18);
+      assert.equal(sense[0], 0x70);
+      assert.equal(sense[2], 0x0b, `${what}: ABORTED COMMAND`);
+      assert.deepEqual([sense[12], sense[13]], [asc, ascq], `${what}: ASC/ASCQ`);
+    }
+    assert.equal((await i.command(Buffer.alloc(6))).status, 0, 'the session goes on');
     i.close();
   });
 
@@ -283,23 +337,7 @@ describe('iSCSI session over loopback (in-memory device)', () => {
   it('delivers commands in CmdSN order even when they arrive out of order', async () => {
     const i = await session();
     const base = i.cmdSN;
-    const send = (itt: number, cmdSN: number): void =>
-      i.send({
-        opcode: 0x01,
-        immediate: false,
-        dataSegmentLength: 0,
-        final: true,
-        read: false,
-        write: false,
-        attr: 1,
-        lun: 0n,
-        initiatorTaskTag: itt,
-        expectedDataTransferLength: 0,
-        cmdSN,
-        expStatSN: i.expStatSN,
-        cdb: Buffer.alloc(16),
-        bidiReadLength: null,
-      });
+    const send = (itt: number, cmdSN: number): void => i.send(scsiCommand(i, itt, Buffer.alloc(16), { cmdSN }));
     send(1001, base + 1);
     send(1000, base);
     const a = await i.expect();
@@ -314,22 +352,7 @@ describe('iSCSI session over loopback (in-memory device)', () => {
   it('ABORT TASK ends a running task without a SCSI Response; LOGICAL UNIT RESET reaches the device', async () => {
     const i = await session();
     const itt = 5000;
-    i.send({
-      opcode: 0x01,
-      immediate: false,
-      dataSegmentLength: 0,
-      final: true,
-      read: false,
-      write: false,
-      attr: 1,
-      lun: 0n,
-      initiatorTaskTag: itt,
-      expectedDataTransferLength: 0,
-      cmdSN: i.cmdSN,
-      expStatSN: i.expStatSN,
-      cdb: Buffer.from([0xc1, ...Array(15).fill(0)]),
-      bidiReadLength: null,
-    });
+    i.send(scsiCommand(i, itt, Buffer.from([0xc1])));
     const refCmdSN = i.cmdSN;
     i.cmdSN++;
     await new Promise((r) => setTimeout(r, 50));
@@ -348,7 +371,7 @@ describe('iSCSI session over loopback (in-memory device)', () => {
     });
     const r = await i.expect();
     assert.equal(r.pdu.opcode, 0x22);
-    assert.equal(r.pdu.opcode === 0x22 && r.pdu.response, 0);
+    assert.equal(r.pdu.response, 0);
     i.send({
       opcode: 0x02,
       immediate: true,
@@ -437,7 +460,7 @@ describe('iSCSI session over loopback (in-memory device)', () => {
     });
     const r = await i.expect();
     assert.equal(r.pdu.opcode, 0x3f);
-    assert.equal(r.pdu.opcode === 0x3f && r.pdu.reason, 0x04);
+    assert.equal(r.pdu.reason, 0x04);
     assert.equal(r.data.length, 48, 'the rejected header comes back');
     assert.equal((await i.command(Buffer.alloc(6))).status, 0);
     i.close();
@@ -540,22 +563,8 @@ describe('iSCSI session over loopback (in-memory device)', () => {
 
   it('logout waits for running commands: their responses come before the Logout Response', async () => {
     const i = await session();
-    i.send({
-      opcode: 0x01,
-      immediate: false,
-      dataSegmentLength: 0,
-      final: true,
-      read: false,
-      write: false,
-      attr: 1,
-      lun: 0n,
-      initiatorTaskTag: 4242,
-      expectedDataTransferLength: 0,
-      cmdSN: i.cmdSN++,
-      expStatSN: i.expStatSN,
-      cdb: Buffer.from([0xc3, ...Array(15).fill(0)]),
-      bidiReadLength: null,
-    });
+    i.send(scsiCommand(i, 4242, Buffer.from([0xc3])));
+    i.cmdSN++;
     i.send({
       opcode: 0x06,
       immediate: false,
@@ -620,7 +629,7 @@ describe('iSCSI session over loopback (in-memory device)', () => {
     const empty = await i.expect();
     assert.equal(empty.pdu.opcode, 0x24);
     assert.equal(empty.data.length, 0);
-    const ttt = empty.pdu.opcode === 0x24 ? empty.pdu.targetTransferTag : RESERVED_TAG;
+    const ttt = empty.pdu.targetTransferTag;
     assert.notEqual(ttt, RESERVED_TAG);
     const part2 = Buffer.from('gets=iqn.2026-01.io.lunar:t0\0');
     i.send(
@@ -677,22 +686,7 @@ describe('iSCSI session over loopback (in-memory device)', () => {
     });
     assert.equal((await i.expect()).pdu.opcode, 0x3f);
     // SCSI commands are not allowed in a discovery session.
-    i.send({
-      opcode: 0x01,
-      immediate: true,
-      dataSegmentLength: 0,
-      final: true,
-      read: false,
-      write: false,
-      attr: 1,
-      lun: 0n,
-      initiatorTaskTag: 77,
-      expectedDataTransferLength: 0,
-      cmdSN: i.cmdSN,
-      expStatSN: i.expStatSN,
-      cdb: Buffer.alloc(16),
-      bidiReadLength: null,
-    });
+    i.send(scsiCommand(i, 77, Buffer.alloc(16), { immediate: true }));
     const rej = await i.expect();
     assert.equal(rej.pdu.opcode, 0x3f);
     assert.equal(await i.logout(), 0);

@@ -42,7 +42,10 @@ function setup(known: ITNexus[] = [A, B, C, A2], initial?: PersistentReservation
     nexusKeys: () => known.map((n) => n.key),
     abortTasksOf: (keys) => rec.aborted.push([...keys]),
   };
-  const pr = createReservationManager(hooks, initial, (s) => rec.snapshots.push(s));
+  const pr = createReservationManager(hooks, initial, (s) => {
+    rec.snapshots.push(s);
+    return Promise.resolve();
+  });
   return { pr, rec };
 }
 
@@ -88,10 +91,15 @@ const RELEASE6 = Buffer.from([0x17, 0, 0, 0, 0, 0]);
 const RESERVE10 = Buffer.from([0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
 const RELEASE10 = Buffer.from([0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
 
-function register(pr: ReservationManager, n: ITNexus, key: bigint, flags: { allTgPt?: boolean; aptpl?: boolean } = {}): ScsiResponse {
+function register(
+  pr: ReservationManager,
+  n: ITNexus,
+  key: bigint,
+  flags: { allTgPt?: boolean; aptpl?: boolean } = {},
+): Promise<ScsiResponse> {
   return pr.persistentReserveOut(n, proutCdb(SA.REGISTER_IGNORE), params(0n, key, flags));
 }
-function reserve(pr: ReservationManager, n: ITNexus, key: bigint, type: number): ScsiResponse {
+function reserve(pr: ReservationManager, n: ITNexus, key: bigint, type: number): Promise<ScsiResponse> {
   return pr.persistentReserveOut(n, proutCdb(SA.RESERVE, type), params(key, 0n));
 }
 
@@ -146,107 +154,111 @@ const K3 = 0x3333333333333333n;
 // ----- REGISTER -------------------------------------------------------------------------------
 
 describe('PR OUT REGISTER / REGISTER AND IGNORE EXISTING KEY (SPC-4 §5.13.7)', () => {
-  test('register, re-key, unregister; generation counts each change', () => {
+  test('register, re-key, unregister; generation counts each change', async () => {
     const { pr, rec } = setup();
     assert.deepEqual(readKeys(pr, A), { generation: 0, keys: [] });
-    assertGood(pr.persistentReserveOut(A, proutCdb(SA.REGISTER), params(0n, K1)));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER), params(0n, K1)));
     assert.deepEqual(readKeys(pr, B), { generation: 1, keys: [K1] });
     // Wrong reservation key from a registered nexus: RESERVATION CONFLICT, nothing changes.
-    assertConflict(pr.persistentReserveOut(A, proutCdb(SA.REGISTER), params(K2, K3)));
+    assertConflict(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER), params(K2, K3)));
     assert.deepEqual(readKeys(pr, A), { generation: 1, keys: [K1] });
     // Re-key with the right key.
-    assertGood(pr.persistentReserveOut(A, proutCdb(SA.REGISTER), params(K1, K2)));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER), params(K1, K2)));
     assert.deepEqual(readKeys(pr, A), { generation: 2, keys: [K2] });
     // Unregister (SARK 0).
-    assertGood(pr.persistentReserveOut(A, proutCdb(SA.REGISTER), params(K2, 0n)));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER), params(K2, 0n)));
     assert.deepEqual(readKeys(pr, A), { generation: 3, keys: [] });
     assert.equal(rec.snapshots.length, 3);
     assert.equal(rec.uas.length, 0);
   });
 
-  test('unregistered nexus: REGISTER with a non-zero reservation key conflicts; SARK 0 is a no-op', () => {
+  test('unregistered nexus: REGISTER with a non-zero reservation key conflicts; SARK 0 is a no-op', async () => {
     const { pr, rec } = setup();
-    assertConflict(pr.persistentReserveOut(A, proutCdb(SA.REGISTER), params(K1, K2)));
-    assertGood(pr.persistentReserveOut(A, proutCdb(SA.REGISTER), params(0n, 0n)));
+    assertConflict(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER), params(K1, K2)));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER), params(0n, 0n)));
     assert.deepEqual(readKeys(pr, A), { generation: 0, keys: [] });
     assert.equal(rec.snapshots.length, 0);
   });
 
-  test('REGISTER AND IGNORE EXISTING KEY replaces whatever key is registered', () => {
+  test('REGISTER AND IGNORE EXISTING KEY replaces whatever key is registered', async () => {
     const { pr } = setup();
-    assertGood(register(pr, A, K1));
-    assertGood(pr.persistentReserveOut(A, proutCdb(SA.REGISTER_IGNORE), params(0xdeadn, K2)));
+    assertGood(await register(pr, A, K1));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER_IGNORE), params(0xdeadn, K2)));
     assert.deepEqual(readKeys(pr, A).keys, [K2]);
-    assertGood(pr.persistentReserveOut(A, proutCdb(SA.REGISTER_IGNORE), params(0n, 0n)));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER_IGNORE), params(0n, 0n)));
     assert.deepEqual(readKeys(pr, A).keys, []);
   });
 
-  test('the same initiator on another target port is a different I_T nexus', () => {
+  test('the same initiator on another target port is a different I_T nexus', async () => {
     const { pr } = setup();
-    assertGood(register(pr, A, K1));
-    assertGood(register(pr, A2, K2));
+    assertGood(await register(pr, A, K1));
+    assertGood(await register(pr, A2, K2));
     assert.deepEqual(readKeys(pr, A).keys, [K1, K2]);
   });
 
-  test('ALL_TG_PT registers the initiator port on every target port', () => {
+  test('ALL_TG_PT registers the initiator port on every target port', async () => {
     const { pr } = setup();
-    assertGood(register(pr, A, K1, { allTgPt: true }));
+    assertGood(await register(pr, A, K1, { allTgPt: true }));
     // A2 (same initiator port, target port 2) is registered: it may reserve with K1.
-    assertGood(reserve(pr, A2, K1, T.WE));
+    assertGood(await reserve(pr, A2, K1, T.WE));
     const rr = readReservation(pr, B);
     assert.ok(!('none' in rr));
     assert.equal(rr.key, K1);
     assert.equal(rr.type, T.WE);
     // Unregistering through A removes the registration for every target port and releases the reservation.
-    assertGood(pr.persistentReserveOut(A, proutCdb(SA.REGISTER), params(K1, 0n)));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER), params(K1, 0n)));
     assert.ok('none' in readReservation(pr, B));
     assert.deepEqual(readKeys(pr, B).keys, []);
   });
 
-  test('ALL_TG_PT cannot be mixed with registrations the port holds through other target ports', () => {
+  test('ALL_TG_PT cannot be mixed with registrations the port holds through other target ports', async () => {
     const { pr } = setup();
-    assertGood(register(pr, A2, K2));
-    const r = register(pr, A, K1, { allTgPt: true });
+    assertGood(await register(pr, A2, K2));
+    const r = await register(pr, A, K1, { allTgPt: true });
     assertIllegal(r, 0x26, 0x00);
     assert.equal(r.sense!.readUInt16BE(16), 20);
     assert.equal(r.sense![15]! & 0x0f, 0x08 | 2, 'bit pointer: ALL_TG_PT');
-    assertGood(register(pr, A, K1), 'a plain registration of the other I_T nexus is fine');
+    assertGood(await register(pr, A, K1), 'a plain registration of the other I_T nexus is fine');
     assert.deepEqual(readKeys(pr, B).keys, [K2, K1]);
   });
 
-  test('SPEC_I_PT is refused with INVALID FIELD IN PARAMETER LIST (SIP_C=0)', () => {
+  test('SPEC_I_PT is refused with INVALID FIELD IN PARAMETER LIST (SIP_C=0)', async () => {
     const { pr } = setup();
     const p = Buffer.concat([params(0n, K1, { specIPt: true }), Buffer.alloc(4)]);
-    const r = pr.persistentReserveOut(A, proutCdb(SA.REGISTER, 0, p.length), p);
+    const r = await pr.persistentReserveOut(A, proutCdb(SA.REGISTER, 0, p.length), p);
     assertIllegal(r, 0x26, 0x00);
     assert.equal(r.sense![15]! & 0x80, 0x80, 'SKSV');
     assert.equal(r.sense![15]! & 0x40, 0, 'C/D=0: parameter list');
     assert.equal(r.sense!.readUInt16BE(16), 20);
   });
 
-  test('parameter list length other than 24 is a PARAMETER LIST LENGTH ERROR', () => {
+  test('parameter list length other than 24 is a PARAMETER LIST LENGTH ERROR', async () => {
     const { pr } = setup();
-    assertIllegal(pr.persistentReserveOut(A, proutCdb(SA.REGISTER, 0, 20), Buffer.alloc(20)), 0x1a, 0x00);
-    assertIllegal(pr.persistentReserveOut(A, proutCdb(SA.REGISTER, 0, 28), Buffer.concat([params(0n, K1), Buffer.alloc(4)])), 0x1a, 0x00);
-    assertIllegal(pr.persistentReserveOut(A, proutCdb(SA.REGISTER, 0, 24), null), 0x1a, 0x00);
+    assertIllegal(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER, 0, 20), Buffer.alloc(20)), 0x1a, 0x00);
+    assertIllegal(
+      await pr.persistentReserveOut(A, proutCdb(SA.REGISTER, 0, 28), Buffer.concat([params(0n, K1), Buffer.alloc(4)])),
+      0x1a,
+      0x00,
+    );
+    assertIllegal(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER, 0, 24), null), 0x1a, 0x00);
     assert.deepEqual(readKeys(pr, A).keys, []);
   });
 
-  test('unknown service action is INVALID FIELD IN CDB', () => {
+  test('unknown service action is INVALID FIELD IN CDB', async () => {
     const { pr } = setup();
-    const r = pr.persistentReserveOut(A, proutCdb(0x08), params(0n, 0n));
+    const r = await pr.persistentReserveOut(A, proutCdb(0x08), params(0n, 0n));
     assertIllegal(r, 0x24, 0x00);
     assert.equal(r.sense![15]! & 0x40, 0x40, 'C/D=1: CDB');
     assert.equal(r.sense!.readUInt16BE(16), 1);
   });
 
-  test('APTPL follows the last registration and shows in REPORT CAPABILITIES', () => {
+  test('APTPL follows the last registration and shows in REPORT CAPABILITIES', async () => {
     const { pr, rec } = setup();
-    assertGood(register(pr, A, K1, { aptpl: true }));
+    assertGood(await register(pr, A, K1, { aptpl: true }));
     assert.equal(rec.snapshots.at(-1)!.aptpl, true);
     const caps = pr.persistentReserveIn(A, prinCdb(2)).data!;
     assert.equal(caps[3]! & 0x01, 1, 'PTPL_A');
-    assertGood(register(pr, B, K2, { aptpl: false }));
+    assertGood(await register(pr, B, K2, { aptpl: false }));
     assert.equal(rec.snapshots.at(-1)!.aptpl, false);
     assert.equal(pr.persistentReserveIn(A, prinCdb(2)).data![3]! & 0x01, 0);
   });
@@ -255,48 +267,48 @@ describe('PR OUT REGISTER / REGISTER AND IGNORE EXISTING KEY (SPC-4 §5.13.7)', 
 // ----- RESERVE / RELEASE ---------------------------------------------------------------------
 
 describe('PR OUT RESERVE / RELEASE (SPC-4 §5.13.9, §5.13.11.2.2)', () => {
-  test('reserve requires a registration with the same key', () => {
+  test('reserve requires a registration with the same key', async () => {
     const { pr } = setup();
-    assertConflict(reserve(pr, A, K1, T.WE));
-    assertGood(register(pr, A, K1));
-    assertConflict(reserve(pr, A, K2, T.WE));
-    assertGood(reserve(pr, A, K1, T.WE));
+    assertConflict(await reserve(pr, A, K1, T.WE));
+    assertGood(await register(pr, A, K1));
+    assertConflict(await reserve(pr, A, K2, T.WE));
+    assertGood(await reserve(pr, A, K1, T.WE));
     const rr = readReservation(pr, A);
     assert.ok(!('none' in rr));
     assert.deepEqual(rr, { generation: 1, key: K1, type: T.WE, scope: 0 });
   });
 
-  test('RESERVE does not change the generation; a repeat of the same type is GOOD, another type conflicts', () => {
+  test('RESERVE does not change the generation; a repeat of the same type is GOOD, another type conflicts', async () => {
     const { pr } = setup();
-    assertGood(register(pr, A, K1));
-    assertGood(reserve(pr, A, K1, T.EA));
+    assertGood(await register(pr, A, K1));
+    assertGood(await reserve(pr, A, K1, T.EA));
     assert.equal(readKeys(pr, A).generation, 1);
-    assertGood(reserve(pr, A, K1, T.EA));
-    assertConflict(reserve(pr, A, K1, T.WE));
-    assertGood(register(pr, B, K2));
-    assertConflict(reserve(pr, B, K2, T.EA));
+    assertGood(await reserve(pr, A, K1, T.EA));
+    assertConflict(await reserve(pr, A, K1, T.WE));
+    assertGood(await register(pr, B, K2));
+    assertConflict(await reserve(pr, B, K2, T.EA));
   });
 
-  test('invalid type and scope are INVALID FIELD IN CDB', () => {
+  test('invalid type and scope are INVALID FIELD IN CDB', async () => {
     const { pr } = setup();
-    assertGood(register(pr, A, K1));
-    for (const t of [0, 2, 4, 9, 15]) assertIllegal(reserve(pr, A, K1, t), 0x24, 0x00);
-    assertIllegal(pr.persistentReserveOut(A, proutCdb(SA.RESERVE, T.WE, 24, 1), params(K1, 0n)), 0x24, 0x00);
+    assertGood(await register(pr, A, K1));
+    for (const t of [0, 2, 4, 9, 15]) assertIllegal(await reserve(pr, A, K1, t), 0x24, 0x00);
+    assertIllegal(await pr.persistentReserveOut(A, proutCdb(SA.RESERVE, T.WE, 24, 1), params(K1, 0n)), 0x24, 0x00);
     assert.ok('none' in readReservation(pr, A));
   });
 
-  test('release by the holder; wrong type is INVALID RELEASE OF PERSISTENT RESERVATION', () => {
+  test('release by the holder; wrong type is INVALID RELEASE OF PERSISTENT RESERVATION', async () => {
     const { pr, rec } = setup();
-    assertGood(register(pr, A, K1));
-    assertGood(register(pr, B, K2));
-    assertGood(reserve(pr, A, K1, T.WE));
-    assertIllegal(pr.persistentReserveOut(A, proutCdb(SA.RELEASE, T.EA), params(K1, 0n)), 0x26, 0x04);
+    assertGood(await register(pr, A, K1));
+    assertGood(await register(pr, B, K2));
+    assertGood(await reserve(pr, A, K1, T.WE));
+    assertIllegal(await pr.persistentReserveOut(A, proutCdb(SA.RELEASE, T.EA), params(K1, 0n)), 0x26, 0x04);
     // Non-holder registrant: GOOD, nothing released.
-    assertGood(pr.persistentReserveOut(B, proutCdb(SA.RELEASE, T.WE), params(K2, 0n)));
+    assertGood(await pr.persistentReserveOut(B, proutCdb(SA.RELEASE, T.WE), params(K2, 0n)));
     assert.ok(!('none' in readReservation(pr, A)));
     // Unregistered nexus: conflict.
-    assertConflict(pr.persistentReserveOut(C, proutCdb(SA.RELEASE, T.WE), params(0n, 0n)));
-    assertGood(pr.persistentReserveOut(A, proutCdb(SA.RELEASE, T.WE), params(K1, 0n)));
+    assertConflict(await pr.persistentReserveOut(C, proutCdb(SA.RELEASE, T.WE), params(0n, 0n)));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.RELEASE, T.WE), params(K1, 0n)));
     assert.ok('none' in readReservation(pr, A));
     // WE is neither registrants-only nor all-registrants: no RESERVATIONS RELEASED.
     assert.deepEqual(rec.uas, []);
@@ -309,27 +321,27 @@ describe('PR OUT RESERVE / RELEASE (SPC-4 §5.13.9, §5.13.11.2.2)', () => {
     ['WE-AR', T.WEAR],
     ['EA-AR', T.EAAR],
   ] as const) {
-    test(`release of ${name} queues RESERVATIONS RELEASED to the other registrants only`, () => {
+    test(`release of ${name} queues RESERVATIONS RELEASED to the other registrants only`, async () => {
       const { pr, rec } = setup();
-      assertGood(register(pr, A, K1));
-      assertGood(register(pr, B, K2));
-      assertGood(reserve(pr, A, K1, type));
-      assertGood(pr.persistentReserveOut(A, proutCdb(SA.RELEASE, type), params(K1, 0n)));
+      assertGood(await register(pr, A, K1));
+      assertGood(await register(pr, B, K2));
+      assertGood(await reserve(pr, A, K1, type));
+      assertGood(await pr.persistentReserveOut(A, proutCdb(SA.RELEASE, type), params(K1, 0n)));
       assert.deepEqual(rec.uas, [{ nexus: B.key, asc: 0x2a, ascq: 0x04 }]);
     });
   }
 
-  test('all-registrants: every registrant is a holder and READ RESERVATION reports key 0', () => {
+  test('all-registrants: every registrant is a holder and READ RESERVATION reports key 0', async () => {
     const { pr } = setup();
-    assertGood(register(pr, A, K1));
-    assertGood(register(pr, B, K2));
-    assertGood(reserve(pr, A, K1, T.WEAR));
+    assertGood(await register(pr, A, K1));
+    assertGood(await register(pr, B, K2));
+    assertGood(await reserve(pr, A, K1, T.WEAR));
     const rr = readReservation(pr, C);
     assert.ok(!('none' in rr));
     assert.equal(rr.key, 0n);
     assert.equal(rr.type, T.WEAR);
     // B is a holder too: it may release.
-    assertGood(pr.persistentReserveOut(B, proutCdb(SA.RELEASE, T.WEAR), params(K2, 0n)));
+    assertGood(await pr.persistentReserveOut(B, proutCdb(SA.RELEASE, T.WEAR), params(K2, 0n)));
     assert.ok('none' in readReservation(pr, C));
   });
 });
@@ -343,12 +355,12 @@ describe('unregistering the holder (SPC-4 §5.13.11.2.3)', () => {
     ['EA-RO', T.EARO, true],
     ['WE-RO', T.WERO, true],
   ] as const) {
-    test(`${name}: reservation released; RESERVATIONS RELEASED ${ua ? 'to the remaining registrants' : 'to nobody'}`, () => {
+    test(`${name}: reservation released; RESERVATIONS RELEASED ${ua ? 'to the remaining registrants' : 'to nobody'}`, async () => {
       const { pr, rec } = setup();
-      assertGood(register(pr, A, K1));
-      assertGood(register(pr, B, K2));
-      assertGood(reserve(pr, A, K1, type));
-      assertGood(pr.persistentReserveOut(A, proutCdb(SA.REGISTER), params(K1, 0n)));
+      assertGood(await register(pr, A, K1));
+      assertGood(await register(pr, B, K2));
+      assertGood(await reserve(pr, A, K1, type));
+      assertGood(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER), params(K1, 0n)));
       assert.ok('none' in readReservation(pr, A));
       // Never to the I_T nexus that unregistered (that is what tgt gets wrong).
       assert.ok(!rec.uas.some((u) => u.nexus === A.key));
@@ -359,17 +371,17 @@ describe('unregistering the holder (SPC-4 §5.13.11.2.3)', () => {
     ['EA-AR', T.EAAR],
     ['WE-AR', T.WEAR],
   ] as const) {
-    test(`${name}: reservation stays while a registrant remains, goes with the last one`, () => {
+    test(`${name}: reservation stays while a registrant remains, goes with the last one`, async () => {
       const { pr, rec } = setup();
-      assertGood(register(pr, A, K1));
-      assertGood(register(pr, B, K2));
-      assertGood(reserve(pr, A, K1, type));
-      assertGood(pr.persistentReserveOut(A, proutCdb(SA.REGISTER), params(K1, 0n)));
+      assertGood(await register(pr, A, K1));
+      assertGood(await register(pr, B, K2));
+      assertGood(await reserve(pr, A, K1, type));
+      assertGood(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER), params(K1, 0n)));
       const rr = readReservation(pr, A);
       assert.ok(!('none' in rr));
       assert.equal(rr.type, type);
-      assertGood(pr.persistentReserveOut(B, proutCdb(SA.RELEASE, type), params(K2, 0n)));
-      assertGood(pr.persistentReserveOut(B, proutCdb(SA.REGISTER), params(K2, 0n)));
+      assertGood(await pr.persistentReserveOut(B, proutCdb(SA.RELEASE, type), params(K2, 0n)));
+      assertGood(await pr.persistentReserveOut(B, proutCdb(SA.REGISTER), params(K2, 0n)));
       assert.ok('none' in readReservation(pr, A));
       assert.deepEqual(rec.uas, []);
     });
@@ -379,14 +391,14 @@ describe('unregistering the holder (SPC-4 §5.13.11.2.3)', () => {
 // ----- CLEAR ----------------------------------------------------------------------------------
 
 describe('PR OUT CLEAR (SPC-4 §5.13.11.2.6)', () => {
-  test('removes everything, RESERVATIONS PREEMPTED to the others, generation + 1', () => {
+  test('removes everything, RESERVATIONS PREEMPTED to the others, generation + 1', async () => {
     const { pr, rec } = setup();
-    assertGood(register(pr, A, K1));
-    assertGood(register(pr, B, K2));
-    assertGood(register(pr, C, K3));
-    assertGood(reserve(pr, B, K2, T.EARO));
-    assertConflict(pr.persistentReserveOut(A, proutCdb(SA.CLEAR), params(K2, 0n)));
-    assertGood(pr.persistentReserveOut(A, proutCdb(SA.CLEAR), params(K1, 0n)));
+    assertGood(await register(pr, A, K1));
+    assertGood(await register(pr, B, K2));
+    assertGood(await register(pr, C, K3));
+    assertGood(await reserve(pr, B, K2, T.EARO));
+    assertConflict(await pr.persistentReserveOut(A, proutCdb(SA.CLEAR), params(K2, 0n)));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.CLEAR), params(K1, 0n)));
     assert.deepEqual(readKeys(pr, A), { generation: 4, keys: [] });
     assert.ok('none' in readReservation(pr, A));
     assert.deepEqual(
@@ -397,10 +409,10 @@ describe('PR OUT CLEAR (SPC-4 §5.13.11.2.6)', () => {
       ],
     );
   });
-  test('from an unregistered nexus conflicts', () => {
+  test('from an unregistered nexus conflicts', async () => {
     const { pr } = setup();
-    assertGood(register(pr, A, K1));
-    assertConflict(pr.persistentReserveOut(C, proutCdb(SA.CLEAR), params(0n, 0n)));
+    assertGood(await register(pr, A, K1));
+    assertConflict(await pr.persistentReserveOut(C, proutCdb(SA.CLEAR), params(0n, 0n)));
     assert.deepEqual(readKeys(pr, A).keys, [K1]);
   });
 });
@@ -408,12 +420,12 @@ describe('PR OUT CLEAR (SPC-4 §5.13.11.2.6)', () => {
 // ----- PREEMPT / PREEMPT AND ABORT ------------------------------------------------------------
 
 describe('PR OUT PREEMPT / PREEMPT AND ABORT (SPC-4 §5.13.11.2.4-5)', () => {
-  test('without a reservation: removes the registrations with that key (libiscsi ProutPreempt.RemoveRegistration)', () => {
+  test('without a reservation: removes the registrations with that key (libiscsi ProutPreempt.RemoveRegistration)', async () => {
     const { pr, rec } = setup();
-    assertGood(register(pr, A, K1));
-    assertGood(register(pr, B, K2));
-    assertGood(register(pr, C, K2));
-    assertGood(pr.persistentReserveOut(A, proutCdb(SA.PREEMPT, T.WE), params(K1, K2)));
+    assertGood(await register(pr, A, K1));
+    assertGood(await register(pr, B, K2));
+    assertGood(await register(pr, C, K2));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.PREEMPT, T.WE), params(K1, K2)));
     assert.deepEqual(readKeys(pr, A), { generation: 4, keys: [K1] });
     assert.deepEqual(
       rec.uas.map((u) => [u.nexus, u.ascq]),
@@ -423,17 +435,17 @@ describe('PR OUT PREEMPT / PREEMPT AND ABORT (SPC-4 §5.13.11.2.4-5)', () => {
       ],
     );
     // A key nobody holds: conflict; SARK 0 without a reservation: INVALID FIELD IN PARAMETER LIST.
-    assertConflict(pr.persistentReserveOut(A, proutCdb(SA.PREEMPT, T.WE), params(K1, K3)));
-    assertIllegal(pr.persistentReserveOut(A, proutCdb(SA.PREEMPT, T.WE), params(K1, 0n)), 0x26, 0x00);
+    assertConflict(await pr.persistentReserveOut(A, proutCdb(SA.PREEMPT, T.WE), params(K1, K3)));
+    assertIllegal(await pr.persistentReserveOut(A, proutCdb(SA.PREEMPT, T.WE), params(K1, 0n)), 0x26, 0x00);
   });
 
-  test('preempting the holder moves the reservation; type change releases for the rest', () => {
+  test('preempting the holder moves the reservation; type change releases for the rest', async () => {
     const { pr, rec } = setup();
-    assertGood(register(pr, A, K1));
-    assertGood(register(pr, B, K2));
-    assertGood(register(pr, C, K3));
-    assertGood(reserve(pr, B, K2, T.WE));
-    assertGood(pr.persistentReserveOut(A, proutCdb(SA.PREEMPT, T.EA), params(K1, K2)));
+    assertGood(await register(pr, A, K1));
+    assertGood(await register(pr, B, K2));
+    assertGood(await register(pr, C, K3));
+    assertGood(await reserve(pr, B, K2, T.WE));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.PREEMPT, T.EA), params(K1, K2)));
     const rr = readReservation(pr, A);
     assert.ok(!('none' in rr));
     assert.equal(rr.key, K1);
@@ -449,13 +461,13 @@ describe('PR OUT PREEMPT / PREEMPT AND ABORT (SPC-4 §5.13.11.2.4-5)', () => {
     assert.deepEqual(rec.aborted, []);
   });
 
-  test('preempting a non-holder key leaves the reservation alone', () => {
+  test('preempting a non-holder key leaves the reservation alone', async () => {
     const { pr, rec } = setup();
-    assertGood(register(pr, A, K1));
-    assertGood(register(pr, B, K2));
-    assertGood(register(pr, C, K3));
-    assertGood(reserve(pr, A, K1, T.WE));
-    assertGood(pr.persistentReserveOut(A, proutCdb(SA.PREEMPT, T.WE), params(K1, K3)));
+    assertGood(await register(pr, A, K1));
+    assertGood(await register(pr, B, K2));
+    assertGood(await register(pr, C, K3));
+    assertGood(await reserve(pr, A, K1, T.WE));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.PREEMPT, T.WE), params(K1, K3)));
     const rr = readReservation(pr, B);
     assert.ok(!('none' in rr));
     assert.equal(rr.key, K1);
@@ -463,12 +475,12 @@ describe('PR OUT PREEMPT / PREEMPT AND ABORT (SPC-4 §5.13.11.2.4-5)', () => {
     assert.deepEqual(rec.uas, [{ nexus: C.key, asc: 0x2a, ascq: 0x05 }]);
   });
 
-  test('all-registrants with SARK 0: everyone else is unregistered, sender holds the new reservation', () => {
+  test('all-registrants with SARK 0: everyone else is unregistered, sender holds the new reservation', async () => {
     const { pr, rec } = setup();
-    assertGood(register(pr, A, K1));
-    assertGood(register(pr, B, K2));
-    assertGood(reserve(pr, B, K2, T.EAAR));
-    assertGood(pr.persistentReserveOut(A, proutCdb(SA.PREEMPT, T.WE), params(K1, 0n)));
+    assertGood(await register(pr, A, K1));
+    assertGood(await register(pr, B, K2));
+    assertGood(await reserve(pr, B, K2, T.EAAR));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.PREEMPT, T.WE), params(K1, 0n)));
     const rr = readReservation(pr, A);
     assert.ok(!('none' in rr));
     assert.equal(rr.type, T.WE);
@@ -477,21 +489,21 @@ describe('PR OUT PREEMPT / PREEMPT AND ABORT (SPC-4 §5.13.11.2.4-5)', () => {
     assert.deepEqual(rec.uas, [{ nexus: B.key, asc: 0x2a, ascq: 0x05 }]);
   });
 
-  test('PREEMPT AND ABORT aborts the tasks of the preempted I_T nexuses', () => {
+  test('PREEMPT AND ABORT aborts the tasks of the preempted I_T nexuses', async () => {
     const { pr, rec } = setup();
-    assertGood(register(pr, A, K1));
-    assertGood(register(pr, B, K2));
-    assertGood(reserve(pr, B, K2, T.EA));
-    assertGood(pr.persistentReserveOut(A, proutCdb(SA.PREEMPT_AND_ABORT, T.EA), params(K1, K2)));
+    assertGood(await register(pr, A, K1));
+    assertGood(await register(pr, B, K2));
+    assertGood(await reserve(pr, B, K2, T.EA));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.PREEMPT_AND_ABORT, T.EA), params(K1, K2)));
     assert.deepEqual(rec.aborted, [[B.key]]);
     assert.deepEqual(rec.uas, [{ nexus: B.key, asc: 0x2a, ascq: 0x05 }]);
   });
 
-  test('an ALL_TG_PT registration is preempted on every target port', () => {
+  test('an ALL_TG_PT registration is preempted on every target port', async () => {
     const { pr, rec } = setup();
-    assertGood(register(pr, A, K1, { allTgPt: true }));
-    assertGood(register(pr, B, K2));
-    assertGood(pr.persistentReserveOut(B, proutCdb(SA.PREEMPT_AND_ABORT, T.WE), params(K2, K1)));
+    assertGood(await register(pr, A, K1, { allTgPt: true }));
+    assertGood(await register(pr, B, K2));
+    assertGood(await pr.persistentReserveOut(B, proutCdb(SA.PREEMPT_AND_ABORT, T.WE), params(K2, K1)));
     assert.deepEqual(rec.aborted, [[A.key, A2.key]]);
     assert.deepEqual(
       rec.uas.map((u) => u.nexus),
@@ -499,11 +511,11 @@ describe('PR OUT PREEMPT / PREEMPT AND ABORT (SPC-4 §5.13.11.2.4-5)', () => {
     );
   });
 
-  test('preempt from an unregistered nexus or with the wrong key conflicts', () => {
+  test('preempt from an unregistered nexus or with the wrong key conflicts', async () => {
     const { pr } = setup();
-    assertGood(register(pr, A, K1));
-    assertConflict(pr.persistentReserveOut(C, proutCdb(SA.PREEMPT, T.WE), params(0n, K1)));
-    assertConflict(pr.persistentReserveOut(A, proutCdb(SA.PREEMPT, T.WE), params(K2, K1)));
+    assertGood(await register(pr, A, K1));
+    assertConflict(await pr.persistentReserveOut(C, proutCdb(SA.PREEMPT, T.WE), params(0n, K1)));
+    assertConflict(await pr.persistentReserveOut(A, proutCdb(SA.PREEMPT, T.WE), params(K2, K1)));
   });
 });
 
@@ -531,12 +543,12 @@ function moveParams(rk: bigint, sark: bigint, rtpi: number, tid: Buffer, unreg =
 }
 
 describe('PR OUT REGISTER AND MOVE (SPC-4 §5.13.8)', () => {
-  test('moves the reservation to an I_T nexus named by a format 01b TransportID, UNREG drops the source', () => {
+  test('moves the reservation to an I_T nexus named by a format 01b TransportID, UNREG drops the source', async () => {
     const { pr, rec } = setup();
-    assertGood(register(pr, A, K1));
-    assertGood(reserve(pr, A, K1, T.WERO));
+    assertGood(await register(pr, A, K1));
+    assertGood(await reserve(pr, A, K1, T.WERO));
     const p = moveParams(K1, K2, 1, iscsiTransportId(B.initiatorPortName, 1), true);
-    assertGood(pr.persistentReserveOut(A, proutCdb(SA.REGISTER_AND_MOVE, T.WERO, p.length), p));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER_AND_MOVE, T.WERO, p.length), p));
     const rr = readReservation(pr, C);
     assert.ok(!('none' in rr));
     assert.equal(rr.key, K2);
@@ -548,57 +560,57 @@ describe('PR OUT REGISTER AND MOVE (SPC-4 §5.13.8)', () => {
     assert.equal(pr.conflicts(A, WRITE10), true);
   });
 
-  test('format 00b TransportID resolves to the one known I_T nexus of that initiator', () => {
+  test('format 00b TransportID resolves to the one known I_T nexus of that initiator', async () => {
     const { pr } = setup();
-    assertGood(register(pr, A, K1));
-    assertGood(reserve(pr, A, K1, T.EA));
+    assertGood(await register(pr, A, K1));
+    assertGood(await reserve(pr, A, K1, T.EA));
     const p = moveParams(K1, K3, 1, iscsiTransportId(C.initiatorName, 0));
-    assertGood(pr.persistentReserveOut(A, proutCdb(SA.REGISTER_AND_MOVE, T.EA, p.length), p));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER_AND_MOVE, T.EA, p.length), p));
     assert.equal(pr.conflicts(C, READ10), false);
     assert.equal(pr.conflicts(A, READ10), true);
     assert.deepEqual(readKeys(pr, A).keys, [K1, K3]);
   });
 
-  test('moving between two target ports of one ALL_TG_PT registration keeps that registration', () => {
+  test('moving between two target ports of one ALL_TG_PT registration keeps that registration', async () => {
     const { pr, rec } = setup();
-    assertGood(register(pr, A, K1, { allTgPt: true }));
-    assertGood(reserve(pr, A, K1, T.EA));
+    assertGood(await register(pr, A, K1, { allTgPt: true }));
+    assertGood(await reserve(pr, A, K1, T.EA));
     const p = moveParams(K1, K2, 2, iscsiTransportId(A2.initiatorPortName, 1), true);
-    assertGood(pr.persistentReserveOut(A, proutCdb(SA.REGISTER_AND_MOVE, T.EA, p.length), p));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER_AND_MOVE, T.EA, p.length), p));
     assert.equal(rec.snapshots.at(-1)!.reservation!.holder, A2.key);
     assert.deepEqual(readKeys(pr, B).keys, [K2]);
     assert.equal(pr.conflicts(A2, WRITE10), false);
     assert.equal(pr.conflicts(A, WRITE10), true, 'EA: A on port 1 is registered but no longer the holder');
   });
 
-  test('refusals: not holder, all-registrants, SARK 0, move to itself, bad TransportID', () => {
+  test('refusals: not holder, all-registrants, SARK 0, move to itself, bad TransportID', async () => {
     const { pr } = setup();
-    assertGood(register(pr, A, K1));
-    assertGood(register(pr, B, K2));
+    assertGood(await register(pr, A, K1));
+    assertGood(await register(pr, B, K2));
     const toC = moveParams(K2, K3, 1, iscsiTransportId(C.initiatorPortName, 1));
     // No reservation.
-    assertConflict(pr.persistentReserveOut(B, proutCdb(SA.REGISTER_AND_MOVE, 0, toC.length), toC));
-    assertGood(reserve(pr, A, K1, T.WE));
+    assertConflict(await pr.persistentReserveOut(B, proutCdb(SA.REGISTER_AND_MOVE, 0, toC.length), toC));
+    assertGood(await reserve(pr, A, K1, T.WE));
     // B is not the holder.
-    assertConflict(pr.persistentReserveOut(B, proutCdb(SA.REGISTER_AND_MOVE, 0, toC.length), toC));
+    assertConflict(await pr.persistentReserveOut(B, proutCdb(SA.REGISTER_AND_MOVE, 0, toC.length), toC));
     const zero = moveParams(K1, 0n, 1, iscsiTransportId(C.initiatorPortName, 1));
-    assertIllegal(pr.persistentReserveOut(A, proutCdb(SA.REGISTER_AND_MOVE, 0, zero.length), zero), 0x26, 0x00);
+    assertIllegal(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER_AND_MOVE, 0, zero.length), zero), 0x26, 0x00);
     const self = moveParams(K1, K3, 1, iscsiTransportId(A.initiatorPortName, 1));
-    assertIllegal(pr.persistentReserveOut(A, proutCdb(SA.REGISTER_AND_MOVE, 0, self.length), self), 0x26, 0x00);
+    assertIllegal(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER_AND_MOVE, 0, self.length), self), 0x26, 0x00);
     const badTid = iscsiTransportId(C.initiatorPortName, 1);
     badTid[0] = 0x01; // FC protocol id
     const bad = moveParams(K1, K3, 1, badTid);
-    assertIllegal(pr.persistentReserveOut(A, proutCdb(SA.REGISTER_AND_MOVE, 0, bad.length), bad), 0x26, 0x00);
+    assertIllegal(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER_AND_MOVE, 0, bad.length), bad), 0x26, 0x00);
     const short = moveParams(K1, K3, 1, iscsiTransportId(C.initiatorPortName, 1));
-    assertIllegal(pr.persistentReserveOut(A, proutCdb(SA.REGISTER_AND_MOVE, 0, 30), short.subarray(0, 30)), 0x1a, 0x00);
+    assertIllegal(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER_AND_MOVE, 0, 30), short.subarray(0, 30)), 0x1a, 0x00);
     const rr = readReservation(pr, A);
     assert.ok(!('none' in rr));
     assert.equal(rr.key, K1);
     // All-registrants reservations cannot be moved.
-    assertGood(pr.persistentReserveOut(A, proutCdb(SA.RELEASE, T.WE), params(K1, 0n)));
-    assertGood(reserve(pr, A, K1, T.WEAR));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.RELEASE, T.WE), params(K1, 0n)));
+    assertGood(await reserve(pr, A, K1, T.WEAR));
     assertConflict(
-      pr.persistentReserveOut(
+      await pr.persistentReserveOut(
         A,
         proutCdb(SA.REGISTER_AND_MOVE, 0, toC.length),
         moveParams(K1, K3, 1, iscsiTransportId(C.initiatorPortName, 1)),
@@ -616,10 +628,10 @@ describe('PERSISTENT RESERVE IN (SPC-4 §6.15)', () => {
     for (let sa = 4; sa < 0x20; sa++) assertIllegal(pr.persistentReserveIn(A, prinCdb(sa)), 0x24, 0x00);
   });
 
-  test('allocation length truncates (libiscsi PrinReadKeys.Truncate)', () => {
+  test('allocation length truncates (libiscsi PrinReadKeys.Truncate)', async () => {
     const { pr } = setup();
-    assertGood(register(pr, A, K1));
-    assertGood(register(pr, B, K2));
+    assertGood(await register(pr, A, K1));
+    assertGood(await register(pr, B, K2));
     const r = pr.persistentReserveIn(A, prinCdb(0, 12));
     assertGood(r);
     assert.equal(r.data!.length, 12);
@@ -640,11 +652,11 @@ describe('PERSISTENT RESERVE IN (SPC-4 §6.15)', () => {
     assert.equal(d.readUInt16BE(4), 0xea01, 'type mask: WR_EX_AR EX_AC_RO WR_EX_RO EX_AC WR_EX EX_AC_AR');
   });
 
-  test('READ FULL STATUS describes every registration with an iSCSI TransportID', () => {
+  test('READ FULL STATUS describes every registration with an iSCSI TransportID', async () => {
     const { pr } = setup();
-    assertGood(register(pr, A, K1));
-    assertGood(register(pr, B, K2, { allTgPt: true }));
-    assertGood(reserve(pr, A, K1, T.WERO));
+    assertGood(await register(pr, A, K1));
+    assertGood(await register(pr, B, K2, { allTgPt: true }));
+    assertGood(await reserve(pr, A, K1, T.WERO));
     const d = pr.persistentReserveIn(C, prinCdb(3)).data!;
     assert.equal(d.readUInt32BE(0), 2, 'generation');
     assert.equal(d.readUInt32BE(4), d.length - 8);
@@ -690,11 +702,11 @@ describe('command access under persistent reservations (SPC-4 §5.13.1 Table 55)
     ['WE-AR', T.WEAR, [true, true, true, false]],
   ];
   for (const [name, type, [rr, rw, ur, uw]] of cases) {
-    test(name, () => {
+    test(name, async () => {
       const { pr } = setup();
-      assertGood(register(pr, A, K1));
-      assertGood(register(pr, B, K2));
-      assertGood(reserve(pr, A, K1, type));
+      assertGood(await register(pr, A, K1));
+      assertGood(await register(pr, B, K2));
+      assertGood(await reserve(pr, A, K1, type));
       assert.equal(pr.conflicts(A, READ10), false);
       assert.equal(pr.conflicts(A, WRITE10), false);
       assert.equal(pr.conflicts(B, READ10), !rr, 'registered read');
@@ -709,9 +721,9 @@ describe('command access under persistent reservations (SPC-4 §5.13.1 Table 55)
     });
   }
 
-  test('no reservation: nothing conflicts even with registrations', () => {
+  test('no reservation: nothing conflicts even with registrations', async () => {
     const { pr } = setup();
-    assertGood(register(pr, A, K1));
+    assertGood(await register(pr, A, K1));
     assert.equal(pr.conflicts(C, WRITE10), false);
   });
 });
@@ -719,90 +731,90 @@ describe('command access under persistent reservations (SPC-4 §5.13.1 Table 55)
 // ----- SPC-2 RESERVE / RELEASE ------------------------------------------------------------------
 
 describe('RESERVE(6)/(10) and RELEASE(6)/(10) (SPC-2 §7.21, §7.17; SPC-4 §5.13.3)', () => {
-  test('libiscsi Reserve6.2Initiators sequence', () => {
+  test('libiscsi Reserve6.2Initiators sequence', async () => {
     const { pr } = setup();
-    assertGood(pr.reserve(A, RESERVE6));
-    assertGood(pr.reserve(A, RESERVE6), 're-reserve by the holder');
+    assertGood(await pr.reserve(A, RESERVE6));
+    assertGood(await pr.reserve(A, RESERVE6), 're-reserve by the holder');
     assert.equal(pr.conflicts(B, RESERVE6), true);
-    assertConflict(pr.reserve(B, RESERVE6));
+    assertConflict(await pr.reserve(B, RESERVE6));
     assert.equal(pr.conflicts(B, RELEASE6), false);
-    assertGood(pr.release(B, RELEASE6), 'release by a non-holder is a no-op');
+    assertGood(await pr.release(B, RELEASE6), 'release by a non-holder is a no-op');
     assert.equal(pr.conflicts(A, MODE_SENSE6), false);
     assert.equal(pr.conflicts(B, MODE_SENSE6), true, 'MODE SENSE from the other initiator conflicts (tgt lets it through)');
     assert.equal(pr.conflicts(B, TUR), true);
     assert.equal(pr.conflicts(B, READ10), true);
     assert.equal(pr.conflicts(B, prinCdb(0)), true, 'PERSISTENT RESERVE IN conflicts under an SPC-2 reservation');
-    assertConflict(pr.persistentReserveOut(B, proutCdb(SA.REGISTER_IGNORE), params(0n, K1)));
+    assertConflict(await pr.persistentReserveOut(B, proutCdb(SA.REGISTER_IGNORE), params(0n, K1)));
     assert.equal(pr.conflicts(B, INQUIRY), false);
-    assertGood(pr.release(A, RELEASE6));
-    assertGood(pr.reserve(B, RESERVE6));
-    assertGood(pr.release(B, RELEASE6));
+    assertGood(await pr.release(A, RELEASE6));
+    assertGood(await pr.reserve(B, RESERVE6));
+    assertGood(await pr.release(B, RELEASE6));
     assert.equal(pr.conflicts(A, WRITE10), false);
   });
 
-  test('the 10-byte forms behave the same; 3RDPTY and LONGID are refused', () => {
+  test('the 10-byte forms behave the same; 3RDPTY and LONGID are refused', async () => {
     const { pr } = setup();
-    assertGood(pr.reserve(A, RESERVE10));
-    assertConflict(pr.reserve(B, RESERVE10));
+    assertGood(await pr.reserve(A, RESERVE10));
+    assertConflict(await pr.reserve(B, RESERVE10));
     const third = Buffer.from(RESERVE10);
     third[1] = 0x10;
-    assertIllegal(pr.reserve(B, third), 0x24, 0x00);
+    assertIllegal(await pr.reserve(B, third), 0x24, 0x00);
     const ext = Buffer.from(RESERVE6);
     ext[1] = 0x01;
-    assertIllegal(pr.reserve(A, ext), 0x24, 0x00);
-    assertGood(pr.release(A, RELEASE10));
-    assertGood(pr.reserve(B, RESERVE10));
+    assertIllegal(await pr.reserve(A, ext), 0x24, 0x00);
+    assertGood(await pr.release(A, RELEASE10));
+    assertGood(await pr.reserve(B, RESERVE10));
   });
 
-  test('logical unit reset and I_T nexus loss release it; persistent reservations stay', () => {
+  test('logical unit reset and I_T nexus loss release it; persistent reservations stay', async () => {
     const { pr } = setup();
-    assertGood(pr.reserve(A, RESERVE6));
+    assertGood(await pr.reserve(A, RESERVE6));
     pr.reset();
-    assertGood(pr.reserve(B, RESERVE6));
+    assertGood(await pr.reserve(B, RESERVE6));
     pr.nexusRemoved(A);
-    assertConflict(pr.reserve(A, RESERVE6));
+    assertConflict(await pr.reserve(A, RESERVE6));
     pr.nexusRemoved(B);
-    assertGood(pr.reserve(A, RESERVE6));
-    assertGood(pr.release(A, RELEASE6));
-    assertGood(register(pr, A, K1));
-    assertGood(reserve(pr, A, K1, T.EA));
+    assertGood(await pr.reserve(A, RESERVE6));
+    assertGood(await pr.release(A, RELEASE6));
+    assertGood(await register(pr, A, K1));
+    assertGood(await reserve(pr, A, K1, T.EA));
     pr.reset();
     pr.nexusRemoved(A);
     assert.equal(pr.conflicts(B, READ10), true, 'persistent reservation survives reset and nexus loss');
   });
 
-  test('with registrations present RESERVE conflicts and RELEASE follows the SPC-4 §5.13.3 exceptions', () => {
+  test('with registrations present RESERVE conflicts and RELEASE follows the SPC-4 §5.13.3 exceptions', async () => {
     const { pr } = setup();
-    assertGood(register(pr, A, K1));
-    assertGood(register(pr, B, K2));
-    assertConflict(pr.reserve(A, RESERVE6));
-    assertConflict(pr.release(C, RELEASE6));
-    assertGood(reserve(pr, A, K1, T.WE));
-    assertGood(pr.release(A, RELEASE6), 'holder: GOOD, reservation kept');
-    assertGood(pr.reserve(A, RESERVE6), 'holder: GOOD, no SPC-2 reservation established');
+    assertGood(await register(pr, A, K1));
+    assertGood(await register(pr, B, K2));
+    assertConflict(await pr.reserve(A, RESERVE6));
+    assertConflict(await pr.release(C, RELEASE6));
+    assertGood(await reserve(pr, A, K1, T.WE));
+    assertGood(await pr.release(A, RELEASE6), 'holder: GOOD, reservation kept');
+    assertGood(await pr.reserve(A, RESERVE6), 'holder: GOOD, no SPC-2 reservation established');
     assert.equal(pr.conflicts(A, WRITE10), false);
     assert.equal(pr.conflicts(B, READ10), false, 'WE: registered non-holder may still read (no SPC-2 reservation was made)');
-    assertConflict(pr.release(B, RELEASE6));
-    assertConflict(pr.reserve(B, RESERVE6));
+    assertConflict(await pr.release(B, RELEASE6));
+    assertConflict(await pr.reserve(B, RESERVE6));
     assert.ok(!('none' in readReservation(pr, A)));
-    assertGood(pr.persistentReserveOut(A, proutCdb(SA.RELEASE, T.WE), params(K1, 0n)));
-    assertGood(reserve(pr, A, K1, T.WERO));
-    assertGood(pr.release(B, RELEASE6), 'registrant under a registrants-only reservation: GOOD');
-    assertGood(pr.reserve(B, RESERVE10), 'registrant under a registrants-only reservation: GOOD, nothing reserved');
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.RELEASE, T.WE), params(K1, 0n)));
+    assertGood(await reserve(pr, A, K1, T.WERO));
+    assertGood(await pr.release(B, RELEASE6), 'registrant under a registrants-only reservation: GOOD');
+    assertGood(await pr.reserve(B, RESERVE10), 'registrant under a registrants-only reservation: GOOD, nothing reserved');
     assert.equal(pr.conflicts(C, READ10), false, 'WE-RO: unregistered may read; no SPC-2 reservation exists');
-    assertConflict(pr.release(C, RELEASE6));
-    assertConflict(pr.reserve(C, RESERVE6));
+    assertConflict(await pr.release(C, RELEASE6));
+    assertConflict(await pr.reserve(C, RESERVE6));
   });
 });
 
 // ----- persistence --------------------------------------------------------------------------------
 
 describe('snapshot / restore', () => {
-  test('onChange after every change; a restored manager behaves identically', () => {
+  test('onChange after every change; a restored manager behaves identically', async () => {
     const { pr, rec } = setup();
-    assertGood(register(pr, A, K1, { aptpl: true }));
-    assertGood(register(pr, B, K2, { allTgPt: true, aptpl: true }));
-    assertGood(reserve(pr, A, K1, T.EARO));
+    assertGood(await register(pr, A, K1, { aptpl: true }));
+    assertGood(await register(pr, B, K2, { allTgPt: true, aptpl: true }));
+    assertGood(await reserve(pr, A, K1, T.EARO));
     assert.equal(rec.snapshots.length, 3);
     const snap = JSON.parse(JSON.stringify(rec.snapshots.at(-1))) as PersistentReservationSnapshot;
     assert.deepEqual(snap, pr.snapshot());
@@ -820,9 +832,9 @@ describe('snapshot / restore', () => {
     assert.equal(rec.snapshots.length, before);
   });
 
-  test('the generation wraps at 2^32', () => {
+  test('the generation wraps at 2^32', async () => {
     const { pr } = setup(undefined, { generation: 0xffffffff, registrations: [], reservation: null, aptpl: false });
-    assertGood(register(pr, A, K1));
+    assertGood(await register(pr, A, K1));
     assert.equal(readKeys(pr, A).generation, 0);
   });
 });
@@ -852,17 +864,154 @@ describe('resource bound', () => {
     const pr = createReservationManager(
       { queueUnitAttention: () => undefined, nexusKeys: () => [], abortTasksOf: () => undefined },
       undefined,
-      () => changes++,
+      () => {
+        changes++;
+        return Promise.resolve();
+      },
     );
     for (let i = 0; i < MAX_REGISTRATIONS; i++) {
-      assertGood(register(pr, nexus(`iqn.2026-01.test:n${i}`, '000000000001'), BigInt(i + 1)));
+      assertGood(await register(pr, nexus(`iqn.2026-01.test:n${i}`, '000000000001'), BigInt(i + 1)));
     }
     const extra = nexus('iqn.2026-01.test:one-too-many', '000000000001');
-    assertIllegal(register(pr, extra, 5n), 0x55, 0x04);
+    assertIllegal(await register(pr, extra, 5n), 0x55, 0x04);
     // Re-keying an existing registration still works.
-    assertGood(register(pr, nexus('iqn.2026-01.test:n0', '000000000001'), 99n));
+    assertGood(await register(pr, nexus('iqn.2026-01.test:n0', '000000000001'), 99n));
     assert.equal(changes, MAX_REGISTRATIONS + 1);
     const d = pr.persistentReserveIn(extra, prinCdb(0, 0xffff)).data!;
     assert.equal(d.readUInt32BE(4), 8 * MAX_REGISTRATIONS);
+  });
+});
+
+// ----- durability: the PR-change hook -------------------------------------------------------------
+
+describe('PR-change hook: a change is committed only once durable (types.ts PersistentReservationHook)', () => {
+  /** A hook whose saves the test resolves or rejects one by one. */
+  function controlled(): {
+    pr: ReservationManager;
+    rec: Recorded;
+    saves: Array<{ snapshot: PersistentReservationSnapshot; resolve: () => void; reject: (e: Error) => void }>;
+    settle: (ok: boolean) => Promise<void>;
+  } {
+    const rec: Recorded = { uas: [], aborted: [], snapshots: [] };
+    const saves: Array<{ snapshot: PersistentReservationSnapshot; resolve: () => void; reject: (e: Error) => void }> = [];
+    const pr = createReservationManager(
+      {
+        queueUnitAttention: (k, ua) => rec.uas.push({ nexus: k, asc: ua.asc, ascq: ua.ascq }),
+        nexusKeys: () => [A, B, C, A2].map((n) => n.key),
+        abortTasksOf: (keys) => rec.aborted.push([...keys]),
+      },
+      undefined,
+      (snapshot) => new Promise<void>((resolve, reject) => saves.push({ snapshot, resolve, reject })),
+    );
+    const settle = async (ok: boolean): Promise<void> => {
+      for (let i = 0; i < 20 && saves.length === 0; i++) await new Promise((r) => setImmediate(r));
+      const s = saves.shift();
+      assert.ok(s, 'a save was asked for');
+      if (ok) s.resolve();
+      else s.reject(new Error('EROFS: read-only file system'));
+    };
+    return { pr, rec, saves, settle };
+  }
+
+  function assertNotPersisted(r: ScsiResponse): void {
+    assert.equal(r.status, ScsiStatus.CHECK_CONDITION);
+    assert.ok(r.sense);
+    assert.equal(r.sense[0], 0x70);
+    assert.equal(r.sense[2]! & 0x0f, 0x04, 'HARDWARE ERROR');
+    assert.equal(r.sense[12], 0x44, 'INTERNAL TARGET FAILURE');
+    assert.equal(r.sense[13], 0x00);
+  }
+
+  test('the hook rejects: PERSISTENT RESERVE OUT gets CHECK CONDITION and READ KEYS shows the old state', async () => {
+    const { pr, settle } = controlled();
+    const first = register(pr, A, K1);
+    await settle(true);
+    assertGood(await first);
+    const before = pr.snapshot();
+    const refused = register(pr, B, K2);
+    await settle(false);
+    assertNotPersisted(await refused);
+    assert.deepEqual(readKeys(pr, C), { generation: 1, keys: [K1] });
+    assert.deepEqual(pr.snapshot(), before);
+    // The state is as it was, so the same command succeeds once the save does.
+    const retry = register(pr, B, K2);
+    await settle(true);
+    assertGood(await retry);
+    assert.deepEqual(readKeys(pr, C), { generation: 2, keys: [K1, K2] });
+  });
+
+  test('a refused PREEMPT AND ABORT keeps the reservation, queues no unit attention and aborts nothing', async () => {
+    const { pr, rec, settle } = controlled();
+    for (const step of [register(pr, A, K1), register(pr, B, K2), reserve(pr, B, K2, T.EA)]) {
+      await settle(true);
+      assertGood(await step);
+    }
+    const preempt = pr.persistentReserveOut(A, proutCdb(SA.PREEMPT_AND_ABORT, T.EA), params(K1, K2));
+    await settle(false);
+    assertNotPersisted(await preempt);
+    assert.deepEqual(rec.uas, []);
+    assert.deepEqual(rec.aborted, []);
+    const rr = readReservation(pr, C);
+    assert.ok(!('none' in rr));
+    assert.equal(rr.key, K2, 'B still holds the reservation');
+    assert.equal(pr.conflicts(A, WRITE10), true, 'A is still fenced off');
+    assert.equal(pr.conflicts(B, WRITE10), false);
+  });
+
+  test('while the save is pending, reservation checks and PERSISTENT RESERVE IN see the old state; then the new one', async () => {
+    const { pr, rec, saves, settle } = controlled();
+    for (const step of [register(pr, A, K1), register(pr, B, K2), reserve(pr, B, K2, T.EA)]) {
+      await settle(true);
+      assertGood(await step);
+    }
+    let answered = false;
+    const preempt = pr.persistentReserveOut(A, proutCdb(SA.PREEMPT, T.EA), params(K1, K2)).then((r) => {
+      answered = true;
+      return r;
+    });
+    for (let i = 0; i < 20 && saves.length === 0; i++) await new Promise((r) => setImmediate(r));
+    assert.equal(saves.length, 1, 'the new state is being saved');
+    assert.equal(saves[0]!.snapshot.reservation?.key, K1.toString(16), 'the save carries the new state');
+    assert.equal(answered, false, 'no status before the state is durable');
+    assert.equal(pr.conflicts(A, WRITE10), true, 'old state: B holds the reservation');
+    assert.equal(pr.conflicts(B, WRITE10), false);
+    assert.deepEqual(readKeys(pr, C).keys, [K1, K2]);
+    assert.deepEqual(rec.uas, [], 'no unit attention before the commit');
+    await settle(true);
+    assertGood(await preempt);
+    assert.equal(pr.conflicts(A, WRITE10), false, 'new state: A holds the reservation');
+    assert.equal(pr.conflicts(B, WRITE10), true);
+    assert.deepEqual(readKeys(pr, C).keys, [K1]);
+    assert.deepEqual(rec.uas, [{ nexus: B.key, asc: 0x2a, ascq: 0x05 }]);
+  });
+
+  test('PERSISTENT RESERVE OUT, RESERVE and RELEASE run one at a time: a refused change never undoes a later one', async () => {
+    const { pr, saves, settle } = controlled();
+    const refused = register(pr, A, K1);
+    const next = register(pr, B, K2);
+    const spc2 = pr.reserve(C, RESERVE6);
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+    assert.equal(saves.length, 1, 'the second command waits for the first');
+    await settle(false);
+    assertNotPersisted(await refused);
+    await settle(true);
+    assertGood(await next);
+    // Computed after the refusal, from the state without A's registration.
+    assert.deepEqual(readKeys(pr, C), { generation: 1, keys: [K2] });
+    // RESERVE ran after both: registrations exist, so the SPC-4 §5.13.3 rules apply to it.
+    assertConflict(await spc2);
+  });
+
+  test('a PERSISTENT RESERVE OUT aborted while it waits for its turn never runs', async () => {
+    const { pr, saves, settle } = controlled();
+    const first = register(pr, A, K1);
+    const abort = new AbortController();
+    const second = pr.persistentReserveOut(B, proutCdb(SA.REGISTER_IGNORE), params(0n, K2), abort.signal);
+    abort.abort();
+    await settle(true);
+    assertGood(await first);
+    assert.equal((await second).status, ScsiStatus.TASK_ABORTED);
+    assert.equal(saves.length, 0);
+    assert.deepEqual(readKeys(pr, C).keys, [K1]);
   });
 });

@@ -158,13 +158,13 @@ test('KeyedMutex: serialises per key, tryRun reports busy', async () => {
     order.push('a-end');
     return 1;
   });
-  const busy = await m.tryRun('k', async () => 2);
+  const busy = await m.tryRun('k', () => Promise.resolve(2));
   assert.deepEqual(busy, { ran: false });
-  const other = await m.tryRun('other', async () => 3);
+  const other = await m.tryRun('other', () => Promise.resolve(3));
   assert.deepEqual(other, { ran: true, value: 3 });
-  const b = m.run('k', async () => {
+  const b = m.run('k', () => {
     order.push('b');
-    return 4;
+    return Promise.resolve(4);
   });
   release();
   assert.equal(await a, 1);
@@ -176,5 +176,5 @@ test('KeyedMutex: serialises per key, tryRun reports busy', async () => {
     m.run('k', async () => Promise.reject(new Error('x'))),
     /x/,
   );
-  assert.deepEqual(await m.tryRun('k', async () => 5), { ran: true, value: 5 });
+  assert.deepEqual(await m.tryRun('k', () => Promise.resolve(5)), { ran: true, value: 5 });
 });

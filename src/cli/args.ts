@@ -1,0 +1,79 @@
+// Command-line argument helpers over node:util parseArgs: the options every command takes, typed reads of
+// option values and positionals, subcommand dispatch, and the USER:SECRET and SIZE value forms. Every
+// problem is a UsageError naming the command and what to type instead.
+
+import { parseArgs } from 'node:util';
+import { parseSize, SizeError } from '../util/size.js';
+import type { CommandContext, OptionSpec, OptionValues } from './command.js';
+import { UsageError } from './errors.js';
+
+/** Options every command takes. */
+export const COMMON_OPTIONS: OptionSpec = {
+  'data-dir': { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+};
+
+/** Parses args strictly with the command's options and the common ones. */
+export function parseOptions(args: readonly string[], options: OptionSpec): { values: OptionValues; positionals: string[] } {
+  try {
+    const r = parseArgs({ args: [...args], options: { ...options, ...COMMON_OPTIONS }, allowPositionals: true, strict: true });
+    return { values: r.values, positionals: r.positionals };
+  } catch (err) {
+    // parseArgs appends advice about "--" that does not apply to Lunar's commands.
+    throw new UsageError((err as Error).message.replace(/\. To specify a positional argument.*$/s, ''));
+  }
+}
+
+/** A string option's value. */
+export function str(v: unknown): string | undefined {
+  return typeof v === 'string' ? v : undefined;
+}
+
+/** A repeatable string option's values. */
+export function strs(v: unknown): string[] {
+  return Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : [];
+}
+
+/** The positional at index, required. */
+export function positional(pos: readonly string[], index: number, what: string, command: string): string {
+  const v = pos[index];
+  if (v === undefined) throw new UsageError(`${command}: missing ${what}`);
+  return v;
+}
+
+/** Refuses positionals beyond the first count. */
+export function noExtra(pos: readonly string[], count: number, command: string): void {
+  if (pos.length > count) throw new UsageError(`${command}: unexpected argument "${pos[count] ?? ''}"`);
+}
+
+/** A subcommand: runs with the positionals after its name. */
+export type Subcommand = (ctx: CommandContext, positionals: readonly string[]) => Promise<number>;
+
+/** Runs the subcommand named by the first positional; the table's order is the order the messages list. */
+export function runSubcommand(group: string, table: Readonly<Record<string, Subcommand>>, ctx: CommandContext): Promise<number> {
+  const [sub, ...rest] = ctx.positionals;
+  const names = Object.keys(table).join(', ');
+  if (sub === undefined) throw new UsageError(`${group}: missing subcommand (${names})`);
+  const run = Object.hasOwn(table, sub) ? table[sub] : undefined;
+  if (run === undefined) throw new UsageError(`${group}: unknown subcommand "${sub}" (${names})`);
+  return run(ctx, rest);
+}
+
+/** USER:SECRET, split at the last ":" (user names such as IQNs contain colons; secrets never do). */
+export function splitCreds(value: string, flag: string): { user: string; secret: string } {
+  const i = value.lastIndexOf(':');
+  if (i <= 0 || i === value.length - 1) throw new UsageError(`${flag} expects USER:SECRET (or "auto"), got "${value}"`);
+  return { user: value.slice(0, i), secret: value.slice(i + 1) };
+}
+
+/** A required SIZE option in bytes (util/size.ts forms). */
+export function sizeArg(v: string | undefined, flag: string): number {
+  if (v === undefined) throw new UsageError(`${flag} SIZE is required (e.g. ${flag} 10GiB)`);
+  try {
+    return parseSize(v);
+  } catch (err) {
+    if (err instanceof SizeError) throw new UsageError(err.message);
+    throw err;
+  }
+}

@@ -1,0 +1,132 @@
+// Persistent reservations through the volume manager are durable or refused: when the state file cannot
+// be written, PERSISTENT RESERVE OUT ends with CHECK CONDITION, the LU keeps its old reservation state,
+// and neither memory nor disk keeps the refused change (real data directory, real SCSI device).
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { VolumeManager } from '../../src/volumes/manager.js';
+import { VolumeTargetRegistry } from '../../src/target/registry.js';
+import { decodeSense } from '../../src/scsi/sense.js';
+import type { ITNexus, ScsiResponse } from '../../src/scsi/types.js';
+
+const MiB = 1024 * 1024;
+const portals = [{ host: '127.0.0.1', port: 13340, tpgt: 1 }];
+
+function nexusOf(initiator: string, iqn: string): ITNexus {
+  const initiatorPortName = `${initiator},i,0x400001370000`;
+  const targetPortName = `${iqn},t,0x0001`;
+  return {
+    initiatorPortName,
+    initiatorName: initiator,
+    isid: '400001370000',
+    targetPortName,
+    targetPortalGroupTag: 1,
+    relativeTargetPortId: 1,
+    key: `${initiatorPortName}|${targetPortName}`,
+  };
+}
+
+async function exec(
+  reg: VolumeTargetRegistry,
+  iqn: string,
+  n: ITNexus,
+  cdb: Buffer,
+  dataOut: Buffer | null,
+  expected: number,
+): Promise<ScsiResponse> {
+  const cdb16 = Buffer.alloc(16);
+  cdb.copy(cdb16);
+  const r = await reg.findTarget(iqn)!.device.execute({
+    nexus: n,
+    lun: 0,
+    taskTag: 1,
+    attribute: 'simple',
+    cdb: cdb16,
+    expectedDataLength: expected,
+    read: dataOut === null && expected > 0,
+    write: dataOut !== null,
+    dataOut,
+  });
+  assert.ok(r, 'the command was not aborted');
+  return r;
+}
+
+/** PERSISTENT RESERVE OUT / REGISTER AND IGNORE EXISTING KEY with this service action reservation key, APTPL=1. */
+const registerCdb = Buffer.from([0x5f, 0x06, 0, 0, 0, 0, 0, 0, 24, 0]);
+function registerParams(keyHex: string): Buffer {
+  const p = Buffer.alloc(24);
+  Buffer.from(keyHex, 'hex').copy(p, 8);
+  p[20] = 0x01;
+  return p;
+}
+const readKeysCdb = Buffer.from([0x5e, 0x00, 0, 0, 0, 0, 0, 0, 64, 0]);
+
+async function keysOf(reg: VolumeTargetRegistry, iqn: string, n: ITNexus): Promise<string[]> {
+  const r = await exec(reg, iqn, n, readKeysCdb, null, 64);
+  assert.equal(r.status, 0, 'READ KEYS');
+  const d = r.data!;
+  const keys: string[] = [];
+  for (let o = 8; o < 8 + d.readUInt32BE(4); o += 8) keys.push(d.subarray(o, o + 8).toString('hex'));
+  return keys;
+}
+
+async function savedKeys(dir: string, id: string): Promise<string[]> {
+  const s = JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as {
+    volumes: Record<string, { reservations: Record<string, { registrations: Array<{ key: string }> } | undefined> }>;
+  };
+  return (s.volumes[id]?.reservations['0']?.registrations ?? []).map((r) => r.key);
+}
+
+test('a reservation change the state file cannot take is refused with CHECK CONDITION and leaves no trace', async () => {
+  const d = await mkdtemp(join(tmpdir(), 'lunar-prd-'));
+  const away = `${d}.away`;
+  try {
+    const reg = new VolumeTargetRegistry(portals);
+    let m = await VolumeManager.open({ dataDir: d, portals, registry: reg });
+    const v = await m.create({ name: 'pr', sizeBytes: MiB });
+    const a = nexusOf('iqn.2026-11.test:a', v.iqn);
+    const b = nexusOf('iqn.2026-11.test:b', v.iqn);
+    for (const n of [a, b]) {
+      reg.findTarget(v.iqn)!.device.nexusAdded(n);
+      // Clear the power-on unit attention.
+      for (let i = 0; i < 3 && (await exec(reg, v.iqn, n, Buffer.alloc(6), null, 0)).status !== 0; i++);
+    }
+    assert.equal((await exec(reg, v.iqn, a, registerCdb, registerParams('00000000000000a1'), 24)).status, 0);
+    assert.deepEqual(await savedKeys(d, v.id), ['00000000000000a1']);
+
+    // The data directory goes away under the running manager (as root, permission bits would not stop
+    // the write): every write of the state file now fails with ENOTDIR. Volume files stay open.
+    await rename(d, away);
+    await writeFile(d, 'not a directory');
+    const refused = await exec(reg, v.iqn, b, registerCdb, registerParams('00000000000000b2'), 24);
+    assert.equal(refused.status, 2, 'CHECK CONDITION, not GOOD');
+    assert.deepEqual(decodeSense(refused.sense!), { key: 0x04, asc: 0x44, ascq: 0x00 }, 'HARDWARE ERROR / INTERNAL TARGET FAILURE');
+    assert.deepEqual(await keysOf(reg, v.iqn, a), ['00000000000000a1'], 'READ KEYS shows the old state');
+    await rm(d);
+    await rename(away, d);
+    assert.deepEqual(await savedKeys(d, v.id), ['00000000000000a1'], 'nothing of the refused change on disk');
+
+    // The next save of the state (another volume) must not carry the refused change either.
+    await m.create({ name: 'other', sizeBytes: MiB });
+    assert.deepEqual(await savedKeys(d, v.id), ['00000000000000a1'], 'nothing of the refused change in memory');
+
+    // With the directory back, the same command succeeds and survives a restart.
+    assert.equal((await exec(reg, v.iqn, b, registerCdb, registerParams('00000000000000b2'), 24)).status, 0);
+    assert.deepEqual((await savedKeys(d, v.id)).sort(), ['00000000000000a1', '00000000000000b2']);
+    await m.close();
+    const reg2 = new VolumeTargetRegistry(portals);
+    m = await VolumeManager.open({ dataDir: d, portals, registry: reg2 });
+    try {
+      reg2.findTarget(v.iqn)!.device.nexusAdded(a);
+      for (let i = 0; i < 3 && (await exec(reg2, v.iqn, a, Buffer.alloc(6), null, 0)).status !== 0; i++);
+      assert.deepEqual((await keysOf(reg2, v.iqn, a)).sort(), ['00000000000000a1', '00000000000000b2']);
+    } finally {
+      await m.close();
+    }
+  } finally {
+    await rm(away, { recursive: true, force: true });
+    await rm(d, { recursive: true, force: true });
+  }
+});
