@@ -10,7 +10,17 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, mkdirSync }
 import { execFileSync } from 'node:child_process';
 import { cpus, hostname, release, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { cacheDir, ensureLoadTool, fillLu, probeLogin, runLoad, verifyLu, type LoadResult, type LoadSpec } from './load.js';
+import {
+  cacheDir,
+  ensureLoadTool,
+  fillLu,
+  probeLogin,
+  runLoad,
+  runLoadParallel,
+  verifyLu,
+  type LoadResult,
+  type LoadSpec,
+} from './load.js';
 import { crossCheck, type CrossCheck } from './crosscheck.js';
 import { newestProfile, readProfileSummary } from './profile.js';
 import { startLunar, type LunarTarget } from './lunar.js';
@@ -27,16 +37,83 @@ export interface Workload extends LoadSpec {
   readonly key: string;
   readonly label: string;
   readonly unit: 'IOPS' | 'MB/s';
+  /** Goal for Lunar/tgt of the median (issue 11), when the row has one. */
+  readonly goal?: number;
 }
 
 export const WORKLOADS: readonly Workload[] = [
-  { key: 'randread-4k-qd1', label: '4 KiB random read, QD1', op: 'read', pattern: 'rand', bytes: 4096, qd: 1, unit: 'IOPS' },
-  { key: 'randread-4k-qd32', label: '4 KiB random read, QD32', op: 'read', pattern: 'rand', bytes: 4096, qd: 32, unit: 'IOPS' },
-  { key: 'randwrite-4k-qd1', label: '4 KiB random write, QD1', op: 'write', pattern: 'rand', bytes: 4096, qd: 1, unit: 'IOPS' },
-  { key: 'randwrite-4k-qd32', label: '4 KiB random write, QD32', op: 'write', pattern: 'rand', bytes: 4096, qd: 32, unit: 'IOPS' },
-  { key: 'seqread-1m-qd8', label: '1 MiB sequential read, QD8', op: 'read', pattern: 'seq', bytes: 1 << 20, qd: 8, unit: 'MB/s' },
-  { key: 'seqwrite-1m-qd8', label: '1 MiB sequential write, QD8', op: 'write', pattern: 'seq', bytes: 1 << 20, qd: 8, unit: 'MB/s' },
+  { key: 'randread-4k-qd1', label: '4 KiB random read, QD1', op: 'read', pattern: 'rand', bytes: 4096, qd: 1, unit: 'IOPS', goal: 1.0 },
+  { key: 'randread-4k-qd32', label: '4 KiB random read, QD32', op: 'read', pattern: 'rand', bytes: 4096, qd: 32, unit: 'IOPS', goal: 1.2 },
+  { key: 'randwrite-4k-qd1', label: '4 KiB random write, QD1', op: 'write', pattern: 'rand', bytes: 4096, qd: 1, unit: 'IOPS', goal: 1.0 },
+  {
+    key: 'randwrite-4k-qd32',
+    label: '4 KiB random write, QD32',
+    op: 'write',
+    pattern: 'rand',
+    bytes: 4096,
+    qd: 32,
+    unit: 'IOPS',
+    goal: 1.2,
+  },
+  {
+    key: 'seqread-1m-qd8',
+    label: '1 MiB sequential read, QD8',
+    op: 'read',
+    pattern: 'seq',
+    bytes: 1 << 20,
+    qd: 8,
+    unit: 'MB/s',
+    goal: 1.5,
+  },
+  {
+    key: 'seqwrite-1m-qd8',
+    label: '1 MiB sequential write, QD8',
+    op: 'write',
+    pattern: 'seq',
+    bytes: 1 << 20,
+    qd: 8,
+    unit: 'MB/s',
+    goal: 1.5,
+  },
+  // The two paths of a multipath map: two sessions (two I_T nexuses) to one LU, QD32 each.
+  {
+    key: 'randread-4k-qd32-2s',
+    label: '4 KiB random read, QD32, 2 sessions to one LU',
+    op: 'read',
+    pattern: 'rand',
+    bytes: 4096,
+    qd: 32,
+    sessions: 2,
+    unit: 'IOPS',
+    goal: 1.2,
+  },
 ];
+
+/** Goals that are not a Lunar/tgt ratio of a throughput row (issue 11). */
+export const GOALS = {
+  /** Lunar p99 at QD32 at most this many times tgt's. */
+  p99VsTgt: 1.5,
+  /** Lunar CPU time per command at most this many times tgt's. */
+  cpuPerCommandVsTgt: 1.0,
+  /** Two sessions to one LU: at least this many times one session's IOPS (both cores used). */
+  twoSessionsVsOne: 1.5,
+  /** Lunar's RSS during the scale run, MiB. */
+  scaleRssMiB: 300,
+} as const;
+
+/** The scale rows: many sessions over many LUs, 4 KiB random reads. */
+export interface ScaleOptions {
+  readonly luns: number;
+  readonly sessionsPerLu: number;
+  /** Commands in flight per session. */
+  readonly qd: number;
+  /** Size of each LU (filled before the run). */
+  readonly luBytes: number;
+  /** iscsi-load processes sharing the sessions (the initiator side can then use every core). */
+  readonly loadProcesses: number;
+}
+
+export const DEFAULT_SCALE: ScaleOptions = { luns: 64, sessionsPerLu: 4, qd: 4, luBytes: 16 << 20, loadProcesses: 2 };
 
 /** Login keys copied from Lunar's answers to tgt's target settings in "match" mode. */
 const MATCHED_KEYS = ['InitialR2T', 'ImmediateData', 'FirstBurstLength', 'MaxBurstLength', 'MaxOutstandingR2T', 'MaxRecvDataSegmentLength'];
@@ -54,6 +131,8 @@ export interface BenchOptions {
   readonly crossCheck?: boolean;
   /** Profile Lunar (node --cpu-prof) into this directory and print its hottest functions. */
   readonly profileDir?: string;
+  /** The scale rows (256 sessions over 64 LUs by default); undefined: skipped. */
+  readonly scale?: ScaleOptions;
   readonly jsonOut?: string;
   readonly markdownOut?: string;
   readonly log: (line: string) => void;
@@ -112,14 +191,19 @@ function alive(pid: number): boolean {
   }
 }
 
-async function measure(tool: string, s: Subject, w: Workload, seconds: number): Promise<RunRecord> {
-  const t0 = cpuTicks(s.pid);
+function measure(tool: string, s: Subject, w: Workload, seconds: number): Promise<RunRecord> {
+  return measureWith(s.pid, () => runLoad(tool, s.url, w, seconds));
+}
+
+/** Runs a load and records the target process's CPU time and largest RSS meanwhile. */
+async function measureWith(pid: number, load: () => Promise<LoadResult>): Promise<RunRecord> {
+  const t0 = cpuTicks(pid);
   const wall0 = process.hrtime.bigint();
-  const rss = sampleMaxRss(s.pid, 100);
+  const rss = sampleMaxRss(pid, 100);
   try {
-    const result = await runLoad(tool, s.url, w, seconds);
+    const result = await load();
     const wall = Number(process.hrtime.bigint() - wall0) / 1e9;
-    const cpuSec = (cpuTicks(s.pid) - t0) / CLK_TCK;
+    const cpuSec = (cpuTicks(pid) - t0) / CLK_TCK;
     return { result, cpuPct: (cpuSec / wall) * 100, cpuUsPerIo: (cpuSec / Math.max(1, result.ios)) * 1e6, maxRssKiB: rss.stop() };
   } finally {
     rss.stop();
@@ -282,6 +366,40 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
       memory['peak (VmHWM)'] = mib(m.hwmKiB);
     }
 
+    // --- scale: many sessions over many LUs
+    const scaleRuns = new Map<TargetName, RunRecord | string>();
+    if (opts.scale) {
+      const sc = opts.scale;
+      for (const s of subjects) {
+        if (s.failed || !alive(s.pid)) continue;
+        try {
+          const urls: string[] = [];
+          for (let i = 0; i < sc.luns; i++) {
+            if (s.name === 'Lunar') urls.push(await lunar!.createVolume(`scale-${i}`, sc.luBytes));
+            else {
+              const file = join(lunar?.backingFile ? dirname(lunar.backingFile) : dataDir, `tgt-scale-${i}.img`);
+              writeFileSync(file, '');
+              execFileSync('truncate', ['-s', String(sc.luBytes), file]);
+              urls.push(await tgt!.addTarget(i + 2, `iqn.2026-11.io.lunar.bench:tgt-scale-${i}`, file));
+            }
+          }
+          for (let i = 0; i < urls.length; i += 8) await Promise.all(urls.slice(i, i + 8).map((u) => fillLu(tool, u)));
+          const groups = Array.from({ length: sc.loadProcesses }, (_, g) => urls.filter((_u, i) => i % sc.loadProcesses === g));
+          const spec: LoadSpec = { op: 'read', pattern: 'rand', bytes: 4096, qd: sc.qd, sessions: sc.sessionsPerLu };
+          const rec = await measureWith(s.pid, () => runLoadParallel(tool, groups, spec, opts.seconds));
+          scaleRuns.set(s.name, rec);
+          log(
+            `  scale ${s.name}: ${rec.result.sessions} sessions, ${fmtNum(rec.result.iops)} IOPS, per session ` +
+              `${fmtNum(rec.result.sessionIops.min)}–${fmtNum(rec.result.sessionIops.max)}, max RSS ${mib(rec.maxRssKiB)}`,
+          );
+        } catch (e) {
+          const msg = e instanceof Error ? e.message : String(e);
+          scaleRuns.set(s.name, msg);
+          log(`  scale ${s.name}: FAILED ${msg}`);
+        }
+      }
+    }
+
     // --- optional cross-check with other initiators
     const checks = new Map<TargetName, CrossCheck[]>();
     if (opts.crossCheck) {
@@ -305,45 +423,47 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
     const loadAfter = loadAverage();
     const names = subjects.map((s) => s.name);
     const ratioOk = names.length === 2 && names[0] === 'Lunar';
+    const ratioText = (a: number | undefined, b: number | undefined): string =>
+      a !== undefined && b !== undefined && Number.isFinite(a / b) && b > 0 ? (a / b).toFixed(2) : 'n/a';
     const header = [
       'workload',
       'unit',
       ...names.flatMap((n) => [`${n} median (min–max)`]),
-      ...(ratioOk ? ['Lunar/tgt'] : []),
+      ...(ratioOk ? ['Lunar/tgt', 'goal'] : []),
       ...names.map((n) => `${n} CPU%`),
     ];
     const rows: string[][] = [];
     const latRows: string[][] = [];
     const cpuRows: string[][] = [];
     const json: Record<string, unknown> = {};
+    const medianOf = (w: Workload, s: Subject, f: (r: RunRecord) => number): number | undefined => {
+      const c = cell(w, s);
+      return c.runs.length ? summarize(c.runs.map(f)).median : undefined;
+    };
     for (const w of workloads) {
       const sums = subjects.map((s) => {
         const c = cell(w, s);
         return c.runs.length ? { s: summarize(c.runs.map((r) => value(w, r.result))), c } : { s: undefined, c };
       });
       const row = [w.label, w.unit, ...sums.map(({ s, c }) => (s ? fmtSummary(s) : c.error ? 'FAILED' : 'n/a'))];
-      if (ratioOk) {
-        const a = sums[0]!.s;
-        const b = sums[1]!.s;
-        row.push(a && b ? `${(a.median / b.median).toFixed(2)}` : 'n/a');
-      }
+      if (ratioOk) row.push(ratioText(sums[0]!.s?.median, sums[1]!.s?.median), w.goal !== undefined ? `≥ ${w.goal.toFixed(1)}` : '');
       row.push(...sums.map(({ c }) => (c.runs.length ? fmtNum(summarize(c.runs.map((r) => r.cpuPct)).median) : 'n/a')));
       rows.push(row);
+      const lat = subjects.map((s) => ({
+        p50: medianOf(w, s, (r) => r.result.latUs.p50),
+        p99: medianOf(w, s, (r) => r.result.latUs.p99),
+        p999: medianOf(w, s, (r) => r.result.latUs.p999),
+      }));
       latRows.push([
         w.label,
-        ...sums.flatMap(({ c }) => {
-          if (!c.runs.length) return ['n/a', 'n/a'];
-          return [
-            fmtNum(summarize(c.runs.map((r) => r.result.latUs.p50)).median),
-            fmtNum(summarize(c.runs.map((r) => r.result.latUs.p99)).median),
-          ];
-        }),
+        ...lat.flatMap((l) => [l.p50, l.p99, l.p999].map((x) => (x === undefined ? 'n/a' : fmtNum(x)))),
+        ...(ratioOk ? [ratioText(lat[0]!.p99, lat[1]!.p99), w.qd === 32 ? `≤ ${GOALS.p99VsTgt.toFixed(1)}` : ''] : []),
       ]);
-      const cpuMed = sums.map(({ c }) => (c.runs.length ? summarize(c.runs.map((r) => r.cpuUsPerIo)).median : Number.NaN));
+      const cpuMed = subjects.map((s) => medianOf(w, s, (r) => r.cpuUsPerIo));
       cpuRows.push([
         w.label,
-        ...cpuMed.map(fmtNum),
-        ...(ratioOk ? [Number.isFinite(cpuMed[0]! / cpuMed[1]!) ? (cpuMed[0]! / cpuMed[1]!).toFixed(2) : 'n/a'] : []),
+        ...cpuMed.map((x) => (x === undefined ? 'n/a' : fmtNum(x))),
+        ...(ratioOk ? [ratioText(cpuMed[0], cpuMed[1]), `≤ ${GOALS.cpuPerCommandVsTgt.toFixed(1)}`] : []),
       ]);
       json[w.key] = Object.fromEntries(
         subjects.map((s, i) => [
@@ -364,8 +484,104 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
       );
     }
     const table = markdownTable(header, rows);
-    const cpuTable = markdownTable(['target CPU time per command (us)', ...names, ...(ratioOk ? ['Lunar/tgt'] : [])], cpuRows);
-    const latTable = markdownTable(['workload (latency, us)', ...names.flatMap((n) => [`${n} p50`, `${n} p99`])], latRows);
+    const cpuTable = markdownTable(['target CPU time per command (us)', ...names, ...(ratioOk ? ['Lunar/tgt', 'goal'] : [])], cpuRows);
+    const latTable = markdownTable(
+      [
+        'workload (latency, us)',
+        ...names.flatMap((n) => [`${n} p50`, `${n} p99`, `${n} p99.9`]),
+        ...(ratioOk ? ['p99 Lunar/tgt', 'goal'] : []),
+      ],
+      latRows,
+    );
+    // Two sessions to one LU against one session, per target: does the second path add throughput?
+    const one = workloads.find((w) => w.key === 'randread-4k-qd32');
+    const two = workloads.find((w) => w.key === 'randread-4k-qd32-2s');
+    const pathTable =
+      one && two
+        ? markdownTable(
+            ['4 KiB random read, QD32 per session', ...names, 'goal'],
+            [
+              ['one session (IOPS)', ...subjects.map((s) => fmtNum(medianOf(one, s, (r) => r.result.iops) ?? Number.NaN)), ''],
+              ['two sessions to one LU (IOPS)', ...subjects.map((s) => fmtNum(medianOf(two, s, (r) => r.result.iops) ?? Number.NaN)), ''],
+              [
+                'two sessions / one session',
+                ...subjects.map((s) =>
+                  ratioText(
+                    medianOf(two, s, (r) => r.result.iops),
+                    medianOf(one, s, (r) => r.result.iops),
+                  ),
+                ),
+                `Lunar ≥ ${GOALS.twoSessionsVsOne.toFixed(1)}`,
+              ],
+              [
+                'target CPU% (two sessions)',
+                ...subjects.map((s) => fmtNum(medianOf(two, s, (r) => r.cpuPct) ?? Number.NaN)),
+                '(200 % = both cores)',
+              ],
+            ],
+          )
+        : '';
+    let scaleTable = '';
+    if (opts.scale && scaleRuns.size > 0) {
+      const sc = opts.scale;
+      const rec = (n: TargetName): RunRecord | undefined => {
+        const r = scaleRuns.get(n);
+        return typeof r === 'object' ? r : undefined;
+      };
+      const cellOf = (n: TargetName, f: (r: RunRecord) => string): string => {
+        const r = scaleRuns.get(n);
+        return r === undefined ? 'n/a' : typeof r === 'string' ? 'FAILED' : f(r);
+      };
+      const lr = rec('Lunar');
+      const tr = rec('tgt');
+      scaleTable = markdownTable(
+        [
+          `scale: ${sc.luns} LUs × ${sc.sessionsPerLu} sessions, QD${sc.qd} each, 4 KiB random read`,
+          ...names,
+          ...(ratioOk ? ['Lunar/tgt'] : []),
+          'goal',
+        ],
+        [
+          [
+            'sessions',
+            ...names.map((n) => cellOf(n, (r) => String(r.result.sessions))),
+            ...(ratioOk ? [''] : []),
+            `${sc.luns * sc.sessionsPerLu}`,
+          ],
+          [
+            'aggregate IOPS',
+            ...names.map((n) => cellOf(n, (r) => fmtNum(r.result.iops))),
+            ...(ratioOk ? [ratioText(lr?.result.iops, tr?.result.iops)] : []),
+            '',
+          ],
+          [
+            'IOPS per session, min / max',
+            ...names.map((n) => cellOf(n, (r) => `${fmtNum(r.result.sessionIops.min)} / ${fmtNum(r.result.sessionIops.max)}`)),
+            ...(ratioOk ? [''] : []),
+            'no session starved',
+          ],
+          [
+            'p99 / p99.9 latency (us)',
+            ...names.map((n) => cellOf(n, (r) => `${fmtNum(r.result.latUs.p99)} / ${fmtNum(r.result.latUs.p999)}`)),
+            ...(ratioOk ? [ratioText(lr?.result.latUs.p99, tr?.result.latUs.p99)] : []),
+            '',
+          ],
+          [
+            'target CPU time per command (us)',
+            ...names.map((n) => cellOf(n, (r) => fmtNum(r.cpuUsPerIo))),
+            ...(ratioOk ? [ratioText(lr?.cpuUsPerIo, tr?.cpuUsPerIo)] : []),
+            '',
+          ],
+          [
+            'target RSS, max during the run (MiB)',
+            ...names.map((n) => cellOf(n, (r) => fmtNum(r.maxRssKiB / 1024))),
+            ...(ratioOk ? [''] : []),
+            `Lunar < ${GOALS.scaleRssMiB}`,
+          ],
+        ],
+      );
+      json['scale'] = { options: sc, ...Object.fromEntries(scaleRuns) };
+    }
     const checkRows = (checks.get(subjects[0]!.name) ?? []).map((c, i) => {
       const vals = subjects.map((s) => checks.get(s.name)?.[i]?.value);
       const ratio = ratioOk && vals[0] !== undefined && vals[1] !== undefined ? [(vals[0] / vals[1]).toFixed(2)] : ratioOk ? ['n/a'] : [];
@@ -383,11 +599,19 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
             return e ? [`${w.key} ${s.name}: ${e}`] : [];
           }),
         ),
-      );
+      )
+      .concat([...scaleRuns].flatMap(([n, r]) => (typeof r === 'string' ? [`scale ${n}: ${r}`] : [])));
     const elapsed = (Date.now() - t0) / 1000;
     const noise =
       `load average at start ${loadBefore.join(' ')}, at end ${loadAfter.join(' ')}; ` +
       `CPU busy before start ${fmtNum(busyBefore)}% of ${cpus().length} cores`;
+    // Other work on the CPUs at start (busy in the second before, or a high 1-minute load): say so.
+    if (loadBefore[0] > 2 || busyBefore > 20) {
+      notes.unshift(
+        `TAKEN UNDER LOAD (load average ${loadBefore[0]} at start, ${fmtNum(busyBefore)}% CPU busy before start): ` +
+          'throughput and latency figures are not final; CPU time per command is the steadier comparison',
+      );
+    }
     const memLines = Object.entries(memory).map(([k, v]) => `- Lunar RSS ${k}: ${v}`);
     const md = [
       `Measured ${new Date().toISOString()} on ${cpus().length} CPUs, ${opts.runs} runs x ${opts.seconds} s per figure, ` +
@@ -399,6 +623,8 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
       '',
       cpuTable,
       '',
+      ...(pathTable ? [pathTable, ''] : []),
+      ...(scaleTable ? [scaleTable, ''] : []),
       ...(checkTable ? [checkTable, ''] : []),
       'Negotiated login parameters:',
       '',

@@ -12,7 +12,10 @@ export interface LoadSpec {
   readonly op: LoadOp;
   readonly pattern: LoadPattern;
   readonly bytes: number;
+  /** Commands in flight per session. */
   readonly qd: number;
+  /** Sessions (I_T nexuses, distinct ISIDs) per URL; default 1. */
+  readonly sessions?: number;
 }
 
 export interface LoadResult {
@@ -20,9 +23,12 @@ export interface LoadResult {
   readonly seconds: number;
   readonly iops: number;
   readonly MBps: number;
-  readonly latUs: { readonly mean: number; readonly p50: number; readonly p99: number; readonly max: number };
+  readonly latUs: { readonly mean: number; readonly p50: number; readonly p99: number; readonly p999: number; readonly max: number };
   readonly blocks: number;
   readonly blockSize: number;
+  /** Sessions that ran, and the smallest and largest IOPS one of them reached. */
+  readonly sessions: number;
+  readonly sessionIops: { readonly min: number; readonly max: number };
 }
 
 /** Where compiled helpers live (git-ignored). */
@@ -69,14 +75,17 @@ export function parseLoadOutput(stdout: string): LoadResult {
   const o: unknown = JSON.parse(line);
   if (!isRecord(o) || !isRecord(o['lat_us'])) throw new Error(`iscsi-load output not understood: ${line}`);
   const lat = o['lat_us'];
+  const per = isRecord(o['session_iops']) ? o['session_iops'] : { min: num(o, 'iops'), max: num(o, 'iops') };
   return {
     ios: num(o, 'ios'),
     seconds: num(o, 'seconds'),
     iops: num(o, 'iops'),
     MBps: num(o, 'MBps'),
-    latUs: { mean: num(lat, 'mean'), p50: num(lat, 'p50'), p99: num(lat, 'p99'), max: num(lat, 'max') },
+    latUs: { mean: num(lat, 'mean'), p50: num(lat, 'p50'), p99: num(lat, 'p99'), p999: num(lat, 'p999'), max: num(lat, 'max') },
     blocks: num(o, 'blocks'),
     blockSize: num(o, 'block_size'),
+    sessions: typeof o['sessions'] === 'number' ? o['sessions'] : 1,
+    sessionIops: { min: num(per, 'min'), max: num(per, 'max') },
   };
 }
 
@@ -85,12 +94,59 @@ function failure(what: string, r: { code: number; signal: string | null; stderr:
   return new Error(`${what} failed (${why}): ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
 }
 
-/** One timed run: `spec` for `seconds` against `url`. */
-export async function runLoad(tool: string, url: string, spec: LoadSpec, seconds: number): Promise<LoadResult> {
-  const args = [url, spec.op, spec.pattern, String(spec.bytes), String(spec.qd), String(seconds)];
-  const r = await exec(tool, args, { timeoutMs: (seconds + 30) * 1000 });
+/**
+ * One timed run: `spec` for `seconds` against `url` (or every URL of a list, each with spec.sessions
+ * sessions). Pass `{ ios: N }` instead of seconds for a fixed number of commands.
+ */
+export async function runLoad(
+  tool: string,
+  url: string | readonly string[],
+  spec: LoadSpec,
+  duration: number | { readonly ios: number },
+): Promise<LoadResult> {
+  const urls = typeof url === 'string' ? url : url.join(',');
+  const limit = typeof duration === 'number' ? String(duration) : `ios=${duration.ios}`;
+  const args = [urls, spec.op, spec.pattern, String(spec.bytes), String(spec.qd), limit, String(spec.sessions ?? 1)];
+  const seconds = typeof duration === 'number' ? duration : 600;
+  // Logging in takes a moment per session: 256 sessions need more than the run itself.
+  const r = await exec(tool, args, { timeoutMs: (seconds + 60 + (spec.sessions ?? 1) * urls.split(',').length * 0.2) * 1000 });
   if (r.code !== 0) throw failure(`iscsi-load ${args.slice(1).join(' ')}`, r);
   return parseLoadOutput(r.stdout);
+}
+
+/**
+ * Several iscsi-load processes at once (so that the initiator side can use every core), merged: IOPS
+ * and MB/s add up, latency percentiles are the largest of the parts (an upper bound), per-session
+ * IOPS the extremes over all parts.
+ */
+export async function runLoadParallel(
+  tool: string,
+  urlGroups: readonly (readonly string[])[],
+  spec: LoadSpec,
+  seconds: number,
+): Promise<LoadResult> {
+  const parts = await Promise.all(urlGroups.filter((g) => g.length > 0).map((g) => runLoad(tool, g, spec, seconds)));
+  if (parts.length === 0) throw new Error('runLoadParallel: no URL');
+  const sum = (f: (r: LoadResult) => number): number => parts.reduce((a, r) => a + f(r), 0);
+  const max = (f: (r: LoadResult) => number): number => Math.max(...parts.map(f));
+  const ios = sum((r) => r.ios);
+  return {
+    ios,
+    seconds: max((r) => r.seconds),
+    iops: sum((r) => r.iops),
+    MBps: sum((r) => r.MBps),
+    latUs: {
+      mean: ios > 0 ? sum((r) => r.latUs.mean * r.ios) / ios : 0,
+      p50: max((r) => r.latUs.p50),
+      p99: max((r) => r.latUs.p99),
+      p999: max((r) => r.latUs.p999),
+      max: max((r) => r.latUs.max),
+    },
+    blocks: parts[0]!.blocks,
+    blockSize: parts[0]!.blockSize,
+    sessions: sum((r) => r.sessions),
+    sessionIops: { min: Math.min(...parts.map((r) => r.sessionIops.min)), max: max((r) => r.sessionIops.max) },
+  };
 }
 
 /** Writes every block of the LU once (1 MiB commands, QD 8, a pattern of the offset) so that later reads hit real data. */

@@ -1,7 +1,7 @@
 // Lunar under benchmark: `lunar serve` started through test/support/lunar.ts (the same helper the e2e
 // tests use) and one volume created with the CLI, exactly as an operator would.
 
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { WANTED_POOL_SIZE } from '../src/util/threadpool.js';
 
@@ -16,6 +16,8 @@ export interface LunarTarget {
   readonly volumeId: string;
   /** UV_THREADPOOL_SIZE the server was started with. */
   readonly threadPoolSize: string;
+  /** One more volume (thin, through the admin socket as the CLI does); returns its iscsi:// URL. */
+  createVolume(name: string, sizeBytes: number): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -57,6 +59,7 @@ export async function startLunar(opts: {
   const poolSize = process.env['UV_THREADPOOL_SIZE'] ?? String(WANTED_POOL_SIZE);
   const env: Record<string, string> = { UV_THREADPOOL_SIZE: poolSize };
   if (opts.cpuProfileDir) {
+    mkdirSync(opts.cpuProfileDir, { recursive: true });
     const preload = new URL('./cpu-prof-preload.js', import.meta.url).href;
     env['NODE_OPTIONS'] = `${process.env['NODE_OPTIONS'] ?? ''} --import=${preload}`.trim();
     env['LUNAR_BENCH_CPU_PROF_DIR'] = opts.cpuProfileDir;
@@ -74,6 +77,10 @@ export async function startLunar(opts: {
       backingFile: vol.id !== '' && existsSync(file) ? file : undefined,
       volumeId: vol.id,
       threadPoolSize: poolSize,
+      createVolume: async (name, sizeBytes) => {
+        const v = parseVolumeJson(JSON.stringify(await proc.call('volume.create', { name, sizeBytes })));
+        return `iscsi://${opts.portal}/${v.iqn}/${v.lun}`;
+      },
       stop: () => proc.stop().catch(() => proc.kill9()),
     };
   } catch (e) {

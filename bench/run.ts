@@ -2,11 +2,14 @@
 //
 //   npm run bench -- [--seconds 3] [--runs 3] [--targets lunar,tgt] [--tgt-params match|default]
 //                    [--size 1GiB] [--only randread-4k-qd1,...] [--cross-check] [--profile DIR]
-//                    [--json FILE] [--markdown FILE]
+//                    [--scale LUNSxSESSIONS | --no-scale] [--smoke] [--json FILE] [--markdown FILE]
+//
+// --smoke: every figure once with a tiny workload (0.3 s, 16 MiB LU, 2 LUs x 2 sessions), for the test
+// that keeps this bench from rotting (test/e2e/bench-smoke.test.ts); its figures mean nothing.
 
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { runIscsiBench, WORKLOADS } from './iscsi.js';
+import { DEFAULT_SCALE, runIscsiBench, WORKLOADS, type ScaleOptions } from './iscsi.js';
 
 function sizeBytes(s: string): number {
   const m = /^(\d+)(|B|KiB|MiB|GiB)$/.exec(s);
@@ -28,6 +31,9 @@ async function main(): Promise<number> {
       profile: { type: 'string' },
       json: { type: 'string' },
       markdown: { type: 'string' },
+      scale: { type: 'string' },
+      'no-scale': { type: 'boolean', default: false },
+      smoke: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
   });
@@ -35,12 +41,22 @@ async function main(): Promise<number> {
     process.stdout.write(
       'usage: npm run bench -- [--seconds N] [--runs N] [--targets lunar,tgt] [--tgt-params match|default]\n' +
         '                        [--size 1GiB] [--only KEY,...] [--cross-check] [--profile DIR] [--json FILE] [--markdown FILE]\n' +
+        '                        [--scale LUNSxSESSIONS (default 64x4) | --no-scale] [--smoke]\n' +
         `workload keys: ${WORKLOADS.map((w) => w.key).join(', ')}\n`,
     );
     return 0;
   }
-  const seconds = Number(values.seconds);
-  const runs = Number(values.runs);
+  const smoke = values.smoke;
+  const seconds = smoke ? 0.3 : Number(values.seconds);
+  const runs = smoke ? 1 : Number(values.runs);
+  let scale: ScaleOptions | undefined = smoke ? { luns: 2, sessionsPerLu: 2, qd: 2, luBytes: 4 << 20, loadProcesses: 2 } : DEFAULT_SCALE;
+  if (values.scale !== undefined) {
+    const m = /^(\d+)x(\d+)$/.exec(values.scale);
+    if (!m || Number(m[1]) < 1 || Number(m[2]) < 1) throw new Error(`--scale ${values.scale}: expected LUNSxSESSIONS, e.g. 64x4`);
+    scale = { ...scale, luns: Number(m[1]), sessionsPerLu: Number(m[2]) };
+  }
+  // --only picks figures: the scale rows then run only when asked for with --scale.
+  if (values['no-scale'] || (values.only !== undefined && values.scale === undefined)) scale = undefined;
   if (!(seconds > 0) || !Number.isInteger(runs) || runs < 1) throw new Error('--seconds > 0 and --runs >= 1 required');
   const targets = values.targets.split(',').map((t) => t.trim());
   for (const t of targets) if (t !== 'lunar' && t !== 'tgt') throw new Error(`--targets: unknown target ${t}`);
@@ -51,8 +67,9 @@ async function main(): Promise<number> {
     runs,
     targets: targets as ('lunar' | 'tgt')[],
     tgtParams,
-    size: values.size,
-    sizeBytes: sizeBytes(values.size),
+    size: smoke ? '16MiB' : values.size,
+    sizeBytes: sizeBytes(smoke ? '16MiB' : values.size),
+    ...(scale ? { scale } : {}),
     crossCheck: values['cross-check'],
     ...(values.profile ? { profileDir: resolve(values.profile) } : {}),
     ...(values.only ? { only: values.only.split(',') } : {}),

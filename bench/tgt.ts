@@ -23,6 +23,8 @@ export interface TgtTarget {
   readonly pid: number;
   readonly url: string;
   readonly version: string;
+  /** One more target (tid >= 2) with LUN 1 on `backingFile`, same settings as the first; returns its URL. */
+  addTarget(tid: number, iqn: string, backingFile: string): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -64,24 +66,77 @@ export async function startTgt(opts: TgtOptions): Promise<TgtTarget> {
   const keep = (b: Buffer): void => {
     log = (log + b.toString('utf8')).slice(-4000);
   };
-  child.stdout?.on('data', keep);
-  child.stderr?.on('data', keep);
+  child.stdout.on('data', keep);
+  child.stderr.on('data', keep);
   // Never leave tgtd behind, even when the benchmark dies.
   const killOnExit = (): void => {
     child.kill('SIGKILL');
   };
   process.once('exit', killOnExit);
 
+  const tids = [TID];
   const stop = async (): Promise<void> => {
     process.removeListener('exit', killOnExit);
     if (child.exitCode !== null || child.signalCode !== null) return;
     // tgtd ignores SIGTERM while targets exist: delete them, then the system.
-    await exec('tgtadm', ['-C', String(opts.controlPort), '--lld', 'iscsi', '--op', 'delete', '--force', '--mode', 'target', '--tid', TID]);
+    for (const tid of tids) {
+      await exec('tgtadm', [
+        '-C',
+        String(opts.controlPort),
+        '--lld',
+        'iscsi',
+        '--op',
+        'delete',
+        '--force',
+        '--mode',
+        'target',
+        '--tid',
+        tid,
+      ]);
+    }
     await exec('tgtadm', ['-C', String(opts.controlPort), '--op', 'delete', '--mode', 'system']);
     if (!(await waitExit(child, 5_000))) {
       child.kill('SIGKILL');
       await waitExit(child, 5_000);
     }
+  };
+
+  const setupTarget = async (tid: string, iqn: string, backingFile: string): Promise<void> => {
+    const base = ['--lld', 'iscsi', '--mode'];
+    await tgtadm(opts.controlPort, [...base, 'target', '--op', 'new', '--tid', tid, '-T', iqn]);
+    if (!tids.includes(tid)) tids.push(tid);
+    await tgtadm(opts.controlPort, [
+      ...base,
+      'logicalunit',
+      '--op',
+      'new',
+      '--tid',
+      tid,
+      '--lun',
+      '1',
+      '--bstype',
+      'rdwr',
+      '-b',
+      backingFile,
+    ]);
+    if (opts.thin) {
+      await tgtadm(opts.controlPort, [
+        ...base,
+        'logicalunit',
+        '--op',
+        'update',
+        '--tid',
+        tid,
+        '--lun',
+        '1',
+        '--params',
+        'thin_provisioning=1',
+      ]);
+    }
+    for (const [name, value] of opts.params ?? new Map<string, string>()) {
+      await tgtadm(opts.controlPort, [...base, 'target', '--op', 'update', '--tid', tid, '--name', name, '--value', value]);
+    }
+    await tgtadm(opts.controlPort, [...base, 'target', '--op', 'bind', '--tid', tid, '-I', 'ALL']);
   };
 
   try {
@@ -95,44 +150,21 @@ export async function startTgt(opts: TgtOptions): Promise<TgtTarget> {
       if (Date.now() > deadline) throw new Error(`tgtd did not answer on control port ${opts.controlPort}: ${log.trim()}`);
       await sleep(100);
     }
-    const base = ['--lld', 'iscsi', '--mode'];
-    await tgtadm(opts.controlPort, [...base, 'target', '--op', 'new', '--tid', TID, '-T', opts.iqn]);
-    await tgtadm(opts.controlPort, [
-      ...base,
-      'logicalunit',
-      '--op',
-      'new',
-      '--tid',
-      TID,
-      '--lun',
-      '1',
-      '--bstype',
-      'rdwr',
-      '-b',
-      opts.backingFile,
-    ]);
-    if (opts.thin) {
-      await tgtadm(opts.controlPort, [
-        ...base,
-        'logicalunit',
-        '--op',
-        'update',
-        '--tid',
-        TID,
-        '--lun',
-        '1',
-        '--params',
-        'thin_provisioning=1',
-      ]);
-    }
-    for (const [name, value] of opts.params ?? new Map<string, string>()) {
-      await tgtadm(opts.controlPort, [...base, 'target', '--op', 'update', '--tid', TID, '--name', name, '--value', value]);
-    }
-    await tgtadm(opts.controlPort, [...base, 'target', '--op', 'bind', '--tid', TID, '-I', 'ALL']);
+    await setupTarget(TID, opts.iqn, opts.backingFile);
   } catch (e) {
     await stop();
     throw e;
   }
   if (child.pid === undefined) throw new Error('tgtd has no pid');
-  return { pid: child.pid, url: `iscsi://127.0.0.1:${opts.port}/${opts.iqn}/1`, version, stop };
+  return {
+    pid: child.pid,
+    url: `iscsi://127.0.0.1:${opts.port}/${opts.iqn}/1`,
+    version,
+    addTarget: async (tid, iqn, backingFile) => {
+      if (!Number.isInteger(tid) || tid < 2) throw new RangeError(`tid ${tid}: 2 or more expected`);
+      await setupTarget(String(tid), iqn, backingFile);
+      return `iscsi://127.0.0.1:${opts.port}/${iqn}/1`;
+    },
+    stop,
+  };
 }

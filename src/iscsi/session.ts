@@ -27,6 +27,7 @@ import {
 } from './pdu.js';
 import { encodeText, parseText, splitText, TextAssembler, type TextPair } from './text.js';
 import { CmdWindow, serialLt } from './cmdsn.js';
+import { writeBuffers } from './buffer-pool.js';
 
 // ------------------------------------------------------------ tasks
 
@@ -481,7 +482,7 @@ export class Session implements PduHandler {
       pdu,
       lun: decodeLun(pdu.lun),
       edtl,
-      buf: pdu.write && edtl > 0 ? Buffer.allocUnsafe(edtl) : null,
+      buf: pdu.write && edtl > 0 ? writeBuffers.take(edtl) : null,
       unsolicitedEnd,
       unsolicitedReceived: immediate,
       unsolicitedDataSN: 0,
@@ -710,6 +711,9 @@ export class Session implements PduHandler {
   /** Send Data-In (§11.7) and status (§11.4) for a finished command. */
   private complete(task: Task, resp: ScsiResponse | null, targetFailure = false): void {
     this.dropTask(task);
+    // The device is done with the Data-Out buffer (and no Data-Out can land in it any more: the task ran
+    // only after all of it arrived). Reuse it unless the response carries a view of it.
+    if (task.buf && resp?.data?.buffer !== task.buf.buffer) writeBuffers.give(task.buf);
     if (this.idleWaiters.length > 0) queueMicrotask(() => this.idleWaiters.forEach((w) => w()));
     if (this.ended || task.state === 'aborted') return;
     if (!resp && !targetFailure) return; // aborted by task management: no response (§11.5.1)

@@ -3,7 +3,7 @@
 import type { Logger } from '../log.js';
 import type { BackingStore } from '../storage/types.js';
 import { lookupCommand, type CommandDescriptor } from './commands.js';
-import { AbortedError, IoGate } from './gate.js';
+import { AbortedError, IoGate, TaskAbort, type AbortFlag } from './gate.js';
 import { defaultModeState, type ModeState } from './mode.js';
 import { createReservationManager } from './pr.js';
 import { Asc, RESERVATION_CONFLICT, ScsiError, SenseKey, TASK_ABORTED, checkCondition, invalidOpcode, ioErrorToScsi } from './sense.js';
@@ -50,7 +50,7 @@ export interface CommandContext {
   readonly lu: LogicalUnit;
   readonly device: DeviceView;
   /** Aborted by task management; handlers stop before their next I/O. */
-  readonly signal: AbortSignal;
+  readonly signal: AbortFlag;
 }
 
 export type CommandHandler = (ctx: CommandContext) => Promise<ScsiResponse> | ScsiResponse;
@@ -58,7 +58,7 @@ export type CommandHandler = (ctx: CommandContext) => Promise<ScsiResponse> | Sc
 interface Task {
   readonly nexusKey: string;
   readonly taskTag: number;
-  readonly controller: AbortController;
+  readonly controller: TaskAbort;
   done: Promise<unknown>;
 }
 
@@ -70,7 +70,7 @@ function sameUa(a: UnitAttention, b: UnitAttention): boolean {
 }
 
 /** signal.aborted read now: an abort can arrive during any await (a direct read is narrowed by the type checker). */
-function isAborted(signal: AbortSignal): boolean {
+function isAborted(signal: AbortFlag): boolean {
   return signal.aborted;
 }
 
@@ -217,7 +217,7 @@ export class LogicalUnit {
     const nexusKey = cmd.nexus.key;
     if (!this.#nexuses.has(nexusKey)) this.nexusAdded(cmd.nexus); // a nexus we were not told about: treat as new
     const taskKey = `${nexusKey}#${cmd.taskTag}`;
-    const controller = new AbortController();
+    const controller = new TaskAbort();
     const task: Task = { nexusKey, taskTag: cmd.taskTag, controller, done: Promise.resolve() };
     const prior = this.#tasks.get(taskKey);
     // SAM-5 §8.6 task attributes: an ORDERED task starts after every older task has completed, and
@@ -233,10 +233,10 @@ export class LogicalUnit {
     this.#tasks.set(taskKey, task);
     if (waitFor) {
       // An aborted task stops waiting for its turn at once.
-      const abortedWait = new Promise<void>((resolve) => controller.signal.addEventListener('abort', () => resolve(), { once: true }));
+      const abortedWait = new Promise<void>((resolve) => controller.addEventListener('abort', () => resolve()));
       waitFor = Promise.race([waitFor, abortedWait]);
     }
-    const run = waitFor ? waitFor.then(() => this.#run(cmd, controller.signal)) : this.#run(cmd, controller.signal);
+    const run = waitFor ? waitFor.then(() => this.#run(cmd, controller)) : this.#run(cmd, controller);
     task.done = run.catch(() => undefined);
     if (cmd.attribute === 'ordered') {
       const barrier = task.done;
@@ -247,7 +247,7 @@ export class LogicalUnit {
     }
     try {
       const res = await run;
-      return controller.signal.aborted ? null : res;
+      return controller.aborted ? null : res;
     } finally {
       if (this.#tasks.get(taskKey) === task) {
         if (prior && prior !== task) this.#tasks.set(taskKey, prior);
@@ -256,7 +256,7 @@ export class LogicalUnit {
     }
   }
 
-  async #run(cmd: ScsiCommand, signal: AbortSignal): Promise<ScsiResponse> {
+  async #run(cmd: ScsiCommand, signal: AbortFlag): Promise<ScsiResponse> {
     if (!this.log.isLevelEnabled('debug')) return this.#dispatch(cmd, signal);
     const started = process.hrtime.bigint();
     const res = await this.#dispatch(cmd, signal);
@@ -265,7 +265,7 @@ export class LogicalUnit {
     return res;
   }
 
-  async #dispatch(cmd: ScsiCommand, signal: AbortSignal): Promise<ScsiResponse> {
+  async #dispatch(cmd: ScsiCommand, signal: AbortFlag): Promise<ScsiResponse> {
     if (signal.aborted) return TASK_ABORTED;
     const entry: CommandDescriptor | 'invalid-service-action' | undefined = lookupCommand(cmd.cdb, this);
     // SPC-4 §5.14: a pending unit attention is reported for any command but INQUIRY, REPORT LUNS and

@@ -588,7 +588,12 @@ export function createReservationManager(
 
   // --- PERSISTENT RESERVE OUT (SPC-4 §6.16) ---
 
-  function persistentReserveOut(nexus: ITNexus, cdb: Buffer, dataOut: Buffer | null, signal?: AbortSignal): Promise<ScsiResponse> {
+  function persistentReserveOut(
+    nexus: ITNexus,
+    cdb: Buffer,
+    dataOut: Buffer | null,
+    signal?: { readonly aborted: boolean },
+  ): Promise<ScsiResponse> {
     // An aborted command that is still waiting for its turn never runs (SAM-5 §7.2).
     return serialised(() => (signal?.aborted ? TASK_ABORTED : transact(() => prOut(nexus, cdb, dataOut))));
   }

@@ -1,7 +1,7 @@
 // SBC-3 block commands on a BackingStore: READ/WRITE, WRITE AND VERIFY, VERIFY, SYNCHRONIZE CACHE,
 // PRE-FETCH, UNMAP, WRITE SAME, COMPARE AND WRITE, ORWRITE, GET LBA STATUS, READ CAPACITY.
 import { decodeBlock, decodeCompareAndWrite, decodeWriteSameFlags, readU64, u16, u32, type BlockCdb } from './cdb.js';
-import { AbortedError } from './gate.js';
+import { AbortedError, type AbortFlag } from './gate.js';
 import type { CommandContext, LogicalUnit } from './lu.js';
 import { GOOD, dataIn, good, parameterList } from './respond.js';
 import {
@@ -24,7 +24,7 @@ export function checkRange(lu: LogicalUnit, lba: number, blocks: number): void {
   if (lba > lu.blocks || lba + blocks > lu.blocks) throw lbaOutOfRange();
 }
 
-function checkNotAborted(signal: AbortSignal): void {
+function checkNotAborted(signal: AbortFlag): void {
   if (signal.aborted) throw new AbortedError();
 }
 

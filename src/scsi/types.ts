@@ -184,7 +184,7 @@ export interface ReservationManager {
   conflicts(nexus: ITNexus, cdb: Buffer): boolean;
   persistentReserveIn(nexus: ITNexus, cdb: Buffer): ScsiResponse;
   /** Resolves after the change (if any) is durable and committed, or refused. signal: the task was aborted. */
-  persistentReserveOut(nexus: ITNexus, cdb: Buffer, dataOut: Buffer | null, signal?: AbortSignal): Promise<ScsiResponse>;
+  persistentReserveOut(nexus: ITNexus, cdb: Buffer, dataOut: Buffer | null, signal?: { readonly aborted: boolean }): Promise<ScsiResponse>;
   /** RESERVE(6)/(10) and RELEASE(6)/(10) (SPC-2 §7.21, §7.17). */
   reserve(nexus: ITNexus, cdb: Buffer): Promise<ScsiResponse>;
   release(nexus: ITNexus, cdb: Buffer): Promise<ScsiResponse>;

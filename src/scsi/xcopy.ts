@@ -18,7 +18,7 @@ import {
 } from './sense.js';
 import { canWriteZeroes } from '../storage/types.js';
 import type { ScsiResponse } from './types.js';
-import { AbortedError } from './gate.js';
+import { AbortedError, type AbortFlag } from './gate.js';
 
 /** What RECEIVE COPY RESULTS reports and EXTENDED COPY enforces. */
 export const XCOPY_LIMITS = {
@@ -154,7 +154,7 @@ export function receiveCopyResultsCopyStatus(ctx: CommandContext): ScsiResponse 
   return dataIn(cmd, data, u32(cmd.cdb, 10));
 }
 
-async function copySegment(src: LogicalUnit, dst: LogicalUnit, s: Segment, signal: AbortSignal): Promise<void> {
+async function copySegment(src: LogicalUnit, dst: LogicalUnit, s: Segment, signal: AbortFlag): Promise<void> {
   const bs = src.blockSize;
   const total = s.blocks * bs;
   const srcOff = s.srcLba * bs;
@@ -186,7 +186,7 @@ async function copyBytes(
   to: number,
   length: number,
   backward: boolean,
-  signal: AbortSignal,
+  signal: AbortFlag,
 ): Promise<void> {
   const buf = Buffer.allocUnsafe(Math.min(length, COPY_CHUNK));
   for (let done = 0; done < length;) {

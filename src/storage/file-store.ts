@@ -1,26 +1,22 @@
 // Sparse-file backing store: positioned reads/writes on one file descriptor, fdatasync for durability,
 // fallocate(PUNCH_HOLE) for deallocation and SEEK_DATA/SEEK_HOLE for the allocation map.
-import { constants as fsc, read as fsRead, write as fsWrite } from 'node:fs';
+import { constants as fsc } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
+import { preadFile, pwriteFile, type FileIoEngine } from './file-io.js';
 import type { AllocationExtent, ZeroingBackingStore } from './types.js';
 import { loadNative, type LunarNative } from './native.js';
 
-// The data path uses fs.read/fs.write with callbacks on the FileHandle's descriptor rather than
-// FileHandle.read/write: measured here, the promise API costs ~3 µs more CPU per 4 KiB call (its
-// result object and handle bookkeeping), which is ~8% of Lunar's per-command budget at QD32.
-function pread(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
-  return new Promise((resolve, reject) => fsRead(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))));
-}
-
-function pwrite(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
-  return new Promise((resolve, reject) => fsWrite(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))));
-}
+// The data path reads and writes the FileHandle's descriptor through file-io.ts (io_uring, else the
+// libuv pool with fs.read/fs.write callbacks) rather than FileHandle.read/write: measured here, the
+// promise API costs ~3 µs more CPU per 4 KiB call (its result object and handle bookkeeping).
 
 export interface OpenFileStoreOptions {
   /** Create the file (it must not exist) with this size; sparse unless preallocate. */
   create?: { size: number; preallocate?: boolean };
   /** Open read-only (O_RDONLY); writes then fail with EBADF. */
   readOnly?: boolean;
+  /** Force the file I/O engine (tests); default io_uring when available, else the thread pool. */
+  engine?: FileIoEngine;
 }
 
 function isErrno(e: unknown, ...codes: string[]): boolean {
@@ -50,6 +46,7 @@ class FileStore implements ZeroingBackingStore {
     private readonly fh: FileHandle,
     size: number,
     private readonly native: LunarNative,
+    private readonly engine: FileIoEngine | undefined,
   ) {
     this.#size = size;
   }
@@ -60,26 +57,45 @@ class FileStore implements ZeroingBackingStore {
 
   async read(buf: Buffer, offset: number): Promise<void> {
     checkRange('read', offset, buf.length);
-    let done = 0;
-    while (done < buf.length) {
-      const bytesRead = await pread(this.fh.fd, buf, done, buf.length - done, offset + done);
-      if (bytesRead === 0) {
-        // Beyond the end of the file (e.g. a concurrent shrink): reads as zeroes.
-        buf.fill(0, done);
-        return;
+    this.#rwInFlight++;
+    try {
+      let done = 0;
+      while (done < buf.length) {
+        const bytesRead = await preadFile(this.fh.fd, buf, done, buf.length - done, offset + done, this.engine);
+        if (bytesRead === 0) {
+          // Beyond the end of the file (e.g. a concurrent shrink): reads as zeroes.
+          buf.fill(0, done);
+          return;
+        }
+        done += bytesRead;
       }
-      done += bytesRead;
+    } finally {
+      this.#rwDone();
     }
   }
 
   async write(buf: Buffer, offset: number, fua: boolean): Promise<void> {
     checkRange('write', offset, buf.length);
-    let done = 0;
-    while (done < buf.length) {
-      const bytesWritten = await pwrite(this.fh.fd, buf, done, buf.length - done, offset + done);
-      done += bytesWritten;
+    this.#rwInFlight++;
+    try {
+      let done = 0;
+      while (done < buf.length) {
+        const bytesWritten = await pwriteFile(this.fh.fd, buf, done, buf.length - done, offset + done, this.engine);
+        if (bytesWritten === 0) throw Object.assign(new Error(`${this.path}: write made no progress`), { code: 'EIO' });
+        done += bytesWritten;
+      }
+    } finally {
+      this.#rwDone();
     }
     if (fua) await this.#datasync();
+  }
+
+  /** Reads and writes in flight on the raw fd: close() waits for them, so the fd is never closed (and reused) under one. */
+  #rwInFlight = 0;
+  #rwIdle: (() => void) | null = null;
+
+  #rwDone(): void {
+    if (--this.#rwInFlight === 0 && this.#rwIdle) this.#rwIdle();
   }
 
   flush(): Promise<void> {
@@ -192,6 +208,7 @@ class FileStore implements ZeroingBackingStore {
     if (this.#closed) return;
     this.#closed = true;
     await Promise.all([...this.#nativeOps]);
+    if (this.#rwInFlight > 0) await new Promise<void>((resolve) => (this.#rwIdle = resolve));
     await this.fh.close();
   }
 }
@@ -210,13 +227,13 @@ export async function openFileStore(path: string, opts: OpenFileStoreOptions = {
       await fh.close();
       throw e;
     }
-    return new FileStore(path, fh, size, native);
+    return new FileStore(path, fh, size, native, opts.engine);
   }
   const fh = await open(path, opts.readOnly ? fsc.O_RDONLY : fsc.O_RDWR);
   try {
     const st = await fh.stat();
     if (!st.isFile()) throw new Error(`${path}: not a regular file`);
-    return new FileStore(path, fh, st.size, native);
+    return new FileStore(path, fh, st.size, native, opts.engine);
   } catch (e) {
     await fh.close();
     throw e;

@@ -1,15 +1,27 @@
 // Loader for the lunar_native N-API addon (native/lunar_native.c, built by node-gyp into build/Release).
-// Node's fs has no fallocate(2) and no lseek SEEK_DATA/SEEK_HOLE; the addon provides exactly those.
+// Node's fs has no fallocate(2), no lseek SEEK_DATA/SEEK_HOLE and no io_uring; the addon provides those.
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+/** An io_uring of the calling thread (native/lunar_native.c); opaque. */
+export type UringHandle = object & { readonly __uring: unique symbol };
 
 export interface LunarNative {
   /** fallocate(2) on the libuv pool. */
   fallocate(fd: number, mode: number, offset: number, length: number): Promise<void>;
   /** SEEK_DATA/SEEK_HOLE walk of [offset, offset+length): flat [offset, length, mapped(0|1), ...]. */
   allocationMap(fd: number, offset: number, length: number): Promise<number[]>;
+  /**
+   * io_uring with `entries` slots; completions are written to `results` as (slot, result) pairs before
+   * onComplete(count) runs. null when io_uring is unavailable (the caller keeps the thread pool).
+   */
+  uringOpen(entries: number, results: Int32Array, onComplete: (count: number) => void): UringHandle | null;
+  /** Queue readv/writev of buf[offset, offset+length) at position in slot; 0, or -errno when not queued. */
+  uringReadv(ring: UringHandle, slot: number, fd: number, buf: Buffer, offset: number, length: number, position: number): number;
+  uringWritev(ring: UringHandle, slot: number, fd: number, buf: Buffer, offset: number, length: number, position: number): number;
+  uringClose(ring: UringHandle): void;
   readonly FALLOC_FL_KEEP_SIZE: number;
   readonly FALLOC_FL_PUNCH_HOLE: number;
   readonly FALLOC_FL_ZERO_RANGE: number;

@@ -693,3 +693,47 @@ describe('iSCSI session over loopback (in-memory device)', () => {
     await i.closed;
   });
 });
+
+describe('session identity across portal groups (RFC 7143 §2.2: session id = ISID + TPGT)', () => {
+  const p1: Portal = { host: '127.0.0.1', port: PORT + 2, tpgt: 1 };
+  const p2: Portal = { host: '127.0.0.1', port: PORT + 3, tpgt: 2 };
+  const twoPortals: TargetRegistry = { ...registry, portals: () => [p1, p2] };
+  let multi: IscsiServer;
+  before(async () => {
+    multi = new IscsiServer({ registry: twoPortals, logger: pino({ level: 'silent' }) });
+    await multi.listen();
+  });
+  after(async () => {
+    await multi.close();
+  });
+
+  async function loginAt(p: Portal, isid: string, discovery: boolean): Promise<TestInitiator> {
+    const i = await TestInitiator.connect(p.host, p.port);
+    const r = await i.login({
+      initiatorName: INITIATOR,
+      isid,
+      ...(discovery ? { sessionType: 'Discovery' as const } : { targetName: 'iqn.2026-01.io.lunar:t0' }),
+    });
+    assert.equal(r.statusClass, 0, `login at tpgt ${p.tpgt} failed ${r.statusClass}/${r.statusDetail}`);
+    return i;
+  }
+
+  for (const discovery of [true, false]) {
+    it(`the same ISID on two portal groups makes two sessions, neither reinstates the other (${discovery ? 'discovery' : 'normal'})`, async () => {
+      const isid = discovery ? '400001370000' : '400000abc123';
+      const a = await loginAt(p1, isid, discovery);
+      const b = await loginAt(p2, isid, discovery);
+      let aClosed = false;
+      void a.closed.then(() => (aClosed = true));
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(aClosed, false, 'the login on portal group 2 closed the session on portal group 1');
+      assert.equal(multi.sessions().filter((s) => s.isid === isid).length, 2);
+      // On the same portal group it is a reinstatement: the session there ends.
+      const c = await loginAt(p1, isid, discovery);
+      await a.closed;
+      assert.equal(multi.sessions().filter((s) => s.isid === isid).length, 2);
+      b.close();
+      c.close();
+    });
+  }
+});
