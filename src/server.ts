@@ -109,16 +109,18 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
   // Filled in by the CSI block below (an object so the shutdown closure sees the assignment).
   const csi: { server: CsiServer | null } = { server: null };
   try {
+    // The transport exists before the volumes (they list and end its sessions) and listens after them,
+    // so that no initiator logs in before every volume is served.
     const registry = new VolumeTargetRegistry(config.portals, config.discoveryChap ?? null);
+    iscsi = new IscsiServer({ registry, logger: base.child({ component: 'iscsi' }) });
     manager = await VolumeManager.open({
       dataDir: config.dataDir,
       portals: config.portals,
       registry,
+      sessions: iscsi,
       logger: base.child({ component: 'volumes' }),
     });
-    iscsi = new IscsiServer({ registry, logger: base.child({ component: 'iscsi' }) });
     await iscsi.listen();
-    manager.attachTransport(iscsi);
 
     // ---- CSI Identity + Controller on the endpoint (default unix://<data-dir>/csi.sock; "none" = off).
     const endpoint = csiEndpointFor(config);

@@ -60,7 +60,6 @@ import {
   roundUp,
   sameParameters,
   SIDECAR_PARAMETER_PREFIX,
-  sizeFits,
   toTimestamp,
   unsupportedReason,
   volumeSize,
@@ -118,16 +117,15 @@ function sourceOf(v: Volume): VolumeContentSource | null {
     : { volume: { volume_id: v.source.id }, type: 'volume' };
 }
 
-function sameSource(a: VolumeSource | undefined, b: VolumeSource | undefined): boolean {
-  return a === undefined ? b === undefined : b !== undefined && a.kind === b.kind && a.id === b.id;
-}
-
-function describeSource(s: VolumeSource | undefined): string {
-  return s ? `${s.kind} ${s.id}` : 'no source';
+/** A synchronous handler's answer as a promise: what it throws becomes a rejection, as in the async ones. */
+function answer<T>(fn: () => T): Promise<T> {
+  return new Promise((resolve) => {
+    resolve(fn());
+  });
 }
 
 function topologyMatches(segments: Readonly<Record<string, string>>, t: Topology): boolean {
-  return Object.entries(t.segments ?? {}).every(([k, v]) => segments[k] === v);
+  return Object.entries(t.segments).every(([k, v]) => segments[k] === v);
 }
 
 export class ControllerService {
@@ -220,7 +218,7 @@ export class ControllerService {
     const caps = checkCapabilities(req.volume_capabilities, 'volume_capabilities');
     this.checkSupported(caps, 'volume_capabilities');
     const params = parseParameters(req.parameters);
-    if (Object.keys(req.mutable_parameters ?? {}).length > 0) {
+    if (Object.keys(req.mutable_parameters).length > 0) {
       throw invalidArgument('mutable_parameters are not supported: Lunar has no MODIFY_VOLUME capability (VolumeAttributesClass)');
     }
     // The filesystem the node formats: parameters.fsType or the mount capability's fs_type.
@@ -265,13 +263,16 @@ export class ControllerService {
       }
     }
 
+    // create() decides whether a volume of this name matches (sizeRange: the CSI capacity_range); a
+    // mismatch is ALREADY_EXISTS with the difference named (errors.ts maps the code). A size for a new
+    // volume is only worked out when there is none yet, so that a retry after the source has changed
+    // still finds its volume.
     const existing = this.volumes.getByName(name);
-    if (existing) return { volume: this.toCsiVolume(this.checkCompatible(existing, bounds, stored, source)) };
-
-    const sizeBytes = volumeSize(bounds, sourceBytes);
+    const sizeBytes = existing?.sizeBytes ?? volumeSize(bounds, sourceBytes);
     const spec: VolumeSpec = {
       name,
       sizeBytes,
+      sizeRange: { minBytes: bounds.required, ...(bounds.limit !== 0 ? { maxBytes: bounds.limit } : {}) },
       thin: params.thin,
       chap: params.chap === 'none' ? { mode: 'none' } : { mode: params.chap },
       masked: true,
@@ -281,27 +282,6 @@ export class ControllerService {
     };
     const v = await this.volumes.create(spec);
     return { volume: this.toCsiVolume(v) };
-  }
-
-  private checkCompatible(
-    v: Volume,
-    bounds: { required: number; limit: number },
-    stored: Readonly<Record<string, string>>,
-    source: VolumeSource | undefined,
-  ): Volume {
-    const what = `a volume named ${JSON.stringify(v.name)} already exists (${v.id})`;
-    if (!sizeFits(v.sizeBytes, bounds)) {
-      throw alreadyExists(
-        `${what} with ${v.sizeBytes} bytes, outside the requested capacity_range [${bounds.required}, ${bounds.limit || 'unlimited'}]`,
-      );
-    }
-    if (!sameParameters(v.parameters, stored)) {
-      throw alreadyExists(`${what} with parameters ${JSON.stringify(v.parameters)}, not ${JSON.stringify(stored)}`);
-    }
-    if (!sameSource(v.source, source)) {
-      throw alreadyExists(`${what} from ${describeSource(v.source)}, not from ${describeSource(source)}`);
-    }
-    return v;
   }
 
   async deleteVolume(req: DeleteVolumeRequest): Promise<DeleteVolumeResponse> {
@@ -338,7 +318,7 @@ export class ControllerService {
       // An id no Lunar node plugin reports names no node: the spec's "Node does not exist".
       throw notFound(err instanceof Error ? err.message : String(err));
     }
-    const ctx = req.volume_context ?? {};
+    const ctx = req.volume_context;
     const mine = this.volumeContext(v);
     for (const [k, val] of Object.entries(ctx)) {
       if (k in mine && mine[k] !== val) {
@@ -364,7 +344,7 @@ export class ControllerService {
 
   async controllerUnpublishVolume(req: ControllerUnpublishVolumeRequest): Promise<ControllerUnpublishVolumeResponse> {
     const id = requireString(req.volume_id, 'volume_id');
-    const nodeId = req.node_id ?? '';
+    const nodeId = req.node_id;
     if (Buffer.byteLength(nodeId) > 256) throw invalidArgument('node_id is longer than 256 bytes');
     const v = this.volumes.get(id);
     // Unknown volume or node: nothing is published there, which is what the caller wants (spec: OK).
@@ -374,17 +354,21 @@ export class ControllerService {
     return {};
   }
 
-  async validateVolumeCapabilities(req: ValidateVolumeCapabilitiesRequest): Promise<ValidateVolumeCapabilitiesResponse> {
+  validateVolumeCapabilities(req: ValidateVolumeCapabilitiesRequest): Promise<ValidateVolumeCapabilitiesResponse> {
+    return answer(() => this.validateCapabilities(req));
+  }
+
+  private validateCapabilities(req: ValidateVolumeCapabilitiesRequest): ValidateVolumeCapabilitiesResponse {
     const id = requireString(req.volume_id, 'volume_id');
     const caps = checkCapabilities(req.volume_capabilities, 'volume_capabilities');
     const v = this.getVolume(id, 'volume_id');
     const unconfirmed = (message: string): ValidateVolumeCapabilitiesResponse => ({ confirmed: null, message });
     const mine = this.volumeContext(v);
-    for (const [k, val] of Object.entries(req.volume_context ?? {})) {
+    for (const [k, val] of Object.entries(req.volume_context)) {
       if (mine[k] !== val) return unconfirmed(`volume_context.${k} ${JSON.stringify(val)} does not match volume ${id}`);
     }
-    if (Object.keys(req.mutable_parameters ?? {}).length > 0) return unconfirmed('Lunar has no mutable parameters');
-    const given = req.parameters ?? {};
+    if (Object.keys(req.mutable_parameters).length > 0) return unconfirmed('Lunar has no mutable parameters');
+    const given = req.parameters;
     if (Object.keys(given).length > 0) {
       let lunarKeys: Readonly<Record<string, string>>;
       try {
@@ -407,7 +391,7 @@ export class ControllerService {
     }
     return {
       confirmed: {
-        volume_context: req.volume_context ?? {},
+        volume_context: req.volume_context,
         volume_capabilities: req.volume_capabilities,
         parameters: given,
         mutable_parameters: {},
@@ -437,7 +421,7 @@ export class ControllerService {
   }
 
   async getCapacity(req: GetCapacityRequest): Promise<GetCapacityResponse> {
-    const caps = (req.volume_capabilities ?? []).map((c, i) => checkCapability(c, `volume_capabilities[${i}]`));
+    const caps = req.volume_capabilities.map((c, i) => checkCapability(c, `volume_capabilities[${i}]`));
     const params = parseParameters(req.parameters);
     const none: GetCapacityResponse = { available_capacity: '0', maximum_volume_size: null, minimum_volume_size: null };
     if (caps.some((c, i) => unsupportedReason(c, `volume_capabilities[${i}]`) !== null)) return none;
@@ -453,14 +437,14 @@ export class ControllerService {
     };
   }
 
-  async controllerGetCapabilities(): Promise<ControllerGetCapabilitiesResponse> {
-    return { capabilities: CAPABILITIES.map((type) => ({ rpc: { type } })) };
+  controllerGetCapabilities(): Promise<ControllerGetCapabilitiesResponse> {
+    return answer(() => ({ capabilities: CAPABILITIES.map((type) => ({ rpc: { type } })) }));
   }
 
   async createSnapshot(req: CreateSnapshotRequest): Promise<CreateSnapshotResponse> {
     const sourceId = requireString(req.source_volume_id, 'source_volume_id');
     const name = requireName(req.name, 'name');
-    const unknown = Object.keys(req.parameters ?? {}).filter((k) => !k.startsWith(SIDECAR_PARAMETER_PREFIX));
+    const unknown = Object.keys(req.parameters).filter((k) => !k.startsWith(SIDECAR_PARAMETER_PREFIX));
     if (unknown.length > 0) {
       throw invalidArgument(
         `parameters: unknown key(s) ${unknown.map((k) => JSON.stringify(k)).join(', ')}; Lunar takes no snapshot parameters`,
@@ -486,7 +470,11 @@ export class ControllerService {
     return {};
   }
 
-  async listSnapshots(req: ListSnapshotsRequest): Promise<ListSnapshotsResponse> {
+  listSnapshots(req: ListSnapshotsRequest): Promise<ListSnapshotsResponse> {
+    return answer(() => this.snapshotPage(req));
+  }
+
+  private snapshotPage(req: ListSnapshotsRequest): ListSnapshotsResponse {
     let list: readonly Snapshot[];
     if (req.snapshot_id) {
       const s = this.volumes.getSnapshot(req.snapshot_id);
@@ -499,11 +487,13 @@ export class ControllerService {
     return { entries: page.map((s) => ({ snapshot: this.toCsiSnapshot(s) })), next_token: nextToken };
   }
 
-  async getSnapshot(req: GetSnapshotRequest): Promise<GetSnapshotResponse> {
-    const id = requireString(req.snapshot_id, 'snapshot_id');
-    const s = this.volumes.getSnapshot(id);
-    if (!s) throw notFound(`snapshot_id: snapshot ${JSON.stringify(id)} does not exist`);
-    return { snapshot: this.toCsiSnapshot(s) };
+  getSnapshot(req: GetSnapshotRequest): Promise<GetSnapshotResponse> {
+    return answer(() => {
+      const id = requireString(req.snapshot_id, 'snapshot_id');
+      const s = this.volumes.getSnapshot(id);
+      if (!s) throw notFound(`snapshot_id: snapshot ${JSON.stringify(id)} does not exist`);
+      return { snapshot: this.toCsiSnapshot(s) };
+    });
   }
 
   async controllerExpandVolume(req: ControllerExpandVolumeRequest): Promise<ControllerExpandVolumeResponse> {

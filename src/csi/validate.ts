@@ -2,7 +2,7 @@
 // StorageClass parameters, node ids, pagination tokens, names. Each throws a CsiError whose message
 // names the field and says what to fix (CSI spec "Error Scheme").
 
-import { MAX_VOLUME_BYTES as VOLUME_LAYER_MAX, SIZE_ALIGNMENT } from '../volumes/manager.js';
+import { MAX_VOLUME_BYTES as VOLUME_LAYER_MAX, SIZE_ALIGNMENT } from '../volumes/types.js';
 import { aborted, invalidArgument, outOfRange } from './errors.js';
 import type { AccessModeName, CapacityRange, Int64, StringMap, Timestamp, VolumeCapability } from './types.js';
 
@@ -122,11 +122,6 @@ export function volumeSize(bounds: CapacityBounds, sourceBytes?: number): number
   return size;
 }
 
-/** True when an existing size satisfies a capacity range (CreateVolume idempotency). */
-export function sizeFits(sizeBytes: number, bounds: CapacityBounds): boolean {
-  return sizeBytes >= bounds.required && (bounds.limit === 0 || sizeBytes <= bounds.limit);
-}
-
 // ---- volume capabilities -------------------------------------------------------------------------
 
 export interface CheckedCapability {
@@ -155,9 +150,9 @@ export function checkCapability(cap: VolumeCapability | null | undefined, field:
   if (!cap) throw invalidArgument(`${field} is required`);
   const mode = cap.access_mode?.mode;
   if (!mode || mode === 'UNKNOWN') throw invalidArgument(`${field}.access_mode.mode is required (e.g. SINGLE_NODE_WRITER)`);
-  if (!KNOWN_MODES.has(mode)) throw invalidArgument(`${field}.access_mode.mode ${String(mode)} is not a CSI access mode`);
+  if (!KNOWN_MODES.has(mode)) throw invalidArgument(`${field}.access_mode.mode ${mode} is not a CSI access mode`);
   if (cap.block) return { accessType: 'block', mode, fsType: '' };
-  if (cap.mount) return { accessType: 'mount', mode, fsType: cap.mount.fs_type ?? '' };
+  if (cap.mount) return { accessType: 'mount', mode, fsType: cap.mount.fs_type };
   throw invalidArgument(`${field}.access_type is required: set block or mount`);
 }
 

@@ -3,7 +3,7 @@
 // is durable. After a crash the file holds either the old or the new content, never a mix.
 
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants, fsyncSync, openSync, promises as fsp, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { constants, promises as fsp } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 
 /** fsync a directory so that entries created, renamed or removed in it are durable. */
@@ -49,7 +49,8 @@ export async function removeDurable(path: string): Promise<void> {
 
 /**
  * First half of an atomic replace, asynchronous: write data to a new temporary file next to path and
- * fsync it. Returns the temporary path; finish with commitTempSync (or remove it).
+ * fsync it. Returns the temporary path; the caller renames it over path and fsyncs the directory (or
+ * removes it).
  */
 export async function writeTempFile(path: string, data: string | Uint8Array, mode = 0o600): Promise<string> {
   const tmp = join(dirname(path), `${TMP_PREFIX}${basename(path)}.${randomBytes(6).toString('hex')}`);
@@ -64,39 +65,4 @@ export async function writeTempFile(path: string, data: string | Uint8Array, mod
   }
   await fh.close();
   return tmp;
-}
-
-/** Second half: rename the temporary file over path, synchronously (ordering against other writers on
- * the main thread is then exact). The caller fsyncs the directory afterwards. */
-export function commitTempSync(tmp: string, path: string): void {
-  renameSync(tmp, path);
-}
-
-/** Synchronous atomic replace (tmp + fsync + rename + directory fsync), for the rare writes that must be
- * durable before the caller returns and cannot wait (e.g. from a synchronous callback). */
-export function writeFileAtomicSync(path: string, data: string | Uint8Array, mode = 0o600): void {
-  const dir = dirname(path);
-  const tmp = join(dir, `${TMP_PREFIX}${basename(path)}.${randomBytes(6).toString('hex')}`);
-  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, mode);
-  try {
-    writeFileSync(fd, data);
-    fsyncSync(fd);
-  } catch (err) {
-    closeSync(fd);
-    rmSync(tmp, { force: true });
-    throw err;
-  }
-  closeSync(fd);
-  try {
-    renameSync(tmp, path);
-  } catch (err) {
-    rmSync(tmp, { force: true });
-    throw err;
-  }
-  const dfd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY);
-  try {
-    fsyncSync(dfd);
-  } finally {
-    closeSync(dfd);
-  }
 }

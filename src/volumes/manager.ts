@@ -1,76 +1,54 @@
-// VolumeService over a data directory: sparse files served as LUN 0 of one iSCSI target per volume.
+// VolumeService over a data directory: sparse files served as LUN 0 of one iSCSI target per volume,
+// their records in a transactional state store (state.ts), specs checked in spec.ts, files reconciled
+// with the state at startup in reconcile.ts.
 //
 // Crash safety (kill -9 at any instant leaves no half-made volume and no orphan file after restart):
 // - create/clone/snapshot: the data file is written as <dir>/.tmp-<id>.img, fsynced, renamed to
-//   <dir>/<id>.img (+ fsync of the directory), and only then recorded in state.json (atomic replace).
-//   The call returns after the record is durable.
-// - delete: the record is removed from state.json first, then the file is unlinked.
+//   <dir>/<id>.img (+ fsync of the directory), and only then recorded. The call returns after the
+//   record is durable.
+// - delete: the record is removed first, then the file is unlinked.
 // - resize: the file grows first, then the record.
-// Startup reconciliation (reconcile()): temporary files and files without a record are deleted (they can
-// only come from an interrupted create or delete, which never returned success); a record whose file is
-// missing is KEPT and its volume reported abnormal (condition()) and not served: dropping it would silently
-// lose the volume's identity, and an operator may still restore the file. A file larger than its record
-// (interrupted resize) is adopted at the file's size. If state.json is missing while volume files exist,
-// startup refuses rather than deleting data.
+// Each state change is one transaction: it is durable and visible, or it failed and nothing changed.
 
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { componentLogger } from '../log.js';
-import type { PersistentReservationSnapshot } from '../scsi/types.js';
 import { createTargetDevice, type TargetDevice } from '../scsi/device.js';
+import type { PersistentReservationSnapshot } from '../scsi/types.js';
 import { openFileStore } from '../storage/file-store.js';
+import { copySparse, fsyncFile, growFile, preallocate, tryReflink } from '../storage/file-ops.js';
 import type { BackingStore } from '../storage/types.js';
 import { portalKey, volumeAccess, type VolumeTargetRegistry } from '../target/registry.js';
-import type { ChapCredentials, Portal, SessionInfo } from '../target/types.js';
-import { fsyncDir, isTempName, removeDurable, renameDurable, TMP_PREFIX } from '../util/atomic-file.js';
-import {
-  chapValueProblem,
-  isIscsiName,
-  isLunarId,
-  newChapSecret,
-  newNaa6,
-  newSnapshotId,
-  newVolumeId,
-  normaliseAclEntry,
-  targetIqn,
-} from '../util/ids.js';
+import type { Portal, SessionInfo } from '../target/types.js';
+import { removeDurable, renameDurable, TMP_PREFIX } from '../util/atomic-file.js';
+import { isIscsiName, newNaa6, newSnapshotId, newVolumeId, targetIqn } from '../util/ids.js';
 import { KeyedMutex } from '../util/mutex.js';
-import { alignUp, formatSize } from '../util/size.js';
+import { formatSize } from '../util/size.js';
 import { LUNAR_VERSION } from '../util/version.js';
-import { copySparse, fsyncFile, growFile, preallocate, tryReflink } from './copy.js';
-import { StateError, StateStore, type SnapshotRecord, type VolumeRecord } from './state.js';
+import { reconcile } from './reconcile.js';
+import { checkNewSize, checkSize, makeChap, nameProblem, normaliseSpec, specDifferences } from './spec.js';
+import { openStateStore } from './state-file.js';
+import type { SnapshotRecord, StateStore, VolumeRecord } from './state.js';
 import {
+  SNAPSHOTS_DIR,
+  VOLUMES_DIR,
   VolumeError,
-  type ChapSetting,
+  type SessionControl,
   type Snapshot,
   type Volume,
   type VolumeService,
   type VolumeSource,
   type VolumeSpec,
 } from './types.js';
-import { randomBytes } from 'node:crypto';
-
-/** Volume sizes are rounded up to a multiple of 1 MiB (a whole number of 512 and 4096-byte blocks, and
- * the granularity most partitioning tools align to). */
-export const SIZE_ALIGNMENT = 1024 * 1024;
-/** Largest volume: 64 TiB (ext4's largest file is 16 TiB with 4 KiB blocks; XFS/btrfs go further). */
-export const MAX_VOLUME_BYTES = 64 * 1024 ** 4;
-
-export const VOLUMES_DIR = 'volumes';
-export const SNAPSHOTS_DIR = 'snapshots';
-
-/** What the manager needs from the iSCSI transport (IscsiServer). */
-export interface SessionControl {
-  sessions(): SessionInfo[];
-  closeSessions(filter: { targetName?: string; initiatorName?: string }): number;
-}
 
 export interface VolumeManagerOptions {
   dataDir: string;
   /** The server's portals (tpgt = relative target port id). */
   portals: readonly Portal[];
   registry: VolumeTargetRegistry;
+  /** The iSCSI transport's sessions: listed per volume, ended on delete and unpublish. */
+  sessions: SessionControl;
   logger?: Logger;
 }
 
@@ -84,42 +62,12 @@ function errMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-function sameStringSet(a: readonly string[], b: readonly string[]): boolean {
-  if (a.length !== b.length) return false;
-  const s = new Set(a);
-  return b.every((x) => s.has(x));
-}
-
-function sameRecord(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
-  const ka = Object.keys(a);
-  return ka.length === Object.keys(b).length && ka.every((k) => b[k] === a[k]);
-}
-
-function sameSource(a: VolumeSource | undefined, b: VolumeSource | undefined): boolean {
-  if (!a || !b) return !a && !b;
-  return a.kind === b.kind && a.id === b.id;
-}
-
-/** A spec after validation and normalisation. */
-interface NormalSpec {
-  name: string;
-  sizeBytes: number;
-  thin: boolean;
-  chap: ChapSetting;
-  allow: string[];
-  masked: boolean;
-  portals: string[] | null;
-  source?: VolumeSource;
-  parameters: Record<string, string>;
-}
-
 export class VolumeManager implements VolumeService {
   private readonly log: Logger;
   private readonly locks = new KeyedMutex();
   private readonly open = new Map<string, OpenVolume>();
   /** Volumes recorded in state but not served, with the reason. */
   private readonly broken = new Map<string, string>();
-  private transport: SessionControl | null = null;
   private readonly volumesDir: string;
   private readonly snapshotsDir: string;
   private closed = false;
@@ -135,13 +83,20 @@ export class VolumeManager implements VolumeService {
 
   /** Load (or create) the data directory's state, reconcile files with it and open every volume. */
   static async open(opts: VolumeManagerOptions): Promise<VolumeManager> {
-    const state = await StateStore.open(opts.dataDir);
+    const state = await openStateStore(opts.dataDir);
     const m = new VolumeManager(opts, state);
     await fsp.mkdir(m.volumesDir, { recursive: true, mode: 0o700 });
     await fsp.mkdir(m.snapshotsDir, { recursive: true, mode: 0o700 });
-    await m.reconcile();
-    if (state.created) await state.save();
-    for (const rec of Object.values(state.data.volumes).sort((a, b) => (a.id < b.id ? -1 : 1))) {
+    const broken = await reconcile({
+      state,
+      volumesDir: m.volumesDir,
+      snapshotsDir: m.snapshotsDir,
+      volumePath: (id) => m.volumePath(id),
+      log: m.log,
+    });
+    for (const [id, problem] of broken) m.broken.set(id, problem);
+    await state.initialise();
+    for (const rec of state.volumes()) {
       if (m.broken.has(rec.id)) continue;
       try {
         await m.openVolume(rec);
@@ -153,14 +108,9 @@ export class VolumeManager implements VolumeService {
     return m;
   }
 
-  /** The iSCSI server, once it exists (sessions, closing sessions on delete/unpublish). */
-  attachTransport(t: SessionControl): void {
-    this.transport = t;
-  }
-
   /** Identity of this data directory (made once). */
   serverId(): string {
-    return this.state.data.server.id;
+    return this.state.server.id;
   }
 
   volumePath(id: string): string {
@@ -172,55 +122,7 @@ export class VolumeManager implements VolumeService {
   }
 
   // ---------------------------------------------------------------------------------------------------
-  // startup
-
-  private async reconcile(): Promise<void> {
-    const data = this.state.data;
-    for (const [dir, records, kind] of [
-      [this.volumesDir, data.volumes, 'volume'],
-      [this.snapshotsDir, data.snapshots, 'snapshot'],
-    ] as const) {
-      const names = await fsp.readdir(dir);
-      const images = names.filter((n) => n.endsWith('.img') && isLunarId(n.slice(0, -4)));
-      if (this.state.created && images.length > 0) {
-        throw new StateError(
-          `${this.state.path} is missing but ${dir} holds ${images.length} ${kind} file(s); Lunar will not start ` +
-            `and delete them as orphans — restore state.json or move ${dir} away`,
-        );
-      }
-      let removed = 0;
-      for (const n of names) {
-        // Only names Lunar itself makes: <id>.img and .tmp-<id>.img. Anything else is left alone.
-        const base = isTempName(n) ? n.slice(TMP_PREFIX.length) : n;
-        const id = base.endsWith('.img') ? base.slice(0, -4) : '';
-        if (!isLunarId(id)) {
-          this.log.warn({ file: join(dir, n), kind }, 'ignoring a file Lunar did not create');
-          continue;
-        }
-        if (isTempName(n) || !Object.hasOwn(records, id)) {
-          await fsp.rm(join(dir, n), { force: true });
-          removed++;
-          this.log.warn({ file: join(dir, n), kind }, 'removed orphan file left by an interrupted operation');
-        }
-      }
-      if (removed > 0) await fsyncDir(dir);
-    }
-    for (const rec of Object.values(data.volumes)) {
-      try {
-        const st = await fsp.stat(this.volumePath(rec.id));
-        if (st.size > rec.sizeBytes) {
-          this.log.warn({ volumeId: rec.id, recorded: rec.sizeBytes, file: st.size }, 'adopting size of interrupted resize');
-          rec.sizeBytes = st.size;
-          await this.state.save();
-        } else if (st.size < rec.sizeBytes) {
-          this.broken.set(rec.id, `${this.volumePath(rec.id)} is ${st.size} bytes, smaller than the recorded ${rec.sizeBytes}`);
-        }
-      } catch (err) {
-        this.broken.set(rec.id, `backing file ${this.volumePath(rec.id)} is missing or unreadable: ${errMessage(err)}`);
-      }
-      if (this.broken.has(rec.id)) this.log.error({ volumeId: rec.id, problem: this.broken.get(rec.id) }, 'volume abnormal');
-    }
-  }
+  // serving
 
   private portalsOf(rec: VolumeRecord): Portal[] {
     const all = this.opts.portals;
@@ -285,22 +187,15 @@ export class VolumeManager implements VolumeService {
 
   /**
    * The PR-change hook of a volume's LU: PERSISTENT RESERVE OUT answers only after this resolves, and a
-   * reservation an initiator was told about must survive a crash (APTPL, SPC-4 §5.13.5). On failure the
-   * record gets its previous state back and the rejection reaches the LU, which refuses the command.
+   * reservation an initiator was told about must survive a crash (APTPL, SPC-4 §5.13.5). On failure
+   * nothing changed (one transaction) and the rejection reaches the LU, which refuses the command.
    */
   private async persistReservations(volumeId: string, lun: number, s: PersistentReservationSnapshot): Promise<void> {
-    const rec = this.state.data.volumes[volumeId];
-    if (!rec) throw new Error(`volume ${volumeId} is not in the state any more`);
-    const key = String(lun);
-    const previous = rec.reservations[key];
-    rec.reservations[key] = s;
     try {
-      await this.state.save();
+      await this.state.update((tx) => {
+        tx.setReservations(volumeId, lun, s);
+      });
     } catch (err) {
-      if (rec.reservations[key] === s) {
-        if (previous) rec.reservations[key] = previous;
-        else rec.reservations = Object.fromEntries(Object.entries(rec.reservations).filter(([k]) => k !== key));
-      }
       this.log.error({ volumeId, lun, err: errMessage(err) }, 'could not persist reservation state; PERSISTENT RESERVE OUT refused');
       throw err;
     }
@@ -335,40 +230,36 @@ export class VolumeManager implements VolumeService {
   }
 
   get(id: string): Volume | undefined {
-    const rec = this.state.data.volumes[id];
-    return rec && Object.hasOwn(this.state.data.volumes, id) ? this.toVolume(rec) : undefined;
+    const rec = this.state.volume(id);
+    return rec ? this.toVolume(rec) : undefined;
   }
 
   getByName(name: string): Volume | undefined {
-    const rec = Object.values(this.state.data.volumes).find((v) => v.name === name);
+    const rec = this.state.volumeByName(name);
     return rec ? this.toVolume(rec) : undefined;
   }
 
   list(): readonly Volume[] {
-    return Object.values(this.state.data.volumes)
-      .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
-      .map((r) => this.toVolume(r));
+    return this.state.volumes().map((r) => this.toVolume(r));
   }
 
   getSnapshot(id: string): Snapshot | undefined {
-    const rec = Object.hasOwn(this.state.data.snapshots, id) ? this.state.data.snapshots[id] : undefined;
+    const rec = this.state.snapshot(id);
     return rec ? this.toSnapshot(rec) : undefined;
   }
 
   getSnapshotByName(name: string): Snapshot | undefined {
-    const rec = Object.values(this.state.data.snapshots).find((s) => s.name === name);
+    const rec = this.state.snapshotByName(name);
     return rec ? this.toSnapshot(rec) : undefined;
   }
 
   listSnapshots(): readonly Snapshot[] {
-    return Object.values(this.state.data.snapshots)
-      .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
-      .map((r) => this.toSnapshot(r));
+    return this.state.snapshots().map((r) => this.toSnapshot(r));
   }
 
   sessions(id: string): readonly SessionInfo[] {
     const iqn = targetIqn(id);
-    return (this.transport?.sessions() ?? []).filter((s) => s.targetName === iqn);
+    return this.opts.sessions.sessions().filter((s) => s.targetName === iqn);
   }
 
   async capacity(): Promise<{ readonly availableBytes: number; readonly totalBytes: number }> {
@@ -400,136 +291,23 @@ export class VolumeManager implements VolumeService {
   }
 
   // ---------------------------------------------------------------------------------------------------
-  // validation
+  // helpers
 
   private record(id: string): VolumeRecord {
-    const rec = Object.hasOwn(this.state.data.volumes, id) ? this.state.data.volumes[id] : undefined;
+    const rec = this.state.volume(id);
     if (!rec) throw new VolumeError('not-found', `volume ${id} does not exist`);
     return rec;
   }
 
-  private checkSize(sizeBytes: number, what: string): number {
-    if (typeof sizeBytes !== 'number' || !Number.isSafeInteger(sizeBytes) || sizeBytes <= 0) {
-      throw new VolumeError('invalid-argument', `${what} must be a positive whole number of bytes, got ${String(sizeBytes)}`);
-    }
-    const aligned = alignUp(sizeBytes, SIZE_ALIGNMENT);
-    if (aligned > MAX_VOLUME_BYTES) {
-      throw new VolumeError(
-        'out-of-range',
-        `${what} ${formatSize(sizeBytes)} is larger than the maximum volume size ${formatSize(MAX_VOLUME_BYTES)}`,
-      );
-    }
-    return aligned;
-  }
-
-  private normaliseChap(setting: ChapSetting | undefined): ChapSetting {
-    if (!setting || setting.mode === 'none') return { mode: 'none' };
-    if (setting.mode !== 'chap' && setting.mode !== 'mutual') {
-      throw new VolumeError('invalid-argument', `chap mode must be "none", "chap" or "mutual"`);
-    }
-    const c = setting.credentials;
-    if (!c) return { mode: setting.mode };
-    const problems = [chapValueProblem('CHAP user', c.user, 1), chapValueProblem('CHAP secret', c.secret, 12)];
-    if (setting.mode === 'chap' && (c.mutualUser !== undefined || c.mutualSecret !== undefined)) {
-      problems.push('mutual CHAP credentials given with mode "chap" (use mode "mutual")');
-    }
-    if (setting.mode === 'mutual' && (c.mutualUser !== undefined || c.mutualSecret !== undefined)) {
-      if (c.mutualUser === undefined || c.mutualSecret === undefined) {
-        problems.push('mutual CHAP needs both a user and a secret for the target');
-      } else {
-        problems.push(chapValueProblem('mutual CHAP user', c.mutualUser, 1));
-        problems.push(chapValueProblem('mutual CHAP secret', c.mutualSecret, 12));
-        if (c.mutualSecret === c.secret) {
-          problems.push('the mutual CHAP secret must differ from the initiator secret (RFC 7143 §12.1.3)');
-        }
+  /** A new volume's portal subset must name portals this server has. */
+  private checkPortals(portals: readonly string[] | null): void {
+    if (portals === null) return;
+    const known = new Set(this.opts.portals.map(portalKey));
+    for (const k of portals) {
+      if (!known.has(k)) {
+        throw new VolumeError('invalid-argument', `portal "${k}" is not one of the server's portals (${[...known].join(', ')})`);
       }
     }
-    const p = problems.filter((x): x is string => x !== null);
-    if (p.length > 0) throw new VolumeError('invalid-argument', p.join('; '));
-    return { mode: setting.mode, credentials: { ...c } };
-  }
-
-  private normaliseSpec(spec: VolumeSpec): NormalSpec {
-    if (typeof spec !== 'object' || spec === null) throw new VolumeError('invalid-argument', 'volume spec missing');
-    const name = spec.name;
-    if (typeof name !== 'string' || name.length === 0) throw new VolumeError('invalid-argument', 'volume name must not be empty');
-    if (Buffer.byteLength(name) > 255 || /[\x00-\x1f\x7f]/.test(name)) {
-      throw new VolumeError('invalid-argument', 'volume name must be at most 255 bytes without control characters');
-    }
-    const sizeBytes = this.checkSize(spec.sizeBytes, 'volume size');
-    const allow: string[] = [];
-    for (const e of spec.allow ?? []) {
-      const r = normaliseAclEntry(String(e));
-      if (!r.ok) throw new VolumeError('invalid-argument', r.error);
-      if (!allow.includes(r.value)) allow.push(r.value);
-    }
-    let portals: string[] | null = null;
-    if (spec.portals && spec.portals.length > 0) {
-      const known = new Map(this.opts.portals.map((p) => [portalKey(p), p]));
-      portals = [];
-      for (const k of spec.portals) {
-        if (!known.has(k)) {
-          throw new VolumeError('invalid-argument', `portal "${k}" is not one of the server's portals (${[...known.keys()].join(', ')})`);
-        }
-        if (!portals.includes(k)) portals.push(k);
-      }
-    }
-    const parameters: Record<string, string> = {};
-    for (const [k, v] of Object.entries(spec.parameters ?? {})) {
-      if (typeof v !== 'string') throw new VolumeError('invalid-argument', `parameter "${k}" must be a string`);
-      parameters[k] = v;
-    }
-    if (spec.source && spec.source.kind !== 'snapshot' && spec.source.kind !== 'volume') {
-      throw new VolumeError('invalid-argument', 'source kind must be "snapshot" or "volume"');
-    }
-    return {
-      name,
-      sizeBytes,
-      thin: spec.thin ?? true,
-      chap: this.normaliseChap(spec.chap),
-      allow,
-      masked: spec.masked ?? false,
-      portals,
-      ...(spec.source ? { source: { kind: spec.source.kind, id: String(spec.source.id) } } : {}),
-      parameters,
-    };
-  }
-
-  /** Differences between an existing volume and a create request with the same name. */
-  private specDifferences(rec: VolumeRecord, s: NormalSpec): string[] {
-    const d: string[] = [];
-    if (rec.createdSizeBytes !== s.sizeBytes) d.push(`size ${formatSize(rec.createdSizeBytes)} vs ${formatSize(s.sizeBytes)}`);
-    if (rec.thin !== s.thin) d.push(`thin ${rec.thin} vs ${s.thin}`);
-    const recMode = rec.chap === null ? 'none' : rec.chap.mutualUser !== undefined ? 'mutual' : 'chap';
-    if (recMode !== s.chap.mode) d.push(`CHAP ${recMode} vs ${s.chap.mode}`);
-    else if (s.chap.mode !== 'none' && s.chap.credentials && rec.chap) {
-      const c = s.chap.credentials;
-      if (
-        c.user !== rec.chap.user ||
-        c.secret !== rec.chap.secret ||
-        (c.mutualUser !== undefined && c.mutualUser !== rec.chap.mutualUser) ||
-        (c.mutualSecret !== undefined && c.mutualSecret !== rec.chap.mutualSecret)
-      ) {
-        d.push('CHAP credentials');
-      }
-    }
-    if (!sameStringSet(rec.allow, s.allow)) d.push('allow list');
-    if (rec.masked !== s.masked) d.push(`masked ${rec.masked} vs ${s.masked}`);
-    if (!sameStringSet(rec.portals ?? [], s.portals ?? [])) d.push('portals');
-    if (!sameSource(rec.source, s.source)) d.push('content source');
-    if (!sameRecord(rec.parameters, s.parameters)) d.push('parameters');
-    return d;
-  }
-
-  private makeChap(setting: ChapSetting): ChapCredentials | null {
-    if (setting.mode === 'none') return null;
-    const c = setting.credentials;
-    const user = c?.user ?? `lunar-${randomBytes(4).toString('hex')}`;
-    const secret = c?.secret ?? newChapSecret();
-    if (setting.mode === 'chap') return { user, secret };
-    let mutualSecret = c?.mutualSecret ?? newChapSecret();
-    while (mutualSecret === secret) mutualSecret = newChapSecret();
-    return { user, secret, mutualUser: c?.mutualUser ?? `lunar-target-${randomBytes(4).toString('hex')}`, mutualSecret };
   }
 
   /** Run fn holding key; a second call while one is in flight fails with busy. */
@@ -540,22 +318,34 @@ export class VolumeManager implements VolumeService {
     return r.value;
   }
 
+  /** The VolumeError for a state change that did not become durable (nothing changed). */
+  private notRecorded(what: string, err: unknown): VolumeError {
+    if (err instanceof VolumeError) return err;
+    const code = (err as NodeJS.ErrnoException | null)?.code;
+    return new VolumeError(
+      code === 'ENOSPC' || code === 'EDQUOT' ? 'resource-exhausted' : 'internal',
+      `could not record ${what} in ${this.state.location}: ${errMessage(err)}`,
+    );
+  }
+
   // ---------------------------------------------------------------------------------------------------
   // create / delete / resize
 
   async create(spec: VolumeSpec): Promise<Volume> {
-    const s = this.normaliseSpec(spec);
+    const s = normaliseSpec(spec);
     return this.exclusive(`name:${s.name}`, `volume name "${s.name}"`, async () => {
       const started = Date.now();
-      const existing = Object.values(this.state.data.volumes).find((v) => v.name === s.name);
+      const existing = this.state.volumeByName(s.name);
       if (existing) {
-        const diff = this.specDifferences(existing, s);
+        const diff = specDifferences(existing, s);
         if (diff.length === 0) return this.toVolume(existing);
         throw new VolumeError(
           'already-exists',
           `a volume named "${s.name}" already exists (${existing.id}) with a different specification (${diff.join(', ')}); pick another name or delete it first`,
         );
       }
+      checkNewSize(s);
+      this.checkPortals(s.portals);
       if (!s.thin) {
         const cap = await this.capacity();
         if (s.sizeBytes > cap.availableBytes) {
@@ -594,7 +384,7 @@ export class VolumeManager implements VolumeService {
         thin: s.thin,
         naa: newNaa6(),
         serial: id.slice(4),
-        chap: this.makeChap(s.chap),
+        chap: makeChap(s.chap),
         allow: s.allow,
         masked: s.masked,
         portals: s.portals,
@@ -604,16 +394,18 @@ export class VolumeManager implements VolumeService {
         createdAt: new Date().toISOString(),
         reservations: {},
       };
-      this.state.data.volumes[id] = rec;
       try {
-        await this.state.save();
+        await this.state.update((tx) => {
+          tx.addVolume(rec);
+        });
       } catch (err) {
-        delete this.state.data.volumes[id];
+        // Not recorded, so not a volume: its file goes (startup would remove it as an orphan anyway).
         await removeDurable(final).catch(() => undefined);
-        throw new VolumeError('internal', `could not record volume "${s.name}" in ${this.state.path}: ${errMessage(err)}`);
+        throw this.notRecorded(`volume "${s.name}"`, err);
       }
+      const recorded = this.record(id);
       try {
-        await this.openVolume(rec);
+        await this.openVolume(recorded);
       } catch (err) {
         this.broken.set(id, `cannot open ${final}: ${errMessage(err)}`);
         this.log.error({ volumeId: id, err: errMessage(err) }, 'created volume could not be opened');
@@ -631,14 +423,14 @@ export class VolumeManager implements VolumeService {
         },
         'volume created',
       );
-      return this.toVolume(rec);
+      return this.toVolume(recorded);
     });
   }
 
   /** Content for a new volume: a copy of a snapshot or of a live volume (quiesced while copied). */
   private async fillFromSource(src: VolumeSource, sizeBytes: number, dest: string): Promise<void> {
     if (src.kind === 'snapshot') {
-      const snap = Object.hasOwn(this.state.data.snapshots, src.id) ? this.state.data.snapshots[src.id] : undefined;
+      const snap = this.state.snapshot(src.id);
       if (!snap) throw new VolumeError('not-found', `source snapshot ${src.id} does not exist`);
       if (snap.sizeBytes > sizeBytes) {
         throw new VolumeError(
@@ -657,7 +449,7 @@ export class VolumeManager implements VolumeService {
         }
       });
     } else {
-      const rec = Object.hasOwn(this.state.data.volumes, src.id) ? this.state.data.volumes[src.id] : undefined;
+      const rec = this.state.volume(src.id);
       if (!rec) throw new VolumeError('not-found', `source volume ${src.id} does not exist`);
       if (rec.sizeBytes > sizeBytes) {
         throw new VolumeError(
@@ -690,30 +482,29 @@ export class VolumeManager implements VolumeService {
   }
 
   async delete(id: string): Promise<boolean> {
-    if (!Object.hasOwn(this.state.data.volumes, id)) return false;
+    if (!this.state.volume(id)) return false;
     return this.exclusive(`vol:${id}`, `volume ${id}`, async () => {
       const started = Date.now();
-      const rec = this.state.data.volumes[id];
+      const rec = this.state.volume(id);
       if (!rec) return false;
+      try {
+        await this.state.update((tx) => {
+          tx.removeVolume(id);
+        });
+      } catch (err) {
+        throw this.notRecorded(`the deletion of ${id}`, err);
+      }
+      // No longer a volume: stop serving it, then remove its file.
       const iqn = targetIqn(id);
       this.opts.registry.remove(iqn);
-      const closedSessions = this.transport?.closeSessions({ targetName: iqn }) ?? 0;
+      const closedSessions = this.opts.sessions.closeSessions({ targetName: iqn });
       const ov = this.open.get(id);
       this.open.delete(id);
+      this.broken.delete(id);
       if (ov) {
         await ov.device.close().catch((err: unknown) => this.log.warn({ volumeId: id, err: errMessage(err) }, 'device close failed'));
         await ov.store.close().catch((err: unknown) => this.log.warn({ volumeId: id, err: errMessage(err) }, 'store close failed'));
       }
-      delete this.state.data.volumes[id];
-      try {
-        await this.state.save();
-      } catch (err) {
-        // Put it back as it was; the file is untouched.
-        this.state.data.volumes[id] = rec;
-        await this.openVolume(rec).catch(() => undefined);
-        throw new VolumeError('internal', `could not record deletion of ${id}: ${errMessage(err)}`);
-      }
-      this.broken.delete(id);
       await removeDurable(this.volumePath(id));
       this.log.info({ op: 'delete', volumeId: id, name: rec.name, closedSessions, durationMs: Date.now() - started }, 'volume deleted');
       return true;
@@ -722,7 +513,7 @@ export class VolumeManager implements VolumeService {
 
   async resize(id: string, sizeBytes: number): Promise<Volume> {
     this.record(id);
-    const newSize = this.checkSize(sizeBytes, 'new size');
+    const newSize = checkSize(sizeBytes, 'new size');
     return this.exclusive(`vol:${id}`, `volume ${id}`, async () => {
       const started = Date.now();
       const rec = this.record(id);
@@ -756,16 +547,19 @@ export class VolumeManager implements VolumeService {
       } catch (err) {
         throw new VolumeError('internal', `could not grow ${this.volumePath(id)}: ${errMessage(err)}`);
       }
-      rec.sizeBytes = newSize;
       try {
-        await this.state.save();
+        await this.state.update((tx) => {
+          tx.setVolumeSize(id, newSize);
+        });
       } catch (err) {
-        // The file is larger than the record; startup adopts the file size, so the grow is not lost.
-        this.log.error({ volumeId: id, err: errMessage(err) }, 'resize not recorded');
+        // The LU has grown: say so to its initiators. The record keeps the old size until a retry (which
+        // finds the file grown already); a restart adopts the file's size.
+        ov.device.logicalUnit(0)?.capacityChanged();
+        throw this.notRecorded(`the new size of ${id} (the file has grown to ${formatSize(newSize)}; retry)`, err);
       }
       ov.device.logicalUnit(0)?.capacityChanged();
       this.log.info({ op: 'resize', volumeId: id, oldSize, newSize, durationMs: Date.now() - started }, 'volume resized');
-      return this.toVolume(rec);
+      return this.toVolume(this.record(id));
     });
   }
 
@@ -783,29 +577,30 @@ export class VolumeManager implements VolumeService {
 
   async publish(id: string, nodeId: string, initiatorName: string): Promise<Volume> {
     this.record(id);
-    if (typeof nodeId !== 'string' || nodeId.length === 0) throw new VolumeError('invalid-argument', 'node id must not be empty');
-    if (typeof initiatorName !== 'string' || !isIscsiName(initiatorName)) {
+    // The arguments may come from JSON (admin socket): check what the types promise.
+    if (typeof (nodeId as unknown) !== 'string' || nodeId.length === 0)
+      throw new VolumeError('invalid-argument', 'node id must not be empty');
+    if (typeof (initiatorName as unknown) !== 'string' || !isIscsiName(initiatorName)) {
       throw new VolumeError(
         'invalid-argument',
-        `"${String(initiatorName)}" is not a valid iSCSI initiator name (iqn.YYYY-MM.domain:... or eui.<16 hex>)`,
+        `${JSON.stringify(initiatorName)} is not a valid iSCSI initiator name (iqn.YYYY-MM.domain:... or eui.<16 hex>)`,
       );
     }
     return this.exclusive(`vol:${id}`, `volume ${id}`, async () => {
       const started = Date.now();
-      const rec = this.record(id);
-      const prev = rec.publications[nodeId];
-      if (prev === initiatorName) return this.toVolume(rec);
-      rec.publications[nodeId] = initiatorName;
+      const prev = this.record(id).publications[nodeId];
+      if (prev === initiatorName) return this.toVolume(this.record(id));
       try {
-        await this.state.save();
+        await this.state.update((tx) => {
+          tx.setPublication(id, nodeId, initiatorName);
+        });
       } catch (err) {
-        if (prev === undefined) delete rec.publications[nodeId];
-        else rec.publications[nodeId] = prev;
-        throw new VolumeError('internal', `could not record publication: ${errMessage(err)}`);
+        throw this.notRecorded('the publication', err);
       }
+      const rec = this.record(id);
       this.refreshAccess(rec);
       if (prev !== undefined && !this.initiatorStillAllowed(rec, prev)) {
-        this.transport?.closeSessions({ targetName: targetIqn(id), initiatorName: prev });
+        this.opts.sessions.closeSessions({ targetName: targetIqn(id), initiatorName: prev });
       }
       this.log.info({ op: 'publish', volumeId: id, nodeId, initiatorName, durationMs: Date.now() - started }, 'volume published');
       return this.toVolume(rec);
@@ -816,22 +611,22 @@ export class VolumeManager implements VolumeService {
     this.record(id);
     return this.exclusive(`vol:${id}`, `volume ${id}`, async () => {
       const started = Date.now();
-      const rec = this.record(id);
-      const prev = rec.publications[nodeId];
-      if (prev === undefined) return this.toVolume(rec);
-      delete rec.publications[nodeId];
+      const prev = this.record(id).publications[nodeId];
+      if (prev === undefined) return this.toVolume(this.record(id));
       try {
-        await this.state.save();
+        await this.state.update((tx) => {
+          tx.setPublication(id, nodeId, null);
+        });
       } catch (err) {
-        rec.publications[nodeId] = prev;
-        throw new VolumeError('internal', `could not record unpublication: ${errMessage(err)}`);
+        throw this.notRecorded('the unpublication', err);
       }
+      const rec = this.record(id);
       this.refreshAccess(rec);
       let closed = 0;
       if (!this.initiatorStillAllowed(rec, prev) || !Object.values(rec.publications).includes(prev)) {
         // The node is gone from this volume: its sessions end even when a static entry still admits it,
         // so that unpublish means "this node no longer uses the volume".
-        closed = this.transport?.closeSessions({ targetName: targetIqn(id), initiatorName: prev }) ?? 0;
+        closed = this.opts.sessions.closeSessions({ targetName: targetIqn(id), initiatorName: prev });
       }
       this.log.info(
         { op: 'unpublish', volumeId: id, nodeId, initiatorName: prev, closedSessions: closed, durationMs: Date.now() - started },
@@ -845,11 +640,11 @@ export class VolumeManager implements VolumeService {
   // snapshots
 
   async createSnapshot(volumeId: string, name: string): Promise<Snapshot> {
-    if (typeof name !== 'string' || name.length === 0 || Buffer.byteLength(name) > 255 || /[\x00-\x1f\x7f]/.test(name)) {
+    if (nameProblem(name) !== null) {
       throw new VolumeError('invalid-argument', 'snapshot name must be 1 to 255 bytes without control characters');
     }
     return this.exclusive(`snapname:${name}`, `snapshot name "${name}"`, async () => {
-      const existing = Object.values(this.state.data.snapshots).find((s) => s.name === name);
+      const existing = this.state.snapshotByName(name);
       if (existing) {
         if (existing.sourceVolumeId === volumeId) return this.toSnapshot(existing);
         throw new VolumeError('already-exists', `a snapshot named "${name}" already exists for volume ${existing.sourceVolumeId}`);
@@ -872,13 +667,13 @@ export class VolumeManager implements VolumeService {
         throw new VolumeError('internal', `could not copy volume ${volumeId} for snapshot "${name}": ${errMessage(err)}`);
       }
       const rec: SnapshotRecord = { id, name, sourceVolumeId: volumeId, sizeBytes: vol.sizeBytes, createdAt: new Date().toISOString() };
-      this.state.data.snapshots[id] = rec;
       try {
-        await this.state.save();
+        await this.state.update((tx) => {
+          tx.addSnapshot(rec);
+        });
       } catch (err) {
-        delete this.state.data.snapshots[id];
         await removeDurable(final).catch(() => undefined);
-        throw new VolumeError('internal', `could not record snapshot "${name}": ${errMessage(err)}`);
+        throw this.notRecorded(`snapshot "${name}"`, err);
       }
       this.log.info({ op: 'snapshot', volumeId, snapshotId: id, name, durationMs: Date.now() - started }, 'snapshot created');
       return this.toSnapshot(rec);
@@ -886,17 +681,17 @@ export class VolumeManager implements VolumeService {
   }
 
   async deleteSnapshot(id: string): Promise<boolean> {
-    if (!Object.hasOwn(this.state.data.snapshots, id)) return false;
+    if (!this.state.snapshot(id)) return false;
     return this.exclusive(`snap:${id}`, `snapshot ${id}`, async () => {
       const started = Date.now();
-      const rec = this.state.data.snapshots[id];
+      const rec = this.state.snapshot(id);
       if (!rec) return false;
-      delete this.state.data.snapshots[id];
       try {
-        await this.state.save();
+        await this.state.update((tx) => {
+          tx.removeSnapshot(id);
+        });
       } catch (err) {
-        this.state.data.snapshots[id] = rec;
-        throw new VolumeError('internal', `could not record deletion of snapshot ${id}: ${errMessage(err)}`);
+        throw this.notRecorded(`the deletion of snapshot ${id}`, err);
       }
       await removeDurable(this.snapshotPath(id));
       this.log.info(
@@ -907,7 +702,7 @@ export class VolumeManager implements VolumeService {
     });
   }
 
-  /** Close every device and store (the transport must be closed first). */
+  /** Close every device and store, then the state (the transport must be closed first). */
   async close(): Promise<void> {
     this.closed = true;
     for (const [id, ov] of this.open) {
@@ -916,6 +711,6 @@ export class VolumeManager implements VolumeService {
       await ov.store.close().catch(() => undefined);
     }
     this.open.clear();
-    await this.state.save().catch((err: unknown) => this.log.error({ err: errMessage(err) }, 'final state save failed'));
+    await this.state.close();
   }
 }

@@ -3,6 +3,22 @@
 
 import type { ChapCredentials, Portal, SessionInfo } from '../target/types.js';
 
+/** Volume sizes are rounded up to a multiple of 1 MiB (a whole number of 512 and 4096-byte blocks, and
+ * the granularity most partitioning tools align to). */
+export const SIZE_ALIGNMENT = 1024 * 1024;
+/** Largest volume: 64 TiB (ext4's largest file is 16 TiB with 4 KiB blocks; XFS/btrfs go further). */
+export const MAX_VOLUME_BYTES = 64 * 1024 ** 4;
+
+/** Sub-directories of the data directory holding volume and snapshot files (<id>.img). */
+export const VOLUMES_DIR = 'volumes';
+export const SNAPSHOTS_DIR = 'snapshots';
+
+/** What the volume layer needs from the iSCSI transport: the sessions logged in, and ending them. */
+export interface SessionControl {
+  sessions(): readonly SessionInfo[];
+  closeSessions(filter: { readonly targetName?: string; readonly initiatorName?: string }): number;
+}
+
 /** Where a new volume's content comes from. */
 export type VolumeSource = { readonly kind: 'snapshot'; readonly id: string } | { readonly kind: 'volume'; readonly id: string };
 
@@ -10,9 +26,17 @@ export type VolumeSource = { readonly kind: 'snapshot'; readonly id: string } | 
 export type ChapSetting = { readonly mode: 'none' } | { readonly mode: 'chap' | 'mutual'; readonly credentials?: ChapCredentials };
 
 export interface VolumeSpec {
-  /** Caller's name; unique. CreateVolume is idempotent by name. */
+  /** Caller's name; unique. create() is idempotent by name: a second create with a matching spec returns the volume. */
   readonly name: string;
+  /** Size of a new volume (rounded up to SIZE_ALIGNMENT). */
   readonly sizeBytes: number;
+  /**
+   * Which sizes of an existing volume of the same name match this spec. Absent: the volume must have
+   * been created with sizeBytes (its later growth does not matter). Present: its current size must lie in
+   * [minBytes, maxBytes] (maxBytes absent = no upper bound), as CSI's capacity_range asks; sizeBytes must
+   * then lie in the range too.
+   */
+  readonly sizeRange?: { readonly minBytes: number; readonly maxBytes?: number };
   /** Sparse file (true, default) or preallocated (false). */
   readonly thin?: boolean;
   readonly chap?: ChapSetting;

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startAdminServer } from '../../src/admin/server.js';
 import { adminCall, AdminError, AdminUnreachable } from '../../src/admin/client.js';
+import { IscsiServer } from '../../src/iscsi/server.js';
 import { VolumeManager } from '../../src/volumes/manager.js';
 import { VolumeTargetRegistry } from '../../src/target/registry.js';
 import { VolumeError, type VolumeService } from '../../src/volumes/types.js';
@@ -39,7 +40,8 @@ function rawExchange(path: string, text: string, lines: number): Promise<Array<R
 test('admin socket: requests, error codes, malformed input, exclusivity', async () => {
   const d = await mkdtemp(join(tmpdir(), 'lunar-admin-'));
   const sock = join(d, 'admin.sock');
-  const manager = await VolumeManager.open({ dataDir: d, portals, registry: new VolumeTargetRegistry(portals) });
+  const registry = new VolumeTargetRegistry(portals);
+  const manager = await VolumeManager.open({ dataDir: d, portals, registry, sessions: new IscsiServer({ registry }) });
   let ready = false;
   const server = await startAdminServer(sock, {
     volumes: (): VolumeService => {

@@ -1,13 +1,16 @@
-// VolumeManager over a real data directory, real sparse files and the real SCSI device (no transport:
-// the iSCSI side is covered by the e2e tests).
+// VolumeManager over a real data directory, real sparse files and the real SCSI device. The iSCSI
+// server is real but not listening (no sessions): the iSCSI side is covered by the e2e tests.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { mkdtemp, readdir, rm, stat, writeFile, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { VolumeManager, SIZE_ALIGNMENT } from '../../src/volumes/manager.js';
+import { IscsiServer } from '../../src/iscsi/server.js';
+import { VolumeManager } from '../../src/volumes/manager.js';
 import { VolumeTargetRegistry } from '../../src/target/registry.js';
-import { VolumeError } from '../../src/volumes/types.js';
+import { SIZE_ALIGNMENT, VolumeError } from '../../src/volumes/types.js';
 import { openFileStore } from '../../src/storage/file-store.js';
 
 const MiB = 1024 * 1024;
@@ -16,13 +19,18 @@ const portals = [{ host: '127.0.0.1', port: 13339, tpgt: 1 }];
 async function withManager(fn: (m: VolumeManager, dir: string, reg: VolumeTargetRegistry) => Promise<void>, dir?: string): Promise<void> {
   const d = dir ?? (await mkdtemp(join(tmpdir(), 'lunar-vm-')));
   const reg = new VolumeTargetRegistry(portals);
-  const m = await VolumeManager.open({ dataDir: d, portals, registry: reg });
+  const m = await VolumeManager.open({ dataDir: d, portals, registry: reg, sessions: new IscsiServer({ registry: reg }) });
   try {
     await fn(m, d, reg);
   } finally {
     await m.close();
     if (!dir) await rm(d, { recursive: true, force: true });
   }
+}
+
+function openManager(d: string): Promise<VolumeManager> {
+  const registry = new VolumeTargetRegistry(portals);
+  return VolumeManager.open({ dataDir: d, portals, registry, sessions: new IscsiServer({ registry }) });
 }
 
 function code(c: string): (e: unknown) => boolean {
@@ -139,7 +147,7 @@ test('resize grows file and record, refuses shrinking; a concurrent call is busy
     const [r1, r2] = await Promise.allSettled([m.resize(v.id, 16 * MiB), m.resize(v.id, 32 * MiB)]);
     assert.equal(r1.status, 'fulfilled');
     assert.equal(r2.status, 'rejected');
-    assert.ok(r2.status === 'rejected' && code('busy')(r2.reason));
+    assert.ok(code('busy')(r2.reason));
     assert.equal(m.get(v.id)?.sizeBytes, 16 * MiB);
     assert.equal((await stat(join(d, 'volumes', `${v.id}.img`))).size, 16 * MiB);
     await assert.rejects(m.resize(v.id, 8 * MiB), code('out-of-range'));
@@ -237,15 +245,9 @@ test('a missing state.json next to volume files refuses to start instead of dele
       await m.create({ name: 'x', sizeBytes: MiB });
     }, d);
     await rm(join(d, 'state.json'));
-    await assert.rejects(
-      VolumeManager.open({ dataDir: d, portals, registry: new VolumeTargetRegistry(portals) }),
-      /state\.json is missing but/,
-    );
+    await assert.rejects(openManager(d), /state\.json is missing but/);
     // ... and again: the refused start must not have left a fresh (empty) state file behind.
-    await assert.rejects(
-      VolumeManager.open({ dataDir: d, portals, registry: new VolumeTargetRegistry(portals) }),
-      /state\.json is missing but/,
-    );
+    await assert.rejects(openManager(d), /state\.json is missing but/);
     assert.equal((await readdir(join(d, 'volumes'))).length, 1);
   } finally {
     await rm(d, { recursive: true, force: true });
@@ -321,8 +323,8 @@ test('persistent reservations are persisted through onPrChange and restored on r
       for (let i = 0; i < 3 && (await exec(reg, iqn, tur, null, 0))?.status !== 0; i++);
       const r = await exec(reg, iqn, readKeys, null, 64);
       assert.equal(r?.status, 0);
-      assert.equal(r?.data?.readUInt32BE(4), 8, 'one key registered');
-      assert.equal(r?.data?.subarray(8, 16).toString('hex'), '1122334455667788');
+      assert.equal(r.data?.readUInt32BE(4), 8, 'one key registered');
+      assert.equal(r.data.subarray(8, 16).toString('hex'), '1122334455667788');
     }, d);
   } finally {
     await rm(d, { recursive: true, force: true });
@@ -338,7 +340,74 @@ test('concurrent creates of one name: one runs, the other is busy; afterwards th
     assert.equal(a.status, 'fulfilled');
     assert.ok(b.status === 'rejected' && code('busy')(b.reason));
     const again = await m.create({ name: 'same', sizeBytes: 8 * MiB });
-    assert.equal(again.id, a.status === 'fulfilled' ? a.value.id : '');
+    assert.equal(again.id, a.value.id);
     assert.equal(m.list().length, 1);
+  });
+});
+
+test('create idempotency with a size range: the current size must lie in it; a new volume must too', async () => {
+  await withManager(async (m) => {
+    const v = await m.create({ name: 'ranged', sizeBytes: 8 * MiB, sizeRange: { minBytes: 8 * MiB } });
+    await m.resize(v.id, 16 * MiB);
+    // A retry with the original range finds the grown volume.
+    assert.equal((await m.create({ name: 'ranged', sizeBytes: 8 * MiB, sizeRange: { minBytes: 8 * MiB } })).id, v.id);
+    assert.equal((await m.create({ name: 'ranged', sizeBytes: 8 * MiB, sizeRange: { minBytes: 0, maxBytes: 16 * MiB } })).id, v.id);
+    await assert.rejects(
+      m.create({ name: 'ranged', sizeBytes: 8 * MiB, sizeRange: { minBytes: 8 * MiB, maxBytes: 8 * MiB } }),
+      (e: unknown) => code('already-exists')(e) && /size 16777216 bytes, outside the requested range \[8388608, 8388608\]/.test(String(e)),
+    );
+    // Without a range the size it was created with counts, not its current size.
+    assert.equal((await m.create({ name: 'ranged', sizeBytes: 8 * MiB })).id, v.id);
+    await assert.rejects(m.create({ name: 'ranged', sizeBytes: 16 * MiB }), /size 8 MiB vs 16 MiB/);
+    // Every other field still has to match.
+    await assert.rejects(m.create({ name: 'ranged', sizeBytes: 8 * MiB, sizeRange: { minBytes: 0 }, thin: false }), /thin true vs false/);
+    await assert.rejects(m.create({ name: 'other', sizeBytes: 8 * MiB, sizeRange: { minBytes: 9 * MiB } }), code('out-of-range'));
+    await assert.rejects(
+      m.create({ name: 'other', sizeBytes: 8 * MiB, sizeRange: { minBytes: 9 * MiB, maxBytes: 1 } }),
+      code('invalid-argument'),
+    );
+    assert.equal(m.list().length, 1);
+  });
+});
+
+test('a state change that cannot be made durable is an error, and nothing changes', async () => {
+  const run = promisify(execFile);
+  await withManager(async (m, d, reg) => {
+    const v = await m.create({ name: 'keep', sizeBytes: 4 * MiB, masked: true });
+    const snap = await m.createSnapshot(v.id, 'keep-snap');
+    const stateFile = join(d, 'state.json');
+    const before = await readFile(stateFile, 'utf8');
+    const files = (await readdir(join(d, 'volumes'))).sort();
+    await run('chattr', ['+i', stateFile]);
+    try {
+      const internal = (e: unknown): boolean => code('internal')(e) && /could not record .*state\.json/.test(String(e));
+      await assert.rejects(m.create({ name: 'new', sizeBytes: MiB }), internal);
+      await assert.rejects(m.publish(v.id, 'n1', 'iqn.1993-08.org.debian:01:n1'), internal);
+      await assert.rejects(m.resize(v.id, 8 * MiB), internal);
+      await assert.rejects(m.delete(v.id), internal);
+      await assert.rejects(m.createSnapshot(v.id, 'snap-2'), internal);
+      await assert.rejects(m.deleteSnapshot(snap.id), internal);
+      assert.equal(await readFile(stateFile, 'utf8'), before, 'state file unchanged');
+      assert.deepEqual(
+        m.list().map((x) => [x.name, x.sizeBytes, x.publications]),
+        [['keep', 4 * MiB, {}]],
+      );
+      assert.deepEqual(
+        m.listSnapshots().map((x) => x.id),
+        [snap.id],
+      );
+      assert.deepEqual((await readdir(join(d, 'volumes'))).sort(), files, 'the unrecorded volume left no file');
+      assert.deepEqual(await readdir(join(d, 'snapshots')), [`${snap.id}.img`], 'the unrecorded snapshot left no file');
+      assert.ok(reg.findTarget(v.iqn), 'a volume whose deletion failed is still served');
+      assert.deepEqual(reg.findTarget(v.iqn)?.access, { allow: [] }, 'a failed publication admits nobody');
+    } finally {
+      await run('chattr', ['-i', stateFile]);
+    }
+    // The grown file is adopted by the retry, and everything else goes through now.
+    assert.equal((await m.resize(v.id, 8 * MiB)).sizeBytes, 8 * MiB);
+    await m.publish(v.id, 'n1', 'iqn.1993-08.org.debian:01:n1');
+    assert.deepEqual(reg.findTarget(v.iqn)?.access, { allow: ['iqn.1993-08.org.debian:01:n1'] });
+    assert.ok(await m.create({ name: 'new', sizeBytes: MiB }));
+    assert.equal(await m.deleteSnapshot(snap.id), true);
   });
 });

@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import { mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { IscsiServer } from '../../src/iscsi/server.js';
 import { VolumeManager } from '../../src/volumes/manager.js';
 import { VolumeTargetRegistry } from '../../src/target/registry.js';
 import { decodeSense } from '../../src/scsi/sense.js';
@@ -84,7 +85,7 @@ test('a reservation change the state file cannot take is refused with CHECK COND
   const away = `${d}.away`;
   try {
     const reg = new VolumeTargetRegistry(portals);
-    let m = await VolumeManager.open({ dataDir: d, portals, registry: reg });
+    let m = await VolumeManager.open({ dataDir: d, portals, registry: reg, sessions: new IscsiServer({ registry: reg }) });
     const v = await m.create({ name: 'pr', sizeBytes: MiB });
     const a = nexusOf('iqn.2026-11.test:a', v.iqn);
     const b = nexusOf('iqn.2026-11.test:b', v.iqn);
@@ -117,7 +118,7 @@ test('a reservation change the state file cannot take is refused with CHECK COND
     assert.deepEqual((await savedKeys(d, v.id)).sort(), ['00000000000000a1', '00000000000000b2']);
     await m.close();
     const reg2 = new VolumeTargetRegistry(portals);
-    m = await VolumeManager.open({ dataDir: d, portals, registry: reg2 });
+    m = await VolumeManager.open({ dataDir: d, portals, registry: reg2, sessions: new IscsiServer({ registry: reg2 }) });
     try {
       reg2.findTarget(v.iqn)!.device.nexusAdded(a);
       for (let i = 0; i < 3 && (await exec(reg2, v.iqn, a, Buffer.alloc(6), null, 0)).status !== 0; i++);

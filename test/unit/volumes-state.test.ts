@@ -1,14 +1,74 @@
-// Atomic state files and the state store.
+// Atomic state files and the transactional state store (src/volumes/state-file.ts) over a real
+// directory. Failed writes are real too: `chattr +i` makes the state file (rename fails) or the data
+// directory (the temporary file cannot be made) immutable, which stops even root.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { execFile } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { writeFileAtomic } from '../../src/util/atomic-file.js';
-import { StateError, StateStore, STATE_FILE } from '../../src/volumes/state.js';
+import { openStateStore, STATE_FILE } from '../../src/volumes/state-file.js';
+import { StateError, type SnapshotRecord, type StateStore, type VolumeRecord } from '../../src/volumes/state.js';
+
+const run = promisify(execFile);
 
 async function tempDir(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'lunar-unit-'));
+}
+
+async function withDir(fn: (d: string) => Promise<void>): Promise<void> {
+  const d = await tempDir();
+  try {
+    await fn(d);
+  } finally {
+    await run('chattr', ['-R', '-i', d]).catch(() => undefined);
+    await rm(d, { recursive: true, force: true });
+  }
+}
+
+/** Make path immutable (true) or not: writes, renames and new entries in it fail with EPERM. */
+async function immutable(path: string, on: boolean): Promise<void> {
+  await run('chattr', [on ? '+i' : '-i', path]);
+}
+
+function snap(n: number, name = `s${n}`): SnapshotRecord {
+  return {
+    id: `snap-${n.toString(16).padStart(16, '0')}`,
+    name,
+    sourceVolumeId: 'vol-00000000000000aa',
+    sizeBytes: 1048576,
+    createdAt: '2026-11-01T00:00:00.000Z',
+  };
+}
+
+function vol(n: number): VolumeRecord {
+  const id = `vol-${n.toString(16).padStart(16, '0')}`;
+  return {
+    id,
+    name: `v${n}`,
+    sizeBytes: 1048576,
+    createdSizeBytes: 1048576,
+    thin: true,
+    naa: '6024c4e0' + n.toString(16).padStart(24, '0'),
+    serial: id.slice(4),
+    chap: null,
+    allow: [],
+    masked: true,
+    portals: null,
+    publications: {},
+    parameters: {},
+    createdAt: '2026-11-01T00:00:00.000Z',
+    reservations: {},
+  };
+}
+
+async function onDisk(d: string): Promise<{ snapshots: Record<string, SnapshotRecord>; volumes: Record<string, VolumeRecord> }> {
+  return JSON.parse(await readFile(join(d, STATE_FILE), 'utf8')) as {
+    snapshots: Record<string, SnapshotRecord>;
+    volumes: Record<string, VolumeRecord>;
+  };
 }
 
 test('writeFileAtomic replaces content, leaves no temporary file, mode 0600', async () => {
@@ -40,86 +100,301 @@ test('writeFileAtomic: concurrent writers never produce a mixed file', async () 
   }
 });
 
-test('StateStore: creates a state file with a server identity, reloads it, saves coalesced', async () => {
-  const d = await tempDir();
-  try {
-    const s1 = await StateStore.open(d);
+test('StateStore: creates a state file with a server identity, reloads it, concurrent updates all land', async () => {
+  await withDir(async (d) => {
+    const s1 = await openStateStore(d);
     assert.equal(s1.created, true);
-    assert.deepEqual(await readdir(d), [], 'nothing is written before the first save');
-    const id = s1.data.server.id;
+    assert.deepEqual(await readdir(d), [], 'nothing is written before the first change');
+    const id = s1.server.id;
     assert.match(id, /^[0-9a-f-]{36}$/);
-    s1.data.snapshots['snap-0000000000000001'] = {
-      id: 'snap-0000000000000001',
-      name: 'n',
-      sourceVolumeId: 'vol-1',
-      sizeBytes: 1,
-      createdAt: 'x',
-    };
-    await Promise.all([s1.save(), s1.save(), s1.save()]);
-    const s2 = await StateStore.open(d);
+    await Promise.all(
+      [1, 2, 3].map((n) =>
+        s1.update((tx) => {
+          tx.addSnapshot(snap(n, 'n'.repeat(n)));
+        }),
+      ),
+    );
+    const s2 = await openStateStore(d);
     assert.equal(s2.created, false);
-    assert.equal(s2.data.server.id, id);
-    assert.equal(s2.data.snapshots['snap-0000000000000001']?.name, 'n');
-    const onDisk = JSON.parse(await readFile(join(d, STATE_FILE), 'utf8')) as { format: string; version: number };
-    assert.equal(onDisk.format, 'lunar-state');
-    assert.equal(onDisk.version, 1);
-  } finally {
-    await rm(d, { recursive: true, force: true });
-  }
+    assert.equal(s2.server.id, id);
+    assert.equal(s2.snapshot(snap(1).id)?.name, 'n');
+    assert.deepEqual(
+      s2.snapshots().map((x) => x.name),
+      ['n', 'nn', 'nnn'],
+    );
+    assert.equal(s2.snapshotByName('nn')?.id, snap(2).id);
+    const file = JSON.parse(await readFile(join(d, STATE_FILE), 'utf8')) as { format: string; version: number };
+    assert.equal(file.format, 'lunar-state');
+    assert.equal(file.version, 1);
+    assert.equal((await stat(join(d, STATE_FILE))).mode & 0o777, 0o600, 'the state file holds CHAP secrets');
+  });
+});
+
+test('StateStore: initialise writes a new state once; a loaded one is left alone', async () => {
+  await withDir(async (d) => {
+    const s = await openStateStore(d);
+    await s.initialise();
+    const first = await readFile(join(d, STATE_FILE), 'utf8');
+    assert.match(first, /"lunar-state"/);
+    await s.initialise();
+    const again = await openStateStore(d);
+    assert.equal(again.created, false);
+    assert.equal(again.server.id, s.server.id);
+    await again.initialise();
+    assert.equal(await readFile(join(d, STATE_FILE), 'utf8'), first);
+  });
 });
 
 test('StateStore: a damaged or foreign state file stops startup with a clear error and is not overwritten', async () => {
-  const d = await tempDir();
-  try {
+  await withDir(async (d) => {
     await writeFile(join(d, STATE_FILE), '{"format": "lunar-state", "version": 1, "server": {');
-    await assert.rejects(StateStore.open(d), (e: unknown) => e instanceof StateError && /not valid JSON/.test(e.message));
+    await assert.rejects(openStateStore(d), (e: unknown) => e instanceof StateError && /not valid JSON/.test(e.message));
     assert.match(await readFile(join(d, STATE_FILE), 'utf8'), /"server": \{$/);
     await writeFile(join(d, STATE_FILE), '{"hello": 1}');
-    await assert.rejects(StateStore.open(d), /not a Lunar state file/);
+    await assert.rejects(openStateStore(d), /not a Lunar state file/);
     await writeFile(join(d, STATE_FILE), '{"format": "lunar-state", "version": 9}');
-    await assert.rejects(StateStore.open(d), /state version 9/);
+    await assert.rejects(openStateStore(d), /state version 9/);
     await writeFile(
       join(d, STATE_FILE),
-      JSON.stringify({ format: 'lunar-state', version: 1, server: { id: 'x' }, volumes: { a: { id: 'b' } }, snapshots: {} }),
+      JSON.stringify({ format: 'lunar-state', version: 1, server: { id: 'x', createdAt: '' }, volumes: { a: { id: 'b' } }, snapshots: {} }),
     );
-    await assert.rejects(StateStore.open(d), /volume record "a" is malformed/);
-  } finally {
-    await rm(d, { recursive: true, force: true });
-  }
+    await assert.rejects(
+      openStateStore(d),
+      (e: unknown) =>
+        e instanceof StateError &&
+        e.message === `${join(d, STATE_FILE)}: volumes["a"].id: expected a volume id (vol-<16 hex digits>), got "b"`,
+    );
+    const v = vol(1);
+    const noReservations = Object.fromEntries(Object.entries(v).filter(([k]) => k !== 'reservations'));
+    await writeFile(
+      join(d, STATE_FILE),
+      JSON.stringify({
+        format: 'lunar-state',
+        version: 1,
+        server: { id: 'x', createdAt: '' },
+        volumes: { [v.id]: noReservations },
+        snapshots: {},
+      }),
+    );
+    await assert.rejects(
+      openStateStore(d),
+      (e: unknown) =>
+        e instanceof StateError && e.message.endsWith(`state.json: volumes["${v.id}"].reservations: missing (expected an object)`),
+    );
+  });
 });
 
 test('StateStore: leftovers of an interrupted atomic write are removed at open', async () => {
-  const d = await tempDir();
-  try {
-    await (await StateStore.open(d)).save();
+  await withDir(async (d) => {
+    await (await openStateStore(d)).initialise();
     await writeFile(join(d, `.tmp-${STATE_FILE}.abcdef`), 'partial');
-    await StateStore.open(d);
+    await openStateStore(d);
     assert.deepEqual((await readdir(d)).sort(), [STATE_FILE]);
-  } finally {
-    await rm(d, { recursive: true, force: true });
-  }
+  });
 });
 
-test('StateStore: saveSync is durable at once and an older in-flight async save never overwrites it', async () => {
-  const d = await tempDir();
-  try {
-    const s = await StateStore.open(d);
-    await s.save();
-    for (let round = 0; round < 20; round++) {
-      s.data.server.createdAt = `async-${round}`;
-      const pending = [s.save(), s.save()];
-      // Let the async save get to different phases (serialised, temp file written, ...) before the sync one.
-      for (let tick = 0; tick < round; tick++) await new Promise((r) => setImmediate(r));
-      s.data.server.createdAt = `sync-${round}`;
-      s.saveSync();
-      const onDisk = JSON.parse(await readFile(join(d, STATE_FILE), 'utf8')) as { server: { createdAt: string } };
-      assert.equal(onDisk.server.createdAt, `sync-${round}`);
-      await Promise.all(pending);
-      const later = JSON.parse(await readFile(join(d, STATE_FILE), 'utf8')) as { server: { createdAt: string } };
-      assert.equal(later.server.createdAt, `sync-${round}`, 'the async save started earlier did not roll the file back');
+test('StateStore: a change resolves only once it is on disk, and is visible only then', async () => {
+  await withDir(async (d) => {
+    const s = await openStateStore(d);
+    const done: Array<Promise<void>> = [];
+    for (let n = 1; n <= 20; n++) {
+      done.push(
+        s
+          .update((tx) => {
+            tx.addSnapshot(snap(n));
+          })
+          .then(async () => {
+            assert.ok(s.snapshot(snap(n).id), `change ${n} visible once resolved`);
+            assert.ok((await onDisk(d)).snapshots[snap(n).id], `change ${n} on disk once resolved`);
+          }),
+      );
+      assert.equal(s.snapshot(snap(n).id), undefined, `change ${n} not visible before it is durable`);
     }
-    assert.deepEqual(await readdir(d), [STATE_FILE]);
-  } finally {
-    await rm(d, { recursive: true, force: true });
-  }
+    await Promise.all(done);
+    assert.equal(s.snapshots().length, 20);
+  });
+});
+
+test('StateStore: concurrent transactions run one after another in call order, each over the ones before', async () => {
+  await withDir(async (d) => {
+    const s = await openStateStore(d);
+    const seen: number[] = [];
+    const results = await Promise.all(
+      Array.from({ length: 40 }, (_, i) =>
+        s.update((tx) => {
+          // Each transaction reads the count the earlier ones left and adds one more.
+          const count = tx.snapshots().length;
+          seen.push(i);
+          tx.addSnapshot(snap(count + 1, `after-${count}`));
+          return count;
+        }),
+      ),
+    );
+    assert.deepEqual(
+      results,
+      Array.from({ length: 40 }, (_, i) => i),
+      'transaction i saw the i before it',
+    );
+    assert.deepEqual(
+      seen,
+      [...seen].sort((a, b) => a - b),
+      'in call order',
+    );
+    assert.equal(Object.keys((await onDisk(d)).snapshots).length, 40);
+    const reopened = await openStateStore(d);
+    assert.deepEqual(
+      reopened.snapshots().map((x) => x.name),
+      Array.from({ length: 40 }, (_, i) => `after-${i}`),
+    );
+  });
+});
+
+test('StateStore: a transaction that throws fails alone and changes nothing; misuse is refused', async () => {
+  await withDir(async (d) => {
+    const s = await openStateStore(d);
+    await s.update((tx) => {
+      tx.addVolume(vol(1));
+    });
+    const [a, b, c] = await Promise.allSettled([
+      s.update((tx) => {
+        tx.addSnapshot(snap(1));
+      }),
+      s.update((tx) => {
+        tx.addSnapshot(snap(2));
+        tx.addVolume(vol(1)); // id taken: the whole transaction fails, its snapshot included
+      }),
+      s.update((tx) => {
+        tx.addSnapshot(snap(3));
+      }),
+    ]);
+    assert.equal(a.status, 'fulfilled');
+    assert.ok(b.status === 'rejected' && b.reason instanceof StateError && /already recorded/.test(b.reason.message));
+    assert.equal(c.status, 'fulfilled');
+    assert.deepEqual(
+      s.snapshots().map((x) => x.id),
+      [snap(1).id, snap(3).id],
+    );
+    await assert.rejects(
+      s.update((tx) => {
+        tx.setVolumeSize('vol-0000000000000fff', 5);
+      }),
+      /not recorded/,
+    );
+    await assert.rejects(
+      s.update((tx) => {
+        tx.addVolume({ ...vol(2), name: vol(1).name });
+      }),
+      /already taken/,
+    );
+    await assert.rejects(
+      s.update(async (tx) => {
+        await Promise.resolve();
+        tx.addSnapshot(snap(9));
+      }),
+      /must be synchronous/,
+    );
+    let kept: Parameters<Parameters<StateStore['update']>[0]>[0] | undefined;
+    await s.update((tx) => {
+      kept = tx;
+    });
+    assert.throws(() => kept?.addSnapshot(snap(10)), /used after it ended/);
+    assert.equal(s.snapshot(snap(9).id), undefined);
+    assert.equal(s.snapshot(snap(10).id), undefined);
+    // Records handed out are frozen: changing one is not a way around transactions.
+    assert.throws(() => {
+      (s.volume(vol(1).id) as { sizeBytes: number }).sizeBytes = 1;
+    }, TypeError);
+    // typed mutations
+    await s.update((tx) => {
+      tx.setVolumeSize(vol(1).id, 4 * 1048576);
+      tx.setPublication(vol(1).id, 'n1', 'iqn.2026-11.test:n1');
+      tx.setPublication(vol(1).id, 'n2', 'iqn.2026-11.test:n2');
+      tx.setReservations(vol(1).id, 0, { generation: 3, registrations: [], reservation: null, aptpl: true });
+    });
+    await s.update((tx) => {
+      tx.setPublication(vol(1).id, 'n1', null);
+      tx.removeSnapshot(snap(1).id);
+    });
+    const again = await openStateStore(d);
+    const v = again.volume(vol(1).id);
+    assert.equal(v?.sizeBytes, 4 * 1048576);
+    assert.deepEqual(v.publications, { n2: 'iqn.2026-11.test:n2' });
+    assert.equal(v.reservations['0']?.generation, 3);
+    assert.deepEqual(
+      again.snapshots().map((x) => x.id),
+      [snap(3).id],
+    );
+    await s.update((tx) => {
+      tx.removeVolume(vol(1).id);
+    });
+    assert.equal(s.volumeByName(vol(1).name), undefined);
+    assert.deepEqual((await openStateStore(d)).volumes(), []);
+  });
+});
+
+test('StateStore: a failed write rejects and leaves memory and file as they were', async () => {
+  await withDir(async (d) => {
+    const s = await openStateStore(d);
+    await s.update((tx) => {
+      tx.addSnapshot(snap(1));
+      tx.addVolume(vol(1));
+    });
+    const before = await readFile(join(d, STATE_FILE), 'utf8');
+    const memory = (): unknown => ({ v: s.volumes(), s: s.snapshots() });
+    const was = memory();
+
+    // The rename over the state file fails (immutable target).
+    await immutable(join(d, STATE_FILE), true);
+    const failing = await Promise.allSettled([
+      s.update((tx) => {
+        tx.addSnapshot(snap(2));
+      }),
+      s.update((tx) => {
+        tx.setPublication(vol(1).id, 'n', 'iqn.2026-11.test:n');
+      }),
+      s.update((tx) => {
+        tx.removeVolume(vol(1).id);
+      }),
+    ]);
+    for (const r of failing) assert.ok(r.status === 'rejected' && /EPERM|not permitted/.test(String(r.reason)), r.status);
+    assert.deepEqual(memory(), was, 'memory unchanged');
+    assert.equal(await readFile(join(d, STATE_FILE), 'utf8'), before, 'file unchanged');
+    await immutable(join(d, STATE_FILE), false);
+    assert.deepEqual((await readdir(d)).sort(), [STATE_FILE], 'no temporary file left');
+
+    // The temporary file cannot be made (immutable directory).
+    await immutable(d, true);
+    await assert.rejects(
+      s.update((tx) => {
+        tx.addSnapshot(snap(3));
+      }),
+      /EPERM|not permitted/,
+    );
+    assert.deepEqual(memory(), was, 'memory unchanged');
+    await immutable(d, false);
+    assert.equal(await readFile(join(d, STATE_FILE), 'utf8'), before, 'file unchanged');
+
+    // Once the file system accepts writes again, the same change goes through.
+    await s.update((tx) => {
+      tx.addSnapshot(snap(2));
+    });
+    assert.ok(s.snapshot(snap(2).id));
+    assert.ok((await onDisk(d)).snapshots[snap(2).id]);
+  });
+});
+
+test('StateStore: close waits for queued transactions, then refuses more', async () => {
+  await withDir(async (d) => {
+    const s = await openStateStore(d);
+    const p = s.update((tx) => {
+      tx.addSnapshot(snap(1));
+    });
+    await s.close();
+    await p;
+    assert.ok((await onDisk(d)).snapshots[snap(1).id]);
+    await assert.rejects(
+      s.update(() => undefined),
+      /closed/,
+    );
+  });
 });

@@ -1,11 +1,13 @@
-// Copying a volume's content into a new file for clones and snapshots: a reflink (FICLONE) when the file
-// system shares extents (btrfs, XFS), otherwise a copy of the mapped extents only so holes stay holes.
-// fs.copyFile(COPYFILE_FICLONE) alone is not enough: libuv's fallback writes every byte, zeroes included,
-// which would allocate a thin volume fully.
+// Operations on whole backing files, for making and growing volumes: reflink or sparse copy (clones and
+// snapshots), growing, preallocating (thick volumes) and fsync by path.
+//
+// Copies use a reflink (FICLONE) when the file system shares extents (btrfs, XFS), otherwise they copy
+// the mapped extents only, so holes stay holes. fs.copyFile(COPYFILE_FICLONE) alone is not enough:
+// libuv's fallback writes every byte, zeroes included, which would allocate a thin volume fully.
 
 import { constants, promises as fsp } from 'node:fs';
-import type { BackingStore } from '../storage/types.js';
-import { loadNative } from '../storage/native.js';
+import { loadNative } from './native.js';
+import type { BackingStore } from './types.js';
 
 const CHUNK = 1024 * 1024;
 
