@@ -1,38 +1,48 @@
-// Reusable buffers for write commands' Data-Out (one per command, ExpectedDataTransferLength bytes).
+// Reusable buffers for the data of SCSI commands: write commands' Data-Out (one per command,
+// ExpectedDataTransferLength bytes) and read commands' Data-In (the buffer a command set reads into).
 //
-// Why: a fresh Buffer.allocUnsafe(1 MiB) per 1 MiB WRITE is an allocation outside V8's heap that V8
-// accounts as external memory; at QD8 that drove garbage collection to 17 % of the main thread's
-// samples (issue 11 profile). Buffers come back only after the SCSI device has finished with them
-// (the command completed), never while a Data-Out PDU may still be copied into them.
-
-/** Smaller buffers come from Node's allocator as before (pool slices below 4 KiB, cheap above). */
-const MIN_POOLED = 64 * 1024;
+// Why: a fresh Buffer.allocUnsafe(1 MiB) per 1 MiB command is an allocation outside V8's heap that V8
+// accounts as external memory, and external memory growth starts full (mark-compact) collections. At
+// QD8 that drove garbage collection to 17 % of the main thread's samples for writes (issue 11 profile);
+// for 1 MiB reads V8's helper threads spent 700 µs of CPU per command marking the heap (more than the
+// main thread's own user time, see docs/benchmarks.md). Buffers come back only after nothing can touch
+// them any more: Data-Out after the SCSI device has finished with the command, Data-In after the
+// socket has taken its bytes.
 
 export class BufferPool {
   readonly #free = new Map<number, Buffer[]>();
+  /** Buffers handed out by take(), by their memory: give() takes back these only (any view of them). */
+  readonly #lent = new WeakMap<ArrayBufferLike, Buffer>();
   #freeBytes = 0;
 
-  /** @param maxFreeBytes most bytes kept for reuse; more are left to the garbage collector. */
-  constructor(private readonly maxFreeBytes: number) {}
+  /**
+   * @param maxFreeBytes most bytes kept for reuse; more are left to the garbage collector.
+   * @param minPooled smaller requests come from Node's allocator as before (pool slices below 4 KiB).
+   */
+  constructor(
+    private readonly maxFreeBytes: number,
+    private readonly minPooled = 64 * 1024,
+  ) {}
 
   /** A buffer of exactly n bytes, contents undefined. */
   take(n: number): Buffer {
-    if (n >= MIN_POOLED) {
-      const list = this.#free.get(n);
-      const b = list?.pop();
-      if (b) {
-        this.#freeBytes -= n;
-        return b;
-      }
-    }
-    return Buffer.allocUnsafe(n);
+    if (n < this.minPooled) return Buffer.allocUnsafe(n);
+    const b = this.#free.get(n)?.pop();
+    if (b) this.#freeBytes -= n;
+    const out = b ?? Buffer.allocUnsafeSlow(n);
+    this.#lent.set(out.buffer, out);
+    return out;
   }
 
-  /** Return a buffer from take(); the caller must hold no reference to it afterwards. */
-  give(b: Buffer): void {
+  /**
+   * Return a buffer from take(), or any view of one; anything else is ignored. The caller (and whoever
+   * it lent the buffer to) must hold no reference to it afterwards.
+   */
+  give(view: Buffer): void {
+    const b = this.#lent.get(view.buffer);
+    if (!b) return;
+    this.#lent.delete(view.buffer);
     const n = b.length;
-    // Only whole buffers of their own (not views into a shared pool slab) are reused.
-    if (n < MIN_POOLED || b.byteOffset !== 0 || b.buffer.byteLength !== n) return;
     if (this.#freeBytes + n > this.maxFreeBytes) return;
     let list = this.#free.get(n);
     if (!list) this.#free.set(n, (list = []));
@@ -48,3 +58,9 @@ export class BufferPool {
 
 /** One pool per thread for every session's write buffers: 32 MiB covers QD32 of 1 MiB writes. */
 export const writeBuffers = new BufferPool(32 * 1024 * 1024);
+
+/**
+ * One pool per thread for read commands' Data-In buffers (ScsiCommand.dataIn), from 4 KiB: a 4 KiB
+ * Buffer.allocUnsafe is not a slice of Node's shared pool but an allocation of its own.
+ */
+export const readBuffers = new BufferPool(32 * 1024 * 1024, 4096);

@@ -389,8 +389,9 @@ export class IscsiConnection {
    * every command completed in this turn shares it); large data buffers are passed as views, never
    * concatenated.
    */
-  send(header: Buffer, data?: Buffer | null): void {
-    if (this.phase === 'closed' || this.socket.destroyed) return;
+  send(header: Buffer, data?: Buffer | null): boolean {
+    if (this.phase === 'closed' || this.socket.destroyed) return false;
+    let referenced = false;
     const hd = this.headerDigest ? DIGEST_LENGTH : 0;
     let o = this.reserve(header.length + hd);
     header.copy(this.slab, o);
@@ -405,6 +406,7 @@ export class IscsiConnection {
         this.cutSlab();
         this.out.push(data);
         this.outBytes += data.length;
+        referenced = true;
         o = this.reserve(pad + dd) - data.length; // padding and digest follow the data
       }
       const end = o + data.length;
@@ -420,6 +422,27 @@ export class IscsiConnection {
       setImmediate(this.flushTurn);
     }
     if (this.outBytes + (this.slabEnd - this.slabStart) + this.socket.writableLength > WRITE_HIGH_WATER) this.socket.pause();
+    return referenced;
+  }
+
+  /**
+   * Call fn once the socket is done with everything queued so far (send() returned true for data
+   * passed by reference): the moment a pooled buffer may be reused. Called at once when nothing will
+   * be written any more.
+   */
+  afterWrite(fn: () => void): void {
+    if (this.phase === 'closed' || this.socket.destroyed) {
+      fn();
+      return;
+    }
+    this.written.push(fn);
+  }
+
+  /** afterWrite() callbacks waiting for the next flush's write to complete. */
+  private written: (() => void)[] = [];
+
+  private static runAll(fns: readonly (() => void)[]): void {
+    for (const f of fns) f();
   }
 
   /** n bytes at the end of the queue, in the slab; returns their offset. A full slab is cut and a new one started. */
@@ -453,26 +476,33 @@ export class IscsiConnection {
   flush(): void {
     this.cutSlab();
     const out = this.out;
-    if (out.length === 0) return;
+    const written = this.written;
+    if (written.length > 0) this.written = [];
     const s = this.socket;
-    if (s.destroyed) {
+    if (s.destroyed || out.length === 0) {
       out.length = 0;
       this.outBytes = 0;
+      IscsiConnection.runAll(written);
       return;
     }
+    // Writes complete in order: the last one's callback means the socket is done with all of them.
+    const cb = written.length > 0 ? (): void => IscsiConnection.runAll(written) : undefined;
     if (out.length === 1) {
-      s.write(out[0]!);
+      s.write(out[0]!, cb);
     } else {
       s.cork();
-      for (const b of out) s.write(b);
+      const last = out.length - 1;
+      for (let i = 0; i < last; i++) s.write(out[i]!);
+      s.write(out[last]!, cb);
       s.uncork();
     }
     out.length = 0;
     this.outBytes = 0;
   }
 
-  sendPdu(pdu: TargetPdu, data?: Buffer | null): void {
-    this.send(encodePdu(pdu), data);
+  /** Queue one PDU; true when its data was queued by reference (see afterWrite). */
+  sendPdu(pdu: TargetPdu, data?: Buffer | null): boolean {
+    return this.send(encodePdu(pdu), data);
   }
 
   /** Reject (§11.17) carrying the offending header as data. */

@@ -27,7 +27,7 @@ import {
 } from './pdu.js';
 import { encodeText, parseText, splitText, TextAssembler, type TextPair } from './text.js';
 import { CmdWindow, serialLt } from './cmdsn.js';
-import { writeBuffers } from './buffer-pool.js';
+import { readBuffers, writeBuffers } from './buffer-pool.js';
 
 // ------------------------------------------------------------ tasks
 
@@ -690,6 +690,7 @@ export class Session implements PduHandler {
       read: p.read,
       write: p.write,
       dataOut: task.buf,
+      dataIn: readBuffers,
     };
     const device = this.opts.target!.device;
     let promise: Promise<ScsiResponse | null>;
@@ -715,7 +716,10 @@ export class Session implements PduHandler {
     // only after all of it arrived). Reuse it unless the response carries a view of it.
     if (task.buf && resp?.data?.buffer !== task.buf.buffer) writeBuffers.give(task.buf);
     if (this.idleWaiters.length > 0) queueMicrotask(() => this.idleWaiters.forEach((w) => w()));
-    if (this.ended || task.state === 'aborted') return;
+    if (this.ended || task.state === 'aborted') {
+      if (resp?.data) readBuffers.give(resp.data);
+      return;
+    }
     if (!resp && !targetFailure) return; // aborted by task management: no response (§11.5.1)
     const c = this.conn;
     const p = this.params;
@@ -750,13 +754,15 @@ export class Session implements PduHandler {
     const collapse = resp.sense === null || resp.sense.length === 0;
     let dataSN = 0;
     if (readData && readData.length > 0) {
+      let referenced = false;
+      let statusSent = false;
       const seg = Math.max(512, p.maxXmitDataSegmentLength);
       for (let off = 0; off < readData.length; off += seg) {
         const n = Math.min(seg, readData.length - off);
         const last = off + n === readData.length;
         const burstEnd = (off + n) % p.maxBurstLength === 0;
         const withStatus = last && collapse;
-        c.sendPdu(
+        const byReference = c.sendPdu(
           {
             opcode: Opcode.SCSI_DATA_IN,
             dataSegmentLength: n,
@@ -778,8 +784,15 @@ export class Session implements PduHandler {
           },
           readData.subarray(off, off + n),
         );
-        if (withStatus) return;
+        referenced ||= byReference;
+        statusSent = withStatus;
       }
+      // The Data-In buffer goes back to its pool (if it came from one) once the socket has its bytes.
+      if (referenced) c.afterWrite(() => readBuffers.give(readData));
+      else readBuffers.give(readData);
+      if (statusSent) return;
+    } else if (resp.data) {
+      readBuffers.give(resp.data);
     }
     const senseData = senseSegment(resp.sense);
     c.sendPdu(

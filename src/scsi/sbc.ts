@@ -68,7 +68,7 @@ export async function read(ctx: CommandContext): Promise<ScsiResponse> {
   const total = c.blocks * lu.blockSize;
   const n = Math.min(total, cmd.expectedDataLength);
   if (n === 0) return good(total);
-  const buf = Buffer.allocUnsafe(n);
+  const buf = cmd.dataIn ? cmd.dataIn.take(n) : Buffer.allocUnsafe(n);
   checkNotAborted(ctx.signal);
   await storeRead(lu, buf, c.lba * lu.blockSize);
   return { status: ScsiStatus.GOOD, data: buf, sense: null, transferLength: total };

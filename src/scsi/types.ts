@@ -42,6 +42,18 @@ export interface ScsiCommand {
   readonly write: boolean;
   /** Data-Out gathered by the transport (immediate + unsolicited + solicited), length <= expectedDataLength; null when none. */
   readonly dataOut: Buffer | null;
+  /**
+   * Where a command set that returns Data-In of its own making (READ) takes the buffer it fills: the
+   * transport's pool, which gets the buffer back once the data has left (SAM-5 §5.4.3: the data-in
+   * buffer is the application client's). Absent: allocate.
+   */
+  readonly dataIn?: DataInAllocator;
+}
+
+/** A source of Data-In buffers (ScsiCommand.dataIn). */
+export interface DataInAllocator {
+  /** A buffer of exactly n bytes, contents undefined. */
+  take(n: number): Buffer;
 }
 
 /** What a command set answers. */

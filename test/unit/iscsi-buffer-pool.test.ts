@@ -1,4 +1,4 @@
-// src/iscsi/buffer-pool.ts: write buffers are reused only when whole, of the same size, within the cap.
+// src/iscsi/buffer-pool.ts: buffers are reused only when they came from the pool, for the same size, within the cap.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { BufferPool } from '../../src/iscsi/buffer-pool.js';
@@ -16,15 +16,24 @@ describe('BufferPool', () => {
     assert.notEqual(pool.take(1 << 20), a, 'a buffer is handed out once');
   });
 
-  it('keeps no small buffers, no views and nothing beyond its cap', () => {
+  it('takes back a view of a lent buffer as the whole buffer, once', () => {
+    const pool = new BufferPool(8 << 20, 4096);
+    const a = pool.take(8192);
+    pool.give(a.subarray(0, 4096));
+    assert.equal(pool.freeBytes, 8192);
+    pool.give(a);
+    assert.equal(pool.freeBytes, 8192, 'a second give of the same buffer is ignored');
+    assert.equal(pool.take(8192), a);
+  });
+
+  it('keeps no small buffers, nothing it did not lend and nothing beyond its cap', () => {
     const pool = new BufferPool(2 << 20);
-    pool.give(Buffer.allocUnsafe(4096));
-    const big = Buffer.allocUnsafe(4 << 20);
-    pool.give(big.subarray(0, 1 << 20));
+    const small = pool.take(4096);
+    pool.give(small);
+    pool.give(Buffer.allocUnsafe(1 << 20));
     assert.equal(pool.freeBytes, 0);
-    pool.give(Buffer.allocUnsafe(1 << 20));
-    pool.give(Buffer.allocUnsafe(1 << 20));
-    pool.give(Buffer.allocUnsafe(1 << 20));
+    const lent = [pool.take(1 << 20), pool.take(1 << 20), pool.take(1 << 20)];
+    for (const b of lent) pool.give(b);
     assert.equal(pool.freeBytes, 2 << 20);
   });
 });
