@@ -7,6 +7,7 @@
  *
  *   fallocate(fd, mode, offset, length) -> Promise<void>        (async work: runs on the libuv pool)
  *   allocationMap(fd, offset, length)   -> Promise<number[]>    (async; flat [offset, length, mapped(0/1), ...])
+ *   duplicateFd(fd)                     -> number               (fcntl F_DUPFD_CLOEXEC, synchronous)
  *   constants: FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
  *
  * Errors reject with an Error carrying .code (e.g. "EOPNOTSUPP") and .errno like Node's fs errors.
@@ -275,6 +276,29 @@ static napi_value js_allocation_map(napi_env env, napi_callback_info info) {
   NAPI_CALL(env, napi_create_async_work(env, NULL, name, map_execute, map_complete, r, &r->work));
   NAPI_CALL(env, napi_queue_async_work(env, r->work));
   return promise;
+}
+
+/* ---- duplicateFd --------------------------------------------------------------------------------- */
+
+/* duplicateFd(fd) -> new fd (close-on-exec). Node has no dup(2): an accepted socket's descriptor is
+ * duplicated so that a net.Socket of the transport's own making (net.Socket({ fd, onread })) can own
+ * the connection while the server's socket object closes its copy. */
+static napi_value js_duplicate_fd(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], result;
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd;
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
+    napi_throw_type_error(env, NULL, "duplicateFd(fd): integer >= 0 expected");
+    return NULL;
+  }
+  int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (nfd < 0) {
+    napi_throw(env, make_errno_error(env, "fcntl(F_DUPFD_CLOEXEC)", errno));
+    return NULL;
+  }
+  NAPI_CALL(env, napi_create_int32(env, nfd, &result));
+  return result;
 }
 
 /* ---- io_uring reads and writes -------------------------------------------------------------------- */
@@ -559,6 +583,8 @@ static napi_value init(napi_env env, napi_value exports) {
   NAPI_CALL(env, napi_set_named_property(env, exports, "fallocate", fn));
   NAPI_CALL(env, napi_create_function(env, "allocationMap", NAPI_AUTO_LENGTH, js_allocation_map, NULL, &fn));
   NAPI_CALL(env, napi_set_named_property(env, exports, "allocationMap", fn));
+  NAPI_CALL(env, napi_create_function(env, "duplicateFd", NAPI_AUTO_LENGTH, js_duplicate_fd, NULL, &fn));
+  NAPI_CALL(env, napi_set_named_property(env, exports, "duplicateFd", fn));
   NAPI_CALL(env, napi_create_function(env, "uringOpen", NAPI_AUTO_LENGTH, js_uring_open, NULL, &fn));
   NAPI_CALL(env, napi_set_named_property(env, exports, "uringOpen", fn));
   NAPI_CALL(env, napi_create_function(env, "uringReadv", NAPI_AUTO_LENGTH, js_uring_readv, NULL, &fn));

@@ -14,6 +14,7 @@ import { startControllerServer, type CsiServer } from './csi/controller-server.j
 import { defaultCsiEndpoint } from './csi/endpoint.js';
 import { IscsiServer } from './iscsi/server.js';
 import { rootLogger } from './log.js';
+import { loadNative } from './storage/native.js';
 import { VolumeTargetRegistry } from './target/registry.js';
 import type { ChapCredentials, Portal } from './target/types.js';
 import { portalKey } from './util/portal.js';
@@ -112,7 +113,8 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
     // The transport exists before the volumes (they list and end its sessions) and listens after them,
     // so that no initiator logs in before every volume is served.
     const registry = new VolumeTargetRegistry(config.portals, config.discoveryChap ?? null);
-    iscsi = new IscsiServer({ registry, logger: base.child({ component: 'iscsi' }) });
+    const native = loadNative();
+    iscsi = new IscsiServer({ registry, logger: base.child({ component: 'iscsi' }), duplicateFd: (fd) => native.duplicateFd(fd) });
     manager = await VolumeManager.open({
       dataDir: config.dataDir,
       portals: config.portals,

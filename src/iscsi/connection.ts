@@ -138,6 +138,34 @@ export class IscsiConnection {
     }
   }
 
+  /**
+   * Bytes read into a buffer that is reused once this returns (net.Socket `onread`, see
+   * own-socket.ts): what must outlive the call (headers, data without a sink, an incomplete header)
+   * is copied; Data-Out with a sink is copied once, straight into its command's buffer, as always.
+   */
+  receive(chunk: Buffer): void {
+    this.transient = true;
+    try {
+      this.onData(chunk);
+    } finally {
+      this.transient = false;
+      if (this.avail > 0) {
+        const rest = Buffer.allocUnsafe(this.avail);
+        this.consume(this.avail, (piece) => piece.copy(rest, rest.length - this.avail));
+        this.chunks.length = 0;
+        this.head = 0;
+        this.chunks.push(rest);
+        this.avail = rest.length;
+      } else {
+        this.chunks.length = 0;
+        this.head = 0;
+      }
+    }
+  }
+
+  /** The chunks being parsed are reused after this turn (receive()). */
+  private transient = false;
+
   /** Copy or view n bytes from the front of the queue without consuming them. */
   private peek(n: number): Buffer {
     const first = this.chunks[0]!;
@@ -200,7 +228,7 @@ export class IscsiConnection {
         const headerLength = BHS_LENGTH + prefix.totalAhsLength * 4;
         const need = headerLength + (this.headerDigest ? DIGEST_LENGTH : 0);
         if (this.avail < need) return;
-        const raw = this.take(need);
+        const raw = this.transient ? Buffer.from(this.take(need)) : this.take(need);
         const header = raw.subarray(0, headerLength);
         if (this.headerDigest) {
           const got = readDigest(raw, headerLength);
@@ -263,7 +291,7 @@ export class IscsiConnection {
             const dataBytes = Math.max(0, Math.min(n, p.dataLength - consumed));
             if (dataBytes > 0) {
               if (p.sink) d.copy(p.sink, p.filled, 0, dataBytes);
-              else p.pieces.push(d.subarray(0, dataBytes));
+              else p.pieces.push(this.transient ? Buffer.from(d.subarray(0, dataBytes)) : d.subarray(0, dataBytes));
               p.filled += dataBytes;
             }
             off = n;

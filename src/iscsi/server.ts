@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { componentLogger } from '../log.js';
 import type { Portal, SessionInfo, TargetRegistry } from '../target/types.js';
 import { IscsiConnection } from './connection.js';
+import { ownSocket } from './own-socket.js';
 import type { LoginResult } from './login.js';
 import { DEFAULT_TUNING, type IscsiTuning } from './negotiation.js';
 import { Session, type SessionHost } from './session.js';
@@ -19,6 +20,12 @@ export interface IscsiServerOptions {
   registry: TargetRegistry;
   logger?: Logger;
   tuning?: Partial<IscsiTuning>;
+  /**
+   * dup(2) (the native addon's duplicateFd). Given, each accepted connection moves to a socket of the
+   * transport's own that reads into one reused buffer per thread (own-socket.ts); absent, the accepted
+   * socket's 'data' chunks are parsed.
+   */
+  duplicateFd?: (fd: number) => number;
 }
 
 export class IscsiServer {
@@ -31,8 +38,10 @@ export class IscsiServer {
   private nextTsih = 1;
   private closing = false;
   private readonly host: SessionHost;
+  private readonly duplicateFd: ((fd: number) => number) | undefined;
 
   constructor(opts: IscsiServerOptions) {
+    this.duplicateFd = opts.duplicateFd;
     this.registry = opts.registry;
     this.logger = opts.logger ?? componentLogger('iscsi');
     this.tuning = { ...DEFAULT_TUNING, ...opts.tuning };
@@ -55,7 +64,8 @@ export class IscsiServer {
 
   async listen(): Promise<void> {
     for (const portal of this.registry.portals()) {
-      const srv = net.createServer({ noDelay: true }, (socket) => this.accept(socket, portal));
+      // Paused until accept() has chosen the socket that will read (own-socket.ts).
+      const srv = net.createServer({ noDelay: true, pauseOnConnect: true }, (socket) => this.accept(socket, portal));
       srv.on('error', (e) => this.logger.error({ err: e.message, host: portal.host, port: portal.port }, 'iSCSI listener error'));
       await new Promise<void>((resolve, reject) => {
         const onErr = (e: Error): void => reject(e);
@@ -75,11 +85,14 @@ export class IscsiServer {
     return this.listeners.map((l) => l.address()).filter((a): a is net.AddressInfo => typeof a === 'object' && a !== null);
   }
 
-  private accept(socket: net.Socket, portal: Portal): void {
+  private accept(accepted: net.Socket, portal: Portal): void {
     if (this.closing) {
-      socket.destroy();
+      accepted.destroy();
       return;
     }
+    let receiver: IscsiConnection | null = null;
+    const own = this.duplicateFd ? ownSocket(accepted, this.duplicateFd, (chunk) => receiver?.receive(chunk)) : null;
+    const socket = own ?? accepted;
     socket.on('error', () => undefined); // errors are handled by the connection; never unhandled
     const conn: IscsiConnection = new IscsiConnection(socket, {
       login: {
@@ -96,6 +109,8 @@ export class IscsiServer {
       closed: (c) => this.connections.delete(c),
     });
     this.connections.add(conn);
+    if (own) receiver = conn;
+    else accepted.resume();
   }
 
   private allocTsih(): number {

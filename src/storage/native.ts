@@ -11,6 +11,8 @@ export type UringHandle = object & { readonly __uring: unique symbol };
 export interface LunarNative {
   /** fallocate(2) on the libuv pool. */
   fallocate(fd: number, mode: number, offset: number, length: number): Promise<void>;
+  /** fcntl(fd, F_DUPFD_CLOEXEC): a second descriptor of the same open file (or socket). Throws with .code. */
+  duplicateFd(fd: number): number;
   /** SEEK_DATA/SEEK_HOLE walk of [offset, offset+length): flat [offset, length, mapped(0|1), ...]. */
   allocationMap(fd: number, offset: number, length: number): Promise<number[]>;
   /**

@@ -13,6 +13,7 @@ import { pino } from 'pino';
 import { createTargetDevice, type TargetDevice } from '../../src/scsi/device.js';
 import type { BackingStore } from '../../src/storage/types.js';
 import { openFileStore } from '../../src/storage/file-store.js';
+import { loadNative } from '../../src/storage/native.js';
 import type { Portal, TargetEntry, TargetRegistry } from '../../src/target/types.js';
 import { TestInitiator } from '../support/iscsi-initiator.js';
 import { encodePdu, RESERVED_TAG, type ScsiCommandPdu } from '../../src/iscsi/pdu.js';
@@ -123,6 +124,8 @@ describe('malformed input against the iSCSI target', () => {
     server = new IscsiServer({
       registry,
       logger: pino({ level: 'silent' }),
+      // As `lunar serve` runs it: connections on sockets of the transport's own (one reused read buffer).
+      duplicateFd: (fd) => loadNative().duplicateFd(fd),
       tuning: {
         loginTimeoutMs: 1500,
         nopInIntervalMs: 500,
