@@ -13,6 +13,12 @@ export interface LunarNative {
   fallocate(fd: number, mode: number, offset: number, length: number): Promise<void>;
   /** fcntl(fd, F_DUPFD_CLOEXEC): a second descriptor of the same open file (or socket). Throws with .code. */
   duplicateFd(fd: number): number;
+  /**
+   * preadv2/pwritev2(RWF_NOWAIT) of buf[offset, offset+length) at position, in the calling thread: the
+   * bytes done (possibly short), or -errno (-EAGAIN: not without waiting for the device).
+   */
+  preadNoWait(fd: number, buf: Buffer, offset: number, length: number, position: number): number;
+  pwriteNoWait(fd: number, buf: Buffer, offset: number, length: number, position: number): number;
   /** SEEK_DATA/SEEK_HOLE walk of [offset, offset+length): flat [offset, length, mapped(0|1), ...]. */
   allocationMap(fd: number, offset: number, length: number): Promise<number[]>;
   /**

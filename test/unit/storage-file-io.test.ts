@@ -1,4 +1,4 @@
-// src/storage/file-io.ts: the io_uring path and the thread-pool fallback give the same results.
+// src/storage/file-io.ts: the inline (RWF_NOWAIT) path, the io_uring path and the thread-pool fallback give the same results.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
@@ -9,7 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import { fileIoEngine, preadFile, pwriteFile, type FileIoEngine } from '../../src/storage/file-io.js';
 import { openFileStore } from '../../src/storage/file-store.js';
 
-const ENGINES: readonly FileIoEngine[] = ['io_uring', 'threadpool'];
+const ENGINES: readonly FileIoEngine[] = ['inline', 'io_uring', 'threadpool'];
 
 describe('file-io', () => {
   let dir: string;
@@ -65,12 +65,12 @@ describe('file-io', () => {
     try {
       const bufs = Array.from({ length: blocks }, () => Buffer.alloc(512));
       const order = Array.from({ length: blocks }, (_, i) => (i * 7919) % blocks);
-      const n = await Promise.all(order.map((b, i) => preadFile(fd, bufs[i]!, 0, 512, b * 512)));
+      const n = await Promise.all(order.map((b, i) => preadFile(fd, bufs[i]!, 0, 512, b * 512, 'io_uring')));
       assert.ok(n.every((x) => x === 512));
       order.forEach((b, i) => assert.deepEqual(bufs[i], content.subarray(b * 512, b * 512 + 512), `block ${b}`));
       // Writes too, then read the file back.
       const fresh = randomBytes(blocks * 512);
-      await Promise.all(order.map((b) => pwriteFile(fd, fresh, b * 512, 512, b * 512)));
+      await Promise.all(order.map((b) => pwriteFile(fd, fresh, b * 512, 512, b * 512, 'io_uring')));
       assert.deepEqual(readFileSync(p), fresh);
     } finally {
       closeSync(fd);
@@ -87,6 +87,11 @@ describe('file-io', () => {
     await a.close(); // waits for the read above
     await reading;
     const b = await openFileStore(p, { engine: 'threadpool' });
+    const c = await openFileStore(p); // default: inline first
+    const again = Buffer.alloc(256 << 10);
+    await c.read(again, 0);
+    assert.deepEqual(again, data);
+    await c.close();
     const back = Buffer.alloc(256 << 10);
     await b.read(back, 0);
     assert.deepEqual(back, data);
