@@ -115,6 +115,9 @@ export interface ScaleOptions {
 
 export const DEFAULT_SCALE: ScaleOptions = { luns: 64, sessionsPerLu: 4, qd: 4, luBytes: 16 << 20, loadProcesses: 2 };
 
+/** The goal cell of a row that has no goal of its own (every row shows one). */
+const NO_GOAL = '—';
+
 /** Login keys copied from Lunar's answers to tgt's target settings in "match" mode. */
 const MATCHED_KEYS = ['InitialR2T', 'ImmediateData', 'FirstBurstLength', 'MaxBurstLength', 'MaxOutstandingR2T', 'MaxRecvDataSegmentLength'];
 
@@ -446,7 +449,7 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
         return c.runs.length ? { s: summarize(c.runs.map((r) => value(w, r.result))), c } : { s: undefined, c };
       });
       const row = [w.label, w.unit, ...sums.map(({ s, c }) => (s ? fmtSummary(s) : c.error ? 'FAILED' : 'n/a'))];
-      if (ratioOk) row.push(ratioText(sums[0]!.s?.median, sums[1]!.s?.median), w.goal !== undefined ? `≥ ${w.goal.toFixed(1)}` : '');
+      if (ratioOk) row.push(ratioText(sums[0]!.s?.median, sums[1]!.s?.median), w.goal !== undefined ? `≥ ${w.goal.toFixed(1)}` : NO_GOAL);
       row.push(...sums.map(({ c }) => (c.runs.length ? fmtNum(summarize(c.runs.map((r) => r.cpuPct)).median) : 'n/a')));
       rows.push(row);
       const lat = subjects.map((s) => ({
@@ -457,7 +460,7 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
       latRows.push([
         w.label,
         ...lat.flatMap((l) => [l.p50, l.p99, l.p999].map((x) => (x === undefined ? 'n/a' : fmtNum(x)))),
-        ...(ratioOk ? [ratioText(lat[0]!.p99, lat[1]!.p99), w.qd === 32 ? `≤ ${GOALS.p99VsTgt.toFixed(1)}` : ''] : []),
+        ...(ratioOk ? [ratioText(lat[0]!.p99, lat[1]!.p99), w.qd === 32 ? `≤ ${GOALS.p99VsTgt.toFixed(1)}` : NO_GOAL] : []),
       ]);
       const cpuMed = subjects.map((s) => medianOf(w, s, (r) => r.cpuUsPerIo));
       cpuRows.push([
@@ -501,8 +504,12 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
         ? markdownTable(
             ['4 KiB random read, QD32 per session', ...names, 'goal'],
             [
-              ['one session (IOPS)', ...subjects.map((s) => fmtNum(medianOf(one, s, (r) => r.result.iops) ?? Number.NaN)), ''],
-              ['two sessions to one LU (IOPS)', ...subjects.map((s) => fmtNum(medianOf(two, s, (r) => r.result.iops) ?? Number.NaN)), ''],
+              ['one session (IOPS)', ...subjects.map((s) => fmtNum(medianOf(one, s, (r) => r.result.iops) ?? Number.NaN)), NO_GOAL],
+              [
+                'two sessions to one LU (IOPS)',
+                ...subjects.map((s) => fmtNum(medianOf(two, s, (r) => r.result.iops) ?? Number.NaN)),
+                NO_GOAL,
+              ],
               [
                 'two sessions / one session',
                 ...subjects.map((s) =>
@@ -552,7 +559,7 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
             'aggregate IOPS',
             ...names.map((n) => cellOf(n, (r) => fmtNum(r.result.iops))),
             ...(ratioOk ? [ratioText(lr?.result.iops, tr?.result.iops)] : []),
-            '',
+            NO_GOAL,
           ],
           [
             'IOPS per session, min / max',
@@ -564,13 +571,13 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
             'p99 / p99.9 latency (us)',
             ...names.map((n) => cellOf(n, (r) => `${fmtNum(r.result.latUs.p99)} / ${fmtNum(r.result.latUs.p999)}`)),
             ...(ratioOk ? [ratioText(lr?.result.latUs.p99, tr?.result.latUs.p99)] : []),
-            '',
+            NO_GOAL,
           ],
           [
             'target CPU time per command (us)',
             ...names.map((n) => cellOf(n, (r) => fmtNum(r.cpuUsPerIo))),
             ...(ratioOk ? [ratioText(lr?.cpuUsPerIo, tr?.cpuUsPerIo)] : []),
-            '',
+            `≤ ${GOALS.cpuPerCommandVsTgt.toFixed(1)}`,
           ],
           [
             'target RSS, max during the run (MiB)',
@@ -614,7 +621,8 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
     }
     const memLines = Object.entries(memory).map(([k, v]) => `- Lunar RSS ${k}: ${v}`);
     const md = [
-      `Measured ${new Date().toISOString()} on ${cpus().length} CPUs, ${opts.runs} runs x ${opts.seconds} s per figure, ` +
+      `Measured ${new Date().toISOString()} on ${cpus().length} CPUs, load average at start ${loadBefore.join(' ')} ` +
+        `(${fmtNum(busyBefore)}% CPU busy in the second before), ${opts.runs} runs x ${opts.seconds} s per figure, ` +
         `${opts.size} LU, initiator bench/iscsi-load.c (libiscsi ${await libiscsiVersion()}), total ${elapsed.toFixed(0)} s.`,
       '',
       table,
