@@ -28,7 +28,7 @@ import { mib, readMemory, sampleMaxRss } from './memory.js';
 import { startTgt, type TgtTarget } from './tgt.js';
 import { cpuBusyPercent, exec, fmtNum, loadAverage, markdownTable, summarize, type Summary } from './util.js';
 
-/** Loopback ports of engineer B's range (13360-13379). */
+/** Loopback ports of the iSCSI bench (13360-13379; other tests and benches use other ranges). */
 export const LUNAR_PORT = 13360;
 export const TGT_PORT = 13361;
 export const TGT_CONTROL_PORT = 13370;

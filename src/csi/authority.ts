@@ -87,7 +87,7 @@ const HUFFMAN_DECODE: ReadonlyMap<number, ReadonlyMap<number, number>> = (() => 
     code <<= len - prevLen;
     prevLen = len;
     let byLen = table.get(len);
-    if (!byLen) table.set(len, (byLen = new Map()));
+    if (!byLen) table.set(len, (byLen = new Map<number, number>()));
     byLen.set(code, sym);
     code += 1;
   }

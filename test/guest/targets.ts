@@ -220,8 +220,8 @@ class TgtTarget implements BedTarget {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Lunar: `node dist/src/cli.js serve` inside the netns through test/support/lunar.ts (engineer V's
-// helper; loaded at run time so this file compiles before that helper exists), volumes made with the CLI.
+// Lunar: `node dist/src/cli.js serve` inside the netns through test/support/lunar.ts (loaded at
+// run time), volumes made with the CLI.
 
 class LunarTarget implements BedTarget {
   readonly kind = 'lunar';
