@@ -30,6 +30,12 @@ const ZERO_PAD = Buffer.alloc(4);
  */
 const SLAB_SIZE = 256 * 1024;
 const COPY_LIMIT = 16 * 1024;
+/** Data-Out still missing from which the next socket read goes straight into the command's buffer (readInto). */
+const DIRECT_READ_MIN = 16 * 1024;
+/** A data segment from this size on makes the next read a header alone (readInto). */
+const LARGE_SEGMENT = 64 * 1024;
+/** One per thread: the header is copied out of it before the next read (pump, transient). */
+let headerReadBuffer: Buffer | null = null;
 
 /** Full feature phase handler (the session). */
 export interface PduHandler {
@@ -166,6 +172,31 @@ export class IscsiConnection {
   /** The chunks being parsed are reused after this turn (receive()). */
   private transient = false;
 
+  /**
+   * Where the socket's next read should land (own-socket.ts readInto): the rest of the data segment of
+   * the PDU being received when it goes to a command's buffer (dataSink) and at least DIRECT_READ_MIN
+   * bytes of it are missing, so that the kernel copies Data-Out straight into that buffer (one copy
+   * instead of two, see docs/benchmarks.md). Only the data bytes: padding, digest and the next PDU come
+   * in the next read, into the shared buffer. The view stays valid until that read: the buffer belongs
+   * to a task still waiting for this data, which goes back to its pool only after the task completed
+   * (session.ts complete()), and a task cannot complete before all its data arrived.
+   */
+  readInto(): Buffer | null {
+    if (this.phase !== 'ffp') return null;
+    const p = this.pending;
+    if (p) return p.sink && p.dataLength - p.filled >= DIRECT_READ_MIN ? p.sink.subarray(p.filled, p.dataLength) : null;
+    // Between PDUs, after a large segment that went to a sink: read the next header alone, so that its
+    // data segment (the next Data-Out of a large write, usually) lands in the sink by the read after it,
+    // instead of most of it arriving in the shared buffer with the header and being copied from there.
+    // One more read(2) per large PDU against a copy of up to 256 KiB; small PDUs end the pattern.
+    if (!this.largeSinkLast || this.avail > 0) return null;
+    const n = BHS_LENGTH + (this.headerDigest ? DIGEST_LENGTH : 0);
+    return (headerReadBuffer ??= Buffer.allocUnsafe(BHS_LENGTH + DIGEST_LENGTH)).subarray(0, n);
+  }
+
+  /** The last PDU's data segment was at least LARGE_SEGMENT bytes and went to a sink (readInto). */
+  private largeSinkLast = false;
+
   /** Copy or view n bytes from the front of the queue without consuming them. */
   private peek(n: number): Buffer {
     const first = this.chunks[0]!;
@@ -290,8 +321,10 @@ export class IscsiConnection {
             if (this.dataDigest) p.crc = crc32cUpdate(p.crc, d);
             const dataBytes = Math.max(0, Math.min(n, p.dataLength - consumed));
             if (dataBytes > 0) {
-              if (p.sink) d.copy(p.sink, p.filled, 0, dataBytes);
-              else p.pieces.push(this.transient ? Buffer.from(d.subarray(0, dataBytes)) : d.subarray(0, dataBytes));
+              if (p.sink) {
+                // Bytes read straight into the sink at this offset (readInto) are already in place.
+                if (d.buffer !== p.sink.buffer || d.byteOffset !== p.sink.byteOffset + p.filled) d.copy(p.sink, p.filled, 0, dataBytes);
+              } else p.pieces.push(this.transient ? Buffer.from(d.subarray(0, dataBytes)) : d.subarray(0, dataBytes));
               p.filled += dataBytes;
             }
             off = n;
@@ -305,6 +338,7 @@ export class IscsiConnection {
         if (p.remaining > 0) return;
       }
       this.pending = null;
+      this.largeSinkLast = p.sink !== null && p.dataLength >= LARGE_SEGMENT;
       if (this.dataDigest && p.dataLength > 0) {
         if (!p.digest || readDigest(p.digest, 0) !== p.crc) {
           // §11.17.1 reason 0x02; at ERL 0 the task cannot be recovered, so the connection is dropped after.

@@ -17,7 +17,11 @@ const RECEIVE_BUFFER_BYTES = 256 * 1024;
 let receiveBuffer: Buffer | null = null;
 
 interface OnReadOption {
-  readonly onread: { readonly buffer: Uint8Array; readonly callback: (bytesWritten: number, buf: Uint8Array) => boolean | undefined };
+  readonly onread: {
+    /** Called before the first read and after every read: where the next read lands. */
+    readonly buffer: () => Uint8Array;
+    readonly callback: (bytesWritten: number, buf: Uint8Array) => boolean | undefined;
+  };
 }
 
 /** What net.Socket exposes of its libuv handle on Linux: the descriptor (not in @types/node). */
@@ -29,8 +33,17 @@ interface SocketWithHandle {
  * The accepted socket's connection on a socket of our own whose reads go to onBytes (the chunk is valid
  * only during the call), or null when that cannot be done (no descriptor exposed, dup failed): the
  * caller then keeps the accepted socket. On success the accepted socket is destroyed.
+ *
+ * readInto, asked after every read, may name the memory the next read lands in (the rest of a Data-Out
+ * segment, straight into its command's buffer: no copy from the shared buffer); null: the shared buffer.
+ * What it names must stay the caller's until that read has been handed to onBytes.
  */
-export function ownSocket(accepted: net.Socket, duplicateFd: (fd: number) => number, onBytes: (chunk: Buffer) => void): net.Socket | null {
+export function ownSocket(
+  accepted: net.Socket,
+  duplicateFd: (fd: number) => number,
+  onBytes: (chunk: Buffer) => void,
+  readInto: () => Buffer | null = () => null,
+): net.Socket | null {
   const fd = (accepted as unknown as SocketWithHandle)._handle?.fd;
   if (typeof fd !== 'number' || fd < 0) return null;
   let copy: number;
@@ -46,9 +59,10 @@ export function ownSocket(accepted: net.Socket, duplicateFd: (fd: number) => num
     readable: true,
     writable: true,
     onread: {
-      buffer,
-      callback: (n) => {
-        onBytes(buffer.subarray(0, n));
+      buffer: () => readInto() ?? buffer,
+      callback: (n, buf) => {
+        // buf is what buffer() returned last: the shared buffer or a Buffer named by readInto.
+        onBytes(buf === buffer ? buffer.subarray(0, n) : Buffer.from(buf.buffer, buf.byteOffset, n));
         return undefined;
       },
     },

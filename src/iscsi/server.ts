@@ -91,7 +91,14 @@ export class IscsiServer {
       return;
     }
     let receiver: IscsiConnection | null = null;
-    const own = this.duplicateFd ? ownSocket(accepted, this.duplicateFd, (chunk) => receiver?.receive(chunk)) : null;
+    const own = this.duplicateFd
+      ? ownSocket(
+          accepted,
+          this.duplicateFd,
+          (chunk) => receiver?.receive(chunk),
+          () => receiver?.readInto() ?? null,
+        )
+      : null;
     const socket = own ?? accepted;
     socket.on('error', () => undefined); // errors are handled by the connection; never unhandled
     const conn: IscsiConnection = new IscsiConnection(socket, {
