@@ -214,27 +214,12 @@ export class IscsiConnection {
     return out;
   }
 
-  /** Consume up to n bytes, calling fn with views of the chunks. */
-  private consume(n: number, fn: (piece: Buffer) => void): void {
+  /** Consume up to n bytes from the front of the queue, calling fn (when given) with views of the chunks. */
+  private consume(n: number, fn: ((piece: Buffer) => void) | null): void {
     while (n > 0 && this.avail > 0) {
       const c = this.chunks[0]!;
       const take = Math.min(c.length - this.head, n);
-      fn(c.subarray(this.head, this.head + take));
-      this.head += take;
-      this.avail -= take;
-      n -= take;
-      if (this.head === c.length) {
-        this.chunks.shift();
-        this.head = 0;
-      }
-    }
-  }
-
-  /** Drop n bytes from the front of the queue. */
-  private skip(n: number): void {
-    while (n > 0 && this.avail > 0) {
-      const c = this.chunks[0]!;
-      const take = Math.min(c.length - this.head, n);
+      if (fn) fn(c.subarray(this.head, this.head + take));
       this.head += take;
       this.avail -= take;
       n -= take;
@@ -247,7 +232,7 @@ export class IscsiConnection {
 
   private take(n: number): Buffer {
     const b = this.peek(n);
-    this.skip(n);
+    this.consume(n, null);
     return b;
   }
 

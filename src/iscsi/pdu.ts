@@ -435,6 +435,19 @@ function noAhs(p: BhsPrefix, name: string): void {
   if (p.totalAhsLength !== 0) throw new IscsiProtocolError(`${name} carries no AHS`, RejectReason.INVALID_PDU_FIELD);
 }
 
+/**
+ * StatSN, ExpCmdSN, MaxCmdSN (bytes 24-35) of a target PDU, and LUN, ITT, TTT (bytes 8-23): read by
+ * the target-PDU decoders only (the initiator side of tests and tools); the decoders of what the
+ * target receives keep every field inline.
+ */
+function readStatusSeq(b: Buffer): { statSN: number; expCmdSN: number; maxCmdSN: number } {
+  return { statSN: u32(b, 24), expCmdSN: u32(b, 28), maxCmdSN: u32(b, 32) };
+}
+
+function readLunTags(b: Buffer): { lun: bigint; initiatorTaskTag: number; targetTransferTag: number } {
+  return { lun: b.readBigUInt64BE(8), initiatorTaskTag: u32(b, 16), targetTransferTag: u32(b, 20) };
+}
+
 function decodeKnown(b: Buffer, p: BhsPrefix): Pdu {
   const dsl = p.dataSegmentLength;
   const f = b[1]!;
@@ -565,12 +578,8 @@ function decodeKnown(b: Buffer, p: BhsPrefix): Pdu {
       return {
         opcode: 0x20,
         dataSegmentLength: dsl,
-        lun: b.readBigUInt64BE(8),
-        initiatorTaskTag: u32(b, 16),
-        targetTransferTag: u32(b, 20),
-        statSN: u32(b, 24),
-        expCmdSN: u32(b, 28),
-        maxCmdSN: u32(b, 32),
+        ...readLunTags(b),
+        ...readStatusSeq(b),
       };
     case Opcode.SCSI_RESPONSE: // §11.4
       return {
@@ -584,9 +593,7 @@ function decodeKnown(b: Buffer, p: BhsPrefix): Pdu {
         status: b[3]!,
         initiatorTaskTag: u32(b, 16),
         snackTag: u32(b, 20),
-        statSN: u32(b, 24),
-        expCmdSN: u32(b, 28),
-        maxCmdSN: u32(b, 32),
+        ...readStatusSeq(b),
         expDataSN: u32(b, 36),
         bidiReadResidualCount: u32(b, 40),
         residualCount: u32(b, 44),
@@ -597,9 +604,7 @@ function decodeKnown(b: Buffer, p: BhsPrefix): Pdu {
         dataSegmentLength: dsl,
         response: b[2]!,
         initiatorTaskTag: u32(b, 16),
-        statSN: u32(b, 24),
-        expCmdSN: u32(b, 28),
-        maxCmdSN: u32(b, 32),
+        ...readStatusSeq(b),
       };
     case Opcode.LOGIN_RESPONSE: // §11.13
       return {
@@ -614,9 +619,7 @@ function decodeKnown(b: Buffer, p: BhsPrefix): Pdu {
         isid: isidHex(b),
         tsih: b.readUInt16BE(14),
         initiatorTaskTag: u32(b, 16),
-        statSN: u32(b, 24),
-        expCmdSN: u32(b, 28),
-        maxCmdSN: u32(b, 32),
+        ...readStatusSeq(b),
         statusClass: b[36]!,
         statusDetail: b[37]!,
       };
@@ -626,12 +629,8 @@ function decodeKnown(b: Buffer, p: BhsPrefix): Pdu {
         dataSegmentLength: dsl,
         final: (f & 0x80) !== 0,
         continue: (f & 0x40) !== 0,
-        lun: b.readBigUInt64BE(8),
-        initiatorTaskTag: u32(b, 16),
-        targetTransferTag: u32(b, 20),
-        statSN: u32(b, 24),
-        expCmdSN: u32(b, 28),
-        maxCmdSN: u32(b, 32),
+        ...readLunTags(b),
+        ...readStatusSeq(b),
       };
     case Opcode.SCSI_DATA_IN: // §11.7
       return {
@@ -643,12 +642,8 @@ function decodeKnown(b: Buffer, p: BhsPrefix): Pdu {
         underflow: (f & 0x02) !== 0,
         statusPresent: (f & 0x01) !== 0,
         status: b[3]!,
-        lun: b.readBigUInt64BE(8),
-        initiatorTaskTag: u32(b, 16),
-        targetTransferTag: u32(b, 20),
-        statSN: u32(b, 24),
-        expCmdSN: u32(b, 28),
-        maxCmdSN: u32(b, 32),
+        ...readLunTags(b),
+        ...readStatusSeq(b),
         dataSN: u32(b, 36),
         bufferOffset: u32(b, 40),
         residualCount: u32(b, 44),
@@ -659,9 +654,7 @@ function decodeKnown(b: Buffer, p: BhsPrefix): Pdu {
         dataSegmentLength: dsl,
         response: b[2]!,
         initiatorTaskTag: u32(b, 16),
-        statSN: u32(b, 24),
-        expCmdSN: u32(b, 28),
-        maxCmdSN: u32(b, 32),
+        ...readStatusSeq(b),
         time2Wait: b.readUInt16BE(40),
         time2Retain: b.readUInt16BE(42),
       };
@@ -669,12 +662,8 @@ function decodeKnown(b: Buffer, p: BhsPrefix): Pdu {
       return {
         opcode: 0x31,
         dataSegmentLength: dsl,
-        lun: b.readBigUInt64BE(8),
-        initiatorTaskTag: u32(b, 16),
-        targetTransferTag: u32(b, 20),
-        statSN: u32(b, 24),
-        expCmdSN: u32(b, 28),
-        maxCmdSN: u32(b, 32),
+        ...readLunTags(b),
+        ...readStatusSeq(b),
         r2tSN: u32(b, 36),
         bufferOffset: u32(b, 40),
         desiredDataTransferLength: u32(b, 44),
@@ -684,9 +673,7 @@ function decodeKnown(b: Buffer, p: BhsPrefix): Pdu {
         opcode: 0x32,
         dataSegmentLength: dsl,
         lun: b.readBigUInt64BE(8),
-        statSN: u32(b, 24),
-        expCmdSN: u32(b, 28),
-        maxCmdSN: u32(b, 32),
+        ...readStatusSeq(b),
         asyncEvent: b[36]!,
         asyncVCode: b[37]!,
         parameter1: b.readUInt16BE(38),
@@ -698,9 +685,7 @@ function decodeKnown(b: Buffer, p: BhsPrefix): Pdu {
         opcode: 0x3f,
         dataSegmentLength: dsl,
         reason: b[2]!,
-        statSN: u32(b, 24),
-        expCmdSN: u32(b, 28),
-        maxCmdSN: u32(b, 32),
+        ...readStatusSeq(b),
         dataSN: u32(b, 36),
       };
     default:
@@ -714,6 +699,29 @@ function w32(b: Buffer, o: number, v: number): void {
   b.writeUInt32BE(v >>> 0, o);
 }
 
+/** StatSN, ExpCmdSN, MaxCmdSN at bytes 24-35 of every target PDU that carries them (§11.4 ff.). */
+function writeStatusSeq(b: Buffer, pdu: { readonly statSN: number; readonly expCmdSN: number; readonly maxCmdSN: number }): void {
+  w32(b, 24, pdu.statSN);
+  w32(b, 28, pdu.expCmdSN);
+  w32(b, 32, pdu.maxCmdSN);
+}
+
+/** CmdSN and ExpStatSN at bytes 24-31 of initiator requests (§11.3 ff.). */
+function writeCommandSeq(b: Buffer, pdu: { readonly cmdSN: number; readonly expStatSN: number }): void {
+  w32(b, 24, pdu.cmdSN);
+  w32(b, 28, pdu.expStatSN);
+}
+
+/** LUN, Initiator Task Tag and Target Transfer Tag at bytes 8-23 (§11.7, §11.8, §11.10 ff.). */
+function writeLunTags(
+  b: Buffer,
+  pdu: { readonly lun: bigint; readonly initiatorTaskTag: number; readonly targetTransferTag: number },
+): void {
+  b.writeBigUInt64BE(pdu.lun, 8);
+  w32(b, 16, pdu.initiatorTaskTag);
+  w32(b, 20, pdu.targetTransferTag);
+}
+
 /** Encode a PDU's BHS (+ AHS) (RFC 7143 §11). The data segment is sent separately. */
 export function encodePdu(pdu: Pdu): Buffer {
   const dsl = pdu.dataSegmentLength;
@@ -721,11 +729,8 @@ export function encodePdu(pdu: Pdu): Buffer {
     case 0x00: {
       // §11.18
       const b = header(0x00, pdu.immediate, 0x80, 0, dsl);
-      b.writeBigUInt64BE(pdu.lun, 8);
-      w32(b, 16, pdu.initiatorTaskTag);
-      w32(b, 20, pdu.targetTransferTag);
-      w32(b, 24, pdu.cmdSN);
-      w32(b, 28, pdu.expStatSN);
+      writeLunTags(b, pdu);
+      writeCommandSeq(b, pdu);
       return b;
     }
     case 0x01: {
@@ -737,8 +742,7 @@ export function encodePdu(pdu: Pdu): Buffer {
       b.writeBigUInt64BE(pdu.lun, 8);
       w32(b, 16, pdu.initiatorTaskTag);
       w32(b, 20, pdu.expectedDataTransferLength);
-      w32(b, 24, pdu.cmdSN);
-      w32(b, 28, pdu.expStatSN);
+      writeCommandSeq(b, pdu);
       pdu.cdb.copy(b, 32, 0, 16);
       ahs.copy(b, BHS_LENGTH);
       return b;
@@ -749,8 +753,7 @@ export function encodePdu(pdu: Pdu): Buffer {
       b.writeBigUInt64BE(pdu.lun, 8);
       w32(b, 16, pdu.initiatorTaskTag);
       w32(b, 20, pdu.referencedTaskTag);
-      w32(b, 24, pdu.cmdSN);
-      w32(b, 28, pdu.expStatSN);
+      writeCommandSeq(b, pdu);
       w32(b, 32, pdu.refCmdSN);
       w32(b, 36, pdu.expDataSN);
       return b;
@@ -764,26 +767,20 @@ export function encodePdu(pdu: Pdu): Buffer {
       b.writeUInt16BE(pdu.tsih, 14);
       w32(b, 16, pdu.initiatorTaskTag);
       b.writeUInt16BE(pdu.cid, 20);
-      w32(b, 24, pdu.cmdSN);
-      w32(b, 28, pdu.expStatSN);
+      writeCommandSeq(b, pdu);
       return b;
     }
     case 0x04: {
       // §11.10
       const b = header(0x04, pdu.immediate, (pdu.final ? 0x80 : 0) | (pdu.continue ? 0x40 : 0), 0, dsl);
-      b.writeBigUInt64BE(pdu.lun, 8);
-      w32(b, 16, pdu.initiatorTaskTag);
-      w32(b, 20, pdu.targetTransferTag);
-      w32(b, 24, pdu.cmdSN);
-      w32(b, 28, pdu.expStatSN);
+      writeLunTags(b, pdu);
+      writeCommandSeq(b, pdu);
       return b;
     }
     case 0x05: {
       // §11.7
       const b = header(0x05, false, pdu.final ? 0x80 : 0, 0, dsl);
-      b.writeBigUInt64BE(pdu.lun, 8);
-      w32(b, 16, pdu.initiatorTaskTag);
-      w32(b, 20, pdu.targetTransferTag);
+      writeLunTags(b, pdu);
       w32(b, 28, pdu.expStatSN);
       w32(b, 36, pdu.dataSN);
       w32(b, 40, pdu.bufferOffset);
@@ -794,16 +791,13 @@ export function encodePdu(pdu: Pdu): Buffer {
       const b = header(0x06, pdu.immediate, 0x80 | (pdu.reasonCode & 0x7f), 0, dsl);
       w32(b, 16, pdu.initiatorTaskTag);
       b.writeUInt16BE(pdu.cid, 20);
-      w32(b, 24, pdu.cmdSN);
-      w32(b, 28, pdu.expStatSN);
+      writeCommandSeq(b, pdu);
       return b;
     }
     case 0x10: {
       // §11.16
       const b = header(0x10, false, 0x80 | (pdu.type & 0x0f), 0, dsl);
-      b.writeBigUInt64BE(pdu.lun, 8);
-      w32(b, 16, pdu.initiatorTaskTag);
-      w32(b, 20, pdu.targetTransferTag);
+      writeLunTags(b, pdu);
       w32(b, 28, pdu.expStatSN);
       w32(b, 40, pdu.begRun);
       w32(b, 44, pdu.runLength);
@@ -812,12 +806,8 @@ export function encodePdu(pdu: Pdu): Buffer {
     case 0x20: {
       // §11.19
       const b = header(0x20, false, 0x80, 0, dsl);
-      b.writeBigUInt64BE(pdu.lun, 8);
-      w32(b, 16, pdu.initiatorTaskTag);
-      w32(b, 20, pdu.targetTransferTag);
-      w32(b, 24, pdu.statSN);
-      w32(b, 28, pdu.expCmdSN);
-      w32(b, 32, pdu.maxCmdSN);
+      writeLunTags(b, pdu);
+      writeStatusSeq(b, pdu);
       return b;
     }
     case 0x21: {
@@ -829,9 +819,7 @@ export function encodePdu(pdu: Pdu): Buffer {
       b[3] = pdu.status;
       w32(b, 16, pdu.initiatorTaskTag);
       w32(b, 20, pdu.snackTag);
-      w32(b, 24, pdu.statSN);
-      w32(b, 28, pdu.expCmdSN);
-      w32(b, 32, pdu.maxCmdSN);
+      writeStatusSeq(b, pdu);
       w32(b, 36, pdu.expDataSN);
       w32(b, 40, pdu.bidiReadResidualCount);
       w32(b, 44, pdu.residualCount);
@@ -842,9 +830,7 @@ export function encodePdu(pdu: Pdu): Buffer {
       const b = header(0x22, false, 0x80, 0, dsl);
       b[2] = pdu.response;
       w32(b, 16, pdu.initiatorTaskTag);
-      w32(b, 24, pdu.statSN);
-      w32(b, 28, pdu.expCmdSN);
-      w32(b, 32, pdu.maxCmdSN);
+      writeStatusSeq(b, pdu);
       return b;
     }
     case 0x23: {
@@ -855,9 +841,7 @@ export function encodePdu(pdu: Pdu): Buffer {
       writeIsid(b, pdu.isid);
       b.writeUInt16BE(pdu.tsih, 14);
       w32(b, 16, pdu.initiatorTaskTag);
-      w32(b, 24, pdu.statSN);
-      w32(b, 28, pdu.expCmdSN);
-      w32(b, 32, pdu.maxCmdSN);
+      writeStatusSeq(b, pdu);
       b[36] = pdu.statusClass;
       b[37] = pdu.statusDetail;
       return b;
@@ -865,12 +849,8 @@ export function encodePdu(pdu: Pdu): Buffer {
     case 0x24: {
       // §11.11
       const b = header(0x24, false, (pdu.final ? 0x80 : 0) | (pdu.continue ? 0x40 : 0), 0, dsl);
-      b.writeBigUInt64BE(pdu.lun, 8);
-      w32(b, 16, pdu.initiatorTaskTag);
-      w32(b, 20, pdu.targetTransferTag);
-      w32(b, 24, pdu.statSN);
-      w32(b, 28, pdu.expCmdSN);
-      w32(b, 32, pdu.maxCmdSN);
+      writeLunTags(b, pdu);
+      writeStatusSeq(b, pdu);
       return b;
     }
     case 0x25: {
@@ -883,12 +863,8 @@ export function encodePdu(pdu: Pdu): Buffer {
         (pdu.statusPresent ? 0x01 : 0);
       const b = header(0x25, false, flags, 0, dsl);
       b[3] = pdu.status;
-      b.writeBigUInt64BE(pdu.lun, 8);
-      w32(b, 16, pdu.initiatorTaskTag);
-      w32(b, 20, pdu.targetTransferTag);
-      w32(b, 24, pdu.statSN);
-      w32(b, 28, pdu.expCmdSN);
-      w32(b, 32, pdu.maxCmdSN);
+      writeLunTags(b, pdu);
+      writeStatusSeq(b, pdu);
       w32(b, 36, pdu.dataSN);
       w32(b, 40, pdu.bufferOffset);
       w32(b, 44, pdu.residualCount);
@@ -899,9 +875,7 @@ export function encodePdu(pdu: Pdu): Buffer {
       const b = header(0x26, false, 0x80, 0, dsl);
       b[2] = pdu.response;
       w32(b, 16, pdu.initiatorTaskTag);
-      w32(b, 24, pdu.statSN);
-      w32(b, 28, pdu.expCmdSN);
-      w32(b, 32, pdu.maxCmdSN);
+      writeStatusSeq(b, pdu);
       b.writeUInt16BE(pdu.time2Wait, 40);
       b.writeUInt16BE(pdu.time2Retain, 42);
       return b;
@@ -909,12 +883,8 @@ export function encodePdu(pdu: Pdu): Buffer {
     case 0x31: {
       // §11.8
       const b = header(0x31, false, 0x80, 0, dsl);
-      b.writeBigUInt64BE(pdu.lun, 8);
-      w32(b, 16, pdu.initiatorTaskTag);
-      w32(b, 20, pdu.targetTransferTag);
-      w32(b, 24, pdu.statSN);
-      w32(b, 28, pdu.expCmdSN);
-      w32(b, 32, pdu.maxCmdSN);
+      writeLunTags(b, pdu);
+      writeStatusSeq(b, pdu);
       w32(b, 36, pdu.r2tSN);
       w32(b, 40, pdu.bufferOffset);
       w32(b, 44, pdu.desiredDataTransferLength);
@@ -925,9 +895,7 @@ export function encodePdu(pdu: Pdu): Buffer {
       const b = header(0x32, false, 0x80, 0, dsl);
       b.writeBigUInt64BE(pdu.lun, 8);
       w32(b, 16, RESERVED_TAG);
-      w32(b, 24, pdu.statSN);
-      w32(b, 28, pdu.expCmdSN);
-      w32(b, 32, pdu.maxCmdSN);
+      writeStatusSeq(b, pdu);
       b[36] = pdu.asyncEvent;
       b[37] = pdu.asyncVCode;
       b.writeUInt16BE(pdu.parameter1, 38);
@@ -940,9 +908,7 @@ export function encodePdu(pdu: Pdu): Buffer {
       const b = header(0x3f, false, 0x80, 0, dsl);
       b[2] = pdu.reason;
       w32(b, 16, RESERVED_TAG);
-      w32(b, 24, pdu.statSN);
-      w32(b, 28, pdu.expCmdSN);
-      w32(b, 32, pdu.maxCmdSN);
+      writeStatusSeq(b, pdu);
       w32(b, 36, pdu.dataSN);
       return b;
     }
