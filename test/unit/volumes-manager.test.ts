@@ -8,12 +8,12 @@ import { mkdtemp, readdir, rm, stat, writeFile, readFile } from 'node:fs/promise
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { IscsiServer } from '../../src/iscsi/server.js';
+import { buildNexus } from '../../src/iscsi/session.js';
+import { addNexus, execute, prinCdb, proutCdb, proutParams } from '../support/scsi.js';
 import { VolumeManager } from '../../src/volumes/manager.js';
 import { VolumeTargetRegistry } from '../../src/target/registry.js';
 import { SIZE_ALIGNMENT, VolumeError } from '../../src/volumes/types.js';
 import { openFileStore } from '../../src/storage/file-store.js';
-import { buildNexus } from '../../src/iscsi/session.js';
-import { addNexus, execute, prinCdb, proutCdb, proutParams } from '../support/scsi.js';
 
 const MiB = 1024 * 1024;
 const portals = [{ host: '127.0.0.1', port: 13339, tpgt: 1 }];
@@ -276,7 +276,7 @@ test('persistent reservations are persisted through onPrChange and restored on r
       await addNexus(reg.findTarget(v.iqn)!.device, nexusFor(v.iqn));
       // PERSISTENT RESERVE OUT / REGISTER, key 0x1122334455667788, APTPL=1 (SPC-4 §6.16).
       const out = await exec(reg, v.iqn, proutCdb(0x00), proutParams(0n, 0x1122334455667788n, { aptpl: true }), 24);
-      assert.equal(out.status, 0, `REGISTER failed: ${out.sense?.toString('hex')}`);
+      assert.equal(out?.status, 0, `REGISTER failed: ${out?.sense?.toString('hex')}`);
       // Durable before the status was returned, not at some later save.
       const now = JSON.parse(await readFile(join(d, 'state.json'), 'utf8')) as {
         volumes: Record<string, { reservations: Record<string, { registrations: unknown[] }> }>;
@@ -291,7 +291,7 @@ test('persistent reservations are persisted through onPrChange and restored on r
       const iqn = `iqn.2026-11.io.lunar:${id}`;
       await addNexus(reg.findTarget(iqn)!.device, nexusFor(iqn));
       const r = await exec(reg, iqn, prinCdb(0x00, 64), null, 64);
-      assert.equal(r.status, 0);
+      assert.equal(r?.status, 0);
       assert.equal(r.data?.readUInt32BE(4), 8, 'one key registered');
       assert.equal(r.data.subarray(8, 16).toString('hex'), '1122334455667788');
     }, d);
