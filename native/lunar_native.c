@@ -100,6 +100,19 @@ static int get_i64(napi_env env, napi_value v, int64_t *out) {
   return 0;
 }
 
+/* Queues `execute` on the libuv pool for the request `req` (its async work and deferred stored in
+ * *work and *deferred) and returns the promise `complete` settles. */
+static napi_value queue_async(napi_env env, const char *resource, napi_async_execute_callback execute,
+                              napi_async_complete_callback complete, void *req, napi_async_work *work,
+                              napi_deferred *deferred) {
+  napi_value promise, name;
+  NAPI_CALL(env, napi_create_promise(env, deferred, &promise));
+  NAPI_CALL(env, napi_create_string_utf8(env, resource, NAPI_AUTO_LENGTH, &name));
+  NAPI_CALL(env, napi_create_async_work(env, NULL, name, execute, complete, req, work));
+  NAPI_CALL(env, napi_queue_async_work(env, *work));
+  return promise;
+}
+
 /* ---- fallocate ---------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -157,12 +170,7 @@ static napi_value js_fallocate(napi_env env, napi_callback_info info) {
   r->mode = mode;
   r->offset = offset;
   r->length = length;
-  napi_value promise, name;
-  NAPI_CALL(env, napi_create_promise(env, &r->deferred, &promise));
-  NAPI_CALL(env, napi_create_string_utf8(env, "lunar_fallocate", NAPI_AUTO_LENGTH, &name));
-  NAPI_CALL(env, napi_create_async_work(env, NULL, name, falloc_execute, falloc_complete, r, &r->work));
-  NAPI_CALL(env, napi_queue_async_work(env, r->work));
-  return promise;
+  return queue_async(env, "lunar_fallocate", falloc_execute, falloc_complete, r, &r->work, &r->deferred);
 }
 
 /* ---- allocation map (SEEK_DATA / SEEK_HOLE) ------------------------------------------------------ */
@@ -271,12 +279,7 @@ static napi_value js_allocation_map(napi_env env, napi_callback_info info) {
   r->fd = fd;
   r->offset = offset;
   r->length = length;
-  napi_value promise, name;
-  NAPI_CALL(env, napi_create_promise(env, &r->deferred, &promise));
-  NAPI_CALL(env, napi_create_string_utf8(env, "lunar_allocation_map", NAPI_AUTO_LENGTH, &name));
-  NAPI_CALL(env, napi_create_async_work(env, NULL, name, map_execute, map_complete, r, &r->work));
-  NAPI_CALL(env, napi_queue_async_work(env, r->work));
-  return promise;
+  return queue_async(env, "lunar_allocation_map", map_execute, map_complete, r, &r->work, &r->deferred);
 }
 
 /* ---- duplicateFd --------------------------------------------------------------------------------- */
@@ -580,26 +583,21 @@ static napi_value uring_rw(napi_env env, napi_callback_info info, int write) {
   NAPI_CALL(env, napi_create_int32(env, 0, &result));
   return result;
 }
+#else
+static napi_value uring_rw(napi_env env, napi_callback_info info, int write) {
+  (void)info;
+  (void)write;
+  napi_throw_error(env, NULL, "io_uring support not built");
+  return NULL;
+}
 #endif
 
 static napi_value js_uring_readv(napi_env env, napi_callback_info info) {
-#ifdef LUNAR_HAVE_URING
   return uring_rw(env, info, 0);
-#else
-  (void)info;
-  napi_throw_error(env, NULL, "io_uring support not built");
-  return NULL;
-#endif
 }
 
 static napi_value js_uring_writev(napi_env env, napi_callback_info info) {
-#ifdef LUNAR_HAVE_URING
   return uring_rw(env, info, 1);
-#else
-  (void)info;
-  napi_throw_error(env, NULL, "io_uring support not built");
-  return NULL;
-#endif
 }
 
 static napi_value js_uring_close(napi_env env, napi_callback_info info) {

@@ -129,146 +129,70 @@ function listRule(supported: readonly string[]): Rule {
   return { kind: 'list', choose: (offered) => offered.find((o) => supported.includes(o)) ?? null };
 }
 
+/** SessionParameters fields of one type: the target of a numerical or a boolean key. */
+type ParamOf<V> = { [K in keyof SessionParameters]: SessionParameters[K] extends V ? K : never }[keyof SessionParameters];
+
+/** A numerical key (§6.2.2, §13): the result is the lower (min) or higher (max) of the two values. */
+function numeric(kind: 'min' | 'max', lo: number, hi: number, ours: number, param: ParamOf<number>): KeyDef {
+  return {
+    rule: { kind, lo, hi, ours },
+    apply: (p, v) => {
+      p[param] = Number(v);
+    },
+  };
+}
+
+/** A boolean key (§6.2.2, §13): the result is the AND or the OR of the two values. */
+function boolean(kind: 'and' | 'or', ours: boolean, param: ParamOf<boolean>): KeyDef {
+  return {
+    rule: { kind, ours },
+    apply: (p, v) => {
+      p[param] = v === 'Yes';
+    },
+  };
+}
+
+/** A list key (§6.2.1): HeaderDigest / DataDigest, true when CRC32C is chosen (§13.1). */
+function digest(supported: readonly DigestName[], param: 'headerDigest' | 'dataDigest'): KeyDef {
+  return {
+    rule: listRule(supported),
+    apply: (p, v) => {
+      p[param] = v === 'CRC32C';
+    },
+  };
+}
+
+/** A key that §13 marks "Irrelevant" in a Discovery session. */
+function normalOnly(def: KeyDef): KeyDef {
+  return { ...def, normalOnly: true };
+}
+
 function keyTable(t: IscsiTuning): Map<string, KeyDef> {
-  const bool = (v: string): boolean => v === 'Yes';
-  const num = (v: string): number => Number(v);
   return new Map<string, KeyDef>([
-    [
-      'HeaderDigest',
-      {
-        rule: listRule(t.headerDigest),
-        apply: (p, v) => {
-          p.headerDigest = v === 'CRC32C';
-        },
-      },
-    ],
-    [
-      'DataDigest',
-      {
-        rule: listRule(t.dataDigest),
-        apply: (p, v) => {
-          p.dataDigest = v === 'CRC32C';
-        },
-      },
-    ],
+    ['HeaderDigest', digest(t.headerDigest, 'headerDigest')],
+    ['DataDigest', digest(t.dataDigest, 'dataDigest')],
     // MaxConnections: we do not implement MC/S (§13.2, min rule, our value 1).
-    [
-      'MaxConnections',
-      {
-        rule: { kind: 'min', lo: 1, hi: 65535, ours: 1 },
-        normalOnly: true,
-        apply: (p, v) => {
-          p.maxConnections = num(v);
-        },
-      },
-    ],
-    [
-      'InitialR2T',
-      {
-        rule: { kind: 'or', ours: t.initialR2T },
-        normalOnly: true,
-        apply: (p, v) => {
-          p.initialR2T = bool(v);
-        },
-      },
-    ],
-    [
-      'ImmediateData',
-      {
-        rule: { kind: 'and', ours: t.immediateData },
-        normalOnly: true,
-        apply: (p, v) => {
-          p.immediateData = bool(v);
-        },
-      },
-    ],
+    ['MaxConnections', normalOnly(numeric('min', 1, 65535, 1, 'maxConnections'))],
+    ['InitialR2T', normalOnly(boolean('or', t.initialR2T, 'initialR2T'))],
+    ['ImmediateData', normalOnly(boolean('and', t.immediateData, 'immediateData'))],
     ['MaxRecvDataSegmentLength', { rule: { kind: 'declarative' }, ffp: true }],
-    [
-      'MaxBurstLength',
-      {
-        rule: { kind: 'min', lo: 512, hi: 0xffffff, ours: t.maxBurstLength },
-        normalOnly: true,
-        apply: (p, v) => {
-          p.maxBurstLength = num(v);
-        },
-      },
-    ],
-    [
-      'FirstBurstLength',
-      {
-        rule: { kind: 'min', lo: 512, hi: 0xffffff, ours: t.firstBurstLength },
-        normalOnly: true,
-        apply: (p, v) => {
-          p.firstBurstLength = num(v);
-        },
-      },
-    ],
-    [
-      'DefaultTime2Wait',
-      {
-        rule: { kind: 'max', lo: 0, hi: 3600, ours: t.defaultTime2Wait },
-        apply: (p, v) => {
-          p.defaultTime2Wait = num(v);
-        },
-      },
-    ],
-    [
-      'DefaultTime2Retain',
-      {
-        rule: { kind: 'min', lo: 0, hi: 3600, ours: t.defaultTime2Retain },
-        apply: (p, v) => {
-          p.defaultTime2Retain = num(v);
-        },
-      },
-    ],
-    [
-      'MaxOutstandingR2T',
-      {
-        rule: { kind: 'min', lo: 1, hi: 65535, ours: t.maxOutstandingR2T },
-        normalOnly: true,
-        apply: (p, v) => {
-          p.maxOutstandingR2T = num(v);
-        },
-      },
-    ],
+    ['MaxBurstLength', normalOnly(numeric('min', 512, 0xffffff, t.maxBurstLength, 'maxBurstLength'))],
+    ['FirstBurstLength', normalOnly(numeric('min', 512, 0xffffff, t.firstBurstLength, 'firstBurstLength'))],
+    ['DefaultTime2Wait', numeric('max', 0, 3600, t.defaultTime2Wait, 'defaultTime2Wait')],
+    ['DefaultTime2Retain', numeric('min', 0, 3600, t.defaultTime2Retain, 'defaultTime2Retain')],
+    ['MaxOutstandingR2T', normalOnly(numeric('min', 1, 65535, t.maxOutstandingR2T, 'maxOutstandingR2T'))],
     // We deliver data in order only (§13.18, §13.19: OR with our Yes → Yes).
-    [
-      'DataPDUInOrder',
-      {
-        rule: { kind: 'or', ours: true },
-        normalOnly: true,
-        apply: (p, v) => {
-          p.dataPDUInOrder = bool(v);
-        },
-      },
-    ],
-    [
-      'DataSequenceInOrder',
-      {
-        rule: { kind: 'or', ours: true },
-        normalOnly: true,
-        apply: (p, v) => {
-          p.dataSequenceInOrder = bool(v);
-        },
-      },
-    ],
+    ['DataPDUInOrder', normalOnly(boolean('or', true, 'dataPDUInOrder'))],
+    ['DataSequenceInOrder', normalOnly(boolean('or', true, 'dataSequenceInOrder'))],
     // Error recovery level 0 only (§13.20, min rule).
-    [
-      'ErrorRecoveryLevel',
-      {
-        rule: { kind: 'min', lo: 0, hi: 2, ours: 0 },
-        apply: (p, v) => {
-          p.errorRecoveryLevel = num(v);
-        },
-      },
-    ],
+    ['ErrorRecoveryLevel', numeric('min', 0, 2, 0, 'errorRecoveryLevel')],
     // Markers (RFC 3720 §A.3.1, obsoleted by RFC 7143 §13.25): answered No/Irrelevant for old initiators.
     ['OFMarker', { rule: { kind: 'and', ours: false } }],
     ['IFMarker', { rule: { kind: 'and', ours: false } }],
     // RFC 7143 §13.24 iSCSIProtocolLevel: we implement RFC 7143 (level 1); min rule.
     ['iSCSIProtocolLevel', { rule: { kind: 'min', lo: 0, hi: 31, ours: 1 } }],
     // RFC 7143 §13.23 TaskReporting: plain RFC 3720 semantics.
-    ['TaskReporting', { rule: listRule(['RFC3720']), normalOnly: true }],
+    ['TaskReporting', normalOnly({ rule: listRule(['RFC3720']) })],
   ]);
 }
 

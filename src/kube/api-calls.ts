@@ -14,34 +14,23 @@ export interface ApiCall {
   readonly why: string;
 }
 
-export const API_CALLS = [
-  {
-    component: 'controller',
-    group: '',
-    resource: 'persistentvolumeclaims',
-    verb: 'get',
-    why: 'the PVC a volume was created for (its uid for Events)',
-  },
-  { component: 'controller', group: '', resource: 'events', verb: 'create', why: 'Events on the PVC (formatted, refused, path lost)' },
-  { component: 'controller', group: '', resource: 'events', verb: 'patch', why: 'count and last time of a repeated Event' },
-  { component: 'node', group: '', resource: 'nodes', verb: 'get', why: "the node's topology labels" },
-  {
-    component: 'node',
-    group: '',
-    resource: 'nodes',
-    verb: 'list',
-    why: 'start of the watch of its own Node (fieldSelector metadata.name)',
-  },
-  { component: 'node', group: '', resource: 'nodes', verb: 'watch', why: "changes of the node's topology labels" },
-  { component: 'node', group: '', resource: 'persistentvolumeclaims', verb: 'get', why: 'the PVC of a staged volume (its uid for Events)' },
-  {
-    component: 'node',
-    group: '',
-    resource: 'events',
-    verb: 'create',
-    why: 'Events on the PVC (staging failed, refused, path lost or back)',
-  },
-  { component: 'node', group: '', resource: 'events', verb: 'patch', why: 'count and last time of a repeated Event' },
-] as const satisfies readonly ApiCall[];
+/** The calls of one component; every one is on the core group unless it names another. */
+function callsOf(component: Component, calls: readonly (Omit<ApiCall, 'component' | 'group'> & { readonly group?: string })[]): ApiCall[] {
+  return calls.map((c) => ({ component, group: '', ...c }));
+}
 
-export type ApiCallEntry = (typeof API_CALLS)[number];
+export const API_CALLS: readonly ApiCall[] = [
+  ...callsOf('controller', [
+    { resource: 'persistentvolumeclaims', verb: 'get', why: 'the PVC a volume was created for (its uid for Events)' },
+    { resource: 'events', verb: 'create', why: 'Events on the PVC (formatted, refused, path lost)' },
+    { resource: 'events', verb: 'patch', why: 'count and last time of a repeated Event' },
+  ]),
+  ...callsOf('node', [
+    { resource: 'nodes', verb: 'get', why: "the node's topology labels" },
+    { resource: 'nodes', verb: 'list', why: 'start of the watch of its own Node (fieldSelector metadata.name)' },
+    { resource: 'nodes', verb: 'watch', why: "changes of the node's topology labels" },
+    { resource: 'persistentvolumeclaims', verb: 'get', why: 'the PVC of a staged volume (its uid for Events)' },
+    { resource: 'events', verb: 'create', why: 'Events on the PVC (staging failed, refused, path lost or back)' },
+    { resource: 'events', verb: 'patch', why: 'count and last time of a repeated Event' },
+  ]),
+];

@@ -5,7 +5,7 @@
 // server does) exercises exactly what runs in a cluster.
 
 import * as k8s from '@kubernetes/client-node';
-import { API_CALLS, type ApiCallEntry, type Component } from './api-calls.js';
+import { API_CALLS, type ApiCall, type Component } from './api-calls.js';
 import { DEFAULT_RETRY, KubeApiError, withRetry, type RetryPolicy } from './retry.js';
 
 export interface PvcInfo {
@@ -52,7 +52,7 @@ function model<T extends object>(C: new () => T, fields: Partial<T>): T {
   return Object.assign(new C(), fields);
 }
 
-function call(component: Component, resource: string, verb: string): ApiCallEntry {
+function call(component: Component, resource: string, verb: string): ApiCall {
   const c = API_CALLS.find((x) => x.component === component && x.resource === resource && x.verb === verb);
   if (!c) throw new Error(`Kubernetes API call ${verb} ${resource} by the ${component} is not declared in src/kube/api-calls.ts`);
   return c;
@@ -104,7 +104,7 @@ export class KubeClient {
   }
 
   /** Runs the call `entry` declares, retried; a final failure names the call. */
-  private async run<T>(entry: ApiCallEntry, fn: () => Promise<T>): Promise<T> {
+  private async run<T>(entry: ApiCall, fn: () => Promise<T>): Promise<T> {
     return withRetry(async () => {
       try {
         return await fn();

@@ -131,15 +131,27 @@ export interface ModeSenseCdb {
   readonly ten: boolean;
 }
 
+/**
+ * MODE SENSE and MODE SELECT come as 6- and 10-byte CDBs (the operation code's group, SPC-4 §4.2.5.1):
+ * the length field (ALLOCATION LENGTH / PARAMETER LIST LENGTH) is byte 4 of the 6-byte form and bytes 7..8
+ * of the 10-byte form (SPC-4 §6.9-§6.12).
+ */
+function modeCdbForm(cdb: Buffer): { readonly ten: boolean; readonly length: number } {
+  const ten = cdbLengthOf(cdb[0]!) === 10;
+  return { ten, length: ten ? cdb.readUInt16BE(7) : cdb[4]! };
+}
+
 export function decodeModeSense(cdb: Buffer): ModeSenseCdb {
-  const ten = cdb[0] === 0x5a;
+  const { ten, length } = modeCdbForm(cdb);
+  const b1 = cdb[1]!;
+  // LLBAA exists in the 10-byte form only.
   return {
-    dbd: (cdb[1]! & 0x08) !== 0,
-    llbaa: ten && (cdb[1]! & 0x10) !== 0,
+    dbd: (b1 & 0x08) !== 0,
+    llbaa: ten && (b1 & 0x10) !== 0,
     pc: cdb[2]! >> 6,
     pageCode: cdb[2]! & 0x3f,
     subpageCode: cdb[3]!,
-    allocationLength: ten ? cdb.readUInt16BE(7) : cdb[4]!,
+    allocationLength: length,
     ten,
   };
 }
@@ -153,13 +165,8 @@ export interface ModeSelectCdb {
 }
 
 export function decodeModeSelect(cdb: Buffer): ModeSelectCdb {
-  const ten = cdb[0] === 0x55;
-  return {
-    pf: (cdb[1]! & 0x10) !== 0,
-    sp: (cdb[1]! & 0x01) !== 0,
-    parameterListLength: ten ? cdb.readUInt16BE(7) : cdb[4]!,
-    ten,
-  };
+  const { ten, length } = modeCdbForm(cdb);
+  return { pf: (cdb[1]! & 0x10) !== 0, sp: (cdb[1]! & 0x01) !== 0, parameterListLength: length, ten };
 }
 
 /** SPC-4 §6.35 REPORT SUPPORTED OPERATION CODES (MAINTENANCE IN, SA 0Ch). */

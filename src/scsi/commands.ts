@@ -69,27 +69,22 @@ const PRIN = (sa: number): number[] => [sa, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 
 
 type Extra = Partial<Omit<CommandDescriptor, 'opcode' | 'serviceAction' | 'name' | 'cdbUsage' | 'handler' | 'reservation'>>;
 
-function cmd(
-  opcode: number,
+/** What a table entry gives after its operation code (and service action). */
+type EntryArgs = [
   name: string,
   usage: readonly number[],
   handler: CommandHandler,
   reservation: CommandDescriptor['reservation'],
-  extra: Extra = {},
-): CommandDescriptor {
+  extra?: Extra,
+];
+
+function cmd(opcode: number, ...[name, usage, handler, reservation, extra = {}]: EntryArgs): CommandDescriptor {
   return { opcode, name, cdbUsage: [opcode, ...usage], handler, reservation, ...extra };
 }
 
-function sa(
-  opcode: number,
-  serviceAction: number,
-  name: string,
-  usage: readonly number[],
-  handler: CommandHandler,
-  reservation: CommandDescriptor['reservation'],
-  extra: Extra = {},
-): CommandDescriptor {
-  return { opcode, serviceAction, name, cdbUsage: [opcode, ...usage], handler, reservation, ...extra };
+/** An operation code with a SERVICE ACTION field (SPC-4 §4.2.5.1): one entry per service action. */
+function sa(opcode: number, serviceAction: number, ...args: EntryArgs): CommandDescriptor {
+  return { ...cmd(opcode, ...args), serviceAction };
 }
 
 const W = { writes: true } as const;

@@ -22,81 +22,95 @@ export const ModePage = {
   ALL: 0x3f,
 } as const;
 
+/** A bit MODE SELECT may change (set in the page's changeable mask), and the state field that holds it. */
+interface ChangeableBit {
+  readonly byte: number;
+  readonly mask: number;
+  readonly field: keyof ModeState;
+}
+
 interface PageDef {
   readonly page: number;
   readonly subpage: number;
-  /** Encoded page for a PC value (0 current, 1 changeable mask, 2 default). */
-  encode(pc: number, s: ModeState): Buffer;
-  /** Apply a validated page from MODE SELECT to the state. */
-  apply?(p: Buffer, s: ModeState): void;
+  /** PAGE LENGTH: the bytes after the page's header (SPC-4 §7.5.7). */
+  readonly pageLength: number;
+  /** The fields with one value for the current and the default page (none of them changeable). */
+  fixed?(b: Buffer): void;
+  readonly changeable: readonly ChangeableBit[];
 }
 
-/** SBC-3 §6.4.5 Caching mode page (08h), page length 12h. */
+/**
+ * One encoded page for a PC value (SPC-4 §6.11 Table 172): the changeable mask, or the current or
+ * default values. SPC-4 §7.5.7: a subpage 0 page has the page_0 format (PAGE CODE, 8-bit PAGE LENGTH),
+ * any other the sub_page format (SPF=1, SUBPAGE CODE, 16-bit PAGE LENGTH).
+ */
+function encodePage(def: PageDef, pc: number, s: ModeState): Buffer {
+  let b: Buffer;
+  if (def.subpage === 0) {
+    b = Buffer.alloc(2 + def.pageLength);
+    b[0] = def.page;
+    b[1] = def.pageLength;
+  } else {
+    b = Buffer.alloc(4 + def.pageLength);
+    b[0] = 0x40 | def.page; // SPF=1
+    b[1] = def.subpage;
+    b.writeUInt16BE(def.pageLength, 2);
+  }
+  if (pc === PageControl.CHANGEABLE) {
+    for (const c of def.changeable) b[c.byte]! |= c.mask;
+    return b;
+  }
+  def.fixed?.(b);
+  const values = pc === PageControl.DEFAULT ? defaultModeState() : s;
+  for (const c of def.changeable) if (values[c.field]) b[c.byte]! |= c.mask;
+  return b;
+}
+
+/** Apply a validated page from MODE SELECT to the state. */
+function applyPage(def: PageDef, page: Buffer, s: ModeState): void {
+  for (const c of def.changeable) s[c.field] = (page[c.byte]! & c.mask) !== 0;
+}
+
+/** SBC-3 §6.4.5 Caching mode page (08h), page length 12h: WCE (RCD=0). */
 const caching: PageDef = {
   page: ModePage.CACHING,
   subpage: 0,
-  encode(pc, s) {
-    const b = Buffer.alloc(20);
-    b[0] = ModePage.CACHING;
-    b[1] = 0x12;
-    if (pc === PageControl.CHANGEABLE) b[2] = 0x04;
-    else b[2] = (pc === PageControl.DEFAULT ? true : s.wce) ? 0x04 : 0x00; // WCE; RCD=0
-    return b;
-  },
-  apply(p, s) {
-    s.wce = (p[2]! & 0x04) !== 0;
-  },
+  pageLength: 0x12,
+  changeable: [{ byte: 2, mask: 0x04, field: 'wce' }],
 };
 
-/** SPC-4 §7.5.8 Control mode page (0Ah), page length 0Ah. */
+/** SPC-4 §7.5.8 Control mode page (0Ah), page length 0Ah: SWP. */
 const control: PageDef = {
   page: ModePage.CONTROL,
   subpage: 0,
-  encode(pc, s) {
-    const b = Buffer.alloc(12);
-    b[0] = ModePage.CONTROL;
-    b[1] = 0x0a;
-    if (pc === PageControl.CHANGEABLE) {
-      b[4] = 0x08; // SWP
-      return b;
-    }
+  pageLength: 0x0a,
+  fixed(b) {
     b[2] = 0x02; // TST=000b (one task set), D_SENSE=0 (fixed format), GLTSD=1 (no saved log parameters)
     b[3] = 0x10; // QUEUE ALGORITHM MODIFIER=1 (unrestricted reordering), QERR=00b
-    b[4] = pc === PageControl.CURRENT && s.swp ? 0x08 : 0x00; // UA_INTLCK_CTRL=00b, SWP
-    b[5] = 0x00; // TAS=0
+    // byte 4: UA_INTLCK_CTRL=00b; SWP is changeable. byte 5: TAS=0.
     b.writeUInt16BE(0xffff, 8); // BUSY TIMEOUT PERIOD: unlimited
-    return b;
   },
-  apply(p, s) {
-    s.swp = (p[4]! & 0x08) !== 0;
-  },
+  changeable: [{ byte: 4, mask: 0x08, field: 'swp' }],
 };
 
 /** SPC-4 §7.5.9 Control Extension mode page (0Ah/01h), page length 1Ch. */
 const controlExtension: PageDef = {
   page: ModePage.CONTROL,
   subpage: 0x01,
-  encode(pc) {
-    const b = Buffer.alloc(32);
-    b[0] = 0x40 | ModePage.CONTROL; // SPF=1
-    b[1] = 0x01;
-    b.writeUInt16BE(0x1c, 2);
-    if (pc !== PageControl.CHANGEABLE) b[6] = 0; // MAXIMUM SENSE DATA LENGTH: no limit
-    return b;
-  },
+  pageLength: 0x1c,
+  // byte 6 MAXIMUM SENSE DATA LENGTH=0: no limit.
+  changeable: [],
 };
 
 /** SPC-4 §7.5.11 Informational Exceptions Control mode page (1Ch), page length 0Ah. */
 const informationalExceptions: PageDef = {
   page: ModePage.INFORMATIONAL_EXCEPTIONS_CONTROL,
   subpage: 0,
-  encode(pc) {
-    const b = Buffer.alloc(12);
-    b[0] = ModePage.INFORMATIONAL_EXCEPTIONS_CONTROL;
-    b[1] = 0x0a;
-    if (pc !== PageControl.CHANGEABLE) b[2] = 0x08; // DEXCPT=1: no informational exceptions reported
-    return b;
+  pageLength: 0x0a,
+  fixed(b) {
+    b[2] = 0x08; // DEXCPT=1: no informational exceptions reported
   },
+  changeable: [],
 };
 
 /** Ascending page code order; subpages after their page. */
@@ -129,7 +143,7 @@ export function encodeModeSense(cdb: Buffer, p: ModeSenseParams): Buffer {
   }
   const pages = selectPages(c.pageCode, c.subpageCode);
   if (!pages) throw invalidFieldInCdb(c.subpageCode !== 0 ? 3 : 2);
-  const body = Buffer.concat(pages.map((pg) => pg.encode(c.pc, p.state)));
+  const body = Buffer.concat(pages.map((pg) => encodePage(pg, c.pc, p.state)));
   // SBC-3 §6.4.2 device-specific parameter: WP (bit 7), DPOFUA (bit 4).
   const deviceSpecific = (p.writeProtected ? 0x80 : 0) | 0x10;
   let desc: Buffer = Buffer.alloc(0);
@@ -195,15 +209,15 @@ export function parseModeSelect(cdb: Buffer, data: Buffer | null, p: ModeSensePa
     const pageLen = hdr + (spf ? list.readUInt16BE(off + 2) : list[off + 1]!);
     const def = PAGES.find((d) => d.page === pageCode && d.subpage === subpage);
     if (!def) throw invalidFieldInParameterList(off);
-    const current = def.encode(PageControl.CURRENT, next);
-    const mask = def.encode(PageControl.CHANGEABLE, next);
+    const current = encodePage(def, PageControl.CURRENT, next);
+    const mask = encodePage(def, PageControl.CHANGEABLE, next);
     if (pageLen !== current.length) throw invalidFieldInParameterList(off + 1);
     if (off + pageLen > list.length) throw parameterListLengthError();
     const page = list.subarray(off, off + pageLen);
     for (let i = hdr; i < pageLen; i++) {
       if ((page[i]! ^ current[i]!) & ~mask[i]! & 0xff) throw invalidFieldInParameterList(off + i);
     }
-    def.apply?.(page, next);
+    applyPage(def, page, next);
     off += pageLen;
   }
   return next;

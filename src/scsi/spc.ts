@@ -2,7 +2,7 @@
 // START STOP UNIT, PREVENT ALLOW MEDIUM REMOVAL, MAINTENANCE IN (RTPG, REPORT SUPPORTED TMFs),
 // and the reservation commands (delegated to the ReservationManager of src/scsi/pr.ts).
 import { encodeReportTargetPortGroups } from './alua.js';
-import { decodeInquiry, encodeLun, u32 } from './cdb.js';
+import { decodeInquiry, decodeModeSelect, decodeModeSense, encodeLun, u32 } from './cdb.js';
 import { encodeNoLunInquiry, encodeStandardInquiry } from './inquiry.js';
 import type { CommandContext } from './lu.js';
 import { encodeModeSense, parseModeSelect, type ModeSenseParams } from './mode.js';
@@ -95,8 +95,7 @@ function modeParams(ctx: CommandContext): ModeSenseParams {
 export function modeSense(ctx: CommandContext): ScsiResponse {
   const { cmd } = ctx;
   const data = encodeModeSense(cmd.cdb, modeParams(ctx));
-  const alloc = cmd.cdb[0] === 0x5a ? cmd.cdb.readUInt16BE(7) : cmd.cdb[4]!;
-  return dataIn(cmd, data, alloc);
+  return dataIn(cmd, data, decodeModeSense(cmd.cdb).allocationLength);
 }
 
 /** SPC-4 §6.9/§6.10 MODE SELECT(6)/(10); a change raises MODE PARAMETERS CHANGED for the other nexuses. */
@@ -109,8 +108,7 @@ export function modeSelect(ctx: CommandContext): ScsiResponse {
     lu.queueUnitAttentionAll(Asc.MODE_PARAMETERS_CHANGED, cmd.nexus.key);
     lu.log.info({ lun: lu.lun, wce: next.wce, swp: next.swp, initiator: cmd.nexus.initiatorPortName }, 'mode parameters changed');
   }
-  const len = cmd.cdb[0] === 0x55 ? cmd.cdb.readUInt16BE(7) : cmd.cdb[4]!;
-  return good(len);
+  return good(decodeModeSelect(cmd.cdb).parameterListLength);
 }
 
 /** SBC-3 §5.25 START STOP UNIT: nothing to spin; power conditions are accepted and ignored. */

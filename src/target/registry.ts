@@ -2,7 +2,6 @@
 // and the discovery CHAP setting. The volume manager adds, replaces and removes entries; the transport
 // looks them up at login time, so a change (new publication, deleted volume) applies to the next login.
 
-import type { ScsiTargetDevice } from '../scsi/types.js';
 import type { AccessControl, ChapCredentials, Portal, TargetEntry, TargetRegistry } from './types.js';
 
 /** The portal key (src/util/portal.ts), also offered here where the volume layer reads the registry. */
@@ -22,15 +21,6 @@ export function volumeAccess(v: {
   for (const iqn of Object.values(v.publications)) entries.add(iqn);
   if (!v.masked && entries.size === 0) return { allow: null };
   return { allow: [...entries].sort() };
-}
-
-export interface VolumeTargetSpec {
-  readonly iqn: string;
-  readonly alias?: string;
-  readonly portals: readonly Portal[];
-  readonly access: AccessControl;
-  readonly chap: ChapCredentials | null;
-  readonly device: ScsiTargetDevice;
 }
 
 export class VolumeTargetRegistry implements TargetRegistry {
@@ -63,8 +53,8 @@ export class VolumeTargetRegistry implements TargetRegistry {
     this.discovery = chap;
   }
 
-  /** Add or replace a target. */
-  set(entry: VolumeTargetSpec): void {
+  /** Add or replace a target (a copy of the entry's fields: the registry never holds the caller's object). */
+  set(entry: TargetEntry): void {
     const e: TargetEntry = {
       iqn: entry.iqn,
       ...(entry.alias !== undefined ? { alias: entry.alias } : {}),

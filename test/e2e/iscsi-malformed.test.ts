@@ -16,6 +16,7 @@ import { openFileStore } from '../../src/storage/file-store.js';
 import { loadNative } from '../../src/storage/native.js';
 import type { Portal, TargetEntry, TargetRegistry } from '../../src/target/types.js';
 import { TestInitiator } from '../support/iscsi-initiator.js';
+import { loginRequest } from '../support/iscsi-pdus.js';
 import { encodePdu, RESERVED_TAG, type ScsiCommandPdu } from '../../src/iscsi/pdu.js';
 import { IscsiServer } from '../../src/iscsi/server.js';
 import { encodeText } from '../../src/iscsi/text.js';
@@ -167,22 +168,7 @@ describe('malformed input against the iSCSI target', () => {
 
     it('a Login Request with more than 8192 bytes of data closes the connection', async () => {
       const c = await raw();
-      const h = encodePdu({
-        opcode: 0x03,
-        dataSegmentLength: 9000,
-        transit: true,
-        continue: false,
-        csg: 1,
-        nsg: 3,
-        versionMax: 0,
-        versionMin: 0,
-        isid: '400000000001',
-        tsih: 0,
-        initiatorTaskTag: 1,
-        cid: 0,
-        cmdSN: 1,
-        expStatSN: 0,
-      });
+      const h = encodePdu(loginRequest({ dataSegmentLength: 9000, isid: '400000000001' }));
       c.sock.write(h);
       c.sock.write(Buffer.alloc(9000, 0x41));
       await within(c.closed, 2000, 'close');
@@ -199,25 +185,7 @@ describe('malformed input against the iSCSI target', () => {
     it('garbage login text gets an initiator-error Login Response (0x0200) and a close', async () => {
       const i = await TestInitiator.connect(HOST, PORT);
       const data = Buffer.from('this is not a key value list\0');
-      i.send(
-        {
-          opcode: 0x03,
-          dataSegmentLength: data.length,
-          transit: true,
-          continue: false,
-          csg: 1,
-          nsg: 3,
-          versionMax: 0,
-          versionMin: 0,
-          isid: '400000000002',
-          tsih: 0,
-          initiatorTaskTag: 1,
-          cid: 0,
-          cmdSN: 1,
-          expStatSN: 0,
-        },
-        data,
-      );
+      i.send(loginRequest({ dataSegmentLength: data.length, isid: '400000000002' }), data);
       const r = await i.expect();
       assert.equal(r.pdu.opcode, 0x23);
       assert.equal((r.pdu.statusClass << 8) | r.pdu.statusDetail, 0x0200);
@@ -346,22 +314,7 @@ describe('malformed input against the iSCSI target', () => {
       // The rejected command used up its CmdSN: the next one is not held back waiting for it.
       i.cmdSN++;
       assert.equal((await i.command(Buffer.alloc(6))).status, 0);
-      i.send({
-        opcode: 0x03,
-        dataSegmentLength: 0,
-        transit: true,
-        continue: false,
-        csg: 1,
-        nsg: 3,
-        versionMax: 0,
-        versionMin: 0,
-        isid: i.isid,
-        tsih: i.tsih,
-        initiatorTaskTag: 3,
-        cid: 0,
-        cmdSN: i.cmdSN,
-        expStatSN: i.expStatSN,
-      });
+      i.send(loginRequest({ isid: i.isid, tsih: i.tsih, initiatorTaskTag: 3, cmdSN: i.cmdSN, expStatSN: i.expStatSN }));
       assertRejected(await outcome(i), 0x04);
       await stillWorks(i);
       i.close();

@@ -137,12 +137,10 @@ test('sessions lists nothing when idle; delete removes volume and file; deleting
   assert.ok(ls.stdout.includes('iqn.2026-11.io.lunar:'), `discovery lists the other volumes:\n${ls.stdout}`);
 });
 
-test('restart keeps volumes, identities and credentials; a second server on the same data dir is refused', async () => {
-  const before = JSON.parse((await lunar.cli(['volume', 'list', '--json'])).stdout) as Volume[];
-  const second = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-    const c = spawn(process.execPath, [LUNAR_CLI, 'serve', '--data-dir', lunar.dataDir, '--portal', '127.0.0.1:13321'], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
+/** A `lunar serve` that must refuse to start: its exit code and stderr (killed after 20 s). */
+function serveRefused(args: readonly string[]): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, [LUNAR_CLI, 'serve', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     c.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
     const t = setTimeout(() => c.kill('SIGKILL'), 20_000);
@@ -151,6 +149,11 @@ test('restart keeps volumes, identities and credentials; a second server on the 
       resolve({ code, stderr });
     });
   });
+}
+
+test('restart keeps volumes, identities and credentials; a second server on the same data dir is refused', async () => {
+  const before = JSON.parse((await lunar.cli(['volume', 'list', '--json'])).stdout) as Volume[];
+  const second = await serveRefused(['--data-dir', lunar.dataDir, '--portal', '127.0.0.1:13321']);
   assert.equal(second.code, 1);
   assert.match(second.stderr, /another Lunar server is already running with this data directory/);
   await lunar.kill9();
@@ -163,18 +166,7 @@ test('restart keeps volumes, identities and credentials; a second server on the 
 });
 
 test('serve refuses a portal already in use with a clear message', async () => {
-  const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-    const c = spawn(process.execPath, [LUNAR_CLI, 'serve', '--data-dir', join(lunar.dataDir, 'other'), '--portal', PORTAL], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    let stderr = '';
-    c.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
-    const t = setTimeout(() => c.kill('SIGKILL'), 20_000);
-    c.on('close', (code) => {
-      clearTimeout(t);
-      resolve({ code, stderr });
-    });
-  });
+  const r = await serveRefused(['--data-dir', join(lunar.dataDir, 'other'), '--portal', PORTAL]);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /address already in use/);
 });

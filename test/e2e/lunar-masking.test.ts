@@ -57,10 +57,23 @@ async function waitFor(what: string, cond: () => Promise<boolean>, ms = 15_000):
   }
 }
 
-test('masked volume: nobody → publish admits the node → unpublish ends its session and refuses it', async () => {
-  const r = await lunar.cli(['volume', 'create', 'masked', '--size', '16MiB', '--masked', '--json']);
+/** `lunar volume create <name> --size 16MiB [extra]`, the created volume. */
+async function createVolume(name: string, ...extra: string[]): Promise<Volume> {
+  const r = await lunar.cli(['volume', 'create', name, '--size', '16MiB', ...extra, '--json']);
   assert.equal(r.code, 0, r.stderr);
-  const v = JSON.parse(r.stdout) as Volume;
+  return JSON.parse(r.stdout) as Volume;
+}
+
+/** A new volume with one session of NODE1 on it (qemu-io holding the connection). */
+async function volumeInUse(name: string): Promise<{ v: Volume; holder: ChildProcess }> {
+  const v = await createVolume(name);
+  const holder = holdSession(v, NODE1);
+  await waitFor('the session', async () => (await sessionsOf(v)).length === 1);
+  return { v, holder };
+}
+
+test('masked volume: nobody → publish admits the node → unpublish ends its session and refuses it', async () => {
+  const v = await createVolume('masked', '--masked');
   assert.equal(await canLogIn(v, NODE1), false, 'a masked, unpublished volume admits nobody');
 
   const p = await lunar.cli(['volume', 'publish', 'masked', '--node', 'node1', '--initiator', NODE1]);
@@ -87,11 +100,7 @@ test('masked volume: nobody → publish admits the node → unpublish ends its s
 });
 
 test('delete ends the sessions of the volume', async () => {
-  const r = await lunar.cli(['volume', 'create', 'busyvol', '--size', '16MiB', '--json']);
-  assert.equal(r.code, 0, r.stderr);
-  const v = JSON.parse(r.stdout) as Volume;
-  const holder = holdSession(v, NODE1);
-  await waitFor('the session', async () => (await sessionsOf(v)).length === 1);
+  const { v, holder } = await volumeInUse('busyvol');
   const all = await lunar.cli(['sessions']);
   assert.match(all.stdout, new RegExp(`${v.iqn.replace(/\./g, '\\.')}\\s+${NODE1.replace(/\./g, '\\.')}`));
   const d = await lunar.cli(['volume', 'delete', 'busyvol']);
@@ -102,11 +111,7 @@ test('delete ends the sessions of the volume', async () => {
 });
 
 test('SIGTERM with a live session: the server ends the session and exits 0 promptly', async () => {
-  const r = await lunar.cli(['volume', 'create', 'term', '--size', '16MiB', '--json']);
-  assert.equal(r.code, 0, r.stderr);
-  const v = JSON.parse(r.stdout) as Volume;
-  const holder = holdSession(v, NODE1);
-  await waitFor('the session', async () => (await sessionsOf(v)).length === 1);
+  const { v, holder } = await volumeInUse('term');
   const t0 = Date.now();
   await lunar.stop();
   const took = Date.now() - t0;

@@ -18,6 +18,7 @@ import {
   type TargetPdu,
 } from '../../src/iscsi/pdu.js';
 import { encodeText, parseText, type TextPair } from '../../src/iscsi/text.js';
+import { loginRequest } from './iscsi-pdus.js';
 
 export interface ReceivedPdu {
   pdu: TargetPdu;
@@ -279,22 +280,17 @@ export class TestInitiator {
     const exchange = async (csg: number, nsg: number, transit: boolean, pairs: TextPair[]): Promise<ReceivedPdu> => {
       const data = encodeText(pairs);
       this.send(
-        {
-          opcode: 0x03,
+        loginRequest({
           dataSegmentLength: data.length,
           transit,
-          continue: false,
           csg,
           nsg,
-          versionMax: 0,
-          versionMin: 0,
           isid: this.isid,
           tsih: this.tsih,
           initiatorTaskTag: itt,
-          cid: 0,
           cmdSN: this.cmdSN,
           expStatSN: this.expStatSN,
-        },
+        }),
         data,
       );
       const r = await this.expect();

@@ -130,38 +130,13 @@ export async function startTgt(opts: StartTgtOptions): Promise<TgtProcess> {
       if (r.code === 0) break;
       if (Date.now() > deadline) throw new Error(`tgtd management port ${controlPort} not answering: ${r.out.trim()} ${log.trim()}`);
     }
-    await mustTgtadm(controlPort, ['--lld', 'iscsi', '--op', 'new', '--mode', 'target', '--tid', '1', '-T', iqn]);
-    await mustTgtadm(controlPort, [
-      '--lld',
-      'iscsi',
-      '--op',
-      'new',
-      '--mode',
-      'logicalunit',
-      '--tid',
-      '1',
-      '--lun',
-      String(lun),
-      '-b',
-      backingFile,
-    ]);
-    if (opts.thin ?? true) {
-      await mustTgtadm(controlPort, [
-        '--lld',
-        'iscsi',
-        '--op',
-        'update',
-        '--mode',
-        'logicalunit',
-        '--tid',
-        '1',
-        '--lun',
-        String(lun),
-        '--params',
-        'thin_provisioning=1',
-      ]);
-    }
-    await mustTgtadm(controlPort, ['--lld', 'iscsi', '--op', 'bind', '--mode', 'target', '--tid', '1', '-I', 'ALL']);
+    /** tgtadm --lld iscsi --op <op> --mode <mode> --tid 1 <more>: target 1 is the only one. */
+    const adm = (op: string, mode: string, ...more: string[]): Promise<void> =>
+      mustTgtadm(controlPort, ['--lld', 'iscsi', '--op', op, '--mode', mode, '--tid', '1', ...more]);
+    await adm('new', 'target', '-T', iqn);
+    await adm('new', 'logicalunit', '--lun', String(lun), '-b', backingFile);
+    if (opts.thin ?? true) await adm('update', 'logicalunit', '--lun', String(lun), '--params', 'thin_provisioning=1');
+    await adm('bind', 'target', '-I', 'ALL');
   } catch (e) {
     await kill();
     await fsp.rm(dir, { recursive: true, force: true });

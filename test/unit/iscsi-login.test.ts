@@ -8,6 +8,7 @@ import { LoginStateMachine, type LoginReply } from '../../src/iscsi/login.js';
 import { DEFAULT_TUNING } from '../../src/iscsi/negotiation.js';
 import type { LoginRequest } from '../../src/iscsi/pdu.js';
 import { encodeText, parseText } from '../../src/iscsi/text.js';
+import { loginRequest } from '../support/iscsi-pdus.js';
 
 // The login machine never touches the device: a device that fails loudly if used.
 const device: ScsiTargetDevice = {
@@ -63,26 +64,7 @@ function machine(opts: { remote?: string; discovery?: ChapCredentials | null; se
 
 function req(over: Partial<LoginRequest>, keys: Record<string, string>): [LoginRequest, Buffer] {
   const data = encodeText(Object.entries(keys).map(([key, value]) => ({ key, value })));
-  return [
-    {
-      opcode: 0x03,
-      dataSegmentLength: data.length,
-      transit: true,
-      continue: false,
-      csg: 1,
-      nsg: 3,
-      versionMax: 0,
-      versionMin: 0,
-      isid: '400001370000',
-      tsih: 0,
-      initiatorTaskTag: 1,
-      cid: 0,
-      cmdSN: 10,
-      expStatSN: 0,
-      ...over,
-    },
-    data,
-  ];
+  return [loginRequest({ dataSegmentLength: data.length, cmdSN: 10, ...over }), data];
 }
 const keysOf = (r: LoginReply): Record<string, string> => Object.fromEntries(parseText(r.data).map((p) => [p.key, p.value]));
 const status = (r: LoginReply): number => (r.statusClass << 8) | r.statusDetail;

@@ -15,7 +15,7 @@ import type { Portal, TargetEntry, TargetRegistry } from '../../src/target/types
 import { TestInitiator } from '../support/iscsi-initiator.js';
 import { IscsiServer } from '../../src/iscsi/server.js';
 import { CmdWindow, serialLe, serialLt } from '../../src/iscsi/cmdsn.js';
-import { RESERVED_TAG, type R2T, type ScsiCommandPdu } from '../../src/iscsi/pdu.js';
+import { Opcode, RESERVED_TAG, type R2T, type ScsiCommandPdu } from '../../src/iscsi/pdu.js';
 
 const PORT = 13260;
 const BLOCK = 512;
@@ -134,6 +134,24 @@ function scsiCommand(i: TestInitiator, itt: number, cdb: Buffer, o: Partial<Scsi
   const field = Buffer.alloc(16);
   cdb.copy(field);
   return i.scsiCommandPdu({ initiatorTaskTag: itt, cdb: field, ...o });
+}
+/** RFC 7143 §11.5.1 task management function codes. */
+const Tmf = { ABORT_TASK: 1, LOGICAL_UNIT_RESET: 5, TARGET_COLD_RESET: 7, TASK_REASSIGN: 8 } as const;
+/** An immediate Task Management Function Request (RFC 7143 §11.5) on LUN 0. */
+function sendTmf(i: TestInitiator, fn: number, itt: number, referencedTaskTag: number = RESERVED_TAG, refCmdSN = 0): void {
+  i.send({
+    opcode: Opcode.TASK_MGMT_REQUEST,
+    immediate: true,
+    dataSegmentLength: 0,
+    function: fn,
+    lun: 0n,
+    initiatorTaskTag: itt,
+    referencedTaskTag,
+    cmdSN: i.cmdSN,
+    expStatSN: i.expStatSN,
+    refCmdSN,
+    expDataSN: 0,
+  });
 }
 const pattern = (n: number, seed: number): Buffer => Buffer.from(Array.from({ length: n }, (_, i) => (i * 31 + seed) & 0xff));
 
@@ -356,35 +374,11 @@ describe('iSCSI session over loopback (in-memory device)', () => {
     const refCmdSN = i.cmdSN;
     i.cmdSN++;
     await new Promise((r) => setTimeout(r, 50));
-    i.send({
-      opcode: 0x02,
-      immediate: true,
-      dataSegmentLength: 0,
-      function: 1,
-      lun: 0n,
-      initiatorTaskTag: 5001,
-      referencedTaskTag: itt,
-      cmdSN: i.cmdSN,
-      expStatSN: i.expStatSN,
-      refCmdSN,
-      expDataSN: 0,
-    });
+    sendTmf(i, Tmf.ABORT_TASK, 5001, itt, refCmdSN);
     const r = await i.expect();
     assert.equal(r.pdu.opcode, 0x22);
     assert.equal(r.pdu.response, 0);
-    i.send({
-      opcode: 0x02,
-      immediate: true,
-      dataSegmentLength: 0,
-      function: 5,
-      lun: 0n,
-      initiatorTaskTag: 5002,
-      referencedTaskTag: RESERVED_TAG,
-      cmdSN: i.cmdSN,
-      expStatSN: i.expStatSN,
-      refCmdSN: 0,
-      expDataSN: 0,
-    });
+    sendTmf(i, Tmf.LOGICAL_UNIT_RESET, 5002);
     const lr = await i.expect();
     assert.equal(lr.pdu.opcode === 0x22 && lr.pdu.initiatorTaskTag, 5002);
     assert.ok(device.events.includes('tmf:abort-task:0'));
@@ -392,34 +386,10 @@ describe('iSCSI session over loopback (in-memory device)', () => {
     // No SCSI Response for the aborted task arrives.
     assert.equal(await i.next(200), null);
     // Unknown task, RefCmdSN already acknowledged → task does not exist; TASK REASSIGN → not supported.
-    i.send({
-      opcode: 0x02,
-      immediate: true,
-      dataSegmentLength: 0,
-      function: 1,
-      lun: 0n,
-      initiatorTaskTag: 5003,
-      referencedTaskTag: 777,
-      cmdSN: i.cmdSN,
-      expStatSN: i.expStatSN,
-      refCmdSN: refCmdSN,
-      expDataSN: 0,
-    });
+    sendTmf(i, Tmf.ABORT_TASK, 5003, 777, refCmdSN);
     const nx = await i.expect();
     assert.equal(nx.pdu.opcode === 0x22 && nx.pdu.response, 1);
-    i.send({
-      opcode: 0x02,
-      immediate: true,
-      dataSegmentLength: 0,
-      function: 8,
-      lun: 0n,
-      initiatorTaskTag: 5004,
-      referencedTaskTag: 777,
-      cmdSN: i.cmdSN,
-      expStatSN: i.expStatSN,
-      refCmdSN: 0,
-      expDataSN: 0,
-    });
+    sendTmf(i, Tmf.TASK_REASSIGN, 5004, 777);
     const ra = await i.expect();
     assert.equal(ra.pdu.opcode === 0x22 && ra.pdu.response, 4);
     i.close();
@@ -427,19 +397,7 @@ describe('iSCSI session over loopback (in-memory device)', () => {
 
   it('TARGET COLD RESET answers, then ends the sessions of the target', async () => {
     const i = await session();
-    i.send({
-      opcode: 0x02,
-      immediate: true,
-      dataSegmentLength: 0,
-      function: 7,
-      lun: 0n,
-      initiatorTaskTag: 6000,
-      referencedTaskTag: RESERVED_TAG,
-      cmdSN: i.cmdSN,
-      expStatSN: i.expStatSN,
-      refCmdSN: 0,
-      expDataSN: 0,
-    });
+    sendTmf(i, Tmf.TARGET_COLD_RESET, 6000);
     const r = await i.expect();
     assert.equal(r.pdu.opcode === 0x22 && r.pdu.response, 0);
     await i.closed;

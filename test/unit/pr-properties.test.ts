@@ -8,20 +8,12 @@ import { createReservationManager } from '../../src/scsi/pr.js';
 import { Asc, SenseKey, decodeSense } from '../../src/scsi/sense.js';
 import type { ITNexus, PersistentReservationSnapshot } from '../../src/scsi/types.js';
 import { ScsiStatus } from '../../src/scsi/types.js';
+import { buildNexus } from '../../src/iscsi/session.js';
+import { proutCdb } from '../support/scsi.js';
 
 const TARGET = 'iqn.2026-01.io.lunar:vol-p';
 function nexus(initiator: string, isid: string, tpgt: number): ITNexus {
-  const initiatorPortName = `${initiator},i,0x${isid}`;
-  const targetPortName = `${TARGET},t,0x${tpgt.toString(16).padStart(4, '0')}`;
-  return {
-    initiatorPortName,
-    initiatorName: initiator,
-    isid,
-    targetPortName,
-    targetPortalGroupTag: tpgt,
-    relativeTargetPortId: tpgt,
-    key: `${initiatorPortName}|${targetPortName}`,
-  };
+  return buildNexus(initiator, isid, TARGET, tpgt);
 }
 const NEXUSES = [
   nexus('iqn.2026-01.t:a', '000000000001', 1),
@@ -31,15 +23,6 @@ const NEXUSES = [
 ];
 /** The key each nexus registers (two nexuses share key 1, as two paths of one host would). */
 const OWN_KEY = (i: number): bigint => BigInt((i % 3) + 1);
-
-function proutCdb(sa: number, type: number, len: number): Buffer {
-  const c = Buffer.alloc(10);
-  c[0] = 0x5f;
-  c[1] = sa;
-  c[2] = type;
-  c.writeUInt32BE(len, 5);
-  return c;
-}
 
 const op = fc.oneof(
   {

@@ -5,23 +5,15 @@ import assert from 'node:assert/strict';
 import { createReservationManager } from '../../src/scsi/pr.js';
 import type { ITNexus, LogicalUnitHooks, PersistentReservationSnapshot, ReservationManager, ScsiResponse } from '../../src/scsi/types.js';
 import { ScsiStatus } from '../../src/scsi/types.js';
+import { buildNexus } from '../../src/iscsi/session.js';
+import { prinCdb, proutCdb, proutParams } from '../support/scsi.js';
 
 // ----- fixtures -------------------------------------------------------------------------------
 
 const TARGET = 'iqn.2026-01.io.lunar:vol-1';
 
 function nexus(initiator: string, isid: string, tpgt = 1): ITNexus {
-  const initiatorPortName = `${initiator},i,0x${isid}`;
-  const targetPortName = `${TARGET},t,0x${tpgt.toString(16).padStart(4, '0')}`;
-  return {
-    initiatorPortName,
-    initiatorName: initiator,
-    isid,
-    targetPortName,
-    targetPortalGroupTag: tpgt,
-    relativeTargetPortId: tpgt,
-    key: `${initiatorPortName}|${targetPortName}`,
-  };
+  return buildNexus(initiator, isid, TARGET, tpgt);
 }
 
 const A = nexus('iqn.2026-01.test:a', '400001370000');
@@ -49,33 +41,6 @@ function setup(known: ITNexus[] = [A, B, C, A2], initial?: PersistentReservation
   return { pr, rec };
 }
 
-// PERSISTENT RESERVE OUT CDB (SPC-4 §6.16.1): 5Fh, SA, scope/type, ..., parameter list length (bytes 5-8).
-function proutCdb(sa: number, type = 0, listLength = 24, scope = 0): Buffer {
-  const c = Buffer.alloc(10);
-  c[0] = 0x5f;
-  c[1] = sa;
-  c[2] = (scope << 4) | type;
-  c.writeUInt32BE(listLength, 5);
-  return c;
-}
-
-// Basic parameter list (SPC-4 §6.16.3).
-function params(rk: bigint, sark: bigint, flags: { specIPt?: boolean; allTgPt?: boolean; aptpl?: boolean } = {}): Buffer {
-  const p = Buffer.alloc(24);
-  p.writeBigUInt64BE(rk, 0);
-  p.writeBigUInt64BE(sark, 8);
-  p[20] = (flags.specIPt ? 0x08 : 0) | (flags.allTgPt ? 0x04 : 0) | (flags.aptpl ? 0x01 : 0);
-  return p;
-}
-
-function prinCdb(sa: number, alloc = 8192): Buffer {
-  const c = Buffer.alloc(10);
-  c[0] = 0x5e;
-  c[1] = sa;
-  c.writeUInt16BE(alloc, 7);
-  return c;
-}
-
 const SA = { REGISTER: 0, RESERVE: 1, RELEASE: 2, CLEAR: 3, PREEMPT: 4, PREEMPT_AND_ABORT: 5, REGISTER_IGNORE: 6, REGISTER_AND_MOVE: 7 };
 const T = { WE: 1, EA: 3, WERO: 5, EARO: 6, WEAR: 7, EAAR: 8 };
 
@@ -97,10 +62,10 @@ function register(
   key: bigint,
   flags: { allTgPt?: boolean; aptpl?: boolean } = {},
 ): Promise<ScsiResponse> {
-  return pr.persistentReserveOut(n, proutCdb(SA.REGISTER_IGNORE), params(0n, key, flags));
+  return pr.persistentReserveOut(n, proutCdb(SA.REGISTER_IGNORE), proutParams(0n, key, flags));
 }
 function reserve(pr: ReservationManager, n: ITNexus, key: bigint, type: number): Promise<ScsiResponse> {
-  return pr.persistentReserveOut(n, proutCdb(SA.RESERVE, type), params(key, 0n));
+  return pr.persistentReserveOut(n, proutCdb(SA.RESERVE, type), proutParams(key, 0n));
 }
 
 function assertGood(r: ScsiResponse, what = ''): void {
@@ -157,16 +122,16 @@ describe('PR OUT REGISTER / REGISTER AND IGNORE EXISTING KEY (SPC-4 §5.13.7)', 
   test('register, re-key, unregister; generation counts each change', async () => {
     const { pr, rec } = setup();
     assert.deepEqual(readKeys(pr, A), { generation: 0, keys: [] });
-    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER), params(0n, K1)));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER), proutParams(0n, K1)));
     assert.deepEqual(readKeys(pr, B), { generation: 1, keys: [K1] });
     // Wrong reservation key from a registered nexus: RESERVATION CONFLICT, nothing changes.
-    assertConflict(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER), params(K2, K3)));
+    assertConflict(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER), proutParams(K2, K3)));
     assert.deepEqual(readKeys(pr, A), { generation: 1, keys: [K1] });
     // Re-key with the right key.
-    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER), params(K1, K2)));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER), proutParams(K1, K2)));
     assert.deepEqual(readKeys(pr, A), { generation: 2, keys: [K2] });
     // Unregister (SARK 0).
-    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER), params(K2, 0n)));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER), proutParams(K2, 0n)));
     assert.deepEqual(readKeys(pr, A), { generation: 3, keys: [] });
     assert.equal(rec.snapshots.length, 3);
     assert.equal(rec.uas.length, 0);
@@ -174,8 +139,8 @@ describe('PR OUT REGISTER / REGISTER AND IGNORE EXISTING KEY (SPC-4 §5.13.7)', 
 
   test('unregistered nexus: REGISTER with a non-zero reservation key conflicts; SARK 0 is a no-op', async () => {
     const { pr, rec } = setup();
-    assertConflict(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER), params(K1, K2)));
-    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER), params(0n, 0n)));
+    assertConflict(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER), proutParams(K1, K2)));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER), proutParams(0n, 0n)));
     assert.deepEqual(readKeys(pr, A), { generation: 0, keys: [] });
     assert.equal(rec.snapshots.length, 0);
   });
@@ -183,9 +148,9 @@ describe('PR OUT REGISTER / REGISTER AND IGNORE EXISTING KEY (SPC-4 §5.13.7)', 
   test('REGISTER AND IGNORE EXISTING KEY replaces whatever key is registered', async () => {
     const { pr } = setup();
     assertGood(await register(pr, A, K1));
-    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER_IGNORE), params(0xdeadn, K2)));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER_IGNORE), proutParams(0xdeadn, K2)));
     assert.deepEqual(readKeys(pr, A).keys, [K2]);
-    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER_IGNORE), params(0n, 0n)));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER_IGNORE), proutParams(0n, 0n)));
     assert.deepEqual(readKeys(pr, A).keys, []);
   });
 
@@ -206,7 +171,7 @@ describe('PR OUT REGISTER / REGISTER AND IGNORE EXISTING KEY (SPC-4 §5.13.7)', 
     assert.equal(rr.key, K1);
     assert.equal(rr.type, T.WE);
     // Unregistering through A removes the registration for every target port and releases the reservation.
-    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER), params(K1, 0n)));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER), proutParams(K1, 0n)));
     assert.ok('none' in readReservation(pr, B));
     assert.deepEqual(readKeys(pr, B).keys, []);
   });
@@ -224,7 +189,7 @@ describe('PR OUT REGISTER / REGISTER AND IGNORE EXISTING KEY (SPC-4 §5.13.7)', 
 
   test('SPEC_I_PT is refused with INVALID FIELD IN PARAMETER LIST (SIP_C=0)', async () => {
     const { pr } = setup();
-    const p = Buffer.concat([params(0n, K1, { specIPt: true }), Buffer.alloc(4)]);
+    const p = Buffer.concat([proutParams(0n, K1, { specIPt: true }), Buffer.alloc(4)]);
     const r = await pr.persistentReserveOut(A, proutCdb(SA.REGISTER, 0, p.length), p);
     assertIllegal(r, 0x26, 0x00);
     assert.equal(r.sense![15]! & 0x80, 0x80, 'SKSV');
@@ -236,7 +201,7 @@ describe('PR OUT REGISTER / REGISTER AND IGNORE EXISTING KEY (SPC-4 §5.13.7)', 
     const { pr } = setup();
     assertIllegal(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER, 0, 20), Buffer.alloc(20)), 0x1a, 0x00);
     assertIllegal(
-      await pr.persistentReserveOut(A, proutCdb(SA.REGISTER, 0, 28), Buffer.concat([params(0n, K1), Buffer.alloc(4)])),
+      await pr.persistentReserveOut(A, proutCdb(SA.REGISTER, 0, 28), Buffer.concat([proutParams(0n, K1), Buffer.alloc(4)])),
       0x1a,
       0x00,
     );
@@ -246,7 +211,7 @@ describe('PR OUT REGISTER / REGISTER AND IGNORE EXISTING KEY (SPC-4 §5.13.7)', 
 
   test('unknown service action is INVALID FIELD IN CDB', async () => {
     const { pr } = setup();
-    const r = await pr.persistentReserveOut(A, proutCdb(0x08), params(0n, 0n));
+    const r = await pr.persistentReserveOut(A, proutCdb(0x08), proutParams(0n, 0n));
     assertIllegal(r, 0x24, 0x00);
     assert.equal(r.sense![15]! & 0x40, 0x40, 'C/D=1: CDB');
     assert.equal(r.sense!.readUInt16BE(16), 1);
@@ -293,7 +258,7 @@ describe('PR OUT RESERVE / RELEASE (SPC-4 §5.13.9, §5.13.11.2.2)', () => {
     const { pr } = setup();
     assertGood(await register(pr, A, K1));
     for (const t of [0, 2, 4, 9, 15]) assertIllegal(await reserve(pr, A, K1, t), 0x24, 0x00);
-    assertIllegal(await pr.persistentReserveOut(A, proutCdb(SA.RESERVE, T.WE, 24, 1), params(K1, 0n)), 0x24, 0x00);
+    assertIllegal(await pr.persistentReserveOut(A, proutCdb(SA.RESERVE, T.WE, 24, 1), proutParams(K1, 0n)), 0x24, 0x00);
     assert.ok('none' in readReservation(pr, A));
   });
 
@@ -302,13 +267,13 @@ describe('PR OUT RESERVE / RELEASE (SPC-4 §5.13.9, §5.13.11.2.2)', () => {
     assertGood(await register(pr, A, K1));
     assertGood(await register(pr, B, K2));
     assertGood(await reserve(pr, A, K1, T.WE));
-    assertIllegal(await pr.persistentReserveOut(A, proutCdb(SA.RELEASE, T.EA), params(K1, 0n)), 0x26, 0x04);
+    assertIllegal(await pr.persistentReserveOut(A, proutCdb(SA.RELEASE, T.EA), proutParams(K1, 0n)), 0x26, 0x04);
     // Non-holder registrant: GOOD, nothing released.
-    assertGood(await pr.persistentReserveOut(B, proutCdb(SA.RELEASE, T.WE), params(K2, 0n)));
+    assertGood(await pr.persistentReserveOut(B, proutCdb(SA.RELEASE, T.WE), proutParams(K2, 0n)));
     assert.ok(!('none' in readReservation(pr, A)));
     // Unregistered nexus: conflict.
-    assertConflict(await pr.persistentReserveOut(C, proutCdb(SA.RELEASE, T.WE), params(0n, 0n)));
-    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.RELEASE, T.WE), params(K1, 0n)));
+    assertConflict(await pr.persistentReserveOut(C, proutCdb(SA.RELEASE, T.WE), proutParams(0n, 0n)));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.RELEASE, T.WE), proutParams(K1, 0n)));
     assert.ok('none' in readReservation(pr, A));
     // WE is neither registrants-only nor all-registrants: no RESERVATIONS RELEASED.
     assert.deepEqual(rec.uas, []);
@@ -326,7 +291,7 @@ describe('PR OUT RESERVE / RELEASE (SPC-4 §5.13.9, §5.13.11.2.2)', () => {
       assertGood(await register(pr, A, K1));
       assertGood(await register(pr, B, K2));
       assertGood(await reserve(pr, A, K1, type));
-      assertGood(await pr.persistentReserveOut(A, proutCdb(SA.RELEASE, type), params(K1, 0n)));
+      assertGood(await pr.persistentReserveOut(A, proutCdb(SA.RELEASE, type), proutParams(K1, 0n)));
       assert.deepEqual(rec.uas, [{ nexus: B.key, asc: 0x2a, ascq: 0x04 }]);
     });
   }
@@ -341,7 +306,7 @@ describe('PR OUT RESERVE / RELEASE (SPC-4 §5.13.9, §5.13.11.2.2)', () => {
     assert.equal(rr.key, 0n);
     assert.equal(rr.type, T.WEAR);
     // B is a holder too: it may release.
-    assertGood(await pr.persistentReserveOut(B, proutCdb(SA.RELEASE, T.WEAR), params(K2, 0n)));
+    assertGood(await pr.persistentReserveOut(B, proutCdb(SA.RELEASE, T.WEAR), proutParams(K2, 0n)));
     assert.ok('none' in readReservation(pr, C));
   });
 });
@@ -360,7 +325,7 @@ describe('unregistering the holder (SPC-4 §5.13.11.2.3)', () => {
       assertGood(await register(pr, A, K1));
       assertGood(await register(pr, B, K2));
       assertGood(await reserve(pr, A, K1, type));
-      assertGood(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER), params(K1, 0n)));
+      assertGood(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER), proutParams(K1, 0n)));
       assert.ok('none' in readReservation(pr, A));
       // Never to the I_T nexus that unregistered (that is what tgt gets wrong).
       assert.ok(!rec.uas.some((u) => u.nexus === A.key));
@@ -376,12 +341,12 @@ describe('unregistering the holder (SPC-4 §5.13.11.2.3)', () => {
       assertGood(await register(pr, A, K1));
       assertGood(await register(pr, B, K2));
       assertGood(await reserve(pr, A, K1, type));
-      assertGood(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER), params(K1, 0n)));
+      assertGood(await pr.persistentReserveOut(A, proutCdb(SA.REGISTER), proutParams(K1, 0n)));
       const rr = readReservation(pr, A);
       assert.ok(!('none' in rr));
       assert.equal(rr.type, type);
-      assertGood(await pr.persistentReserveOut(B, proutCdb(SA.RELEASE, type), params(K2, 0n)));
-      assertGood(await pr.persistentReserveOut(B, proutCdb(SA.REGISTER), params(K2, 0n)));
+      assertGood(await pr.persistentReserveOut(B, proutCdb(SA.RELEASE, type), proutParams(K2, 0n)));
+      assertGood(await pr.persistentReserveOut(B, proutCdb(SA.REGISTER), proutParams(K2, 0n)));
       assert.ok('none' in readReservation(pr, A));
       assert.deepEqual(rec.uas, []);
     });
@@ -397,8 +362,8 @@ describe('PR OUT CLEAR (SPC-4 §5.13.11.2.6)', () => {
     assertGood(await register(pr, B, K2));
     assertGood(await register(pr, C, K3));
     assertGood(await reserve(pr, B, K2, T.EARO));
-    assertConflict(await pr.persistentReserveOut(A, proutCdb(SA.CLEAR), params(K2, 0n)));
-    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.CLEAR), params(K1, 0n)));
+    assertConflict(await pr.persistentReserveOut(A, proutCdb(SA.CLEAR), proutParams(K2, 0n)));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.CLEAR), proutParams(K1, 0n)));
     assert.deepEqual(readKeys(pr, A), { generation: 4, keys: [] });
     assert.ok('none' in readReservation(pr, A));
     assert.deepEqual(
@@ -412,7 +377,7 @@ describe('PR OUT CLEAR (SPC-4 §5.13.11.2.6)', () => {
   test('from an unregistered nexus conflicts', async () => {
     const { pr } = setup();
     assertGood(await register(pr, A, K1));
-    assertConflict(await pr.persistentReserveOut(C, proutCdb(SA.CLEAR), params(0n, 0n)));
+    assertConflict(await pr.persistentReserveOut(C, proutCdb(SA.CLEAR), proutParams(0n, 0n)));
     assert.deepEqual(readKeys(pr, A).keys, [K1]);
   });
 });
@@ -425,7 +390,7 @@ describe('PR OUT PREEMPT / PREEMPT AND ABORT (SPC-4 §5.13.11.2.4-5)', () => {
     assertGood(await register(pr, A, K1));
     assertGood(await register(pr, B, K2));
     assertGood(await register(pr, C, K2));
-    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.PREEMPT, T.WE), params(K1, K2)));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.PREEMPT, T.WE), proutParams(K1, K2)));
     assert.deepEqual(readKeys(pr, A), { generation: 4, keys: [K1] });
     assert.deepEqual(
       rec.uas.map((u) => [u.nexus, u.ascq]),
@@ -435,8 +400,8 @@ describe('PR OUT PREEMPT / PREEMPT AND ABORT (SPC-4 §5.13.11.2.4-5)', () => {
       ],
     );
     // A key nobody holds: conflict; SARK 0 without a reservation: INVALID FIELD IN PARAMETER LIST.
-    assertConflict(await pr.persistentReserveOut(A, proutCdb(SA.PREEMPT, T.WE), params(K1, K3)));
-    assertIllegal(await pr.persistentReserveOut(A, proutCdb(SA.PREEMPT, T.WE), params(K1, 0n)), 0x26, 0x00);
+    assertConflict(await pr.persistentReserveOut(A, proutCdb(SA.PREEMPT, T.WE), proutParams(K1, K3)));
+    assertIllegal(await pr.persistentReserveOut(A, proutCdb(SA.PREEMPT, T.WE), proutParams(K1, 0n)), 0x26, 0x00);
   });
 
   test('preempting the holder moves the reservation; type change releases for the rest', async () => {
@@ -445,7 +410,7 @@ describe('PR OUT PREEMPT / PREEMPT AND ABORT (SPC-4 §5.13.11.2.4-5)', () => {
     assertGood(await register(pr, B, K2));
     assertGood(await register(pr, C, K3));
     assertGood(await reserve(pr, B, K2, T.WE));
-    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.PREEMPT, T.EA), params(K1, K2)));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.PREEMPT, T.EA), proutParams(K1, K2)));
     const rr = readReservation(pr, A);
     assert.ok(!('none' in rr));
     assert.equal(rr.key, K1);
@@ -467,7 +432,7 @@ describe('PR OUT PREEMPT / PREEMPT AND ABORT (SPC-4 §5.13.11.2.4-5)', () => {
     assertGood(await register(pr, B, K2));
     assertGood(await register(pr, C, K3));
     assertGood(await reserve(pr, A, K1, T.WE));
-    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.PREEMPT, T.WE), params(K1, K3)));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.PREEMPT, T.WE), proutParams(K1, K3)));
     const rr = readReservation(pr, B);
     assert.ok(!('none' in rr));
     assert.equal(rr.key, K1);
@@ -480,7 +445,7 @@ describe('PR OUT PREEMPT / PREEMPT AND ABORT (SPC-4 §5.13.11.2.4-5)', () => {
     assertGood(await register(pr, A, K1));
     assertGood(await register(pr, B, K2));
     assertGood(await reserve(pr, B, K2, T.EAAR));
-    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.PREEMPT, T.WE), params(K1, 0n)));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.PREEMPT, T.WE), proutParams(K1, 0n)));
     const rr = readReservation(pr, A);
     assert.ok(!('none' in rr));
     assert.equal(rr.type, T.WE);
@@ -494,7 +459,7 @@ describe('PR OUT PREEMPT / PREEMPT AND ABORT (SPC-4 §5.13.11.2.4-5)', () => {
     assertGood(await register(pr, A, K1));
     assertGood(await register(pr, B, K2));
     assertGood(await reserve(pr, B, K2, T.EA));
-    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.PREEMPT_AND_ABORT, T.EA), params(K1, K2)));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.PREEMPT_AND_ABORT, T.EA), proutParams(K1, K2)));
     assert.deepEqual(rec.aborted, [[B.key]]);
     assert.deepEqual(rec.uas, [{ nexus: B.key, asc: 0x2a, ascq: 0x05 }]);
   });
@@ -503,7 +468,7 @@ describe('PR OUT PREEMPT / PREEMPT AND ABORT (SPC-4 §5.13.11.2.4-5)', () => {
     const { pr, rec } = setup();
     assertGood(await register(pr, A, K1, { allTgPt: true }));
     assertGood(await register(pr, B, K2));
-    assertGood(await pr.persistentReserveOut(B, proutCdb(SA.PREEMPT_AND_ABORT, T.WE), params(K2, K1)));
+    assertGood(await pr.persistentReserveOut(B, proutCdb(SA.PREEMPT_AND_ABORT, T.WE), proutParams(K2, K1)));
     assert.deepEqual(rec.aborted, [[A.key, A2.key]]);
     assert.deepEqual(
       rec.uas.map((u) => u.nexus),
@@ -514,8 +479,8 @@ describe('PR OUT PREEMPT / PREEMPT AND ABORT (SPC-4 §5.13.11.2.4-5)', () => {
   test('preempt from an unregistered nexus or with the wrong key conflicts', async () => {
     const { pr } = setup();
     assertGood(await register(pr, A, K1));
-    assertConflict(await pr.persistentReserveOut(C, proutCdb(SA.PREEMPT, T.WE), params(0n, K1)));
-    assertConflict(await pr.persistentReserveOut(A, proutCdb(SA.PREEMPT, T.WE), params(K2, K1)));
+    assertConflict(await pr.persistentReserveOut(C, proutCdb(SA.PREEMPT, T.WE), proutParams(0n, K1)));
+    assertConflict(await pr.persistentReserveOut(A, proutCdb(SA.PREEMPT, T.WE), proutParams(K2, K1)));
   });
 });
 
@@ -607,7 +572,7 @@ describe('PR OUT REGISTER AND MOVE (SPC-4 §5.13.8)', () => {
     assert.ok(!('none' in rr));
     assert.equal(rr.key, K1);
     // All-registrants reservations cannot be moved.
-    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.RELEASE, T.WE), params(K1, 0n)));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.RELEASE, T.WE), proutParams(K1, 0n)));
     assertGood(await reserve(pr, A, K1, T.WEAR));
     assertConflict(
       await pr.persistentReserveOut(
@@ -744,7 +709,7 @@ describe('RESERVE(6)/(10) and RELEASE(6)/(10) (SPC-2 §7.21, §7.17; SPC-4 §5.1
     assert.equal(pr.conflicts(B, TUR), true);
     assert.equal(pr.conflicts(B, READ10), true);
     assert.equal(pr.conflicts(B, prinCdb(0)), true, 'PERSISTENT RESERVE IN conflicts under an SPC-2 reservation');
-    assertConflict(await pr.persistentReserveOut(B, proutCdb(SA.REGISTER_IGNORE), params(0n, K1)));
+    assertConflict(await pr.persistentReserveOut(B, proutCdb(SA.REGISTER_IGNORE), proutParams(0n, K1)));
     assert.equal(pr.conflicts(B, INQUIRY), false);
     assertGood(await pr.release(A, RELEASE6));
     assertGood(await pr.reserve(B, RESERVE6));
@@ -797,7 +762,7 @@ describe('RESERVE(6)/(10) and RELEASE(6)/(10) (SPC-2 §7.21, §7.17; SPC-4 §5.1
     assertConflict(await pr.release(B, RELEASE6));
     assertConflict(await pr.reserve(B, RESERVE6));
     assert.ok(!('none' in readReservation(pr, A)));
-    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.RELEASE, T.WE), params(K1, 0n)));
+    assertGood(await pr.persistentReserveOut(A, proutCdb(SA.RELEASE, T.WE), proutParams(K1, 0n)));
     assertGood(await reserve(pr, A, K1, T.WERO));
     assertGood(await pr.release(B, RELEASE6), 'registrant under a registrants-only reservation: GOOD');
     assertGood(await pr.reserve(B, RESERVE10), 'registrant under a registrants-only reservation: GOOD, nothing reserved');
@@ -946,7 +911,7 @@ describe('PR-change hook: a change is committed only once durable (types.ts Pers
       await settle(true);
       assertGood(await step);
     }
-    const preempt = pr.persistentReserveOut(A, proutCdb(SA.PREEMPT_AND_ABORT, T.EA), params(K1, K2));
+    const preempt = pr.persistentReserveOut(A, proutCdb(SA.PREEMPT_AND_ABORT, T.EA), proutParams(K1, K2));
     await settle(false);
     assertNotPersisted(await preempt);
     assert.deepEqual(rec.uas, []);
@@ -965,7 +930,7 @@ describe('PR-change hook: a change is committed only once durable (types.ts Pers
       assertGood(await step);
     }
     let answered = false;
-    const preempt = pr.persistentReserveOut(A, proutCdb(SA.PREEMPT, T.EA), params(K1, K2)).then((r) => {
+    const preempt = pr.persistentReserveOut(A, proutCdb(SA.PREEMPT, T.EA), proutParams(K1, K2)).then((r) => {
       answered = true;
       return r;
     });
@@ -1006,7 +971,7 @@ describe('PR-change hook: a change is committed only once durable (types.ts Pers
     const { pr, saves, settle } = controlled();
     const first = register(pr, A, K1);
     const abort = new AbortController();
-    const second = pr.persistentReserveOut(B, proutCdb(SA.REGISTER_IGNORE), params(0n, K2), abort.signal);
+    const second = pr.persistentReserveOut(B, proutCdb(SA.REGISTER_IGNORE), proutParams(0n, K2), abort.signal);
     abort.abort();
     await settle(true);
     assertGood(await first);

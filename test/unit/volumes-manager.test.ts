@@ -8,6 +8,8 @@ import { mkdtemp, readdir, rm, stat, writeFile, readFile } from 'node:fs/promise
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { IscsiServer } from '../../src/iscsi/server.js';
+import { buildNexus } from '../../src/iscsi/session.js';
+import { addNexus, execute, prinCdb, proutCdb, proutParams } from '../support/scsi.js';
 import { VolumeManager } from '../../src/volumes/manager.js';
 import { VolumeTargetRegistry } from '../../src/target/registry.js';
 import { SIZE_ALIGNMENT, VolumeError } from '../../src/volumes/types.js';
@@ -263,49 +265,17 @@ test('capacity reports the file system', async () => {
 
 test('persistent reservations are persisted through onPrChange and restored on reopen', async () => {
   const d = await mkdtemp(join(tmpdir(), 'lunar-vm-'));
-  const nexus = {
-    initiatorPortName: 'iqn.2026-11.test:pr,i,0x400001370000',
-    initiatorName: 'iqn.2026-11.test:pr',
-    isid: '400001370000',
-    targetPortName: '',
-    targetPortalGroupTag: 1,
-    relativeTargetPortId: 1,
-    key: '',
-  };
-  const exec = async (reg: VolumeTargetRegistry, iqn: string, cdb: Buffer, dataOut: Buffer | null, expected: number) => {
-    const dev = reg.findTarget(iqn)!.device;
-    const n = { ...nexus, targetPortName: `${iqn},t,0x0001`, key: `${nexus.initiatorPortName}|${iqn},t,0x0001` };
-    // The transport hands over the 16-byte CDB field of the BHS (RFC 7143 §11.3.5).
-    const cdb16 = Buffer.alloc(16);
-    cdb.copy(cdb16);
-    return dev.execute({
-      nexus: n,
-      lun: 0,
-      taskTag: 1,
-      attribute: 'simple',
-      cdb: cdb16,
-      expectedDataLength: expected,
-      read: dataOut === null && expected > 0,
-      write: dataOut !== null,
-      dataOut,
-    });
-  };
-  const nexusFor = (iqn: string) => ({ ...nexus, targetPortName: `${iqn},t,0x0001`, key: `${nexus.initiatorPortName}|${iqn},t,0x0001` });
-  const tur = Buffer.alloc(6);
-  const readKeys = Buffer.from([0x5e, 0x00, 0, 0, 0, 0, 0, 0, 64, 0]);
+  const nexusFor = (iqn: string) => buildNexus('iqn.2026-11.test:pr', '400001370000', iqn, 1);
+  const exec = (reg: VolumeTargetRegistry, iqn: string, cdb: Buffer, dataOut: Buffer | null, expected: number) =>
+    execute(reg.findTarget(iqn)!.device, nexusFor(iqn), cdb, dataOut, expected);
   try {
     let id = '';
     await withManager(async (m, _d, reg) => {
       const v = await m.create({ name: 'pr', sizeBytes: MiB });
       id = v.id;
-      reg.findTarget(v.iqn)!.device.nexusAdded(nexusFor(v.iqn));
-      // Clear the power-on unit attention.
-      for (let i = 0; i < 3 && (await exec(reg, v.iqn, tur, null, 0))?.status !== 0; i++);
+      await addNexus(reg.findTarget(v.iqn)!.device, nexusFor(v.iqn));
       // PERSISTENT RESERVE OUT / REGISTER, key 0x1122334455667788, APTPL=1 (SPC-4 §6.16).
-      const param = Buffer.alloc(24);
-      Buffer.from('1122334455667788', 'hex').copy(param, 8);
-      param[20] = 0x01;
-      const out = await exec(reg, v.iqn, Buffer.from([0x5f, 0x00, 0, 0, 0, 0, 0, 0, 24, 0]), param, 24);
+      const out = await exec(reg, v.iqn, proutCdb(0x00), proutParams(0n, 0x1122334455667788n, { aptpl: true }), 24);
       assert.equal(out?.status, 0, `REGISTER failed: ${out?.sense?.toString('hex')}`);
       // Durable before the status was returned, not at some later save.
       const now = JSON.parse(await readFile(join(d, 'state.json'), 'utf8')) as {
@@ -319,9 +289,8 @@ test('persistent reservations are persisted through onPrChange and restored on r
     assert.equal(saved.volumes[id]?.reservations['0']?.registrations[0]?.key, '1122334455667788');
     await withManager(async (_m, _d, reg) => {
       const iqn = `iqn.2026-11.io.lunar:${id}`;
-      reg.findTarget(iqn)!.device.nexusAdded(nexusFor(iqn));
-      for (let i = 0; i < 3 && (await exec(reg, iqn, tur, null, 0))?.status !== 0; i++);
-      const r = await exec(reg, iqn, readKeys, null, 64);
+      await addNexus(reg.findTarget(iqn)!.device, nexusFor(iqn));
+      const r = await exec(reg, iqn, prinCdb(0x00, 64), null, 64);
       assert.equal(r?.status, 0);
       assert.equal(r.data?.readUInt32BE(4), 8, 'one key registered');
       assert.equal(r.data.subarray(8, 16).toString('hex'), '1122334455667788');

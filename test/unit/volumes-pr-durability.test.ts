@@ -11,25 +11,18 @@ import { VolumeManager } from '../../src/volumes/manager.js';
 import { VolumeTargetRegistry } from '../../src/target/registry.js';
 import { decodeSense } from '../../src/scsi/sense.js';
 import type { ITNexus, ScsiResponse } from '../../src/scsi/types.js';
+import { buildNexus } from '../../src/iscsi/session.js';
+import { addNexus, execute, prinCdb, proutCdb, proutParams, readKeysOf } from '../support/scsi.js';
 
 const MiB = 1024 * 1024;
 const portals = [{ host: '127.0.0.1', port: 13340, tpgt: 1 }];
 
 function nexusOf(initiator: string, iqn: string): ITNexus {
-  const initiatorPortName = `${initiator},i,0x400001370000`;
-  const targetPortName = `${iqn},t,0x0001`;
-  return {
-    initiatorPortName,
-    initiatorName: initiator,
-    isid: '400001370000',
-    targetPortName,
-    targetPortalGroupTag: 1,
-    relativeTargetPortId: 1,
-    key: `${initiatorPortName}|${targetPortName}`,
-  };
+  return buildNexus(initiator, '400001370000', iqn, 1);
 }
 
-async function exec(
+/** A command to the volume's target device. */
+function exec(
   reg: VolumeTargetRegistry,
   iqn: string,
   n: ITNexus,
@@ -37,40 +30,19 @@ async function exec(
   dataOut: Buffer | null,
   expected: number,
 ): Promise<ScsiResponse> {
-  const cdb16 = Buffer.alloc(16);
-  cdb.copy(cdb16);
-  const r = await reg.findTarget(iqn)!.device.execute({
-    nexus: n,
-    lun: 0,
-    taskTag: 1,
-    attribute: 'simple',
-    cdb: cdb16,
-    expectedDataLength: expected,
-    read: dataOut === null && expected > 0,
-    write: dataOut !== null,
-    dataOut,
-  });
-  assert.ok(r, 'the command was not aborted');
-  return r;
+  return execute(reg.findTarget(iqn)!.device, n, cdb, dataOut, expected);
 }
 
 /** PERSISTENT RESERVE OUT / REGISTER AND IGNORE EXISTING KEY with this service action reservation key, APTPL=1. */
-const registerCdb = Buffer.from([0x5f, 0x06, 0, 0, 0, 0, 0, 0, 24, 0]);
+const registerCdb = proutCdb(0x06);
 function registerParams(keyHex: string): Buffer {
-  const p = Buffer.alloc(24);
-  Buffer.from(keyHex, 'hex').copy(p, 8);
-  p[20] = 0x01;
-  return p;
+  return proutParams(0n, BigInt(`0x${keyHex}`), { aptpl: true });
 }
-const readKeysCdb = Buffer.from([0x5e, 0x00, 0, 0, 0, 0, 0, 0, 64, 0]);
 
 async function keysOf(reg: VolumeTargetRegistry, iqn: string, n: ITNexus): Promise<string[]> {
-  const r = await exec(reg, iqn, n, readKeysCdb, null, 64);
+  const r = await exec(reg, iqn, n, prinCdb(0x00, 64), null, 64);
   assert.equal(r.status, 0, 'READ KEYS');
-  const d = r.data!;
-  const keys: string[] = [];
-  for (let o = 8; o < 8 + d.readUInt32BE(4); o += 8) keys.push(d.subarray(o, o + 8).toString('hex'));
-  return keys;
+  return readKeysOf(r);
 }
 
 async function savedKeys(dir: string, id: string): Promise<string[]> {
@@ -89,11 +61,7 @@ test('a reservation change the state file cannot take is refused with CHECK COND
     const v = await m.create({ name: 'pr', sizeBytes: MiB });
     const a = nexusOf('iqn.2026-11.test:a', v.iqn);
     const b = nexusOf('iqn.2026-11.test:b', v.iqn);
-    for (const n of [a, b]) {
-      reg.findTarget(v.iqn)!.device.nexusAdded(n);
-      // Clear the power-on unit attention.
-      for (let i = 0; i < 3 && (await exec(reg, v.iqn, n, Buffer.alloc(6), null, 0)).status !== 0; i++);
-    }
+    for (const n of [a, b]) await addNexus(reg.findTarget(v.iqn)!.device, n);
     assert.equal((await exec(reg, v.iqn, a, registerCdb, registerParams('00000000000000a1'), 24)).status, 0);
     assert.deepEqual(await savedKeys(d, v.id), ['00000000000000a1']);
 
@@ -120,8 +88,7 @@ test('a reservation change the state file cannot take is refused with CHECK COND
     const reg2 = new VolumeTargetRegistry(portals);
     m = await VolumeManager.open({ dataDir: d, portals, registry: reg2, sessions: new IscsiServer({ registry: reg2 }) });
     try {
-      reg2.findTarget(v.iqn)!.device.nexusAdded(a);
-      for (let i = 0; i < 3 && (await exec(reg2, v.iqn, a, Buffer.alloc(6), null, 0)).status !== 0; i++);
+      await addNexus(reg2.findTarget(v.iqn)!.device, a);
       assert.deepEqual((await keysOf(reg2, v.iqn, a)).sort(), ['00000000000000a1', '00000000000000b2']);
     } finally {
       await m.close();
