@@ -1,13 +1,14 @@
 // Full feature phase of one session (RFC 7143 §4.2.2 numbering, §11 PDUs): CmdSN window, SCSI commands
 // with immediate/unsolicited/solicited data (R2T), Data-In and status, task management, NOP, text
-// (SendTargets), logout. One connection per session (MaxConnections=1), ErrorRecoveryLevel 0.
+// (SendTargets; the continuation state of a text exchange is text-exchange.ts), logout. One connection per session
+// (MaxConnections=1), ErrorRecoveryLevel 0.
 import type { Logger } from 'pino';
 import { Asc, SenseKey, TASK_SET_FULL, checkCondition, type AdditionalSense } from '../scsi/sense.js';
 import type { ITNexus, ScsiCommand, ScsiResponse, TaskAttribute, TaskManagementFunction, TaskManagementResult } from '../scsi/types.js';
 import type { SessionInfo, TargetEntry, TargetRegistry } from '../target/types.js';
 import type { IscsiConnection, PduHandler } from './connection.js';
 import { sendTargets } from './discovery.js';
-import { IscsiTextError, RejectReason } from './errors.js';
+import { RejectReason } from './errors.js';
 import type { IscsiTuning, SessionParameters, SessionType } from './negotiation.js';
 import { Negotiator } from './negotiation.js';
 import {
@@ -25,7 +26,8 @@ import {
   type TaskMgmtRequest,
   type TextRequest,
 } from './pdu.js';
-import { encodeText, parseText, splitText, TextAssembler, type TextPair } from './text.js';
+import type { TextPair } from './text.js';
+import { TextExchange } from './text-exchange.js';
 import { CmdWindow, serialLt } from './cmdsn.js';
 import { readBuffers, writeBuffers } from './buffer-pool.js';
 
@@ -185,12 +187,7 @@ export class Session implements PduHandler {
   private readonly recentlyAborted = new Set<number>();
   private nextTtt = 1;
   private ended = false;
-  private readonly textIn = new TextAssembler();
-  /** Pending multi-PDU text response (§6.2): chunks still to send, keyed by our TTT. */
-  private textOut: { ttt: number; itt: number; chunks: Buffer[] } | null = null;
-  /** TTT we gave the initiator to continue a multi-PDU request under, and that request's ITT. */
-  private textInTtt: number | null = null;
-  private textInItt = RESERVED_TAG;
+  private readonly text = new TextExchange(() => this.allocTtt());
   private readonly ffpNegotiator: Negotiator;
   private pingTtt: number | null = null;
   private pingSentAt = 0;
@@ -908,69 +905,42 @@ export class Session implements PduHandler {
 
   private onText(pdu: TextRequest, data: Buffer): void {
     const c = this.conn;
-    const respond = (payload: Buffer, final: boolean, cont: boolean, ttt: number): void => {
-      c.sendPdu(
-        {
-          opcode: Opcode.TEXT_RESPONSE,
-          dataSegmentLength: payload.length,
-          final,
-          continue: cont,
-          lun: pdu.lun,
-          initiatorTaskTag: pdu.initiatorTaskTag,
-          targetTransferTag: ttt,
-          statSN: c.nextStatSN(),
-          expCmdSN: this.window.expCmdSN,
-          maxCmdSN: this.maxCmdSN(),
-        },
-        payload,
-      );
-    };
-    if (pdu.targetTransferTag !== RESERVED_TAG) {
-      const out = this.textOut;
-      if (out && out.ttt === pdu.targetTransferTag && out.itt === pdu.initiatorTaskTag) {
-        // Continuation of a long response we are sending (§6.2: empty request carrying our TTT).
-        const chunk = out.chunks.shift()!;
-        const last = out.chunks.length === 0;
-        if (last) this.textOut = null;
-        respond(chunk, last, !last, last ? RESERVED_TAG : out.ttt);
-        return;
-      }
-      if (this.textInTtt === null || this.textInTtt !== pdu.targetTransferTag || this.textInItt !== pdu.initiatorTaskTag) {
-        this.reject(RejectReason.INVALID_PDU_FIELD, pdu);
-        return;
-      }
-      // Otherwise: the next part of a request the initiator continues (C bit) under our TTT.
-    } else if (this.textIn.pending && this.textInItt !== pdu.initiatorTaskTag) {
-      // §11.10: a new text exchange replaces an unfinished one.
-      this.textIn.reset();
-    }
-    this.textOut = null;
-    this.textInTtt = null;
-    this.textInItt = pdu.initiatorTaskTag;
-    let text: Buffer | null;
-    let pairs: TextPair[];
-    try {
-      text = this.textIn.push(data, pdu.continue);
-      if (text === null) {
-        // §11.10.2: more request text follows; answer with an empty response and a TTT to continue under.
-        this.textInTtt = this.allocTtt();
-        respond(Buffer.alloc(0), false, false, this.textInTtt);
-        return;
-      }
-      pairs = parseText(text);
-    } catch (e) {
-      if (!(e instanceof IscsiTextError)) throw e;
-      this.reject(RejectReason.PROTOCOL_ERROR, pdu);
+    const step = this.text.step(
+      pdu,
+      data,
+      (pairs) => this.answerText(pairs),
+      () => this.params.maxXmitDataSegmentLength,
+    );
+    if (step.kind === 'reject') {
+      this.reject(step.reason, pdu);
       return;
     }
+    c.sendPdu(
+      {
+        opcode: Opcode.TEXT_RESPONSE,
+        dataSegmentLength: step.payload.length,
+        final: step.final,
+        continue: step.continue,
+        lun: pdu.lun,
+        initiatorTaskTag: pdu.initiatorTaskTag,
+        targetTransferTag: step.ttt,
+        statSN: c.nextStatSN(),
+        expCmdSN: this.window.expCmdSN,
+        maxCmdSN: this.maxCmdSN(),
+      },
+      step.payload,
+    );
+  }
+
+  /** The meaning of one whole text request (SendTargets §13.3, FFP keys §13), or null to refuse it. */
+  private answerText(pairs: TextPair[]): TextPair[] | null {
     // §13.3: SendTargets=All, =<iSCSI name> or empty. A request with a malformed SendTargets value or
     // without any key we know is refused with a Reject (as LIO does; libiscsi's iSCSISendTargets tests it).
     const known = pairs.some((p) => p.key === 'SendTargets' || this.ffpNegotiator.knows(p.key));
     const badValue = pairs.some((p) => p.key === 'SendTargets' && !/^(?:All|(?:iqn|eui|naa)\..+)?$/.test(p.value));
     if (!known || badValue) {
       this.log.warn({ keys: pairs.map((p) => p.key) }, 'text request refused');
-      this.reject(RejectReason.PROTOCOL_ERROR, pdu);
-      return;
+      return null;
     }
     const response: TextPair[] = [];
     const rest: TextPair[] = [];
@@ -979,8 +949,8 @@ export class Session implements PduHandler {
         response.push(
           ...sendTargets(this.host.registry, {
             initiatorName: this.opts.initiatorName,
-            remoteAddress: c.remoteAddress,
-            localAddress: c.localAddress,
+            remoteAddress: this.conn.remoteAddress,
+            localAddress: this.conn.localAddress,
             value: p.value,
             sessionTarget: this.opts.type === 'Normal' ? (this.opts.target?.iqn ?? null) : null,
           }),
@@ -997,15 +967,7 @@ export class Session implements PduHandler {
         this.opts.params.maxXmitDataSegmentLength = this.ffpNegotiator.params.maxXmitDataSegmentLength;
       }
     }
-    const payload = encodeText(response);
-    const chunks = splitText(payload, this.params.maxXmitDataSegmentLength);
-    if (chunks.length === 1) {
-      respond(chunks[0]!, true, false, RESERVED_TAG);
-      return;
-    }
-    const ttt = this.allocTtt();
-    this.textOut = { ttt, itt: pdu.initiatorTaskTag, chunks: chunks.slice(1) };
-    respond(chunks[0]!, false, true, ttt);
+    return response;
   }
 
   // ------------------------------------------------------------ logout (§11.14, §11.15)
