@@ -363,7 +363,7 @@ export async function openStateStore(dataDir: string, options: StateStoreOptions
   if (text === null) {
     // A journal with no snapshot: never written that way (journal 0 is made just before the first
     // snapshot, so only an empty one can be left).
-    for (const j of journals) await removeEmptyJournal(join(dataDir, j.name), path);
+    for (const j of journals) await removeEmptyJournal(join(dataDir, j.name), path, true);
     const fresh = MemoryState.fromData({ server: { id: randomUUID(), createdAt: new Date().toISOString() }, volumes: {}, snapshots: {} });
     return new JournalStateStore(dataDir, path, fresh, true, 0, 0, 0, null, 0, compactMinBytes);
   }
@@ -400,7 +400,7 @@ export async function openStateStore(dataDir: string, options: StateStoreOptions
 }
 
 /** Remove a journal left by an interrupted compaction or first write; one holding records is an error. */
-async function removeEmptyJournal(journal: string, snapshot: string): Promise<void> {
+async function removeEmptyJournal(journal: string, snapshot: string, snapshotMissing = false): Promise<void> {
   const buf = await fsp.readFile(journal);
   let records = 0;
   try {
@@ -408,6 +408,11 @@ async function removeEmptyJournal(journal: string, snapshot: string): Promise<vo
   } catch (err) {
     if (!(err instanceof JournalDamage)) throw err;
     records = -1;
+  }
+  if (records !== 0 && snapshotMissing) {
+    throw new StateError(
+      `${snapshot} is missing but ${journal} holds changes; restore state.json from a backup or move the data directory away`,
+    );
   }
   if (records !== 0) {
     throw new StateError(

@@ -10,9 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { writeFileAtomic } from '../../src/util/atomic-file.js';
-import { decodeJournal } from '../../src/volumes/journal-codec.js';
 import { journalName, openStateStore, STATE_FILE } from '../../src/volumes/state-file.js';
-import { parseRecord, parseState } from '../../src/volumes/state-json.js';
+import { stateOnDisk } from '../support/state-on-disk.js';
 import { StateError, type SnapshotRecord, type StateStore, type VolumeRecord } from '../../src/volumes/state.js';
 
 const run = promisify(execFile);
@@ -67,23 +66,7 @@ function vol(n: number): VolumeRecord {
   };
 }
 
-/** What the files say, read directly (snapshot + its journal's records), without opening a store. */
-async function onDisk(d: string): Promise<{ snapshots: Record<string, SnapshotRecord>; volumes: Record<string, VolumeRecord> }> {
-  const snap = parseState(await readFile(join(d, STATE_FILE), 'utf8'), STATE_FILE);
-  const volumes = new Map(Object.entries(snap.data.volumes));
-  const snapshots = new Map(Object.entries(snap.data.snapshots));
-  const journal = join(d, journalName(snap.seq));
-  for (const r of decodeJournal(await readFile(journal), journal).records) {
-    for (const c of parseRecord(r.payload.toString('utf8'), journal).changes) {
-      if (c.kind === 'volume') {
-        if (c.record) volumes.set(c.id, c.record);
-        else volumes.delete(c.id);
-      } else if (c.record) snapshots.set(c.id, c.record);
-      else snapshots.delete(c.id);
-    }
-  }
-  return { volumes: Object.fromEntries(volumes), snapshots: Object.fromEntries(snapshots) };
-}
+const onDisk = stateOnDisk;
 
 test('writeFileAtomic replaces content, leaves no temporary file, mode 0600', async () => {
   const d = await tempDir();
