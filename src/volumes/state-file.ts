@@ -27,7 +27,7 @@ import { randomUUID } from 'node:crypto';
 import { constants, promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fsyncDir, isTempName, writeFileAtomic } from '../util/atomic-file.js';
+import { fsyncDir, isTempName, writeFileAtomic, writeTempFile } from '../util/atomic-file.js';
 import { decodeJournal, encodeFrame, HEADER_BYTES, JournalDamage, journalHeader } from './journal-codec.js';
 import { DelegatingReader, Draft, MemoryState } from './state-memory.js';
 import { checkState, formatRecord, formatState, parseRecord, parseState } from './state-json.js';
@@ -110,6 +110,8 @@ class JournalStateStore extends DelegatingReader implements StateStore {
   private closed = false;
   /** Set when the journal could not be put back after a failed write: every later change is refused. */
   private broken: Error | null = null;
+  /** After a failed compaction: the journal size at which the next attempt is made. */
+  private compactRetryAt = 0;
 
   constructor(
     private readonly dataDir: string,
@@ -161,8 +163,13 @@ class JournalStateStore extends DelegatingReader implements StateStore {
         const batch = this.queue;
         this.queue = [];
         await this.commitBatch(batch);
-        if (this.journal && this.journalEnd - HEADER_BYTES > Math.max(this.compactMinBytes, this.snapshotBytes)) {
-          await this.compact();
+        const threshold = Math.max(this.compactMinBytes, this.snapshotBytes);
+        if (this.journal && this.journalEnd - HEADER_BYTES > threshold && this.journalEnd >= this.compactRetryAt) {
+          if (!(await this.compact())) {
+            // Not before the journal has grown by another eighth: a compaction that keeps failing
+            // (no space for the snapshot) must not cost a whole snapshot's formatting per change.
+            this.compactRetryAt = this.journalEnd + Math.ceil(threshold / 8);
+          }
         }
       }
     } finally {
@@ -254,10 +261,10 @@ class JournalStateStore extends DelegatingReader implements StateStore {
     }
   }
 
-  /** Fold the journal into a new snapshot (see the top of the file for the order and why). */
-  private async compact(): Promise<void> {
+  /** Fold the journal into a new snapshot (see the top of the file for the order and why); false when it could not. */
+  private async compact(): Promise<boolean> {
     const old = this.journal;
-    if (!old || this.seq === this.snapshotSeq || this.broken) return;
+    if (!old || this.seq === this.snapshotSeq || this.broken) return false;
     const s = this.seq;
     const newPath = join(this.dataDir, journalName(s));
     const oldPath = join(this.dataDir, journalName(this.snapshotSeq));
@@ -267,19 +274,33 @@ class JournalStateStore extends DelegatingReader implements StateStore {
     } catch {
       // Nothing changed: the old journal stays live; the next commit tries again.
       await fsp.rm(newPath, { force: true }).catch(() => undefined);
-      return;
+      return false;
     }
     const text = formatState(this.memory.toData(), s);
+    let tmp: string;
     try {
-      await writeFileAtomic(this.location, text);
+      tmp = await writeTempFile(this.location, text);
+      await fsp.rename(tmp, this.location).catch(async (err: unknown) => {
+        await fsp.rm(tmp, { force: true });
+        throw err;
+      });
+    } catch {
+      // Not replaced (no space for the new snapshot, say): the old journal stays live, the empty new
+      // one goes, and the next commit tries again.
+      await fh.close().catch(() => undefined);
+      await fsp.rm(newPath, { force: true }).catch(() => undefined);
+      return false;
+    }
+    try {
+      await fsyncDir(this.dataDir);
     } catch (err) {
       await fh.close().catch(() => undefined);
-      // Whether the rename is durable is unknown when the directory fsync failed: state.json may be
-      // either snapshot, and both agree with the old journal as long as nothing more is appended.
+      // Whether the rename is durable is unknown: state.json may be either snapshot after a crash, and
+      // both agree with the old journal only as long as nothing more is appended to either.
       this.broken = new StateError(
-        `${this.location}: compaction could not replace the snapshot (${errMessage(err)}); restart Lunar to reload the state`,
+        `${this.location}: compaction could not make the new snapshot durable (${errMessage(err)}); restart Lunar to reload the state`,
       );
-      return;
+      return false;
     }
     this.journal = fh;
     this.journalEnd = HEADER_BYTES;
@@ -288,6 +309,7 @@ class JournalStateStore extends DelegatingReader implements StateStore {
     await old.close().catch(() => undefined);
     // A journal left behind is deleted at the next load.
     await fsp.rm(oldPath, { force: true }).catch(() => undefined);
+    return true;
   }
 
   async close(): Promise<void> {

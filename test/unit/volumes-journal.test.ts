@@ -3,6 +3,8 @@
 // load, interrupted compactions, and the migration of a version 1 state.json (test/fixtures/state-v1.json).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { copyFile, mkdtemp, readdir, readFile, rm, stat, writeFile, appendFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -336,4 +338,44 @@ test('store: a version 1 state.json (the layout before the journal) is migrated 
     assert.equal(again.volumes().length, 2);
     await again.close();
   });
+});
+
+test('store: a compaction that cannot make its files leaves the old journal live; changes still commit, compaction comes later', async () => {
+  const d = await mkdtemp(join(tmpdir(), 'lunar-journal-'));
+  const run = promisify(execFile);
+  try {
+    const s = await openStateStore(d, { compactMinBytes: 2048 });
+    await s.update((tx) => {
+      tx.addVolume(vol(1));
+    });
+    // An immutable directory: no new journal, no temporary snapshot; appends to the journal still work.
+    await run('chattr', ['+i', d]);
+    for (let n = 2; n <= 40; n++) {
+      await s.update((tx) => {
+        tx.addVolume(vol(n));
+      });
+    }
+    // The compaction attempted after the last commit has failed once a later transaction is through.
+    await s.update(() => undefined);
+    await run('chattr', ['-i', d]);
+    assert.deepEqual((await readdir(d)).sort(), [journalName(0), STATE_FILE], 'no compaction happened, nothing left behind');
+    // Retried once the journal has grown by another eighth of the threshold.
+    let n = 41;
+    for (; n <= 60 && (await readdir(d)).includes(journalName(0)); n++) {
+      await s.update((tx) => {
+        tx.addVolume(vol(n));
+      });
+      await s.update(() => undefined);
+    }
+    const names = (await readdir(d)).sort();
+    assert.equal(names.length, 2);
+    assert.notEqual(names[0], journalName(0), `compacted once the directory took writes again: ${names.join(' ')}`);
+    await s.close();
+    const again = await openStateStore(d);
+    assert.equal(again.volumes().length, n - 1);
+    await again.close();
+  } finally {
+    await promisify(execFile)('chattr', ['-R', '-i', d]).catch(() => undefined);
+    await rm(d, { recursive: true, force: true });
+  }
 });
