@@ -166,6 +166,16 @@ describe('/metrics during e2e I/O, and Events on the PVC', () => {
       });
       assert.equal(made.volume.volume_context.pvcName, 'db');
       assert.equal(made.volume.volume_context.pvcNamespace, 'apps');
+      // A volume recorded without its PVC (made before Lunar kept it) still matches the provisioner's
+      // retry that carries one: same volume, no PVC in its context.
+      const plain = { name: 'pvc-old', capacity_range: { required_bytes: String(16 * MiB) }, volume_capabilities: caps };
+      const first = await rpc<{ volume: { volume_id: string } }>(controller, 'CreateVolume', { ...plain, parameters: {} });
+      const retried = await rpc<{ volume: { volume_id: string; volume_context: Record<string, string> } }>(controller, 'CreateVolume', {
+        ...plain,
+        parameters: { 'csi.storage.k8s.io/pvc/name': 'old', 'csi.storage.k8s.io/pvc/namespace': 'apps' },
+      });
+      assert.equal(retried.volume.volume_id, first.volume.volume_id);
+      assert.equal(retried.volume.volume_context.pvcName, undefined);
 
       // A thick 60 TiB volume does not fit in the test machine's data directory.
       await assert.rejects(
@@ -199,12 +209,12 @@ describe('/metrics during e2e I/O, and Events on the PVC', () => {
       );
 
       const f = await scrape();
-      assert.equal(sampleValue(f, 'lunar_csi_calls_total', { service: 'Controller', method: 'CreateVolume', code: 'OK' }), 1);
+      assert.equal(sampleValue(f, 'lunar_csi_calls_total', { service: 'Controller', method: 'CreateVolume', code: 'OK' }), 3);
       assert.equal(
         sampleValue(f, 'lunar_csi_calls_total', { service: 'Controller', method: 'CreateVolume', code: 'RESOURCE_EXHAUSTED' }),
         1,
       );
-      assert.equal(sampleValue(f, 'lunar_csi_call_duration_seconds_count', { service: 'Controller', method: 'CreateVolume' }), 2);
+      assert.equal(sampleValue(f, 'lunar_csi_call_duration_seconds_count', { service: 'Controller', method: 'CreateVolume' }), 4);
     } finally {
       controller.close();
     }
