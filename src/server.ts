@@ -18,7 +18,7 @@ import type { KubeTarget } from './kube/client.js';
 import type { EventSink } from './kube/types.js';
 import { rootLogger } from './log.js';
 import { LunarMetrics } from './metrics/registry.js';
-import { startMetricsServer, type MetricsServer } from './metrics/server.js';
+import { parseMetricsAddress, startMetricsServer, type MetricsServer } from './metrics/server.js';
 import { loadNative } from './storage/native.js';
 import { VolumeTargetRegistry } from './target/registry.js';
 import type { ChapCredentials, Portal } from './target/types.js';
@@ -122,7 +122,9 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
 
   // Filled in by the CSI block below (an object so the shutdown closure sees the assignment).
   const csi: { server: CsiServer | null } = { server: null };
-  const metrics = new LunarMetrics('controller');
+  const metricsAddress = config.metricsAddress ?? 'none';
+  // With /metrics off the data path keeps no statistics (no clock reads per command).
+  const metrics = parseMetricsAddress(metricsAddress) ? new LunarMetrics('controller') : null;
   let metricsServer: MetricsServer | null = null;
   try {
     // The transport exists before the volumes (they list and end its sessions) and listens after them,
@@ -135,7 +137,7 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
       portals: config.portals,
       registry,
       sessions: iscsi,
-      stats: metrics,
+      ...(metrics ? { stats: metrics } : {}),
       logger: base.child({ component: 'volumes' }),
     });
     await iscsi.listen();
@@ -152,16 +154,18 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
         // Probe: the state is loaded and every portal still listens.
         ready: () => isReady && (iscsi?.allListening() ?? false),
         logger: base, // the CSI server adds component=csi itself
-        observeCall: (service, method, code, seconds) => metrics.observeCsiCall(service, method, code, seconds),
+        ...(metrics ? { observeCall: metrics.observeCsiCall.bind(metrics) } : {}),
         ...(config.topology && Object.keys(config.topology).length > 0 ? { topology: config.topology } : {}),
         ...(events ? { events } : {}),
       });
     }
-    const volumes = manager;
-    const transport = iscsi;
-    metrics.setSessionsSource(() => sessionsPerVolume(volumes, transport));
-    metrics.setCapacitySource(() => volumes.capacity());
-    metricsServer = await startMetricsServer(config.metricsAddress ?? 'none', metrics, base.child({ component: 'metrics' }));
+    if (metrics) {
+      const volumes = manager;
+      const transport = iscsi;
+      metrics.setSessionsSource(() => sessionsPerVolume(volumes, transport));
+      metrics.setCapacitySource(() => volumes.capacity());
+      metricsServer = await startMetricsServer(metricsAddress, metrics, base.child({ component: 'metrics' }));
+    }
     // ---------------------------------------------------------------------------------------------------
   } catch (err) {
     await csi.server?.close().catch(() => undefined);
