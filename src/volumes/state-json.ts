@@ -264,7 +264,8 @@ export function parseState(text: string, path: string): LoadedState {
 export function checkUniqueNames(data: StateData, where: string): void {
   for (const kind of ['volumes', 'snapshots'] as const) {
     const names = new Map<string, string>();
-    for (const [id, r] of Object.entries(data[kind])) {
+    const records: Readonly<Record<string, { readonly name: string }>> = data[kind];
+    for (const [id, r] of Object.entries(records)) {
       const other = names.get(r.name);
       if (other !== undefined) {
         throw new StateError(
