@@ -18,8 +18,8 @@
 //   A torn tail (the process died while appending an unacknowledged record) is cut off. Any other
 //   damage stops startup with the file and the byte offset. Journals with another seq are leftovers of
 //   an interrupted compaction: older ones are folded into the snapshot already and are deleted; a newer
-//   one must be empty (it was made before the snapshot's rename) and is deleted too. The whole state is
-//   then checked as one (state-json.ts names the field at fault).
+//   one must be empty (it was made before the snapshot's rename) and is deleted too. Every record is
+//   checked (state-json.ts names the field at fault), and names must stay unique across the replay.
 // - A version 1 state.json (the whole state, no journal) is migrated at load: a new journal, then a
 //   version 2 snapshot.
 
@@ -30,7 +30,7 @@ import { join } from 'node:path';
 import { fsyncDir, isTempName, writeFileAtomic, writeTempFile } from '../util/atomic-file.js';
 import { decodeJournal, encodeFrame, HEADER_BYTES, JournalDamage, journalHeader } from './journal-codec.js';
 import { DelegatingReader, Draft, MemoryState } from './state-memory.js';
-import { checkState, formatRecord, formatState, parseRecord, parseState } from './state-json.js';
+import { checkUniqueNames, formatRecord, formatState, parseRecord, parseState } from './state-json.js';
 import { StateError, type StateChange, type StateReader, type StateStore, type StateTransaction } from './state.js';
 
 export const STATE_FILE = 'state.json';
@@ -416,7 +416,7 @@ export async function openStateStore(dataDir: string, options: StateStoreOptions
     else if (j.seq > loaded.seq) await removeEmptyJournal(join(dataDir, j.name), path);
   }
   const { seq, end } = await replay(live, memory, loaded.seq);
-  checkState(memory.toData(), `${path} with ${live}`);
+  checkUniqueNames(memory.toData(), `${path} with ${live}`);
   const fh = await fsp.open(live, 'r+');
   return new JournalStateStore(dataDir, path, memory, false, seq, loaded.seq, Buffer.byteLength(text), fh, end, compactMinBytes);
 }

@@ -255,13 +255,25 @@ export function parseState(text: string, path: string): LoadedState {
   }
 }
 
-/** Check a whole state (after a journal replay); throws StateError naming where and the field. */
-export function checkState(data: StateData, where: string): StateData {
-  try {
-    return checkStateData(data, '');
-  } catch (err) {
-    if (err instanceof Invalid) throw new StateError(`${where}: ${err.at}: ${err.problem}`);
-    throw err;
+/**
+ * What a replay can break that no single record check sees: a name used by two records of a kind.
+ * (Every record was checked on its own: the snapshot by parseState, each change by parseRecord; checking
+ * all of them again would cost 0.4 s at 10,000 volumes on every start, measured.) Throws StateError
+ * naming both records.
+ */
+export function checkUniqueNames(data: StateData, where: string): void {
+  for (const kind of ['volumes', 'snapshots'] as const) {
+    const names = new Map<string, string>();
+    const records: Readonly<Record<string, { readonly name: string }>> = data[kind];
+    for (const [id, r] of Object.entries(records)) {
+      const other = names.get(r.name);
+      if (other !== undefined) {
+        throw new StateError(
+          `${where}: ${kind}[${JSON.stringify(id)}].name: ${JSON.stringify(r.name)} is also the name of ${kind}[${JSON.stringify(other)}]`,
+        );
+      }
+      names.set(r.name, id);
+    }
   }
 }
 

@@ -233,6 +233,19 @@ test('store: damage other than a torn tail stops the load, naming the file and t
         e instanceof StateError &&
         e.message === `${journal} at byte ${HEADER_BYTES}: changes[0].record.sizeBytes: expected a positive integer, got -1`,
     );
+    // Two records of one name after the replay (each record fine on its own).
+    await writeFile(
+      journal,
+      encodeJournal([
+        Buffer.from(formatRecord({ seq: 1, changes: [{ kind: 'volume', id: vol(8).id, record: { ...vol(8), name: vol(1).name } }] })),
+      ]),
+    );
+    await assert.rejects(
+      openStateStore(d),
+      (e: unknown) =>
+        e instanceof StateError &&
+        e.message.endsWith(`volumes[${JSON.stringify(vol(8).id)}].name: "v1" is also the name of volumes[${JSON.stringify(vol(1).id)}]`),
+    );
     // A gap in the seqs (a record missing) is refused too.
     await writeFile(journal, encodeJournal([Buffer.from(formatRecord({ seq: 2, changes: [] }))]));
     await assert.rejects(openStateStore(d), /record seq 2 where 1 was expected/);
