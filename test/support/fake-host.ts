@@ -78,7 +78,7 @@ export class FakeFs implements HostFs {
   }
 }
 
-export type Handler = (spec: RunSpec) => RunResult | Promise<RunResult> | undefined;
+export type Handler = (spec: RunSpec) => RunResult | Promise<RunResult | undefined> | undefined;
 
 /** Records every command; the first handler that answers decides its result (else exit 0, no output). */
 export class FakeRunner implements HostRunner {
