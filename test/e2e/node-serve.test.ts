@@ -68,7 +68,7 @@ function clients(address: string): { identity: grpc.Client; node: grpc.Client } 
 async function codeOf(p: Promise<unknown>): Promise<number> {
   return p.then(
     () => grpc.status.OK,
-    (e: grpc.ServiceError) => e.code,
+    (e: unknown) => (e as grpc.ServiceError).code,
   );
 }
 
