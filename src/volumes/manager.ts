@@ -58,6 +58,16 @@ interface OpenVolume {
   device: TargetDevice;
 }
 
+function freezeVolume(v: Volume): Volume {
+  Object.freeze(v.portals);
+  Object.freeze(v.allow);
+  Object.freeze(v.publications);
+  Object.freeze(v.parameters);
+  if (v.chap) Object.freeze(v.chap);
+  if (v.source) Object.freeze(v.source);
+  return Object.freeze(v);
+}
+
 function errMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
@@ -204,7 +214,23 @@ export class VolumeManager implements VolumeService {
   // ---------------------------------------------------------------------------------------------------
   // queries
 
+  /**
+   * The Volume of a record, made once per record: records are frozen and replaced on every change, so
+   * the cache never goes stale, and a list or a page of ListVolumes does not build N new objects
+   * (measured: docs/benchmarks.md, control plane). Volumes handed out are frozen in turn.
+   */
+  private readonly volumeOf = new WeakMap<VolumeRecord, Volume>();
+
   private toVolume(rec: VolumeRecord): Volume {
+    let v = this.volumeOf.get(rec);
+    if (!v) {
+      v = freezeVolume(this.makeVolume(rec));
+      this.volumeOf.set(rec, v);
+    }
+    return v;
+  }
+
+  private makeVolume(rec: VolumeRecord): Volume {
     return {
       id: rec.id,
       name: rec.name,
