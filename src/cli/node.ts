@@ -31,6 +31,8 @@ function intOpt(ctx: CommandContext, flag: string, envName: string | null, dflt:
 function noPathRetryOpt(ctx: CommandContext): MultipathTimers['noPathRetry'] {
   const text = str(ctx.values['no-path-retry']);
   if (text === 'queue' || text === 'fail') return text;
+  if (text !== undefined && text !== '' && !/^\d+$/.test(text))
+    throw new UsageError(`--no-path-retry ${JSON.stringify(text)}: expected a whole number from 0 to 100000, queue or fail`);
   return intOpt(ctx, 'no-path-retry', null, DEFAULT_MULTIPATH_TIMERS.noPathRetry as number, 0, 100_000);
 }
 
