@@ -104,7 +104,8 @@ export function nodeOptions(ctx: CommandContext): {
     .map((k) => k.trim())
     .filter((k) => k !== '');
   for (const k of topologyKeys)
-    if (!LABEL_NAME.test(k) || k.length > 317) throw new UsageError(`node: --topology-keys ${JSON.stringify(k)} is not a Kubernetes label key`);
+    if (!LABEL_NAME.test(k) || k.length > 317)
+      throw new UsageError(`node: --topology-keys ${JSON.stringify(k)} is not a Kubernetes label key`);
   const kube = kubeTargetFrom(str(ctx.values.kubeconfig) ?? env.LUNAR_KUBECONFIG, env.KUBERNETES_SERVICE_HOST);
   if (topologyKeys.length > 0 && !kube) {
     throw new UsageError('node: --topology-keys needs the Kubernetes API: run in a pod (service account) or give --kubeconfig PATH');

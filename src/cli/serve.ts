@@ -54,7 +54,8 @@ function metricsAddressOf(ctx: CommandContext): string {
 
 // Kubernetes label syntax: an optional DNS-subdomain prefix and "/", a name of up to 63 characters; values
 // up to 63 characters of the same alphabet (possibly empty).
-export const LABEL_NAME = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+export const LABEL_NAME =
+  /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
 const LABEL_VALUE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
 
 /** --topology KEY=VALUE[,KEY=VALUE] / $LUNAR_TOPOLOGY: the segment every volume is accessible from. */

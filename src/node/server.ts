@@ -139,7 +139,11 @@ export async function startNodePlugin(o: NodePluginOptions): Promise<NodePlugin>
 }
 
 /** The Kubernetes API parts of the node plugin (the client is loaded only here). */
-async function kubeParts(o: NodePluginOptions, target: KubeTarget, log: Logger): Promise<{ events: EventSink; topology: NodeTopology | null }> {
+async function kubeParts(
+  o: NodePluginOptions,
+  target: KubeTarget,
+  log: Logger,
+): Promise<{ events: EventSink; topology: NodeTopology | null }> {
   const [{ KubeClient }, { PvcEvents }, { NodeTopology }] = await Promise.all([
     import('../kube/client.js'),
     import('../kube/events.js'),

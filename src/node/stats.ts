@@ -35,7 +35,8 @@ export async function pathStates(fs: HostFs, r: StagingRecord): Promise<PathStat
     }
     const d = await deviceAt(fs, lunAddress(s, r.lun));
     let down: string | null = null;
-    if (s.state !== 'LOGGED_IN') down = `${path} (${s.name}${d?.blockName ? `, ${d.blockName}` : ''}): session ${s.state || 'state unknown'}`;
+    if (s.state !== 'LOGGED_IN')
+      down = `${path} (${s.name}${d?.blockName ? `, ${d.blockName}` : ''}): session ${s.state || 'state unknown'}`;
     else if (!d) down = `${path} (${s.name}): no SCSI device at LUN ${r.lun}`;
     else if (d.state !== 'running') down = `${path} (${s.name}, ${d.blockName ?? d.address}): device ${d.state}`;
     out.push({ path, down });

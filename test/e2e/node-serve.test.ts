@@ -257,7 +257,10 @@ test('--topology-keys from the Node object through --kubeconfig; --metrics-addre
   const { identity, node } = clients(n.address);
   try {
     const caps = await rpc<{ capabilities: { service?: { type: string } }[] }>(identity, 'GetPluginCapabilities');
-    assert.ok(caps.capabilities.some((c) => c.service?.type === 'VOLUME_ACCESSIBILITY_CONSTRAINTS'), JSON.stringify(caps));
+    assert.ok(
+      caps.capabilities.some((c) => c.service?.type === 'VOLUME_ACCESSIBILITY_CONSTRAINTS'),
+      JSON.stringify(caps),
+    );
     const ni = await rpc<{ accessible_topology: { segments: Record<string, string> } }>(node, 'NodeGetInfo');
     assert.deepEqual(ni.accessible_topology.segments, { 'topology.lunar.dev/zone': 'rack-7', 'kubernetes.io/hostname': 'worker-4' });
     assert.ok(
@@ -293,7 +296,10 @@ test('--topology-keys naming a label the Node lacks: lunar node refuses to start
   const child = spawn(
     process.execPath,
     [CLI, 'node', '--endpoint', 'tcp://127.0.0.1:0', '--node-name', 'worker-5', '--host-root-dir', root, '--state-dir', join(root, 's')],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LUNAR_TOPOLOGY_KEYS: 'topology.lunar.dev/zone', LUNAR_KUBECONFIG: kubeconfig } },
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, LUNAR_TOPOLOGY_KEYS: 'topology.lunar.dev/zone', LUNAR_KUBECONFIG: kubeconfig },
+    },
   );
   children.push(child);
   let err = '';

@@ -86,7 +86,7 @@ describe('node Events on the PVC', () => {
     assert.deepEqual(ops, [['stage', true]]);
     // A volume with no PVC in its context raises nothing.
     api.events.clear();
-    await node.nodeUnstageVolume({ volume_id: 'vol-1', staging_target_path: STAGING } as never, ctx());
+    await node.nodeUnstageVolume({ volume_id: 'vol-1', staging_target_path: STAGING }, ctx());
     fake.lus.set(`${IQN}/0`, { wwid: WWID, sizeBytes: 64 << 20, blkid: null });
     await node.nodeStageVolume(stageReq({}), ctx());
     assert.deepEqual(reasons(), []);
@@ -106,7 +106,13 @@ describe('node Events on the PVC', () => {
     assert.match(String(held.message), /refused to format it as ext4/);
     const failed = only('StagingFailed');
     assert.equal(failed.type, 'Warning');
-    assert.deepEqual(failed.involvedObject, { kind: 'PersistentVolumeClaim', apiVersion: 'v1', namespace: 'apps', name: 'db', uid: 'uid-db' });
+    assert.deepEqual(failed.involvedObject, {
+      kind: 'PersistentVolumeClaim',
+      apiVersion: 'v1',
+      namespace: 'apps',
+      name: 'db',
+      uid: 'uid-db',
+    });
     assert.match(String(failed.message), /could not be staged on node worker-1: .*already holds xfs/);
     assert.deepEqual(ops, [['stage', false]]);
   });
@@ -125,7 +131,13 @@ describe('node Events on the PVC', () => {
     const failed = only('PathFailed');
     assert.equal(failed.type, 'Warning');
     assert.equal(failed.count, 1);
-    assert.deepEqual(failed.involvedObject, { kind: 'PersistentVolumeClaim', apiVersion: 'v1', namespace: 'apps', name: 'db', uid: 'uid-db' });
+    assert.deepEqual(failed.involvedObject, {
+      kind: 'PersistentVolumeClaim',
+      apiVersion: 'v1',
+      namespace: 'apps',
+      name: 'db',
+      uid: 'uid-db',
+    });
     assert.match(String(failed.message), /path 10\.0\.3\.2:3260 via iface default \(session2, sdb\): session FAILED/);
     fake.setSessionState('10.0.3.2:3260', 'LOGGED_IN');
     await monitor.checkAll();
@@ -134,7 +146,7 @@ describe('node Events on the PVC', () => {
     assert.match(String(back.message), /path 10\.0\.3\.2:3260 via iface default is back/);
     assert.deepEqual(monitor.counts(), [{ volume: 'vol-1', up: 2, down: 0 }]);
     // Unstaged volumes are forgotten.
-    await node.nodeUnstageVolume({ volume_id: 'vol-1', staging_target_path: STAGING } as never, ctx());
+    await node.nodeUnstageVolume({ volume_id: 'vol-1', staging_target_path: STAGING }, ctx());
     await monitor.checkAll();
     assert.deepEqual(monitor.counts(), []);
   });
@@ -150,7 +162,7 @@ describe('no_path_retry queue', () => {
     const node = new NodeService(env);
     await node.nodeStageVolume(stageReq({}), ctx());
     assert.match((await fake.fs.readText('/etc/multipath/conf.d/lunar.conf')) ?? '', /no_path_retry queue/);
-    await node.nodeUnstageVolume({ volume_id: 'vol-1', staging_target_path: STAGING } as never, ctx());
+    await node.nodeUnstageVolume({ volume_id: 'vol-1', staging_target_path: STAGING }, ctx());
     const lines = fake.runner.lines();
     const off = lines.findIndex((l) => /^multipathd disablequeueing map \S+$/.test(l));
     const flush = lines.findIndex((l) => /^multipath -f /.test(l));
