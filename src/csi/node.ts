@@ -141,7 +141,7 @@ export class NodeService {
     } catch (err) {
       if (pvc && this.env.events) {
         const why = nodeCsiError(err).message;
-        await this.env.events.record(
+        void this.env.events.record(
           pvc,
           'StagingFailed',
           `volume ${volumeId} could not be staged on node ${this.env.config.nodeName}: ${why}`,

@@ -62,7 +62,7 @@ export class PathMonitor implements PathObserver {
       if (before?.down.has(path)) continue;
       this.env.log.warn({ volumeId: r.volumeId, path, why }, 'path down');
       if (events && pvc) {
-        await events.record(
+        void events.record(
           pvc,
           'PathFailed',
           `volume ${r.volumeId}: ${why}; I/O goes on over the ${states.length - down.size} other path(s). Check the node's network to the portal and iscsid`,
@@ -73,7 +73,7 @@ export class PathMonitor implements PathObserver {
     for (const path of before.down.keys()) {
       if (down.has(path)) continue;
       this.env.log.info({ volumeId: r.volumeId, path }, 'path restored');
-      if (events && pvc) await events.record(pvc, 'PathRestored', `volume ${r.volumeId}: ${path} is back`);
+      if (events && pvc) void events.record(pvc, 'PathRestored', `volume ${r.volumeId}: ${path} is back`);
     }
   }
 }

@@ -74,12 +74,12 @@ async function mountFilesystem(env: NodeEnv, h: Host, q: StageRequest, devicePat
   if (decision.format) {
     env.log.info({ volumeId: q.volumeId, device: devicePath, fsType: q.fsType }, 'device positively empty: formatting');
     await mkfs(h, q.fsType, devicePath);
-    if (q.pvc)
-      await env.events?.record(q.pvc, 'VolumeFormatted', `volume ${q.volumeId} was empty: made a new ${q.fsType} filesystem on it`);
+    if (q.pvc) void env.events?.record(q.pvc, 'VolumeFormatted', `volume ${q.volumeId} was empty: made a new ${q.fsType} filesystem on it`);
   } else if (decision.existing !== q.fsType) {
     const why = `${devicePath} already holds ${decision.existing}, not ${q.fsType}: it is neither formatted nor mounted (was the volume used with another fsType or as a block volume?)`;
+    // Events are never awaited on the answer's path (docs/csi.md "Events on the PVC").
     if (q.pvc) {
-      await env.events?.record(
+      void env.events?.record(
         q.pvc,
         'VolumeHoldsData',
         `volume ${q.volumeId} already holds ${decision.existing}; Lunar refused to format it as ${q.fsType}. Use a StorageClass with fsType ${decision.existing}, or a block volume, to reach the data`,

@@ -68,6 +68,11 @@ describe('node Events on the PVC', () => {
     node = new NodeService(env, (op, ok) => ops.push([op, ok]));
   });
 
+  /** Recording is not awaited by the CSI call: wait until the API server has what is expected. */
+  const settled = async (want: string[]): Promise<void> => {
+    for (let i = 0; i < 100 && JSON.stringify(reasons()) !== JSON.stringify(want); i++) await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(reasons(), want);
+  };
   const reasons = (): string[] => [...api.events.values()].map((e) => String(e.reason)).sort();
   const only = (reason: string): Record<string, unknown> => {
     const e = [...api.events.values()].filter((x) => x.reason === reason);
@@ -77,6 +82,7 @@ describe('node Events on the PVC', () => {
 
   it('VolumeFormatted (Normal) on the PVC named by the volume_context when an empty volume is formatted', async () => {
     await node.nodeStageVolume(stageReq(), ctx());
+    await settled(['VolumeFormatted']);
     const e = only('VolumeFormatted');
     assert.equal(e.type, 'Normal');
     assert.deepEqual(e.involvedObject, { kind: 'PersistentVolumeClaim', apiVersion: 'v1', namespace: 'apps', name: 'db', uid: 'uid-db' });
@@ -100,7 +106,7 @@ describe('node Events on the PVC', () => {
     fake.lus.set(`${IQN}/0`, { wwid: WWID, sizeBytes: 64 << 20, blkid: 'xfs' });
     await assert.rejects(node.nodeStageVolume(stageReq(), ctx()), /already holds xfs/);
     assert.ok(!fake.runner.lines().some((l) => l.startsWith('mkfs')), 'never formatted');
-    assert.deepEqual(reasons(), ['StagingFailed', 'VolumeHoldsData']);
+    await settled(['StagingFailed', 'VolumeHoldsData']);
     const held = only('VolumeHoldsData');
     assert.equal(held.type, 'Warning');
     assert.match(String(held.message), /refused to format it as ext4/);
@@ -119,6 +125,7 @@ describe('node Events on the PVC', () => {
 
   it('PathFailed naming the path when a session fails, PathRestored when it is back; counts by state', async () => {
     await node.nodeStageVolume(stageReq(), ctx());
+    await settled(['VolumeFormatted']);
     api.events.clear();
     const monitor = new PathMonitor(env);
     await monitor.checkAll();
@@ -128,6 +135,7 @@ describe('node Events on the PVC', () => {
     await monitor.checkAll();
     await monitor.checkAll(); // still down: no second Event
     assert.deepEqual(monitor.counts(), [{ volume: 'vol-1', up: 1, down: 1 }]);
+    await settled(['PathFailed']);
     const failed = only('PathFailed');
     assert.equal(failed.type, 'Warning');
     assert.equal(failed.count, 1);
@@ -141,6 +149,7 @@ describe('node Events on the PVC', () => {
     assert.match(String(failed.message), /path 10\.0\.3\.2:3260 via iface default \(session2, sdb\): session FAILED/);
     fake.setSessionState('10.0.3.2:3260', 'LOGGED_IN');
     await monitor.checkAll();
+    await settled(['PathFailed', 'PathRestored']);
     const back = only('PathRestored');
     assert.equal(back.type, 'Normal');
     assert.match(String(back.message), /path 10\.0\.3\.2:3260 via iface default is back/);
