@@ -52,7 +52,7 @@ export class PathMonitor implements PathObserver {
   }
 
   /** Takes one check's result: Events for each path that changed state since the last one. */
-  async observe(r: StagingRecord, states: readonly PathState[]): Promise<void> {
+  observe(r: StagingRecord, states: readonly PathState[]): Promise<void> {
     const before = this.seen.get(r.volumeId);
     const down = new Map(states.flatMap((s) => (s.down === null ? [] : [[s.path, s.down] as const])));
     this.seen.set(r.volumeId, { up: states.length - down.size, down });
@@ -69,11 +69,12 @@ export class PathMonitor implements PathObserver {
         );
       }
     }
-    if (!before) return;
+    if (!before) return Promise.resolve();
     for (const path of before.down.keys()) {
       if (down.has(path)) continue;
       this.env.log.info({ volumeId: r.volumeId, path }, 'path restored');
       if (events && pvc) void events.record(pvc, 'PathRestored', `volume ${r.volumeId}: ${path} is back`);
     }
+    return Promise.resolve();
   }
 }
