@@ -2,7 +2,9 @@
 // environment a DaemonSet sets, starts src/node/server.ts and runs until SIGTERM or SIGINT.
 
 import { resolve } from 'node:path';
-import { DEFAULT_MULTIPATH_TIMERS } from '../host/multipath.js';
+import { DEFAULT_MULTIPATH_TIMERS, type MultipathTimers } from '../host/multipath.js';
+import type { KubeTarget } from '../kube/client.js';
+import { parseMetricsAddress } from '../metrics/server.js';
 import type { HostExecMode } from '../host/runner.js';
 import { DEFAULT_TIMEOUTS } from '../host/types.js';
 import { DEFAULT_SESSION_TIMERS, type NodeConfig } from '../node/types.js';
@@ -10,6 +12,7 @@ import { LUNAR_VERSION } from '../util/version.js';
 import { noExtra, str, strs } from './args.js';
 import type { Command, CommandContext } from './command.js';
 import { ExitCode, UsageError } from './errors.js';
+import { kubeTargetFrom, LABEL_NAME } from './serve.js';
 import { logUnhandledRejections, runUntilSignal } from './foreground.js';
 
 export const DEFAULT_NODE_STATE_DIR = '/var/lib/lunar-node';
@@ -24,6 +27,15 @@ function intOpt(ctx: CommandContext, flag: string, envName: string | null, dflt:
   return Number(text);
 }
 
+/** --no-path-retry: checker intervals, or multipath's own "queue" / "fail". */
+function noPathRetryOpt(ctx: CommandContext): MultipathTimers['noPathRetry'] {
+  const text = str(ctx.values['no-path-retry']);
+  if (text === 'queue' || text === 'fail') return text;
+  if (text !== undefined && text !== '' && !/^\d+$/.test(text))
+    throw new UsageError(`--no-path-retry ${JSON.stringify(text)}: expected a whole number from 0 to 100000, queue or fail`);
+  return intOpt(ctx, 'no-path-retry', null, DEFAULT_MULTIPATH_TIMERS.noPathRetry as number, 0, 100_000);
+}
+
 /** The node plugin's configuration from options and environment; UsageError on a bad value. */
 export function nodeOptions(ctx: CommandContext): {
   endpoint: string;
@@ -33,6 +45,9 @@ export function nodeOptions(ctx: CommandContext): {
   stateDir: string;
   logLevel: string | undefined;
   iscsidSocket: string | undefined;
+  metricsAddress: string;
+  topologyKeys: string[];
+  kube: KubeTarget | null;
 } {
   const env = ctx.io.env;
   const endpoint = str(ctx.values.endpoint) ?? env.CSI_ENDPOINT;
@@ -73,13 +88,34 @@ export function nodeOptions(ctx: CommandContext): {
     },
     multipath: {
       fastIoFailTmo: intOpt(ctx, 'fast-io-fail-tmo', null, DEFAULT_MULTIPATH_TIMERS.fastIoFailTmo, 1, 3600),
-      noPathRetry: intOpt(ctx, 'no-path-retry', null, DEFAULT_MULTIPATH_TIMERS.noPathRetry, 0, 100_000),
+      noPathRetry: noPathRetryOpt(ctx),
     },
     timeouts: DEFAULT_TIMEOUTS,
   };
+  const metricsAddress = str(ctx.values['metrics-address']) ?? env.LUNAR_METRICS_ADDRESS ?? 'none';
+  try {
+    parseMetricsAddress(metricsAddress);
+  } catch (err) {
+    throw new UsageError(`node: --metrics-address: ${(err as Error).message}`);
+  }
+  const keysText = str(ctx.values['topology-keys']) ?? env.LUNAR_TOPOLOGY_KEYS ?? '';
+  const topologyKeys = keysText
+    .split(',')
+    .map((k) => k.trim())
+    .filter((k) => k !== '');
+  for (const k of topologyKeys)
+    if (!LABEL_NAME.test(k) || k.length > 317)
+      throw new UsageError(`node: --topology-keys ${JSON.stringify(k)} is not a Kubernetes label key`);
+  const kube = kubeTargetFrom(str(ctx.values.kubeconfig) ?? env.LUNAR_KUBECONFIG, env.KUBERNETES_SERVICE_HOST);
+  if (topologyKeys.length > 0 && !kube) {
+    throw new UsageError('node: --topology-keys needs the Kubernetes API: run in a pod (service account) or give --kubeconfig PATH');
+  }
   return {
     endpoint,
     config,
+    metricsAddress,
+    topologyKeys,
+    kube,
     hostExec,
     hostRootDir: resolve(str(ctx.values['host-root-dir']) ?? env.LUNAR_HOST_ROOT_DIR ?? '/'),
     stateDir: resolve(str(ctx.values['state-dir']) ?? env.LUNAR_NODE_STATE_DIR ?? DEFAULT_NODE_STATE_DIR),
@@ -104,20 +140,28 @@ async function run(ctx: CommandContext): Promise<number> {
       hostRootDir: o.hostRootDir,
       stateDir: o.stateDir,
       logger: rootLogger,
+      metricsAddress: o.metricsAddress,
+      topologyKeys: o.topologyKeys,
+      kube: o.kube,
       ...(o.iscsidSocket ? { iscsidSocket: o.iscsidSocket.replace(/^@/, '\0') } : {}),
     });
   } catch (err) {
     ctx.io.err(`lunar: node plugin cannot start: ${(err as Error).message}\n`);
     return ExitCode.FAILED;
   }
-  ctx.io.out(`Lunar ${LUNAR_VERSION} node plugin for ${o.config.nodeName} on ${plugin.address}\n`);
+  ctx.io.out(
+    `Lunar ${LUNAR_VERSION} node plugin for ${o.config.nodeName} on ${plugin.address}` +
+      (plugin.metricsAddress ? `; metrics http://${plugin.metricsAddress}/metrics` : '') +
+      '\n',
+  );
   return runUntilSignal(plugin, log);
 }
 
 export const node: Command = {
   usage:
     '  lunar node --endpoint ENDPOINT --node-name NAME [--iface NIC]... [--host-exec direct|nsenter]\n' +
-    '             [--state-dir DIR] [--host-root-dir DIR] [--allow-single-path] [--max-volumes N]\n',
+    '             [--state-dir DIR] [--host-root-dir DIR] [--allow-single-path] [--max-volumes N]\n' +
+    '             [--metrics-address ADDR] [--topology-keys KEY,...] [--kubeconfig PATH]\n',
   help: `node (the CSI node plugin; docs/node.md):
   --endpoint ENDPOINT      unix:///csi/csi.sock or tcp://host:port (default $CSI_ENDPOINT)
   --node-name NAME         Kubernetes node name (default $NODE_NAME); node_id = NAME#<initiator IQN>
@@ -129,8 +173,13 @@ export const node: Command = {
   --allow-single-path      a volume with one path uses its SCSI device without multipath
   --max-volumes N          NodeGetInfo max_volumes_per_node (default 0 = no limit)
   --topology KEY=VALUE     accessible topology segment (repeatable)
+  --topology-keys KEY,...  labels of this node's Node object that form its topology segment
+                           (default $LUNAR_TOPOLOGY_KEYS; needs the Kubernetes API)
+  --kubeconfig PATH        Kubernetes API for topology and Events on PVCs (default $LUNAR_KUBECONFIG,
+                           else the pod's service account in a pod; "none" = off)
+  --metrics-address ADDR   serve /metrics on :PORT or HOST:PORT (default $LUNAR_METRICS_ADDRESS, else none)
   --noop-out-interval S, --noop-out-timeout S, --replacement-timeout S   iSCSI session timers (2, 2, 120)
-  --fast-io-fail-tmo S, --no-path-retry N                                multipath timers (5, 12)
+  --fast-io-fail-tmo S, --no-path-retry N|queue|fail                     multipath timers (5, 12)
   --log-level LEVEL        trace|debug|info|warn|error (default $LUNAR_LOG_LEVEL, else info)
 `,
   options: {
@@ -149,6 +198,9 @@ export const node: Command = {
     'fast-io-fail-tmo': { type: 'string' },
     'no-path-retry': { type: 'string' },
     'log-level': { type: 'string' },
+    'metrics-address': { type: 'string' },
+    'topology-keys': { type: 'string' },
+    kubeconfig: { type: 'string' },
     'iscsid-socket': { type: 'string' },
   },
   run,

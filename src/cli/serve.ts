@@ -54,7 +54,8 @@ function metricsAddressOf(ctx: CommandContext): string {
 
 // Kubernetes label syntax: an optional DNS-subdomain prefix and "/", a name of up to 63 characters; values
 // up to 63 characters of the same alphabet (possibly empty).
-const LABEL_NAME = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+export const LABEL_NAME =
+  /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
 const LABEL_VALUE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
 
 /** --topology KEY=VALUE[,KEY=VALUE] / $LUNAR_TOPOLOGY: the segment every volume is accessible from. */
@@ -85,10 +86,14 @@ export function parseTopology(spec: string): Record<string, string> {
  * either, the pod's service account when running in a pod ($KUBERNETES_SERVICE_HOST), else none.
  */
 function kubeTargetOf(ctx: CommandContext): KubeTarget | null {
-  const given = str(ctx.values.kubeconfig) ?? ctx.io.env.LUNAR_KUBECONFIG;
+  return kubeTargetFrom(str(ctx.values.kubeconfig) ?? ctx.io.env.LUNAR_KUBECONFIG, ctx.io.env.KUBERNETES_SERVICE_HOST);
+}
+
+/** The same rule for `lunar serve` and `lunar node`: the given kubeconfig, "none", or in-cluster in a pod. */
+export function kubeTargetFrom(given: string | undefined, serviceHost: string | undefined): KubeTarget | null {
   if (given === 'none') return null;
   if (given !== undefined && given !== '') return { kubeconfig: given };
-  return ctx.io.env.KUBERNETES_SERVICE_HOST ? { inCluster: true } : null;
+  return serviceHost ? { inCluster: true } : null;
 }
 
 /** Why the server could not start, with what to change. */

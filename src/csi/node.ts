@@ -7,6 +7,8 @@
 import { status } from '@grpc/grpc-js';
 import { HostError, type HostErrorKind } from '../host/errors.js';
 import { readInitiatorName } from '../host/iscsid.js';
+import { pvcRefFrom } from '../kube/types.js';
+import type { NodeOperation } from '../metrics/registry.js';
 import { expandVolume } from '../node/expand.js';
 import { publishVolume, unpublishVolume } from '../node/publish.js';
 import { parsePublishContext } from '../node/publish-context.js';
@@ -80,8 +82,28 @@ function capabilityOf(
   return { accessType: 'mount', fsType: c.fsType || ctxFsType || DEFAULT_FS_TYPE, mountFlags: [...(cap?.mount?.mount_flags ?? [])] };
 }
 
+/** Told the result and duration of each stage, unstage, publish, unpublish and expand (metrics). */
+export type NodeOperationObserver = (operation: NodeOperation, ok: boolean, seconds: number) => void;
+
 export class NodeService {
-  constructor(private readonly env: NodeEnv) {}
+  constructor(
+    private readonly env: NodeEnv,
+    private readonly observe?: NodeOperationObserver,
+  ) {}
+
+  /** Runs one node operation, timing it for the observer. */
+  private async timed<T>(operation: NodeOperation, run: () => Promise<T>): Promise<T> {
+    const t0 = process.hrtime.bigint();
+    const seconds = (): number => Number(process.hrtime.bigint() - t0) / 1e9;
+    try {
+      const out = await run();
+      this.observe?.(operation, true, seconds());
+      return out;
+    } catch (err) {
+      this.observe?.(operation, false, seconds());
+      throw err;
+    }
+  }
 
   async nodeGetInfo(): Promise<NodeGetInfoResponse> {
     const iqn = await readInitiatorName(this.env.hostFs);
@@ -113,14 +135,27 @@ export class NodeService {
       throw invalidArgument('publish_context is required: give what ControllerPublishVolume returned (targetIqn, portals, lun, wwid)');
     }
     const target = parsePublishContext(r.publish_context, r.secrets);
-    await stageVolume(this.env, { volumeId, stagingPath, ...cap, target }, ctx.deadline);
+    const pvc = pvcRefFrom(r.volume_context);
+    try {
+      await this.timed('stage', () => stageVolume(this.env, { volumeId, stagingPath, ...cap, target, pvc }, ctx.deadline));
+    } catch (err) {
+      if (pvc && this.env.events) {
+        const why = nodeCsiError(err).message;
+        void this.env.events.record(
+          pvc,
+          'StagingFailed',
+          `volume ${volumeId} could not be staged on node ${this.env.config.nodeName}: ${why}`,
+        );
+      }
+      throw err;
+    }
     return {};
   }
 
   async nodeUnstageVolume(r: NodeUnstageVolumeRequest, ctx: CallContext): Promise<NodeUnstageVolumeResponse> {
     const volumeId = requireString(r.volume_id, 'volume_id');
     const stagingPath = requirePath(r.staging_target_path, 'staging_target_path');
-    await unstageVolume(this.env, volumeId, stagingPath, ctx.deadline);
+    await this.timed('unstage', () => unstageVolume(this.env, volumeId, stagingPath, ctx.deadline));
     return {};
   }
 
@@ -129,10 +164,12 @@ export class NodeService {
     const stagingPath = requirePath(r.staging_target_path, 'staging_target_path');
     const targetPath = requirePath(r.target_path, 'target_path');
     const cap = capabilityOf(r.volume_capability, 'volume_capability');
-    await publishVolume(
-      this.env,
-      { volumeId, stagingPath, targetPath, accessType: cap.accessType, readonly: r.readonly, mountFlags: cap.mountFlags },
-      ctx.deadline,
+    await this.timed('publish', () =>
+      publishVolume(
+        this.env,
+        { volumeId, stagingPath, targetPath, accessType: cap.accessType, readonly: r.readonly, mountFlags: cap.mountFlags },
+        ctx.deadline,
+      ),
     );
     return {};
   }
@@ -140,7 +177,7 @@ export class NodeService {
   async nodeUnpublishVolume(r: NodeUnpublishVolumeRequest, ctx: CallContext): Promise<NodeUnpublishVolumeResponse> {
     const volumeId = requireString(r.volume_id, 'volume_id');
     const targetPath = requirePath(r.target_path, 'target_path');
-    await unpublishVolume(this.env, volumeId, targetPath, ctx.deadline);
+    await this.timed('unpublish', () => unpublishVolume(this.env, volumeId, targetPath, ctx.deadline));
     return {};
   }
 
@@ -161,7 +198,7 @@ export class NodeService {
     const volumePath = requirePath(r.volume_path, 'volume_path');
     const bounds = capacityBounds(r.capacity_range);
     if (r.volume_capability) capabilityOf(r.volume_capability, 'volume_capability');
-    const size = await expandVolume(this.env, volumeId, volumePath, bounds.required, ctx.deadline);
+    const size = await this.timed('expand', () => expandVolume(this.env, volumeId, volumePath, bounds.required, ctx.deadline));
     return { capacity_bytes: String(size) };
   }
 }

@@ -20,8 +20,13 @@ export const DROP_IN_PATH = '/etc/multipath/conf.d/lunar.conf';
 export interface MultipathTimers {
   /** Seconds after a transport failure before I/O fails over to another path (overrides the session's replacement_timeout). */
   readonly fastIoFailTmo: number;
-  /** Path checker intervals to queue I/O when no path is left before failing it; never "queue" (an unreachable target would hang unstage forever). */
-  readonly noPathRetry: number;
+  /**
+   * Path checker intervals to queue I/O when no path is left before failing it, or multipath's own
+   * "queue" (queue until a path returns) or "fail" (fail at once). With "queue", unstage turns queueing
+   * off on the map (after the unmount has written everything back) before flushing it, so an
+   * unreachable target cannot hang the unstage.
+   */
+  readonly noPathRetry: number | 'queue' | 'fail';
 }
 
 export const DEFAULT_MULTIPATH_TIMERS: MultipathTimers = { fastIoFailTmo: 5, noPathRetry: 12 };
@@ -135,6 +140,12 @@ export async function flushMap(h: Host, map: Pick<MultipathMap, 'name' | 'kernel
     const inUse = /in use|busy/i.test(r.stderr + r.stdout);
     throw hostError(inUse ? 'busy' : 'failed', describeFailure(s, r));
   }
+}
+
+/** Stops the map queueing I/O when no path is left (multipathd disablequeueing): a flush of a map whose
+ * target is gone then fails instead of hanging. Only needed with no_path_retry queue. */
+export async function disableQueueing(h: Host, name: string): Promise<void> {
+  await runOk(h.runner, spec(h, 'multipathd', ['disablequeueing', 'map', name]));
 }
 
 /** Makes the map take its paths' new size. */

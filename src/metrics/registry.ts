@@ -8,6 +8,9 @@ import { LATENCY_BUCKETS, LuStats } from './lu-stats.js';
 
 export type Component = 'controller' | 'node';
 
+/** The node operations timed by lunar_node_operation_duration_seconds. */
+export type NodeOperation = 'stage' | 'unstage' | 'publish' | 'unpublish' | 'expand';
+
 /** Sessions per volume (controller) or paths per volume by state (node). */
 export interface PathCount {
   readonly volume: string;
@@ -167,7 +170,7 @@ export class LunarMetrics {
     });
     this.nodeOps = new Histogram({
       name: 'lunar_node_operation_duration_seconds',
-      help: 'NodeStageVolume and NodeUnstageVolume durations, by result (node)',
+      help: 'NodeStage, NodeUnstage, NodePublish, NodeUnpublish and NodeExpand durations, by result (node)',
       labelNames: ['operation', 'result'],
       buckets: [0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120],
       registers,
@@ -194,7 +197,7 @@ export class LunarMetrics {
     this.csiDuration.observe({ service, method }, seconds);
   }
 
-  observeNodeOperation(operation: 'stage' | 'unstage', ok: boolean, seconds: number): void {
+  observeNodeOperation(operation: NodeOperation, ok: boolean, seconds: number): void {
     this.nodeOps.observe({ operation, result: ok ? 'ok' : 'error' }, seconds);
   }
 

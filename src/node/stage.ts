@@ -7,6 +7,7 @@
 // capability is ALREADY_EXISTS.
 
 import { hostError } from '../host/errors.js';
+import type { PvcRef } from '../kube/types.js';
 import { formatDecision, FORMATTABLE, growFilesystem, mkfs } from '../host/filesystem.js';
 import { mount, mountAt, parseMountinfo, unmount } from '../host/mount.js';
 import { findMap } from '../host/multipath.js';
@@ -26,6 +27,8 @@ export interface StageRequest {
   readonly fsType: string;
   readonly mountFlags: readonly string[];
   readonly target: VolumeTarget;
+  /** The PVC (from volume_context), for Events; null when the volume was not provisioned for one. */
+  readonly pvc?: PvcRef | null;
 }
 
 /** Mount options: the StorageClass's, plus nouuid for xfs (a clone or restored snapshot has its source's UUID). */
@@ -71,11 +74,18 @@ async function mountFilesystem(env: NodeEnv, h: Host, q: StageRequest, devicePat
   if (decision.format) {
     env.log.info({ volumeId: q.volumeId, device: devicePath, fsType: q.fsType }, 'device positively empty: formatting');
     await mkfs(h, q.fsType, devicePath);
+    if (q.pvc) void env.events?.record(q.pvc, 'VolumeFormatted', `volume ${q.volumeId} was empty: made a new ${q.fsType} filesystem on it`);
   } else if (decision.existing !== q.fsType) {
-    throw hostError(
-      'precondition',
-      `${devicePath} already holds ${decision.existing}, not ${q.fsType}: it is neither formatted nor mounted (was the volume used with another fsType or as a block volume?)`,
-    );
+    const why = `${devicePath} already holds ${decision.existing}, not ${q.fsType}: it is neither formatted nor mounted (was the volume used with another fsType or as a block volume?)`;
+    // Events are never awaited on the answer's path (docs/csi.md "Events on the PVC").
+    if (q.pvc) {
+      void env.events?.record(
+        q.pvc,
+        'VolumeHoldsData',
+        `volume ${q.volumeId} already holds ${decision.existing}; Lunar refused to format it as ${q.fsType}. Use a StorageClass with fsType ${decision.existing}, or a block volume, to reach the data`,
+      );
+    }
+    throw hostError('precondition', why);
   }
   await env.localFs.mkdir(q.stagingPath);
   await mount(h, devicePath, q.stagingPath, q.fsType, mountOptions(q.fsType, q.mountFlags));
@@ -113,6 +123,7 @@ export async function stageVolume(env: NodeEnv, q: StageRequest, deadline: numbe
     map: previous?.map ?? null,
     singleDevice: previous?.singleDevice ?? null,
     publications: previous?.publications ?? {},
+    ...(q.pvc ? { pvc: q.pvc } : {}),
     updatedAt: '',
   };
   const a = await attach(env, h, q.target, async (pairs) => {

@@ -8,6 +8,7 @@ import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { removeDurable, writeFileAtomic } from '../util/atomic-file.js';
 import type { PathPair } from '../host/types.js';
+import type { PvcRef } from '../kube/types.js';
 
 export interface Publication {
   readonly readonly: boolean;
@@ -36,6 +37,8 @@ export interface StagingRecord {
   /** The SCSI device used without multipath (--allow-single-path), or null. */
   readonly singleDevice: string | null;
   readonly publications: Readonly<Record<string, Publication>>;
+  /** The PVC the volume was provisioned for (volume_context pvcName/pvcNamespace): where path Events go. */
+  readonly pvc?: PvcRef | null;
   readonly updatedAt: string;
 }
 

@@ -16,23 +16,41 @@ export interface VolumeStats {
   readonly condition: { abnormal: boolean; message: string };
 }
 
-/** The condition of the volume's paths from sysfs. */
-export async function pathCondition(fs: HostFs, r: StagingRecord): Promise<{ abnormal: boolean; message: string }> {
+/** One recorded path of a staged volume: its name and, when down, what is wrong with it (naming it). */
+export interface PathState {
+  readonly path: string;
+  readonly down: string | null;
+}
+
+/** The state of each recorded path of the volume, from sysfs. */
+export async function pathStates(fs: HostFs, r: StagingRecord): Promise<PathState[]> {
   const sessions = (await listSessions(fs)).filter((s) => s.targetIqn === r.targetIqn);
-  const down: string[] = [];
+  const out: PathState[] = [];
   for (const p of r.pairs) {
     const s = sessions.find((x) => x.portal === p.portal && x.iface === p.iface);
-    const name = `path ${p.portal} via iface ${p.iface}`;
+    const path = `path ${p.portal} via iface ${p.iface}`;
     if (!s) {
-      down.push(`${name}: no session`);
+      out.push({ path, down: `${path}: no session` });
       continue;
     }
     const d = await deviceAt(fs, lunAddress(s, r.lun));
+    let down: string | null = null;
     if (s.state !== 'LOGGED_IN')
-      down.push(`${name} (${s.name}${d?.blockName ? `, ${d.blockName}` : ''}): session ${s.state || 'state unknown'}`);
-    else if (!d) down.push(`${name} (${s.name}): no SCSI device at LUN ${r.lun}`);
-    else if (d.state !== 'running') down.push(`${name} (${s.name}, ${d.blockName ?? d.address}): device ${d.state}`);
+      down = `${path} (${s.name}${d?.blockName ? `, ${d.blockName}` : ''}): session ${s.state || 'state unknown'}`;
+    else if (!d) down = `${path} (${s.name}): no SCSI device at LUN ${r.lun}`;
+    else if (d.state !== 'running') down = `${path} (${s.name}, ${d.blockName ?? d.address}): device ${d.state}`;
+    out.push({ path, down });
   }
+  return out;
+}
+
+/** The condition of the volume's paths from sysfs. */
+export async function pathCondition(fs: HostFs, r: StagingRecord): Promise<{ abnormal: boolean; message: string }> {
+  return conditionOf(r, await pathStates(fs, r));
+}
+
+function conditionOf(r: StagingRecord, states: readonly PathState[]): { abnormal: boolean; message: string } {
+  const down = states.flatMap((p) => (p.down === null ? [] : [p.down]));
   if (down.length > 0) return { abnormal: true, message: `${down.length} of ${r.pairs.length} path(s) down: ${down.join('; ')}` };
   return { abnormal: false, message: `all ${r.pairs.length} path(s) up` };
 }
@@ -42,7 +60,9 @@ export async function volumeStats(env: NodeEnv, volumeId: string, volumePath: st
   const r = await env.records.load(volumeId);
   if (r?.phase !== 'staged') throw hostError('not-found', `volume ${volumeId} is not staged on this node`);
   if (!(await env.localFs.exists(volumePath))) throw hostError('not-found', `volume path ${volumePath} does not exist`);
-  const condition = await pathCondition(h.fs, r);
+  const states = await pathStates(h.fs, r);
+  await env.paths?.observe(r, states);
+  const condition = conditionOf(r, states);
   if (r.accessType === 'block') {
     const kernel = r.map ? ((await findMap(h, r.wwid))?.kernelName ?? null) : r.singleDevice;
     const size = kernel ? await blockSize(h.fs, kernel) : null;

@@ -8,7 +8,9 @@ import type { HostFs } from '../host/host-fs.js';
 import type { MultipathTimers } from '../host/multipath.js';
 import type { HostRunner } from '../host/runner.js';
 import type { Host, HostTimeouts } from '../host/types.js';
-import type { StagingRecords } from './staging-record.js';
+import type { EventSink } from '../kube/types.js';
+import type { StagingRecord, StagingRecords } from './staging-record.js';
+import type { PathState } from './stats.js';
 
 /** iSCSI session timers set on every node record (seconds; docs/node.md "Timers"). */
 export interface SessionTimers {
@@ -51,6 +53,15 @@ export interface NodeEnv {
   readMountinfo(): Promise<string>;
   readonly records: StagingRecords;
   readonly log: Logger;
+  /** Events on the PVC of a volume (VolumeFormatted, VolumeHoldsData, ...); absent = none. */
+  readonly events?: EventSink;
+  /** Told each path check NodeGetVolumeStats makes (path-monitor.ts); absent = none. */
+  readonly paths?: PathObserver;
+}
+
+/** Takes the result of one path check of a staged volume. */
+export interface PathObserver {
+  observe(r: StagingRecord, states: readonly PathState[]): Promise<void>;
 }
 
 export function hostFor(env: NodeEnv, deadline: number): Host {

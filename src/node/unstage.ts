@@ -10,7 +10,7 @@
 import { hostError, HostError } from '../host/errors.js';
 import { deleteNodeRecord, deleteTargetRecords, logout } from '../host/iscsiadm.js';
 import { mountAt, parseMountinfo, unmount } from '../host/mount.js';
-import { findMap, flushMap } from '../host/multipath.js';
+import { disableQueueing, findMap, flushMap } from '../host/multipath.js';
 import { runOk } from '../host/runner.js';
 import { deleteDevice, deviceAt, listSessions, lunAddress } from '../host/scsi-sysfs.js';
 import { hostFor, type NodeEnv } from './types.js';
@@ -28,7 +28,11 @@ export async function unstageVolume(env: NodeEnv, volumeId: string, stagingPath:
     throw hostError('not-found', `volume ${volumeId} is staged at ${r.stagingPath}, not ${stagingPath}`);
   }
   const map = await findMap(h, r.wwid);
-  if (map) await flushMap(h, map);
+  if (map) {
+    // With no_path_retry queue a map whose paths are all gone would queue the flush forever.
+    if (env.config.multipath.noPathRetry === 'queue') await disableQueueing(h, map.name);
+    await flushMap(h, map);
+  }
 
   // Every device of the volume's LUN on every session of its target, and the ones recorded.
   const sessions = (await listSessions(h.fs)).filter((s) => s.targetIqn === r.targetIqn);

@@ -2,11 +2,13 @@
 // directory): Identity (no CONTROLLER_SERVICE; Probe not ready while iscsid's socket is absent, ready once
 // it answers), NodeGetInfo's node_id from the tree's initiatorname.iscsi, NodeGetCapabilities, argument
 // errors answered with the right code before anything runs on the host, one log line per call, and bad
-// command lines refused. The steps that need a kernel initiator run in the QEMU guest (test/guest).
+// command lines refused; with --topology-keys and --kubeconfig (the stand-in API server) the segment from
+// its Node's labels, and with --metrics-address a /metrics scrape with the CSI calls and node operations. The steps that need a kernel initiator run in the QEMU guest (test/guest).
 
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,17 +16,22 @@ import test, { after } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { loadCsiPackage } from '../../src/csi/proto.js';
 import { rpc } from '../support/csi.js';
+import { FakeApiServer } from '../support/fake-apiserver.js';
+import { parsePrometheusText, sampleValue } from '../support/prom-text.js';
 
 const CLI = join(process.cwd(), 'dist', 'src', 'cli.js');
 const dirs: string[] = [];
 const children: ChildProcess[] = [];
-after(() => {
+const apis: FakeApiServer[] = [];
+after(async () => {
   for (const c of children) c.kill('SIGKILL');
+  for (const a of apis) await a.close();
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
 interface NodeProc {
   address: string;
+  metrics: string | null;
   stderr: () => string;
   exited: Promise<number>;
 }
@@ -50,8 +57,8 @@ function startNode(args: string[]): Promise<NodeProc> {
     child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
     child.stdout.setEncoding('utf8').on('data', (d: string) => {
       out += d;
-      const m = / on (tcp:\/\/\S+)\n/.exec(out);
-      if (m) resolve({ address: m[1]!.replace('tcp://', ''), stderr: () => err, exited });
+      const m = / on (tcp:\/\/[^\s;]+)(?:; metrics http:\/\/(\S+)\/metrics)?\n/.exec(out);
+      if (m) resolve({ address: m[1]!.replace('tcp://', ''), metrics: m[2] ?? null, stderr: () => err, exited });
     });
     void exited.then((c) => reject(new Error(`lunar node exited ${c}: ${err}`)));
   });
@@ -93,6 +100,8 @@ test('lunar node over tcp://: Identity without CONTROLLER_SERVICE, Probe not rea
     assert.equal(info.name, 'iscsi.lunar.dev');
     const caps = await rpc<{ capabilities: { service?: { type: string } }[] }>(identity, 'GetPluginCapabilities');
     assert.ok(!caps.capabilities.some((c) => c.service?.type === 'CONTROLLER_SERVICE'), JSON.stringify(caps));
+    assert.ok(!caps.capabilities.some((c) => c.service?.type === 'VOLUME_ACCESSIBILITY_CONSTRAINTS'), 'no topology: not advertised');
+    assert.equal(n.metrics, null, 'no /metrics unless asked');
     assert.deepEqual((await rpc<{ ready: { value: boolean } }>(identity, 'Probe')).ready, { value: false });
 
     const ni = await rpc<{ node_id: string; max_volumes_per_node: string }>(node, 'NodeGetInfo');
@@ -191,6 +200,115 @@ test('Probe is ready while iscsid answers on its socket; topology advertised whe
   }
 });
 
+function scrape(address: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    http
+      .get(`http://${address}/metrics`, { agent: false }, (res) => {
+        let body = '';
+        res.setEncoding('utf8').on('data', (d: string) => (body += d));
+        res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`HTTP ${res.statusCode}`))));
+      })
+      .on('error', reject);
+  });
+}
+
+test('--topology-keys from the Node object through --kubeconfig; --metrics-address serves CSI calls and node operations', async () => {
+  const api = await new FakeApiServer().start();
+  apis.push(api);
+  api.setNode('worker-4', { 'topology.lunar.dev/zone': 'rack-7', 'kubernetes.io/hostname': 'worker-4', other: 'x' });
+  const root = hostTree('iqn.2024-01.io.e2e:guest');
+  const kubeconfig = join(root, 'kubeconfig');
+  writeFileSync(
+    kubeconfig,
+    [
+      'apiVersion: v1',
+      'kind: Config',
+      'clusters:',
+      '  - name: test',
+      `    cluster: { server: "${api.url}", insecure-skip-tls-verify: true }`,
+      'users:',
+      '  - name: test',
+      '    user: { token: test-token }',
+      'contexts:',
+      '  - name: test',
+      '    context: { cluster: test, user: test }',
+      'current-context: test',
+      '',
+    ].join('\n'),
+  );
+  const n = await startNode([
+    '--endpoint',
+    'tcp://127.0.0.1:0',
+    '--node-name',
+    'worker-4',
+    '--host-root-dir',
+    root,
+    '--state-dir',
+    join(root, 'state'),
+    '--iscsid-socket',
+    `@lunar-e2e-absent-${process.pid}`,
+    '--topology-keys',
+    'topology.lunar.dev/zone,kubernetes.io/hostname',
+    '--kubeconfig',
+    kubeconfig,
+    '--metrics-address',
+    '127.0.0.1:0',
+  ]);
+  const { identity, node } = clients(n.address);
+  try {
+    const caps = await rpc<{ capabilities: { service?: { type: string } }[] }>(identity, 'GetPluginCapabilities');
+    assert.ok(
+      caps.capabilities.some((c) => c.service?.type === 'VOLUME_ACCESSIBILITY_CONSTRAINTS'),
+      JSON.stringify(caps),
+    );
+    const ni = await rpc<{ accessible_topology: { segments: Record<string, string> } }>(node, 'NodeGetInfo');
+    assert.deepEqual(ni.accessible_topology.segments, { 'topology.lunar.dev/zone': 'rack-7', 'kubernetes.io/hostname': 'worker-4' });
+    assert.ok(
+      api.requests.some((r) => r.method === 'GET' && r.path === '/api/v1/nodes/worker-4'),
+      'the Node object was read from the API server',
+    );
+    assert.ok(n.metrics, 'metrics address printed');
+    await rpc(node, 'NodeUnstageVolume', { volume_id: 'v', staging_target_path: join(root, 'never-staged') });
+    await codeOf(rpc(node, 'NodeGetVolumeStats', { volume_id: 'v', volume_path: '/nowhere' }));
+    const m = parsePrometheusText(await scrape(n.metrics));
+    assert.equal(sampleValue(m, 'lunar_csi_calls_total', { service: 'Node', method: 'NodeGetInfo', code: 'OK' }), 1);
+    assert.equal(sampleValue(m, 'lunar_csi_calls_total', { service: 'Node', method: 'NodeGetVolumeStats', code: 'NOT_FOUND' }), 1);
+    assert.equal(sampleValue(m, 'lunar_csi_calls_total', { service: 'Identity', method: 'GetPluginCapabilities', code: 'OK' }), 1);
+    assert.equal(sampleValue(m, 'lunar_node_operation_duration_seconds_count', { operation: 'unstage', result: 'ok' }), 1);
+    assert.equal(sampleValue(m, 'lunar_node_operation_duration_seconds_count', { operation: 'stage' }), undefined);
+    assert.ok(m.has('lunar_volume_paths'), 'paths-by-state family present');
+  } finally {
+    identity.close();
+    node.close();
+  }
+});
+
+test('--topology-keys naming a label the Node lacks: lunar node refuses to start, naming it', async () => {
+  const api = await new FakeApiServer().start();
+  apis.push(api);
+  api.setNode('worker-5', { 'kubernetes.io/hostname': 'worker-5' });
+  const root = hostTree('iqn.2024-01.io.e2e:guest');
+  const kubeconfig = join(root, 'kubeconfig');
+  writeFileSync(
+    kubeconfig,
+    `apiVersion: v1\nkind: Config\nclusters:\n  - name: t\n    cluster: { server: "${api.url}", insecure-skip-tls-verify: true }\nusers:\n  - name: t\n    user: {}\ncontexts:\n  - name: t\n    context: { cluster: t, user: t }\ncurrent-context: t\n`,
+  );
+  const child = spawn(
+    process.execPath,
+    [CLI, 'node', '--endpoint', 'tcp://127.0.0.1:0', '--node-name', 'worker-5', '--host-root-dir', root, '--state-dir', join(root, 's')],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, LUNAR_TOPOLOGY_KEYS: 'topology.lunar.dev/zone', LUNAR_KUBECONFIG: kubeconfig },
+    },
+  );
+  children.push(child);
+  let err = '';
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+  const code = await new Promise<number>((r) => child.once('exit', (c) => r(c ?? 1)));
+  assert.notEqual(code, 0);
+  assert.match(err, /no label topology\.lunar\.dev\/zone/);
+});
+
 test('NodeGetInfo without /etc/iscsi/initiatorname.iscsi: FAILED_PRECONDITION saying what to install', async () => {
   const root = hostTree(null);
   const n = await startNode([
@@ -236,9 +354,19 @@ test('bad command lines exit 2 with what to fix', async () => {
   r = await runCli(['--endpoint', 'tcp://127.0.0.1:0', '--node-name', 'n', '--host-exec', 'chroot']);
   assert.equal(r.code, 2);
   assert.match(r.err, /direct or nsenter/);
-  r = await runCli(['--endpoint', 'tcp://127.0.0.1:0', '--node-name', 'n', '--no-path-retry', 'queue']);
+  // multipath's own "queue" and "fail" are taken (with queue, unstage disables queueing before the flush).
+  r = await runCli(['--endpoint', 'tcp://127.0.0.1:0', '--node-name', 'n', '--no-path-retry', 'sometimes']);
   assert.equal(r.code, 2);
-  assert.match(r.err, /whole number/);
+  assert.match(r.err, /whole number .*, queue or fail/);
+  r = await runCli(['--endpoint', 'tcp://127.0.0.1:0', '--node-name', 'n', '--metrics-address', '9874']);
+  assert.equal(r.code, 2);
+  assert.match(r.err, /--metrics-address: .*expected :PORT, HOST:PORT or none/);
+  r = await runCli(['--endpoint', 'tcp://127.0.0.1:0', '--node-name', 'n', '--topology-keys', 'zone', '--kubeconfig', 'none']);
+  assert.equal(r.code, 2);
+  assert.match(r.err, /--topology-keys needs the Kubernetes API/);
+  r = await runCli(['--endpoint', 'tcp://127.0.0.1:0', '--node-name', 'n', '--topology-keys', 'bad key'], { LUNAR_KUBECONFIG: '/x' });
+  assert.equal(r.code, 2);
+  assert.match(r.err, /not a Kubernetes label key/);
   r = await runCli([], { CSI_ENDPOINT: 'bogus://x', NODE_NAME: 'n' });
   assert.equal(r.code, 1);
   assert.match(r.err, /use unix:\/\/\/path\/csi.sock or tcp:\/\/host:port/);
