@@ -139,7 +139,11 @@ export class NodePlugin {
   private stopForward?: () => Promise<void>;
   readonly sockPath: string;
 
-  constructor(readonly g: Guest) {
+  /** `base`: the options of every start (a pod-mode start adds `pod` to them). */
+  constructor(
+    readonly g: Guest,
+    readonly base: NodeStartOptions = {},
+  ) {
     this.sockPath = path.join(g.bed.runDir, `guest${g.index}-csi.sock`);
   }
 
@@ -153,8 +157,9 @@ export class NodePlugin {
   }
 
   /** Mounts the Lunar disk, starts `lunar node` and waits until its endpoint answers Probe. */
-  async start(opts: NodeStartOptions = {}): Promise<void> {
+  async start(extra: NodeStartOptions = {}): Promise<void> {
     const g = this.g;
+    const opts = { ...this.base, ...extra };
     const args = [
       'node',
       '--endpoint',

@@ -141,7 +141,8 @@ describe('CSI node plugin in QEMU guests, controller on the host', { timeout: 30
     t0 = Date.now();
     [g0, g1] = await Promise.all([bed.bootGuest({ index: 0, extraDisk: lunarDisk }), bed.bootGuest({ index: 1, extraDisk: lunarDisk })]);
     timing('two guests boot in parallel (QEMU spawn -> agent ready)', Date.now() - t0);
-    n0 = new NodePlugin(g0);
+    // Guest 0 binds one iscsiadm iface per NIC (--iface), guest 1 uses the default iface: both code paths.
+    n0 = new NodePlugin(g0, { ifaces: true });
     n1 = new NodePlugin(g1);
     bed.onClose(async () => {
       await n0.close();
