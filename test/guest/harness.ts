@@ -554,6 +554,12 @@ export async function buildLunarDisk(runDir: string): Promise<string> {
   await mkdir(stage, { recursive: true });
   await cp(path.join(repoRoot, 'dist'), path.join(stage, 'dist'), { recursive: true });
   await cp(path.join(repoRoot, 'package.json'), path.join(stage, 'package.json'));
+  // The N-API addon (build/Release/lunar_native.node), which `lunar serve` loads: a complete install.
+  const addon = path.join(repoRoot, 'build', 'Release', 'lunar_native.node');
+  if (existsSync(addon)) {
+    await mkdir(path.join(stage, 'build', 'Release'), { recursive: true });
+    await cp(addon, path.join(stage, 'build', 'Release', 'lunar_native.node'));
+  }
   const devOnly = new Set(['typescript', 'fast-check', '@types', 'pure-rand']);
   await cp(path.join(repoRoot, 'node_modules'), path.join(stage, 'node_modules'), {
     recursive: true,

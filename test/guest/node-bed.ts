@@ -33,6 +33,11 @@ export const KUBELET_DIR = '/var/lib/kubelet';
 export const PLUGIN_LOG = '/run/lunar-node.log';
 
 const pkg = loadCsiPackage();
+/**
+ * Reconnect quickly: grpc-js backs off up to 120 s between connection attempts, far longer than a plugin
+ * restart in the guest takes; the forwarder accepts at once and drops the connection while the plugin is down.
+ */
+const CHANNEL_OPTIONS: grpc.ChannelOptions = { 'grpc.initial_reconnect_backoff_ms': 200, 'grpc.max_reconnect_backoff_ms': 1000 };
 
 // ---------------------------------------------------------------------------------------------------------
 // gRPC
@@ -199,8 +204,8 @@ echo $!`;
     if (!this.stopForward) this.stopForward = await forward(g.bed, this.sockPath, g.nics[0]!.address, NODE_PORT);
     this.node?.close();
     this.identity?.close();
-    this.node = new pkg.Node(this.endpoint, grpc.credentials.createInsecure());
-    this.identity = new pkg.Identity(this.endpoint, grpc.credentials.createInsecure());
+    this.node = new pkg.Node(this.endpoint, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+    this.identity = new pkg.Identity(this.endpoint, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
     const deadline = Date.now() + 90_000;
     for (;;) {
       try {

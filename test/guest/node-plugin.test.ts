@@ -350,8 +350,10 @@ blockdev --flushbufs ${q(t0)}; echo $i`,
     const vol = await createVolume(ctl, 'wrong-wwid', 'ext4', 128 * MiB);
     const other = await createVolume(ctl, 'wrong-wwid-other', 'ext4', 128 * MiB);
     const pc = await controllerPublish(ctl, vol, n0, 'ext4');
-    const bad = { ...pc, wwid: other.volume_context.wwid! };
-    const code = await codeOf(nodeStage(n0, vol, bad, 'ext4', { timeoutMs: 90_000 }));
+    // Both publish_context and volume_context name the other volume's WWID: whichever the plugin reads.
+    const wrong = other.volume_context.wwid!;
+    const asked = { ...vol, volume_context: { ...vol.volume_context, wwid: wrong } };
+    const code = await codeOf(nodeStage(n0, asked, { ...pc, wwid: wrong }, 'ext4', { timeoutMs: 150_000 }));
     assert.notEqual(code, 'OK', 'NodeStage with the wrong WWID at the LUN address succeeded');
     const probe = await run('blkid', ['-p', ctl.volumeFile(vol.volume_id)]);
     assert.notEqual(probe.code, 0, `the LU behind the wrong WWID was formatted: ${probe.stdout}`);
