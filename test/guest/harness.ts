@@ -560,10 +560,24 @@ export async function buildLunarDisk(runDir: string): Promise<string> {
     await mkdir(path.join(stage, 'build', 'Release'), { recursive: true });
     await cp(addon, path.join(stage, 'build', 'Release', 'lunar_native.node'));
   }
-  const devOnly = new Set(['typescript', 'fast-check', '@types', 'pure-rand']);
+  // Production packages only: package-lock.json marks every package only the dev dependencies need
+  // ("dev": true); skipping them halves the copy (eslint, typescript, prettier, ... are not needed in a guest).
+  const lock = JSON.parse(await readFile(path.join(repoRoot, 'package-lock.json'), 'utf8')) as {
+    packages?: Record<string, { dev?: boolean }>;
+  };
+  const devOnly = new Set(
+    Object.entries(lock.packages ?? {})
+      .filter(([k, v]) => k.startsWith('node_modules/') && v.dev === true)
+      .map(([k]) => k),
+  );
   await cp(path.join(repoRoot, 'node_modules'), path.join(stage, 'node_modules'), {
     recursive: true,
-    filter: (src) => !devOnly.has(path.relative(path.join(repoRoot, 'node_modules'), src).split(path.sep)[0] ?? ''),
+    filter: (src) => {
+      const rel = path.relative(repoRoot, src).split(path.sep);
+      // node_modules/<name> or node_modules/@scope/<name>: the package's own directory
+      const pkgDir = rel[1]?.startsWith('@') ? rel.slice(0, 3) : rel.slice(0, 2);
+      return !devOnly.has(pkgDir.join('/'));
+    },
   });
   const img = path.join(runDir, 'lunar.img');
   const du = await runOk('du', ['-sm', stage]);
