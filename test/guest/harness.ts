@@ -546,7 +546,7 @@ class Qmp {
 
 /**
  * Hook for later node-plugin tests: an ext4 image holding the host's built Lunar (dist/ + production
- * node_modules + package.json), attached read-only as a virtio disk (serial "lunar"); mount it in the guest
+ * node_modules + package.json + proto/ + the native addon), attached read-only as a virtio disk (serial "lunar"); mount it in the guest
  * with `mount -o ro /dev/disk/by-id/virtio-lunar /opt/lunar` and run `/usr/local/bin/node /opt/lunar/dist/src/cli.js`.
  */
 export async function buildLunarDisk(runDir: string): Promise<string> {
@@ -554,6 +554,7 @@ export async function buildLunarDisk(runDir: string): Promise<string> {
   await mkdir(stage, { recursive: true });
   await cp(path.join(repoRoot, 'dist'), path.join(stage, 'dist'), { recursive: true });
   await cp(path.join(repoRoot, 'package.json'), path.join(stage, 'package.json'));
+  await cp(path.join(repoRoot, 'proto'), path.join(stage, 'proto'), { recursive: true }); // csi.proto, loaded at run time
   // The N-API addon (build/Release/lunar_native.node), which `lunar serve` loads: a complete install.
   const addon = path.join(repoRoot, 'build', 'Release', 'lunar_native.node');
   if (existsSync(addon)) {
