@@ -348,3 +348,98 @@ export interface ControllerExpandVolumeResponse {
   capacity_bytes: Int64In;
   node_expansion_required: boolean;
 }
+
+// ---- Node ----------------------------------------------------------------------------------------
+
+export interface NodeStageVolumeRequest {
+  volume_id: string;
+  publish_context: StringMap;
+  staging_target_path: string;
+  volume_capability: VolumeCapability | null;
+  secrets: StringMap;
+  volume_context: StringMap;
+}
+export type NodeStageVolumeResponse = Record<string, never>;
+
+export interface NodeUnstageVolumeRequest {
+  volume_id: string;
+  staging_target_path: string;
+}
+export type NodeUnstageVolumeResponse = Record<string, never>;
+
+export interface NodePublishVolumeRequest {
+  volume_id: string;
+  publish_context: StringMap;
+  staging_target_path: string;
+  target_path: string;
+  volume_capability: VolumeCapability | null;
+  readonly: boolean;
+  secrets: StringMap;
+  volume_context: StringMap;
+}
+export type NodePublishVolumeResponse = Record<string, never>;
+
+export interface NodeUnpublishVolumeRequest {
+  volume_id: string;
+  target_path: string;
+}
+export type NodeUnpublishVolumeResponse = Record<string, never>;
+
+export interface NodeGetVolumeStatsRequest {
+  volume_id: string;
+  volume_path: string;
+  staging_target_path: string;
+}
+export type VolumeUsageUnit = 'UNKNOWN' | 'BYTES' | 'INODES';
+/** VolumeUsage */
+export interface VolumeUsage {
+  available: Int64In;
+  total: Int64In;
+  used: Int64In;
+  unit: VolumeUsageUnit;
+}
+export interface NodeGetVolumeStatsResponse {
+  usage: VolumeUsage[];
+  volume_condition: VolumeCondition | null;
+}
+
+export type NodeGetCapabilitiesRequest = Record<string, never>;
+export type NodeRpcType =
+  | 'UNKNOWN'
+  | 'STAGE_UNSTAGE_VOLUME'
+  | 'GET_VOLUME_STATS'
+  | 'EXPAND_VOLUME'
+  | 'VOLUME_CONDITION'
+  | 'SINGLE_NODE_MULTI_WRITER'
+  | 'VOLUME_MOUNT_GROUP';
+/** NodeServiceCapability.RPC */
+export interface NodeServiceCapabilityRpc {
+  type: NodeRpcType;
+}
+/** NodeServiceCapability; oneof type { rpc }. */
+export interface NodeServiceCapability {
+  rpc?: NodeServiceCapabilityRpc | null;
+  type?: 'rpc';
+}
+export interface NodeGetCapabilitiesResponse {
+  capabilities: NodeServiceCapability[];
+}
+
+export type NodeGetInfoRequest = Record<string, never>;
+export interface NodeGetInfoResponse {
+  node_id: string;
+  max_volumes_per_node: Int64In;
+  accessible_topology: Topology | null;
+}
+
+export interface NodeExpandVolumeRequest {
+  volume_id: string;
+  volume_path: string;
+  capacity_range: CapacityRange | null;
+  staging_target_path: string;
+  volume_capability: VolumeCapability | null;
+  secrets: StringMap;
+}
+export interface NodeExpandVolumeResponse {
+  capacity_bytes: Int64In;
+}

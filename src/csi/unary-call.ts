@@ -8,9 +8,17 @@ import { CsiError, toCsiError } from './errors.js';
 import { waitUntilFor, type InFlightGuard } from './in-flight.js';
 import { redact } from './validate.js';
 
+/** What a handler learns about its call besides the request. */
+export interface CallContext {
+  /** Epoch milliseconds of the call's gRPC deadline; Infinity when the caller set none. */
+  readonly deadline: number;
+  /** Aborted when the caller cancels the call (or its deadline passes). */
+  readonly signal: AbortSignal;
+}
+
 /** What one RPC does, which objects it locks, and which ids go to its log line. */
 export interface MethodSpec<Req, Res> {
-  readonly call: (req: Req) => Res | Promise<Res>;
+  readonly call: (req: Req, ctx: CallContext) => Res | Promise<Res>;
   /** Keys of the objects the call works on ("volume:<id>"); a key ending in ":" (empty id) is not locked. */
   readonly locks?: (req: Req) => string[];
   readonly ids?: (req: Req) => Record<string, string>;
@@ -97,7 +105,7 @@ export function unaryCall<Req, Res>(ctx: ServiceContext, method: string, spec: M
       .acquire(keys, { waitUntil: waitUntilFor(deadlineMs(call)), signal: cancelled.signal })
       .then((releaseKeys) => {
         release = releaseKeys;
-        return spec.call(req);
+        return spec.call(req, { deadline: deadlineMs(call), signal: cancelled.signal });
       })
       .then(
         (res) => {

@@ -3,7 +3,7 @@
 // (lu.ts), REPORT SUPPORTED OPERATION CODES (SPC-4 §6.35), the reservation checks (pr.ts) and the
 // answers for a LUN without a logical unit (device.ts), so none of them can disagree.
 import { decodeRsoc, serviceActionOf } from './cdb.js';
-import type { CommandContext, CommandHandler, LogicalUnit } from './lu.js';
+import type { CommandContext, CommandHandler, LogicalUnitView } from './handler.js';
 import { dataIn } from './respond.js';
 import * as sbc from './sbc.js';
 import { invalidFieldInCdb } from './sense.js';
@@ -47,12 +47,12 @@ export interface CommandDescriptor {
   /** Modifies the medium (maps store errors to write errors). */
   readonly writes?: boolean;
   /** Offered only when true for the LU (e.g. UNMAP on thin provisioned LUs). */
-  readonly available?: (lu: LogicalUnit) => boolean;
+  readonly available?: (lu: LogicalUnitView) => boolean;
   /** Recommended command timeout, seconds (SPC-4 §6.35.4). */
   readonly timeout?: number;
 }
 
-const thin = (lu: LogicalUnit): boolean => lu.thinProvisioned;
+const thin = (lu: LogicalUnitView): boolean => lu.thinProvisioned;
 
 // Usage masks: control byte 0x00 (no NACA/LINK support).
 const RW10 = [0xfa, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0x00];
@@ -242,7 +242,7 @@ export function commandFor(cdb: Buffer): CommandDescriptor | undefined {
 }
 
 /** The descriptor for a CDB on this LU; 'invalid-service-action' for a known opcode with an unknown SA. */
-export function lookupCommand(cdb: Buffer, lu: LogicalUnit): CommandDescriptor | 'invalid-service-action' | undefined {
+export function lookupCommand(cdb: Buffer, lu: LogicalUnitView): CommandDescriptor | 'invalid-service-action' | undefined {
   const d = commandFor(cdb);
   const hasSa = HAS_SERVICE_ACTION.has(cdb[0]!);
   if (!d) return hasSa ? 'invalid-service-action' : undefined;
@@ -267,7 +267,7 @@ export function allowedUnderReserve(cdb: Buffer): boolean {
 }
 
 /** Commands supported by this LU (REPORT SUPPORTED OPERATION CODES "all"). */
-export function supportedCommands(lu: LogicalUnit): CommandDescriptor[] {
+export function supportedCommands(lu: LogicalUnitView): CommandDescriptor[] {
   return COMMANDS.filter((c) => !c.available || c.available(lu));
 }
 

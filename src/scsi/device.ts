@@ -2,7 +2,8 @@
 import { componentLogger } from '../log.js';
 import type { BackingStore } from '../storage/types.js';
 import { commandFor } from './commands.js';
-import { LogicalUnit, type DeviceView } from './lu.js';
+import type { DeviceView } from './handler.js';
+import { LogicalUnit } from './lu.js';
 import { Asc, ScsiError, SenseKey, checkCondition } from './sense.js';
 import type {
   ITNexus,

@@ -4,6 +4,7 @@ import type { Logger } from '../log.js';
 import type { BackingStore } from '../storage/types.js';
 import { lookupCommand, type CommandDescriptor } from './commands.js';
 import { AbortedError, IoGate, TaskAbort, type AbortFlag } from './gate.js';
+import type { CopyResult, DeviceView, LogicalUnitView } from './handler.js';
 import { defaultModeState, type ModeState } from './mode.js';
 import { createReservationManager } from './pr.js';
 import { Asc, RESERVATION_CONFLICT, ScsiError, SenseKey, TASK_ABORTED, checkCondition, invalidOpcode, ioErrorToScsi } from './sense.js';
@@ -19,14 +20,6 @@ import type {
   UnitAttention,
 } from './types.js';
 
-/** What a LogicalUnit needs to know about the target device around it. */
-export interface DeviceView {
-  luns(): number[];
-  /** The logical units of this device (EXTENDED COPY stays inside them). */
-  logicalUnits(): LogicalUnit[];
-  readonly targetPorts: readonly number[];
-}
-
 export interface LogicalUnitOptions {
   readonly identity: LogicalUnitIdentity;
   readonly store: BackingStore;
@@ -37,23 +30,6 @@ export interface LogicalUnitOptions {
   /** Makes each new persistent-reservation state durable before PERSISTENT RESERVE OUT answers. */
   readonly onPrChange?: PersistentReservationHook;
 }
-
-/** Outcome of a completed EXTENDED COPY kept for RECEIVE COPY RESULTS. */
-export interface CopyResult {
-  readonly segments: number;
-  readonly bytes: number;
-}
-
-/** Everything a command handler gets. */
-export interface CommandContext {
-  readonly cmd: ScsiCommand;
-  readonly lu: LogicalUnit;
-  readonly device: DeviceView;
-  /** Aborted by task management; handlers stop before their next I/O. */
-  readonly signal: AbortFlag;
-}
-
-export type CommandHandler = (ctx: CommandContext) => Promise<ScsiResponse> | ScsiResponse;
 
 interface Task {
   readonly nexusKey: string;
@@ -81,7 +57,7 @@ export function clampToExpected(cmd: ScsiCommand, res: ScsiResponse): ScsiRespon
   return { ...res, data: d.subarray(0, cmd.expectedDataLength), transferLength: res.transferLength ?? d.length };
 }
 
-export class LogicalUnit {
+export class LogicalUnit implements LogicalUnitView {
   readonly identity: LogicalUnitIdentity;
   readonly store: BackingStore;
   readonly blockSize: number;

@@ -2,7 +2,7 @@
 // PRE-FETCH, UNMAP, WRITE SAME, COMPARE AND WRITE, ORWRITE, GET LBA STATUS, READ CAPACITY.
 import { decodeBlock, decodeCompareAndWrite, decodeWriteSameFlags, readU64, u16, u32, type BlockCdb } from './cdb.js';
 import { AbortedError, type AbortFlag } from './gate.js';
-import type { CommandContext, LogicalUnit } from './lu.js';
+import type { CommandContext, LogicalUnitView } from './handler.js';
 import { GOOD, dataIn, good, parameterList } from './respond.js';
 import {
   ioErrorToScsi,
@@ -20,7 +20,7 @@ import { blockLimits, physicalBlockExponent } from './vpd.js';
 export { physicalBlockExponent };
 
 /** SBC-3 §4.5: LBA range check (LOGICAL BLOCK ADDRESS OUT OF RANGE). */
-export function checkRange(lu: LogicalUnit, lba: number, blocks: number): void {
+export function checkRange(lu: LogicalUnitView, lba: number, blocks: number): void {
   if (lba > lu.blocks || lba + blocks > lu.blocks) throw lbaOutOfRange();
 }
 
@@ -33,7 +33,7 @@ function checkNoProtection(c: BlockCdb): void {
   if (c.protect !== 0) throw invalidFieldInCdb(1, 7);
 }
 
-async function storeRead(lu: LogicalUnit, buf: Buffer, offset: number): Promise<void> {
+async function storeRead(lu: LogicalUnitView, buf: Buffer, offset: number): Promise<void> {
   try {
     await lu.store.read(buf, offset);
   } catch (e) {
@@ -41,7 +41,7 @@ async function storeRead(lu: LogicalUnit, buf: Buffer, offset: number): Promise<
   }
 }
 
-async function storeWrite(lu: LogicalUnit, buf: Buffer, offset: number, fua: boolean): Promise<void> {
+async function storeWrite(lu: LogicalUnitView, buf: Buffer, offset: number, fua: boolean): Promise<void> {
   try {
     // With the write cache disabled (WCE=0) every write is durable before completion.
     await lu.store.write(buf, offset, fua || !lu.mode.wce);
@@ -148,7 +148,7 @@ interface UnmapDescriptor {
 }
 
 /** SBC-3 §5.28 UNMAP parameter list: validated entirely before anything is deallocated. */
-export function parseUnmapParameters(lu: LogicalUnit, list: Buffer, listLength: number): UnmapDescriptor[] {
+export function parseUnmapParameters(lu: LogicalUnitView, list: Buffer, listLength: number): UnmapDescriptor[] {
   if (listLength === 0) return [];
   if (listLength < 8 || list.length < 8) throw parameterListLengthError();
   const dataLength = u16(list, 0);

@@ -4,7 +4,7 @@
 import { encodeReportTargetPortGroups } from './alua.js';
 import { decodeInquiry, decodeModeSelect, decodeModeSense, encodeLun, u32 } from './cdb.js';
 import { encodeNoLunInquiry, encodeStandardInquiry } from './inquiry.js';
-import type { CommandContext } from './lu.js';
+import type { CommandContext } from './handler.js';
 import { encodeModeSense, parseModeSelect, type ModeSenseParams } from './mode.js';
 import { GOOD, dataIn, good } from './respond.js';
 import { Asc, SenseKey, checkCondition, encodeFixedSense, invalidFieldInCdb } from './sense.js';

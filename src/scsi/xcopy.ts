@@ -4,7 +4,7 @@
 // read or write it (the hole LIO had as CVE-2020-28374).
 // Supported: identification CSCD descriptors (E4h) with an NAA designator, block->block segments (02h).
 import { readU64, u16, u32 } from './cdb.js';
-import type { CommandContext, LogicalUnit } from './lu.js';
+import type { CommandContext, LogicalUnitView } from './handler.js';
 import { dataIn, good, parameterList } from './respond.js';
 import {
   Asc,
@@ -49,7 +49,7 @@ function copyAborted(sense = Asc.NO_ADDITIONAL_SENSE_INFORMATION): ScsiError {
 }
 
 /** SPC-4 §6.4.5.4 identification CSCD descriptor: the LU with that NAA designator in this device, or null. */
-function resolveCscd(p: Buffer, off: number, units: readonly LogicalUnit[]): LogicalUnit | null {
+function resolveCscd(p: Buffer, off: number, units: readonly LogicalUnitView[]): LogicalUnitView | null {
   // LU ID TYPE / LU IDENTIFIER / PERIPHERAL DEVICE TYPE are not used: the designator alone names the LU
   // (libiscsi 1.19 expects success with a reserved LU ID TYPE). NUL: a null device, never reachable.
   const nul = (p[off + 1]! & 0x20) !== 0;
@@ -109,7 +109,7 @@ export async function extendedCopy(ctx: CommandContext): Promise<ScsiResponse> {
   const cscdCount = cscdLength / CSCD_LENGTH;
   if (cscdCount > XCOPY_LIMITS.maxCscdDescriptors) throw new ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.TOO_MANY_TARGET_DESCRIPTORS);
   const units = device.logicalUnits();
-  const targets: (LogicalUnit | null)[] = [];
+  const targets: (LogicalUnitView | null)[] = [];
   for (let i = 0; i < cscdCount; i++) {
     const off = HEADER_LENGTH + CSCD_LENGTH * i;
     if (p[off] !== CSCD_IDENTIFICATION) {
@@ -154,7 +154,7 @@ export function receiveCopyResultsCopyStatus(ctx: CommandContext): ScsiResponse 
   return dataIn(cmd, data, u32(cmd.cdb, 10));
 }
 
-async function copySegment(src: LogicalUnit, dst: LogicalUnit, s: Segment, signal: AbortFlag): Promise<void> {
+async function copySegment(src: LogicalUnitView, dst: LogicalUnitView, s: Segment, signal: AbortFlag): Promise<void> {
   const bs = src.blockSize;
   const total = s.blocks * bs;
   const srcOff = s.srcLba * bs;
@@ -180,8 +180,8 @@ async function copySegment(src: LogicalUnit, dst: LogicalUnit, s: Segment, signa
 }
 
 async function copyBytes(
-  src: LogicalUnit,
-  dst: LogicalUnit,
+  src: LogicalUnitView,
+  dst: LogicalUnitView,
   from: number,
   to: number,
   length: number,
@@ -200,7 +200,7 @@ async function copyBytes(
   }
 }
 
-async function zeroBytes(dst: LogicalUnit, at: number, length: number): Promise<void> {
+async function zeroBytes(dst: LogicalUnitView, at: number, length: number): Promise<void> {
   if (dst.thinProvisioned) {
     await dst.store.deallocate(at, length);
     if (!dst.mode.wce) await dst.store.flush();

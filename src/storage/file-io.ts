@@ -165,15 +165,7 @@ export function preadFile(
   pos: number,
   engine: FileIoEngine = 'inline',
 ): Promise<number> {
-  if (engine === 'inline') {
-    const n = tryNoWait(false, fd, buf, off, len, pos);
-    if (n !== null) return Promise.resolve(n);
-  }
-  if (engine !== 'threadpool') {
-    const p = threadRing()?.submit(false, fd, buf, off, len, pos);
-    if (p) return p;
-  }
-  return poolRead(fd, buf, off, len, pos);
+  return fileIo(false, fd, buf, off, len, pos, engine);
 }
 
 /** pwrite(2) semantics: resolves with the bytes written. `engine` forces one path (tests). */
@@ -185,13 +177,18 @@ export function pwriteFile(
   pos: number,
   engine: FileIoEngine = 'inline',
 ): Promise<number> {
+  return fileIo(true, fd, buf, off, len, pos, engine);
+}
+
+/** The one path of both: page-cache hit inline (RWF_NOWAIT), else this thread's io_uring, else libuv's pool. */
+function fileIo(write: boolean, fd: number, buf: Buffer, off: number, len: number, pos: number, engine: FileIoEngine): Promise<number> {
   if (engine === 'inline') {
-    const n = tryNoWait(true, fd, buf, off, len, pos);
+    const n = tryNoWait(write, fd, buf, off, len, pos);
     if (n !== null) return Promise.resolve(n);
   }
   if (engine !== 'threadpool') {
-    const p = threadRing()?.submit(true, fd, buf, off, len, pos);
+    const p = threadRing()?.submit(write, fd, buf, off, len, pos);
     if (p) return p;
   }
-  return poolWrite(fd, buf, off, len, pos);
+  return write ? poolWrite(fd, buf, off, len, pos) : poolRead(fd, buf, off, len, pos);
 }

@@ -586,51 +586,43 @@ export class VolumeManager implements VolumeService {
         `${JSON.stringify(initiatorName)} is not a valid iSCSI initiator name (iqn.YYYY-MM.domain:... or eui.<16 hex>)`,
       );
     }
+    return this.changePublication(id, nodeId, initiatorName);
+  }
+
+  async unpublish(id: string, nodeId: string): Promise<Volume> {
+    return this.changePublication(id, nodeId, null);
+  }
+
+  /** Records (initiatorName) or removes (null) the publication of volume `id` to `nodeId`, then fixes access. */
+  private async changePublication(id: string, nodeId: string, initiatorName: string | null): Promise<Volume> {
+    this.record(id);
+    const op = initiatorName === null ? 'unpublish' : 'publish';
     return this.exclusive(`vol:${id}`, `volume ${id}`, async () => {
       const started = Date.now();
       const prev = this.record(id).publications[nodeId];
-      if (prev === initiatorName) return this.toVolume(this.record(id));
+      if ((prev ?? null) === initiatorName) return this.toVolume(this.record(id));
       try {
         await this.state.update((tx) => {
           tx.setPublication(id, nodeId, initiatorName);
         });
       } catch (err) {
-        throw this.notRecorded('the publication', err);
-      }
-      const rec = this.record(id);
-      this.refreshAccess(rec);
-      if (prev !== undefined && !this.initiatorStillAllowed(rec, prev)) {
-        this.opts.sessions.closeSessions({ targetName: targetIqn(id), initiatorName: prev });
-      }
-      this.log.info({ op: 'publish', volumeId: id, nodeId, initiatorName, durationMs: Date.now() - started }, 'volume published');
-      return this.toVolume(rec);
-    });
-  }
-
-  async unpublish(id: string, nodeId: string): Promise<Volume> {
-    this.record(id);
-    return this.exclusive(`vol:${id}`, `volume ${id}`, async () => {
-      const started = Date.now();
-      const prev = this.record(id).publications[nodeId];
-      if (prev === undefined) return this.toVolume(this.record(id));
-      try {
-        await this.state.update((tx) => {
-          tx.setPublication(id, nodeId, null);
-        });
-      } catch (err) {
-        throw this.notRecorded('the unpublication', err);
+        throw this.notRecorded(initiatorName === null ? 'the unpublication' : 'the publication', err);
       }
       const rec = this.record(id);
       this.refreshAccess(rec);
       let closed = 0;
-      if (!this.initiatorStillAllowed(rec, prev) || !Object.values(rec.publications).includes(prev)) {
-        // The node is gone from this volume: its sessions end even when a static entry still admits it,
-        // so that unpublish means "this node no longer uses the volume".
+      // The initiator this node used loses its sessions when it is no longer admitted, and on unpublish also
+      // when no publication of the volume names it any more, even if a static entry still admits it: unpublish
+      // means "this node no longer uses the volume".
+      if (
+        prev !== undefined &&
+        (!this.initiatorStillAllowed(rec, prev) || (initiatorName === null && !Object.values(rec.publications).includes(prev)))
+      ) {
         closed = this.opts.sessions.closeSessions({ targetName: targetIqn(id), initiatorName: prev });
       }
       this.log.info(
-        { op: 'unpublish', volumeId: id, nodeId, initiatorName: prev, closedSessions: closed, durationMs: Date.now() - started },
-        'volume unpublished',
+        { op, volumeId: id, nodeId, initiatorName: initiatorName ?? prev, closedSessions: closed, durationMs: Date.now() - started },
+        op === 'publish' ? 'volume published' : 'volume unpublished',
       );
       return this.toVolume(rec);
     });

@@ -80,7 +80,7 @@ test('CLI: --help after any command prints the same usage; unknown commands list
   }
   const o = io();
   assert.equal(await main(['frobnicate'], o), ExitCode.USAGE);
-  assert.match(o.stderr, /\(serve, volume, snapshot, sessions, status; see `lunar --help`\)/);
+  assert.match(o.stderr, /\(serve, node, volume, snapshot, sessions, status; see `lunar --help`\)/);
   // Each command's usage lines and option sections appear once, in the table's order.
   const order = [
     'lunar serve',

@@ -168,6 +168,58 @@ const MESSAGES: Record<string, Entry> = {
   ControllerExpandVolumeResponse: {
     fields: { capacity_bytes: true, node_expansion_required: true } satisfies FieldMap<T.ControllerExpandVolumeResponse>,
   },
+  NodeStageVolumeRequest: {
+    fields: {
+      volume_id: true,
+      publish_context: true,
+      staging_target_path: true,
+      volume_capability: true,
+      secrets: true,
+      volume_context: true,
+    } satisfies FieldMap<T.NodeStageVolumeRequest>,
+  },
+  NodeStageVolumeResponse: { fields: {} satisfies FieldMap<T.NodeStageVolumeResponse> },
+  NodeUnstageVolumeRequest: { fields: { volume_id: true, staging_target_path: true } satisfies FieldMap<T.NodeUnstageVolumeRequest> },
+  NodeUnstageVolumeResponse: { fields: {} satisfies FieldMap<T.NodeUnstageVolumeResponse> },
+  NodePublishVolumeRequest: {
+    fields: {
+      volume_id: true,
+      publish_context: true,
+      staging_target_path: true,
+      target_path: true,
+      volume_capability: true,
+      readonly: true,
+      secrets: true,
+      volume_context: true,
+    } satisfies FieldMap<T.NodePublishVolumeRequest>,
+  },
+  NodePublishVolumeResponse: { fields: {} satisfies FieldMap<T.NodePublishVolumeResponse> },
+  NodeUnpublishVolumeRequest: { fields: { volume_id: true, target_path: true } satisfies FieldMap<T.NodeUnpublishVolumeRequest> },
+  NodeUnpublishVolumeResponse: { fields: {} satisfies FieldMap<T.NodeUnpublishVolumeResponse> },
+  NodeGetVolumeStatsRequest: {
+    fields: { volume_id: true, volume_path: true, staging_target_path: true } satisfies FieldMap<T.NodeGetVolumeStatsRequest>,
+  },
+  VolumeUsage: { fields: { available: true, total: true, used: true, unit: true } satisfies FieldMap<T.VolumeUsage> },
+  NodeGetVolumeStatsResponse: { fields: { usage: true, volume_condition: true } satisfies FieldMap<T.NodeGetVolumeStatsResponse> },
+  NodeGetCapabilitiesRequest: { fields: {} satisfies FieldMap<T.NodeGetCapabilitiesRequest> },
+  'NodeServiceCapability.RPC': { fields: { type: true } satisfies FieldMap<T.NodeServiceCapabilityRpc> },
+  NodeServiceCapability: { fields: { rpc: true } satisfies FieldMap<T.NodeServiceCapability, 'type'>, oneofs: ['type'] },
+  NodeGetCapabilitiesResponse: { fields: { capabilities: true } satisfies FieldMap<T.NodeGetCapabilitiesResponse> },
+  NodeGetInfoRequest: { fields: {} satisfies FieldMap<T.NodeGetInfoRequest> },
+  NodeGetInfoResponse: {
+    fields: { node_id: true, max_volumes_per_node: true, accessible_topology: true } satisfies FieldMap<T.NodeGetInfoResponse>,
+  },
+  NodeExpandVolumeRequest: {
+    fields: {
+      volume_id: true,
+      volume_path: true,
+      capacity_range: true,
+      staging_target_path: true,
+      volume_capability: true,
+      secrets: true,
+    } satisfies FieldMap<T.NodeExpandVolumeRequest>,
+  },
+  NodeExpandVolumeResponse: { fields: { capacity_bytes: true } satisfies FieldMap<T.NodeExpandVolumeResponse> },
 };
 
 /**

@@ -1,0 +1,106 @@
+// CHAP credentials on an open-iscsi node record without a command line. `iscsiadm -o update -n
+// node.session.auth.password -v SECRET` would show the secret to every user of the node (ps, /proc/*/cmdline),
+// and iscsiadm reads no values from stdin or the environment; so the record file that `iscsiadm -o new`
+// (or discovery) created is rewritten here, atomically (temporary file, fsync, rename) and mode 0600, with
+// the auth keys set. iscsiadm reads that file at --login and hands the values to iscsid over its socket:
+// no secret is ever in an argv. The record is per (target, portal, iface), so two volumes never edit the
+// same file, and unstage deletes it (iscsiadm -o delete) with the secrets in it.
+// Layout (open-iscsi idbm): <nodes>/<target iqn>/<addr>,<port>,<tpgt>/<iface>; <nodes> is /etc/iscsi/nodes
+// (Debian, Ubuntu) or /var/lib/iscsi/nodes (RHEL, Fedora, upstream default).
+
+import { hostError } from './errors.js';
+import type { HostFs } from './host-fs.js';
+import type { PathPair } from './types.js';
+
+export const NODE_DB_DIRS: readonly string[] = ['/etc/iscsi/nodes', '/var/lib/iscsi/nodes'];
+
+export interface ChapSettings {
+  readonly user: string;
+  readonly secret: string;
+  /** Mutual CHAP: the target's credentials the initiator checks. */
+  readonly mutualUser?: string;
+  readonly mutualSecret?: string;
+}
+
+/** "10.0.0.5:3260" / "[fd00::5]:3260" -> ["10.0.0.5", "3260"]. */
+export function splitPortal(portal: string): [string, string] {
+  const i = portal.lastIndexOf(':');
+  const host = portal.slice(0, i).replace(/^\[(.*)\]$/, '$1');
+  return [host, portal.slice(i + 1)];
+}
+
+/** The record file of (iqn, portal, iface), or null when there is none. */
+export async function findRecordFile(fs: HostFs, iqn: string, p: PathPair): Promise<string | null> {
+  const [host, port] = splitPortal(p.portal);
+  for (const db of NODE_DB_DIRS) {
+    const dir = `${db}/${iqn}`;
+    for (const entry of await fs.readdir(dir)) {
+      if (!entry.startsWith(`${host},${port},`)) continue;
+      const file = `${dir}/${entry}/${p.iface}`;
+      if ((await fs.readText(file)) !== null) return file;
+    }
+  }
+  return null;
+}
+
+/** The auth keys for settings (null = no CHAP). */
+export function authValues(chap: ChapSettings | null): Record<string, string> {
+  if (!chap) {
+    return {
+      'node.session.auth.authmethod': 'None',
+      'node.session.auth.username': '',
+      'node.session.auth.password': '',
+      'node.session.auth.username_in': '',
+      'node.session.auth.password_in': '',
+    };
+  }
+  return {
+    'node.session.auth.authmethod': 'CHAP',
+    'node.session.auth.username': chap.user,
+    'node.session.auth.password': chap.secret,
+    'node.session.auth.username_in': chap.mutualUser ?? '',
+    'node.session.auth.password_in': chap.mutualSecret ?? '',
+  };
+}
+
+/**
+ * The record text with each key set (its line replaced, or added before "# END RECORD"); an empty value
+ * removes the key. Values with line breaks or surrounding blanks are refused (idbm trims them, a line
+ * break would add a key).
+ */
+export function setRecordValues(text: string, values: Readonly<Record<string, string>>): string {
+  for (const [k, v] of Object.entries(values)) {
+    if (/[\r\n]/.test(v) || v.trim() !== v) throw hostError('precondition', `value of ${k} has a line break or surrounding blanks`);
+  }
+  const done = new Set<string>();
+  const out: string[] = [];
+  const lines = text.split('\n');
+  if (lines[lines.length - 1] === '') lines.pop();
+  const addMissing = (): void => {
+    for (const [k, v] of Object.entries(values)) if (!done.has(k) && v !== '') out.push(`${k} = ${v}`);
+    for (const k of Object.keys(values)) done.add(k);
+  };
+  for (const line of lines) {
+    const m = /^\s*([^=#\s]+)\s*=/.exec(line);
+    const key = m?.[1];
+    if (key !== undefined && Object.hasOwn(values, key)) {
+      if (!done.has(key) && values[key] !== '') out.push(`${key} = ${values[key]!}`);
+      done.add(key);
+      continue;
+    }
+    if (/^#\s*END RECORD/.test(line)) addMissing();
+    out.push(line);
+  }
+  addMissing();
+  return out.join('\n') + '\n';
+}
+
+/** Writes the CHAP settings (or none) into the node record of (iqn, portal, iface). */
+export async function setRecordAuth(fs: HostFs, iqn: string, p: PathPair, chap: ChapSettings | null): Promise<void> {
+  const file = await findRecordFile(fs, iqn, p);
+  if (file === null) {
+    throw hostError('failed', `no node record of ${iqn} at ${p.portal} iface ${p.iface} under ${NODE_DB_DIRS.join(' or ')}`);
+  }
+  const text = (await fs.readText(file)) ?? '';
+  await fs.writeAtomic(file, setRecordValues(text, authValues(chap)), 0o600);
+}

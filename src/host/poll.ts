@@ -1,0 +1,31 @@
+// Waiting for the kernel (a SCSI device after a scan, a multipath map after its paths): poll a check until
+// it answers or the time runs out. The budget is the smaller of the step's own limit and what is left
+// of the request's deadline, so no wait outlives the call it serves.
+
+import { hostError } from './errors.js';
+
+export interface PollOptions {
+  /** Longest wait (ms). */
+  readonly timeoutMs: number;
+  /** The request's deadline (epoch ms); Infinity = none. */
+  readonly deadline: number;
+  /** Pause between checks (ms). */
+  readonly intervalMs: number;
+  /** What is waited for, for the timeout message. */
+  readonly what: string;
+}
+
+/** Calls check until it returns a value other than undefined; a timeout error ends the wait. */
+export async function pollUntil<T>(check: () => Promise<T | undefined>, opts: PollOptions, lastState?: () => string): Promise<T> {
+  const started = Date.now();
+  const until = Math.min(started + opts.timeoutMs, opts.deadline);
+  for (;;) {
+    const v = await check();
+    if (v !== undefined) return v;
+    if (Date.now() + opts.intervalMs > until) {
+      const state = lastState?.();
+      throw hostError('timeout', `${opts.what}: not there after ${Date.now() - started} ms${state ? ` (${state})` : ''}`);
+    }
+    await new Promise((r) => setTimeout(r, opts.intervalMs));
+  }
+}

@@ -1,0 +1,70 @@
+// NodeUnstageVolume from the staging record (so it works after a plugin restart): unmount (busy is an
+// error), flush and remove the multipath map, delete every SCSI device of the volume through sysfs, log
+// out every session of the target on the recorded pairs, delete their node records, then the record.
+// Every failure is returned to the CO, never swallowed, and the record stays so that the retry does
+// what is left. Each command has its timeout and the request's deadline, so an unreachable target
+// makes the call fail in bounded time, never retry forever; logout and record deletion work without the
+// target (iscsid ends the session locally).
+
+import { hostError, HostError } from '../host/errors.js';
+import { deleteNodeRecord, logout } from '../host/iscsiadm.js';
+import { mountAt, parseMountinfo, unmount } from '../host/mount.js';
+import { findMap, flushMap } from '../host/multipath.js';
+import { runOk } from '../host/runner.js';
+import { deleteDevice, deviceAt, listSessions, lunAddress } from '../host/scsi-sysfs.js';
+import { hostFor, type NodeEnv } from './types.js';
+
+export async function unstageVolume(env: NodeEnv, volumeId: string, stagingPath: string, deadline: number): Promise<void> {
+  const h = hostFor(env, deadline);
+  const r = await env.records.load(volumeId);
+  const m = mountAt(parseMountinfo(await env.readMountinfo()), stagingPath);
+  if (m) await unmount(h, stagingPath);
+  if (!r) {
+    if (m) env.log.warn({ volumeId, stagingPath }, 'unstaged a mount without a staging record: no session to log out is known');
+    return;
+  }
+  if (r.stagingPath !== stagingPath) {
+    throw hostError('not-found', `volume ${volumeId} is staged at ${r.stagingPath}, not ${stagingPath}`);
+  }
+  const map = await findMap(h, r.wwid);
+  if (map) await flushMap(h, map);
+
+  // Every device of the volume's LUN on every session of its target, and the ones recorded.
+  const sessions = (await listSessions(h.fs)).filter((s) => s.targetIqn === r.targetIqn);
+  const addresses = new Set([...r.devices, ...sessions.map((s) => lunAddress(s, r.lun))]);
+  for (const address of addresses) {
+    const d = await deviceAt(h.fs, address);
+    if (!d) continue;
+    if (d.wwid !== null && d.wwid !== r.wwid) continue; // another LU now answers there: not ours to delete
+    if (d.blockName && !map) {
+      await runOk(h.runner, {
+        cmd: 'blockdev',
+        args: ['--flushbufs', `/dev/${d.blockName}`],
+        timeoutMs: h.timeouts.device,
+        deadline: h.deadline,
+      });
+    }
+    await deleteDevice(h.fs, address);
+  }
+
+  const failures: string[] = [];
+  const pairs = [...r.pairs];
+  for (const s of sessions)
+    if (!pairs.some((p) => p.portal === s.portal && p.iface === s.iface)) pairs.push({ portal: s.portal, iface: s.iface });
+  for (const p of pairs) {
+    try {
+      await logout(h, r.targetIqn, p);
+      await deleteNodeRecord(h, r.targetIqn, p);
+    } catch (err) {
+      if (!(err instanceof HostError)) throw err;
+      failures.push(`${p.portal} via ${p.iface}: ${err.message}`);
+    }
+  }
+  if (failures.length > 0) {
+    throw hostError(
+      failures.length === pairs.length ? 'unavailable' : 'failed',
+      `volume ${volumeId}: logout incomplete: ${failures.join('; ')}`,
+    );
+  }
+  await env.records.remove(volumeId);
+}

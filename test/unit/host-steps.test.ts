@@ -1,0 +1,198 @@
+// The host steps one by one: the runner (timeouts, deadline, nsenter argv, stdin), and the parsers and
+// pure decisions the steps rest on (VPD 0x83 WWID, SendTargets output, ifaces, node record edits,
+// mountinfo, initiator name, blkid export, path pairs).
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseExport, probe } from '../../src/host/blkid.js';
+import { HostError } from '../../src/host/errors.js';
+import { mkfsCommand } from '../../src/host/filesystem.js';
+import { DEFAULT_TIMEOUTS, type Host } from '../../src/host/types.js';
+import { iscsiadmErrorKind, parseDiscovery, parseIfaces, updateNodeRecord } from '../../src/host/iscsiadm.js';
+import { parseInitiatorName } from '../../src/host/iscsid.js';
+import { mountAt, parseMountinfo, unmount } from '../../src/host/mount.js';
+import { dropInText } from '../../src/host/multipath.js';
+import { authValues, setRecordValues, splitPortal } from '../../src/host/node-record.js';
+import { commandLine, createRunner, timeLeft } from '../../src/host/runner.js';
+import { wwidFromSysfs, wwidFromVpd83 } from '../../src/host/vpd.js';
+import { choosePairs, parseIpAddr } from '../../src/node/pairs.js';
+import { fail, FakeFs, FakeRunner, vpd83 } from '../support/fake-host.js';
+
+const hostWith = (runner: FakeRunner, deadline = Date.now() + 5000): Host => ({
+  runner,
+  fs: new FakeFs(),
+  deadline,
+  timeouts: DEFAULT_TIMEOUTS,
+});
+
+test('runner: direct argv as given; nsenter enters PID 1 mount/net/ipc/uts without forking (no --pid)', () => {
+  assert.deepEqual(commandLine('direct', { cmd: 'iscsiadm', args: ['-m', 'session'] }), { file: 'iscsiadm', argv: ['-m', 'session'] });
+  assert.deepEqual(commandLine('nsenter', { cmd: 'iscsiadm', args: ['-m', 'session'] }), {
+    file: 'nsenter',
+    argv: ['--target', '1', '--mount', '--net', '--ipc', '--uts', '--', 'iscsiadm', '-m', 'session'],
+  });
+});
+
+test('runner: exit code and output returned; stdin fed; environment passed', async () => {
+  const r = createRunner('direct');
+  const a = await r.run({
+    cmd: 'sh',
+    args: ['-c', 'cat; echo "$LUNAR_T" >&2; exit 3'],
+    timeoutMs: 5000,
+    stdin: 'hello',
+    env: { LUNAR_T: 'x' },
+  });
+  assert.deepEqual(a, { code: 3, stdout: 'hello', stderr: 'x\n' });
+});
+
+test('runner: a command past its timeout is killed and reported as a timeout', async () => {
+  const started = Date.now();
+  await assert.rejects(
+    createRunner('direct').run({ cmd: 'sleep', args: ['10'], timeoutMs: 200 }),
+    (e: unknown) => e instanceof HostError && e.kind === 'timeout',
+  );
+  assert.ok(Date.now() - started < 3000);
+});
+
+test('runner: the request deadline cuts the timeout; a passed deadline runs nothing', async () => {
+  assert.equal(timeLeft({ timeoutMs: 10_000, deadline: 1500 }, 1000), 500);
+  assert.equal(timeLeft({ timeoutMs: 100, deadline: Infinity }, 0), 100);
+  await assert.rejects(
+    createRunner('direct').run({ cmd: 'true', args: [], timeoutMs: 1000, deadline: Date.now() - 1 }),
+    (e: unknown) => e instanceof HostError && e.kind === 'timeout',
+  );
+  const started = Date.now();
+  await assert.rejects(createRunner('direct').run({ cmd: 'sleep', args: ['10'], timeoutMs: 60_000, deadline: Date.now() + 200 }));
+  assert.ok(Date.now() - started < 3000);
+});
+
+test('runner: a missing command says so', async () => {
+  await assert.rejects(createRunner('direct').run({ cmd: 'lunar-no-such-tool', args: [], timeoutMs: 1000 }), /command not found/);
+});
+
+test('iscsiadm: no secret ever through argv (guard)', async () => {
+  const runner = new FakeRunner();
+  await assert.rejects(
+    updateNodeRecord(hostWith(runner), 'iqn.2026-11.io.lunar:v', { portal: 'a:1', iface: 'default' }, 'node.session.auth.password', 'x'),
+    /argv/,
+  );
+  assert.equal(runner.calls.length, 0);
+});
+
+test('iscsiadm exit codes: unreachable → unavailable, auth/refused → precondition', () => {
+  assert.equal(iscsiadmErrorKind(8), 'unavailable');
+  assert.equal(iscsiadmErrorKind(20), 'unavailable');
+  assert.equal(iscsiadmErrorKind(24), 'precondition');
+  assert.equal(iscsiadmErrorKind(19), 'precondition');
+  assert.equal(iscsiadmErrorKind(6), 'failed');
+});
+
+test('SendTargets and iface listings parse', () => {
+  assert.deepEqual(parseDiscovery('10.0.2.2:3260,1 iqn.2026-11.io.lunar:a\n[fd00::2]:3260,2 iqn.2026-11.io.lunar:a\njunk\n'), [
+    { portal: '10.0.2.2:3260', tpgt: 1, iqn: 'iqn.2026-11.io.lunar:a' },
+    { portal: '[fd00::2]:3260', tpgt: 2, iqn: 'iqn.2026-11.io.lunar:a' },
+  ]);
+  const ifaces = parseIfaces('default tcp,<empty>,<empty>,<empty>,<empty>\nlunar-eth1 tcp,<empty>,<empty>,eth1,<empty>\n');
+  assert.equal(ifaces.get('lunar-eth1'), 'eth1');
+  assert.equal(ifaces.get('default'), '<empty>');
+});
+
+test('node record: auth keys replaced or added before END RECORD; empty values removed; line breaks refused', () => {
+  const rec =
+    '# BEGIN RECORD 2.1.8\nnode.name = iqn.x\nnode.session.auth.authmethod = None\nnode.session.auth.password = old\n# END RECORD\n';
+  const out = setRecordValues(rec, authValues({ user: 'u', secret: 's3cret' }));
+  assert.equal(
+    out,
+    '# BEGIN RECORD 2.1.8\nnode.name = iqn.x\nnode.session.auth.authmethod = CHAP\nnode.session.auth.password = s3cret\nnode.session.auth.username = u\n# END RECORD\n',
+  );
+  const none = setRecordValues(out, authValues(null));
+  assert.ok(!none.includes('s3cret') && none.includes('authmethod = None'));
+  assert.throws(() => setRecordValues(rec, { 'node.session.auth.password': 'a\nnode.startup = automatic' }), /line break/);
+  assert.deepEqual(splitPortal('[fd00::5]:3260'), ['fd00::5', '3260']);
+});
+
+test('VPD 0x83: NAA designator of the LU → "3" + hex; port/target designators ignored; sysfs wwid form', () => {
+  const wwid = '360014050000000000000000000000001';
+  assert.equal(wwidFromVpd83(vpd83(wwid)), wwid);
+  // A target-port NAA (association 01b) before the LU's: not the LU's WWID.
+  const port = Buffer.from([0x01, 0x13, 0x00, 0x08, 1, 2, 3, 4, 5, 6, 7, 8]);
+  const lu = vpd83(wwid).subarray(4);
+  const page = Buffer.concat([Buffer.from([0, 0x83, 0, port.length + lu.length]), port, lu]);
+  assert.equal(wwidFromVpd83(page), wwid);
+  assert.equal(wwidFromVpd83(Buffer.from([0, 0x80, 0, 0])), null);
+  assert.equal(wwidFromSysfs('naa.60014050000000000000000000000001\n'), wwid);
+  assert.equal(wwidFromSysfs('garbage'), null);
+});
+
+test('mountinfo parse: escapes, the mount on top wins', () => {
+  const t = parseMountinfo(
+    '36 25 253:0 / /var/lib/kubelet/a\\040b rw,relatime shared:1 - ext4 /dev/mapper/mpatha rw\n37 36 253:1 / /var/lib/kubelet/a\\040b ro shared:2 - xfs /dev/dm-1 ro\n',
+  );
+  assert.equal(t.length, 2);
+  assert.equal(mountAt(t, '/var/lib/kubelet/a b')?.device, '253:1');
+  assert.deepEqual(mountAt(t, '/var/lib/kubelet/a b')?.options, ['ro']);
+  assert.equal(mountAt(t, '/nope'), null);
+});
+
+test('umount: busy is an error of kind busy; not mounted is fine', async () => {
+  const runner = new FakeRunner();
+  runner.handlers.push((s) => (s.args[0] === '/busy' ? fail(32, 'umount: /busy: target is busy.') : fail(32, 'umount: /x: not mounted.')));
+  await assert.rejects(unmount(hostWith(runner), '/busy'), (e: unknown) => e instanceof HostError && e.kind === 'busy');
+  await unmount(hostWith(runner), '/x');
+});
+
+test('blkid: every outcome', async () => {
+  const cases: [{ code: number; stdout: string; stderr: string }, string][] = [
+    [{ code: 0, stdout: 'DEVNAME=/dev/dm-0\nTYPE=ext4\n', stderr: '' }, 'signature:ext4'],
+    [{ code: 0, stdout: 'PTTYPE=gpt\n', stderr: '' }, 'signature:gpt partition table'],
+    [{ code: 0, stdout: 'TYPE=LVM2_member\nUSAGE=raid\n', stderr: '' }, 'signature:LVM2_member'],
+    [{ code: 8, stdout: '', stderr: '' }, 'signature:several signatures (ambivalent probe)'],
+    [{ code: 2, stdout: '', stderr: '' }, 'none'],
+    [{ code: 2, stdout: '', stderr: 'error: /dev/dm-0: No such device' }, 'error'],
+    [{ code: 4, stdout: '', stderr: 'bad usage' }, 'error'],
+  ];
+  for (const [result, want] of cases) {
+    const runner = new FakeRunner();
+    runner.handlers.push(() => result);
+    const got = await probe(hostWith(runner), '/dev/dm-0').then(
+      (p) => (p.kind === 'none' ? 'none' : `signature:${p.what}`),
+      () => 'error',
+    );
+    assert.equal(got, want, JSON.stringify(result));
+    assert.deepEqual(runner.lines(), ['blkid -p -o export /dev/dm-0']);
+  }
+  assert.deepEqual(parseExport('A=1\nB=x=y\n'), { A: '1', B: 'x=y' });
+});
+
+test('mkfs: ext4 and xfs without force or discard; others refused', () => {
+  assert.deepEqual(mkfsCommand('ext4', '/dev/dm-0'), { cmd: 'mkfs.ext4', args: ['-q', '-m', '0', '-E', 'nodiscard', '/dev/dm-0'] });
+  assert.deepEqual(mkfsCommand('xfs', '/dev/dm-0'), { cmd: 'mkfs.xfs', args: ['-q', '-K', '/dev/dm-0'] });
+  assert.throws(() => mkfsCommand('btrfs', '/dev/dm-0'), /ext4 and xfs/);
+});
+
+test('multipath drop-in: Lunar devices only, the timers given', () => {
+  const t = dropInText({ fastIoFailTmo: 3, noPathRetry: 7 });
+  assert.match(t, /^devices \{\n\tdevice \{\n\t\tvendor "LUNAR"\n\t\tproduct "VOLUME"/m);
+  assert.match(t, /fast_io_fail_tmo 3/);
+  assert.match(t, /no_path_retry 7/);
+  assert.ok(!/defaults|find_multipaths|blacklist/.test(t), 'the host-wide settings are not touched');
+});
+
+test('initiator name file', () => {
+  assert.equal(parseInitiatorName('## DO NOT EDIT\nInitiatorName=iqn.1993-08.org.debian:01:abc\n'), 'iqn.1993-08.org.debian:01:abc');
+  assert.equal(parseInitiatorName('# nothing\n'), null);
+});
+
+test('path pairs: portal × iface, a portal in a NIC subnet only through that NIC, a routed one through all', () => {
+  const ifaces = [
+    { iface: 'lunar-eth0', cidrs: parseIpAddr('2: eth0    inet 10.0.2.15/24 brd 10.0.2.255 scope global eth0') },
+    { iface: 'lunar-eth1', cidrs: ['10.0.3.15/24'] },
+  ];
+  assert.deepEqual(choosePairs(['10.0.2.2:3260', '10.0.3.2:3260', '192.0.2.1:3260'], ifaces), [
+    { portal: '10.0.2.2:3260', iface: 'lunar-eth0' },
+    { portal: '10.0.3.2:3260', iface: 'lunar-eth1' },
+    { portal: '192.0.2.1:3260', iface: 'lunar-eth0' },
+    { portal: '192.0.2.1:3260', iface: 'lunar-eth1' },
+  ]);
+  assert.deepEqual(choosePairs(['10.0.2.2:3260'], [{ iface: 'default', cidrs: [] }]), [{ portal: '10.0.2.2:3260', iface: 'default' }]);
+});
