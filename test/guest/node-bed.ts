@@ -206,7 +206,8 @@ echo $!`;
     this.identity?.close();
     this.node = new pkg.Node(this.endpoint, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
     this.identity = new pkg.Identity(this.endpoint, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
-    const deadline = Date.now() + 90_000;
+    // Under TCG on a loaded 2-core host, Node takes tens of seconds to load Lunar (grpc-js, proto-loader).
+    const deadline = Date.now() + 240_000;
     for (;;) {
       try {
         await call(this.identity, 'Probe', {}, 5000);
@@ -214,8 +215,9 @@ echo $!`;
       } catch (e) {
         const alive = (await g.exec(`kill -0 ${this.pid}`)).code === 0;
         if (!alive || Date.now() > deadline) {
+          const diag = (await g.exec(`ps -o pid,stat,etime,time,wchan:20,args -p ${this.pid}; ss -ltnp; uptime`)).stdout;
           throw new Error(
-            `lunar node in guest ${g.index} ${alive ? 'does not answer Probe' : 'exited'} (${String(e)}); log tail:\n${await this.logTail()}`,
+            `lunar node in guest ${g.index} ${alive ? 'does not answer Probe' : 'exited'} (${String(e)}); log tail:\n${await this.logTail()}\n${diag}`,
           );
         }
         await sleep(500);
