@@ -189,8 +189,10 @@ echo "=== start $(date +%s.%N) ${opts.pod ? 'pod' : 'direct'}" >> ${PLUGIN_LOG}`
     // own mount namespace where only /dev, /sys and the kubelet dir stay shared with the host (Bidirectional
     // hostPath volumes), everything else private, and /usr/sbin is hidden — a container image holds no
     // iscsiadm, multipath or mkfs, so every host command must go through nsenter into PID 1.
-    const pod = `mountpoint -q ${KUBELET_DIR} || mount --bind ${KUBELET_DIR} ${KUBELET_DIR}
-mount --make-rshared ${KUBELET_DIR}
+    // The kubelet dir as its own shared mount (its own peer group, as when it is a separate file system):
+    // a bind mount left in the peer group of / would show every mount under it twice in the host namespace.
+    const pod = `mountpoint -q ${KUBELET_DIR} || { mount --bind ${KUBELET_DIR} ${KUBELET_DIR}; mount --make-private ${KUBELET_DIR}; }
+mount --make-shared ${KUBELET_DIR}
 setsid unshare --mount --propagation unchanged -- bash -c '
 for m in $(awk "{print \\$5}" /proc/self/mountinfo | sort -r); do
   case "$m" in /dev|/dev/*|/sys|/sys/*|${KUBELET_DIR}|${KUBELET_DIR}/*) ;; *) mount --make-private "$m" 2>/dev/null || true;; esac
