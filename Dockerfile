@@ -6,7 +6,8 @@
 #          --build-arg NODE_IMAGE=localhost/node-base:22 --build-arg RUNTIME_IMAGE=localhost/node-base:22
 #
 # Stages: `build` has the dev dependencies and the native addon's toolchain (gcc and g++, make, python3 for
-# node-gyp) and compiles src/ and native/; `runtime` gets production dependencies only, the compiled
+# node-gyp, liburing-dev: binding.gyp links liburing statically, so the runtime needs no liburing package
+# and the addon gets its io_uring path) and compiles src/ and native/; `runtime` gets production dependencies only, the compiled
 # output, the addon, proto/ and the host tools the node plugin runs in direct mode (--host-exec direct):
 # open-iscsi's iscsiadm, multipath-tools, e2fsprogs, xfsprogs, util-linux (blkid, mount, nsenter) and
 # kmod. In nsenter mode (the DaemonSet's default) the host's own tools run instead.
@@ -16,7 +17,7 @@ ARG RUNTIME_IMAGE=${NODE_IMAGE}
 
 FROM ${NODE_IMAGE} AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends gcc g++ libc6-dev make python3 \
+ && apt-get install -y --no-install-recommends gcc g++ libc6-dev make python3 liburing-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Dependencies first (their layer is reused while only the sources change). `npm ci` runs the package's
@@ -31,6 +32,8 @@ COPY src ./src
 RUN npx tsc -p tsconfig.json \
  && npm prune --omit=dev --no-audit --no-fund \
  && test -f build/Release/lunar_native.node \
+ && nm build/Release/lunar_native.node | grep -q ' T io_uring_queue_init' \
+ && ! ldd build/Release/lunar_native.node | grep -q liburing \
  && test -f dist/src/cli.js
 
 FROM ${RUNTIME_IMAGE} AS runtime

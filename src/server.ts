@@ -2,7 +2,8 @@
 // every portal, the admin socket for the CLI and the CSI controller endpoint.
 //
 // Start order: admin socket first (it doubles as the data directory's lock: a second server on the same
-// directory finds it answering and refuses), then state + volumes, then the iSCSI listeners, then CSI.
+// directory finds it answering and refuses), then state + volumes, then the iSCSI listeners, then CSI,
+// then /metrics. The Kubernetes API client (Events on PVCs) is loaded only when one is configured.
 // Until everything is up, admin requests other than "ping" get failed-precondition and ping says ready:false.
 
 import { mkdir } from 'node:fs/promises';
@@ -13,7 +14,11 @@ import { DEFAULT_PLUGIN_NAME } from './csi/identity.js';
 import { startControllerServer, type CsiServer } from './csi/controller-server.js';
 import { defaultCsiEndpoint } from './csi/endpoint.js';
 import { IscsiServer } from './iscsi/server.js';
+import type { KubeTarget } from './kube/client.js';
+import type { EventSink } from './kube/types.js';
 import { rootLogger } from './log.js';
+import { LunarMetrics } from './metrics/registry.js';
+import { parseMetricsAddress, startMetricsServer, type MetricsServer } from './metrics/server.js';
 import { loadNative } from './storage/native.js';
 import { VolumeTargetRegistry } from './target/registry.js';
 import type { ChapCredentials, Portal } from './target/types.js';
@@ -37,6 +42,12 @@ export interface LunarConfig {
   csiEndpoint?: string;
   /** CSI plugin name (GetPluginInfo); default iscsi.lunar.dev. */
   csiPluginName?: string;
+  /** The topology segment of every volume (CSI accessibility constraints); absent or empty = none. */
+  topology?: Readonly<Record<string, string>>;
+  /** /metrics address (":9873", "host:port"; "none" or absent = off). */
+  metricsAddress?: string;
+  /** The Kubernetes API server for Events on PVCs; absent/null = no Events. */
+  kube?: KubeTarget | null;
   logger?: Logger;
 }
 
@@ -47,6 +58,8 @@ export interface LunarServer {
   readonly csiEndpoint: string | null;
   /** true once every listener is up and until close() starts. */
   readonly ready: () => boolean;
+  /** host:port of /metrics, or null when off. */
+  readonly metricsAddress: string | null;
   close(): Promise<void>;
 }
 
@@ -109,6 +122,10 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
 
   // Filled in by the CSI block below (an object so the shutdown closure sees the assignment).
   const csi: { server: CsiServer | null } = { server: null };
+  const metricsAddress = config.metricsAddress ?? 'none';
+  // With /metrics off the data path keeps no statistics (no clock reads per command).
+  const metrics = parseMetricsAddress(metricsAddress) ? new LunarMetrics('controller') : null;
+  let metricsServer: MetricsServer | null = null;
   try {
     // The transport exists before the volumes (they list and end its sessions) and listens after them,
     // so that no initiator logs in before every volume is served.
@@ -120,9 +137,11 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
       portals: config.portals,
       registry,
       sessions: iscsi,
+      ...(metrics ? { stats: metrics } : {}),
       logger: base.child({ component: 'volumes' }),
     });
     await iscsi.listen();
+    const events = config.kube ? await pvcEvents(config.kube, base) : null;
 
     // ---- CSI Identity + Controller on the endpoint (default unix://<data-dir>/csi.sock; "none" = off).
     const endpoint = csiEndpointFor(config);
@@ -135,10 +154,21 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
         // Probe: the state is loaded and every portal still listens.
         ready: () => isReady && (iscsi?.allListening() ?? false),
         logger: base, // the CSI server adds component=csi itself
+        ...(metrics ? { observeCall: metrics.observeCsiCall.bind(metrics) } : {}),
+        ...(config.topology && Object.keys(config.topology).length > 0 ? { topology: config.topology } : {}),
+        ...(events ? { events } : {}),
       });
+    }
+    if (metrics) {
+      const volumes = manager;
+      const transport = iscsi;
+      metrics.setSessionsSource(() => sessionsPerVolume(volumes, transport));
+      metrics.setCapacitySource(() => volumes.capacity());
+      metricsServer = await startMetricsServer(metricsAddress, metrics, base.child({ component: 'metrics' }));
     }
     // ---------------------------------------------------------------------------------------------------
   } catch (err) {
+    await csi.server?.close().catch(() => undefined);
     await iscsi?.close().catch(() => undefined);
     await manager?.close().catch(() => undefined);
     await admin.close().catch(() => undefined);
@@ -148,11 +178,15 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
   isReady = true;
   const m = manager;
   const t = iscsi;
+  const ms = metricsServer;
   log.info(
     {
       dataDir: config.dataDir,
       portals: config.portals.map(portalKey),
       csiEndpoint: csi.server?.address ?? null,
+      metricsAddress: metricsServer?.address ?? null,
+      topology: config.topology ?? null,
+      events: config.kube ? true : false,
       volumes: m.list().length,
       durationMs: Date.now() - started,
     },
@@ -164,11 +198,13 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
     iscsi: t,
     csiEndpoint: csi.server?.address ?? null,
     ready: () => isReady && t.allListening(),
+    metricsAddress: metricsServer?.address ?? null,
     close: () => {
       closing ??= (async () => {
         isReady = false;
         const t0 = Date.now();
         await admin.close().catch((err: unknown) => log.warn({ err: String(err) }, 'admin socket close failed'));
+        await ms?.close().catch((err: unknown) => log.warn({ err: String(err) }, 'metrics server close failed'));
         await csi.server?.close().catch((err: unknown) => log.warn({ err: String(err) }, 'CSI server close failed'));
         await t.close().catch((err: unknown) => log.warn({ err: String(err) }, 'iSCSI server close failed'));
         await m.close();
@@ -177,4 +213,18 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
       return closing;
     },
   };
+}
+
+/** iSCSI sessions per volume (every volume listed, 0 when none is logged in). */
+function sessionsPerVolume(volumes: VolumeManager, transport: IscsiServer): [string, number][] {
+  const byTarget = new Map<string, number>();
+  for (const s of transport.sessions()) byTarget.set(s.targetName, (byTarget.get(s.targetName) ?? 0) + 1);
+  return volumes.list().map((v) => [v.id, byTarget.get(v.iqn) ?? 0]);
+}
+
+/** Events on PVCs through the Kubernetes API (the client is loaded only here). */
+async function pvcEvents(target: KubeTarget, base: Logger): Promise<EventSink> {
+  const [{ KubeClient }, { PvcEvents }] = await Promise.all([import('./kube/client.js'), import('./kube/events.js')]);
+  const client = new KubeClient(target, { component: 'controller' });
+  return new PvcEvents({ client, component: 'lunar-controller', logger: base.child({ component: 'kube' }) });
 }

@@ -2,6 +2,8 @@
 // print where it listens, and run until SIGTERM or SIGINT.
 
 import { ADMIN_SOCKET } from '../admin/protocol.js';
+import type { KubeTarget } from '../kube/client.js';
+import { parseMetricsAddress } from '../metrics/server.js';
 import type { LunarConfig } from '../server.js';
 import type { ChapCredentials } from '../target/types.js';
 import { chapValueProblem } from '../util/ids.js';
@@ -39,6 +41,56 @@ function discoveryChapOf(ctx: CommandContext): ChapCredentials | null {
   return creds;
 }
 
+/** --metrics-address / $LUNAR_METRICS_ADDRESS, checked; "none" when neither is given. */
+function metricsAddressOf(ctx: CommandContext): string {
+  const address = str(ctx.values['metrics-address']) ?? ctx.io.env.LUNAR_METRICS_ADDRESS ?? 'none';
+  try {
+    parseMetricsAddress(address);
+  } catch (err) {
+    throw new UsageError(`--metrics-address: ${(err as Error).message}`);
+  }
+  return address;
+}
+
+// Kubernetes label syntax: an optional DNS-subdomain prefix and "/", a name of up to 63 characters; values
+// up to 63 characters of the same alphabet (possibly empty).
+const LABEL_NAME = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+const LABEL_VALUE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
+
+/** --topology KEY=VALUE[,KEY=VALUE] / $LUNAR_TOPOLOGY: the segment every volume is accessible from. */
+export function parseTopology(spec: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const part of spec
+    .split(',')
+    .map((p) => p.trim())
+    .filter((p) => p !== '')) {
+    const eq = part.indexOf('=');
+    const key = eq < 0 ? part : part.slice(0, eq);
+    const value = eq < 0 ? '' : part.slice(eq + 1);
+    if (eq < 0 || !LABEL_NAME.test(key) || key.length > 317) {
+      throw new UsageError(
+        `--topology ${JSON.stringify(part)}: expected KEY=VALUE with KEY a Kubernetes label key (topology.iscsi.lunar.dev/zone=rack-1)`,
+      );
+    }
+    if (!LABEL_VALUE.test(value) || value === '')
+      throw new UsageError(`--topology ${key}: ${JSON.stringify(value)} is not a Kubernetes label value`);
+    if (key in out) throw new UsageError(`--topology: key ${key} is given twice`);
+    out[key] = value;
+  }
+  return out;
+}
+
+/**
+ * The API server for Events: --kubeconfig PATH / $LUNAR_KUBECONFIG; "none" turns Events off; without
+ * either, the pod's service account when running in a pod ($KUBERNETES_SERVICE_HOST), else none.
+ */
+function kubeTargetOf(ctx: CommandContext): KubeTarget | null {
+  const given = str(ctx.values.kubeconfig) ?? ctx.io.env.LUNAR_KUBECONFIG;
+  if (given === 'none') return null;
+  if (given !== undefined && given !== '') return { kubeconfig: given };
+  return ctx.io.env.KUBERNETES_SERVICE_HOST ? { inCluster: true } : null;
+}
+
 /** Why the server could not start, with what to change. */
 function explainStartError(err: unknown, io: Io, shownDataDir: string): void {
   const e = err as NodeJS.ErrnoException & { address?: string; port?: number };
@@ -66,7 +118,17 @@ async function run(ctx: CommandContext): Promise<number> {
   const portals = portalsOf(ctx);
   const discoveryChap = discoveryChapOf(ctx);
   const csiEndpoint = str(ctx.values['csi-endpoint']) ?? ctx.io.env.LUNAR_CSI_ENDPOINT ?? ctx.io.env.CSI_ENDPOINT;
-  const config: LunarConfig = { dataDir: ctx.dataDir, portals, discoveryChap, ...(csiEndpoint ? { csiEndpoint } : {}) };
+  const topologySpec = str(ctx.values.topology) ?? ctx.io.env.LUNAR_TOPOLOGY;
+  const topology = topologySpec ? parseTopology(topologySpec) : {};
+  const config: LunarConfig = {
+    dataDir: ctx.dataDir,
+    portals,
+    discoveryChap,
+    ...(csiEndpoint ? { csiEndpoint } : {}),
+    ...(Object.keys(topology).length > 0 ? { topology } : {}),
+    metricsAddress: metricsAddressOf(ctx),
+    kube: kubeTargetOf(ctx),
+  };
   const shown = shownDir(ctx.dataDir);
 
   // Loaded here, so that the other commands do not load the server (gRPC, the target, the logger) to talk to it.
@@ -91,13 +153,16 @@ async function run(ctx: CommandContext): Promise<number> {
     `Lunar ${LUNAR_VERSION} serving ${shown} on ${portals.map((p) => portalKey(p)).join(', ')} ` +
       `(${server.volumes.list().length} volume(s)); admin socket ${shown}/${ADMIN_SOCKET}` +
       (server.csiEndpoint ? `; CSI ${server.csiEndpoint}` : '') +
+      (server.metricsAddress ? `; metrics http://${server.metricsAddress}/metrics` : '') +
       '\n',
   );
   return runUntilSignal(server, log);
 }
 
 export const serve: Command = {
-  usage: '  lunar serve [--data-dir DIR] [--portal HOST:PORT[=ADVERTISE]]... [--discovery-chap USER:SECRET]\n',
+  usage:
+    '  lunar serve [--data-dir DIR] [--portal HOST:PORT[=ADVERTISE]]... [--discovery-chap USER:SECRET]\n' +
+    '              [--csi-endpoint ENDPOINT] [--metrics-address ADDR] [--topology KEY=VALUE] [--kubeconfig PATH]\n',
   help: `serve:
   --portal HOST:PORT[=ADVERTISE]  listen on HOST:PORT (repeatable; default $LUNAR_PORTALS, a comma list,
                                   else 127.0.0.1:3260). Portal group tags are 1, 2, ... in order.
@@ -106,12 +171,21 @@ export const serve: Command = {
   --discovery-chap USER:SECRET    require CHAP for SendTargets discovery (default $LUNAR_DISCOVERY_CHAP)
   --csi-endpoint ENDPOINT         CSI Identity+Controller endpoint: unix:///path, tcp://host:port or none
                                   (default $LUNAR_CSI_ENDPOINT, $CSI_ENDPOINT, else unix://DIR/csi.sock)
+  --metrics-address ADDR          serve Prometheus /metrics on :PORT, HOST:PORT or none
+                                  (default $LUNAR_METRICS_ADDRESS, else none)
+  --topology KEY=VALUE[,...]      every volume is accessible from the nodes with these labels (CSI
+                                  accessibility constraints; default $LUNAR_TOPOLOGY, else none)
+  --kubeconfig PATH|none          Kubernetes API server for Events on PVCs (default $LUNAR_KUBECONFIG,
+                                  else the pod's service account when run in a pod, else none)
   Stops cleanly on SIGTERM or SIGINT. Logs are JSON lines on stderr (LUNAR_LOG_LEVEL=debug|info|warn).
 `,
   options: {
     portal: { type: 'string', multiple: true },
     'discovery-chap': { type: 'string' },
     'csi-endpoint': { type: 'string' },
+    'metrics-address': { type: 'string' },
+    topology: { type: 'string' },
+    kubeconfig: { type: 'string' },
   },
   run,
 };

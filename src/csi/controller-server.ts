@@ -1,11 +1,13 @@
 // The controller plugin's CSI server (`lunar serve`): Identity and Controller over a VolumeService, the
 // Controller answering ABORTED at once for a call on an object that has a call in flight.
 
+import type { EventSink } from '../kube/types.js';
 import type { Logger } from '../log.js';
 import type { VolumeService } from '../volumes/types.js';
 import { ControllerService } from './controller.js';
 import { controllerBinding } from './controller-rpcs.js';
 import { startCsiPluginServer, type CsiServer } from './plugin-server.js';
+import type { CallObserver } from './unary-call.js';
 
 export type { CsiServer };
 
@@ -22,11 +24,15 @@ export interface ControllerServerOptions {
   readonly socketMode?: number;
   /** How long close() lets calls in flight finish before cancelling them (default 5000 ms). */
   readonly shutdownGraceMs?: number;
+  /** Told every answered call (metrics). */
+  readonly observeCall?: CallObserver;
+  /** Events on the PVC of a volume the controller refuses (InsufficientCapacity); default none. */
+  readonly events?: EventSink;
 }
 
 export function startControllerServer(opts: ControllerServerOptions): Promise<CsiServer> {
-  const { volumes, topology, ...rest } = opts;
-  const controller = new ControllerService({ volumes, ...(topology ? { topology } : {}) });
+  const { volumes, topology, events, ...rest } = opts;
+  const controller = new ControllerService({ volumes, ...(topology ? { topology } : {}), ...(events ? { events } : {}) });
   return startCsiPluginServer({
     ...rest,
     ...(topology ? { topology } : {}),

@@ -4,9 +4,18 @@
 // errors.ts. The wire contract (volume_context, publish_context, parameters, node ids) is in docs/csi.md.
 
 import { status } from '@grpc/grpc-js';
+import {
+  PVC_NAME_CONTEXT,
+  PVC_NAME_PARAMETER,
+  PVC_NAMESPACE_CONTEXT,
+  PVC_NAMESPACE_PARAMETER,
+  pvcRefFrom,
+  type EventSink,
+  type PvcRef,
+} from '../kube/types.js';
 import { naaWwid } from '../util/ids.js';
 import { portalAddress } from '../util/portal.js';
-import type { Snapshot, Volume, VolumeService, VolumeSource, VolumeSpec } from '../volumes/types.js';
+import { VolumeError, type Snapshot, type Volume, type VolumeService, type VolumeSource, type VolumeSpec } from '../volumes/types.js';
 import { alreadyExists, CsiError, failedPrecondition, invalidArgument, notFound, outOfRange } from './errors.js';
 import type {
   ControllerExpandVolumeRequest,
@@ -81,6 +90,8 @@ export const CTX = {
   chapSecret: 'chapSecret',
   mutualUser: 'mutualUser',
   mutualSecret: 'mutualSecret',
+  pvcName: PVC_NAME_CONTEXT,
+  pvcNamespace: PVC_NAMESPACE_CONTEXT,
 } as const;
 
 const CAPABILITIES: readonly ControllerRpcType[] = [
@@ -103,6 +114,8 @@ export interface ControllerOptions {
   readonly volumes: VolumeService;
   /** The topology segment every Lunar volume is accessible from (same as the node plugins report). */
   readonly topology?: Readonly<Record<string, string>>;
+  /** Events on the PVC of a volume that cannot be created or grown; default none. */
+  readonly events?: EventSink;
 }
 
 function chapMode(v: Volume): 'none' | 'chap' | 'mutual' {
@@ -131,9 +144,11 @@ function topologyMatches(segments: Readonly<Record<string, string>>, t: Topology
 export class ControllerService {
   private readonly volumes: VolumeService;
   private readonly topology: Readonly<Record<string, string>> | undefined;
+  private readonly events: EventSink | undefined;
 
   constructor(opts: ControllerOptions) {
     this.volumes = opts.volumes;
+    this.events = opts.events;
     this.topology = opts.topology && Object.keys(opts.topology).length > 0 ? opts.topology : undefined;
   }
 
@@ -151,6 +166,13 @@ export class ControllerService {
     };
     const fsType = v.parameters.fsType;
     if (fsType) ctx[CTX.fsType] = fsType;
+    // The PVC the volume was created for: the node plugin puts its Events (formatted, staging failed,
+    // path lost) on it.
+    const pvc = pvcRefFrom(v.parameters);
+    if (pvc) {
+      ctx[CTX.pvcName] = pvc.name;
+      ctx[CTX.pvcNamespace] = pvc.namespace;
+    }
     return ctx;
   }
 
@@ -211,6 +233,20 @@ export class ControllerService {
     });
   }
 
+  /**
+   * An InsufficientCapacity Event on the PVC when the volume layer found no space. Not awaited: the
+   * answer does not wait for the API server (PvcEvents retries, then logs; it never rejects).
+   */
+  private reportNoSpace(pvc: PvcRef, err: unknown, what: string): void {
+    if (!this.events || !(err instanceof VolumeError) || err.code !== 'resource-exhausted') return;
+    void this.events.record(
+      pvc,
+      'InsufficientCapacity',
+      `${what}: ${err.message}. Free space in Lunar's data directory on the storage node (or give it a larger disk), ` +
+        'ask for a smaller volume, or use a thin StorageClass (parameter thin: "true").',
+    );
+  }
+
   // ---- RPCs -------------------------------------------------------------------------------------
 
   async createVolume(req: CreateVolumeRequest): Promise<CreateVolumeResponse> {
@@ -228,7 +264,16 @@ export class ControllerService {
       throw invalidArgument(`parameters.fsType ${params.fsType} and volume_capabilities mount.fs_type ${mountFs[0]} disagree`);
     }
     const fsType = params.fsType ?? mountFs[0];
-    const stored: Record<string, string> = { ...params.stored, ...(fsType !== undefined ? { fsType } : {}) };
+    // The PVC (external-provisioner --extra-create-metadata) is kept with the volume for its Events. A
+    // volume recorded before Lunar kept it matches a retry without it (the idempotency compares parameters).
+    const existing = this.volumes.getByName(name);
+    const pvc = pvcRefFrom(req.parameters);
+    const keepPvc = pvc !== null && (!existing || PVC_NAME_PARAMETER in existing.parameters);
+    const stored: Record<string, string> = {
+      ...params.stored,
+      ...(fsType !== undefined ? { fsType } : {}),
+      ...(keepPvc ? { [PVC_NAME_PARAMETER]: pvc.name, [PVC_NAMESPACE_PARAMETER]: pvc.namespace } : {}),
+    };
     const bounds = capacityBounds(req.capacity_range);
 
     let source: VolumeSource | undefined;
@@ -267,7 +312,6 @@ export class ControllerService {
     // mismatch is ALREADY_EXISTS with the difference named (errors.ts maps the code). A size for a new
     // volume is only worked out when there is none yet, so that a retry after the source has changed
     // still finds its volume.
-    const existing = this.volumes.getByName(name);
     const sizeBytes = existing?.sizeBytes ?? volumeSize(bounds, sourceBytes);
     const spec: VolumeSpec = {
       name,
@@ -280,8 +324,13 @@ export class ControllerService {
       ...(source ? { source } : {}),
       parameters: stored,
     };
-    const v = await this.volumes.create(spec);
-    return { volume: this.toCsiVolume(v) };
+    try {
+      const v = await this.volumes.create(spec);
+      return { volume: this.toCsiVolume(v) };
+    } catch (err) {
+      if (pvc) this.reportNoSpace(pvc, err, `volume ${name} (${sizeBytes} bytes) was not created`);
+      throw err;
+    }
   }
 
   async deleteVolume(req: DeleteVolumeRequest): Promise<DeleteVolumeResponse> {
@@ -523,7 +572,13 @@ export class ControllerService {
       );
     }
     if (target > MAX_VOLUME_BYTES) throw outOfRange(`requested size ${target} is larger than Lunar supports (${MAX_VOLUME_BYTES})`);
-    const grown = await this.volumes.resize(id, target);
-    return { capacity_bytes: String(grown.sizeBytes), node_expansion_required: nodeExpansion };
+    try {
+      const grown = await this.volumes.resize(id, target);
+      return { capacity_bytes: String(grown.sizeBytes), node_expansion_required: nodeExpansion };
+    } catch (err) {
+      const pvc = pvcRefFrom(v.parameters);
+      if (pvc) this.reportNoSpace(pvc, err, `volume ${id} was not grown to ${target} bytes`);
+      throw err;
+    }
   }
 }

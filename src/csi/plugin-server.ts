@@ -12,7 +12,7 @@ import { IdentityService } from './identity.js';
 import { inFlightGuard, type InFlightPolicy } from './in-flight.js';
 import { loadCsiPackage, type CsiServiceName } from './proto.js';
 import type { VolumeExpansionType } from './types.js';
-import { unaryCall, type ServiceContext, type UnaryWrapper } from './unary-call.js';
+import { unaryCall, type CallObserver, type ServiceContext, type UnaryWrapper } from './unary-call.js';
 
 /** One CSI service served next to Identity. */
 export interface CsiServiceBinding {
@@ -38,6 +38,8 @@ export interface CsiPluginServerOptions {
   readonly socketMode?: number;
   /** How long close() lets calls in flight finish before cancelling them (default 5000 ms). */
   readonly shutdownGraceMs?: number;
+  /** Told every answered call, Identity's included (metrics). */
+  readonly observeCall?: CallObserver;
 }
 
 export interface CsiServer {
@@ -62,7 +64,13 @@ export async function startCsiPluginServer(opts: CsiPluginServerOptions): Promis
   const pkg = loadCsiPackage();
 
   const wrapperFor = (service: CsiServiceName, policy: InFlightPolicy): UnaryWrapper => {
-    const ctx: ServiceContext = { service, log, ready: opts.ready, guard: inFlightGuard(policy) };
+    const ctx: ServiceContext = {
+      service,
+      log,
+      ready: opts.ready,
+      guard: inFlightGuard(policy),
+      ...(opts.observeCall ? { observe: opts.observeCall } : {}),
+    };
     return (method, spec) => unaryCall(ctx, method, spec);
   };
   const idRpc = wrapperFor('Identity', 'fail-fast');

@@ -34,7 +34,12 @@ export interface ServiceContext {
   readonly log: Logger;
   readonly ready: () => boolean;
   readonly guard: InFlightGuard;
+  /** Told every answered call (metrics: calls by service, method and code, and their durations). */
+  readonly observe?: CallObserver;
 }
+
+/** gRPC code as its name (OK, INVALID_ARGUMENT, ...); seconds from the call's arrival to its answer. */
+export type CallObserver = (service: string, method: string, code: string, seconds: number) => void;
 
 /** Wraps one method of a service; the type the service bindings receive. */
 export type UnaryWrapper = <Req, Res>(method: string, spec: MethodSpec<Req, Res>) => grpc.handleUnaryCall<Req, Res>;
@@ -62,11 +67,13 @@ export function unaryCall<Req, Res>(ctx: ServiceContext, method: string, spec: M
       release = null;
       const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
       const code = err ? err.code : grpc.status.OK;
+      const codeName = CODE_NAMES[code] ?? String(code);
+      ctx.observe?.(service, method, codeName, durationMs / 1000);
       const line: Record<string, unknown> = {
         rpc: method,
         service,
         ...ids,
-        code: CODE_NAMES[code] ?? String(code),
+        code: codeName,
         durationMs: Math.round(durationMs * 1000) / 1000,
       };
       // At debug level the same single line carries the request and response, secrets redacted.

@@ -154,3 +154,12 @@ export async function logout(h: Host, iqn: string, p: PathPair): Promise<void> {
 export async function deleteNodeRecord(h: Host, iqn: string, p: PathPair): Promise<void> {
   await iscsiadm(h, [...nodeArgs(iqn, p), '-o', 'delete'], false, [0, ISCSI_ERR.NO_OBJS_FOUND]);
 }
+
+/**
+ * Deletes every node record of the target, on every portal and iface: SendTargets on one portal records
+ * all the portals the target reports (RFC 7143 §4.3, TargetAddress), and with iface binding each iface gets
+ * its own copy, so records exist for pairs that were never logged in. Exit 21 (none left) is success.
+ */
+export async function deleteTargetRecords(h: Host, iqn: string): Promise<void> {
+  await iscsiadm(h, ['-m', 'node', '-T', iqn, '-o', 'delete'], false, [0, ISCSI_ERR.NO_OBJS_FOUND]);
+}

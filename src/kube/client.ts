@@ -44,8 +44,12 @@ export interface KubeClientOptions {
   readonly retry?: RetryPolicy;
 }
 
-/** Where the API server is: in a pod (service account), or an explicit URL and token (tests, out of cluster). */
-export type KubeTarget = { readonly inCluster: true } | { readonly server: string; readonly token?: string };
+/**
+ * Where the API server is: in a pod (service account), a kubeconfig file (its current context), or an
+ * explicit URL and token (tests, out of cluster).
+ */
+export type KubeTarget =
+  { readonly inCluster: true } | { readonly kubeconfig: string } | { readonly server: string; readonly token?: string };
 
 /** An instance of one of client-node's model classes (plain data holders) with these fields. */
 function model<T extends object>(C: new () => T, fields: Partial<T>): T {
@@ -90,6 +94,8 @@ export class KubeClient {
     this.kc = new k8s.KubeConfig();
     if ('inCluster' in target) {
       this.kc.loadFromCluster();
+    } else if ('kubeconfig' in target) {
+      this.kc.loadFromFile(target.kubeconfig);
     } else {
       this.kc.loadFromOptions({
         // client-node takes plain http only with skipTLSVerify (there is no TLS to verify); https is verified.

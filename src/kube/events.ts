@@ -12,20 +12,7 @@ import { KubeApiError } from './retry.js';
 import type { KubeClient } from './client.js';
 import { EVENT_REASONS, type EventReason, type EventSink, type PvcRef } from './types.js';
 
-/** CreateVolume parameter keys external-provisioner adds with --extra-create-metadata. */
-export const PVC_NAME_PARAMETER = 'csi.storage.k8s.io/pvc/name';
-export const PVC_NAMESPACE_PARAMETER = 'csi.storage.k8s.io/pvc/namespace';
-/** volume_context keys that carry them to the node plugin. */
-export const PVC_NAME_CONTEXT = 'pvcName';
-export const PVC_NAMESPACE_CONTEXT = 'pvcNamespace';
-
-/** The PVC named by CreateVolume parameters or by a volume_context, or null when neither names one. */
-export function pvcRefFrom(map: Readonly<Record<string, string>> | undefined): PvcRef | null {
-  if (!map) return null;
-  const name = map[PVC_NAME_PARAMETER] ?? map[PVC_NAME_CONTEXT];
-  const namespace = map[PVC_NAMESPACE_PARAMETER] ?? map[PVC_NAMESPACE_CONTEXT];
-  return name && namespace ? { name, namespace } : null;
-}
+export { PVC_NAME_CONTEXT, PVC_NAME_PARAMETER, PVC_NAMESPACE_CONTEXT, PVC_NAMESPACE_PARAMETER, pvcRefFrom } from './types.js';
 
 const MAX_MESSAGE = 1024; // the API server refuses Event messages over 1 KiB (events.k8s.io note field)
 

@@ -9,6 +9,24 @@ export interface PvcRef {
   readonly name: string;
 }
 
+/** CreateVolume parameter keys external-provisioner adds with --extra-create-metadata. */
+export const PVC_NAME_PARAMETER = 'csi.storage.k8s.io/pvc/name';
+export const PVC_NAMESPACE_PARAMETER = 'csi.storage.k8s.io/pvc/namespace';
+/** volume_context keys that carry them to the node plugin (docs/csi.md). */
+export const PVC_NAME_CONTEXT = 'pvcName';
+export const PVC_NAMESPACE_CONTEXT = 'pvcNamespace';
+
+/**
+ * The PVC named by CreateVolume parameters (or a volume's stored parameters) or by a volume_context, or
+ * null when neither names one (a volume created outside Kubernetes, or without --extra-create-metadata).
+ */
+export function pvcRefFrom(map: Readonly<Record<string, string>> | undefined | null): PvcRef | null {
+  if (!map) return null;
+  const name = map[PVC_NAME_PARAMETER] ?? map[PVC_NAME_CONTEXT];
+  const namespace = map[PVC_NAMESPACE_PARAMETER] ?? map[PVC_NAMESPACE_CONTEXT];
+  return name && namespace ? { name, namespace } : null;
+}
+
 /**
  * Event reasons Lunar reports on a PVC, each with its type. The message says what happened and what the
  * user can do about it.
@@ -24,6 +42,8 @@ export const EVENT_REASONS = {
   PathFailed: 'Warning',
   /** A path that was down is back. */
   PathRestored: 'Normal',
+  /** The controller refused to create or grow the volume: no space for it in the data directory. */
+  InsufficientCapacity: 'Warning',
 } as const;
 
 export type EventReason = keyof typeof EVENT_REASONS;

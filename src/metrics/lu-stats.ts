@@ -1,6 +1,9 @@
-// Per-LU I/O counters, written on the data path. record() is called once per SCSI command: it adds to
-// numbers and to one slot of a preallocated bucket array, so it allocates nothing; the Prometheus view
-// of these counters is built only when /metrics is scraped (registry.ts).
+// Per-LU I/O counters, written on the data path: the SCSI contract's CommandObserver (src/scsi/types.ts),
+// which each logical unit calls once per command it answers. record() adds to numbers and to one slot of
+// preallocated arrays, so it allocates nothing; the Prometheus view of these counters is built only when
+// /metrics is scraped (registry.ts).
+
+import { IoKind, IO_KIND_NAMES, type CommandObserver } from '../scsi/types.js';
 
 /** Upper bounds (seconds) of the command latency histogram: 100 µs to 10 s. */
 export const LATENCY_BUCKETS: readonly number[] = [
@@ -9,29 +12,22 @@ export const LATENCY_BUCKETS: readonly number[] = [
 
 const BOUNDS = Float64Array.from(LATENCY_BUCKETS);
 
-/** What a command did to the LU's data. */
-export const enum LuOp {
-  Read = 0,
-  Write = 1,
-  Other = 2,
-}
-
-export class LuStats {
-  /** Commands by LuOp. */
-  readonly commands = new Float64Array(3);
+export class LuStats implements CommandObserver {
+  /** Commands by IoKind (read, write, flush, unmap, other). */
+  readonly commands = new Float64Array(IO_KIND_NAMES.length);
+  /** Commands by IoKind that ended with a status other than GOOD / CONDITION MET (or were aborted). */
+  readonly errors = new Float64Array(IO_KIND_NAMES.length);
   readBytes = 0;
   writeBytes = 0;
-  /** Commands that ended with a status other than GOOD. */
-  errors = 0;
   /** Non-cumulative counts per bucket; the last slot is +Inf. */
   readonly buckets = new Float64Array(BOUNDS.length + 1);
   latencySum = 0;
 
-  record(op: LuOp, bytes: number, seconds: number, ok: boolean): void {
-    this.commands[op]! += 1;
-    if (op === LuOp.Read) this.readBytes += bytes;
-    else if (op === LuOp.Write) this.writeBytes += bytes;
-    if (!ok) this.errors += 1;
+  record(kind: IoKind, bytes: number, seconds: number, ok: boolean): void {
+    this.commands[kind]! += 1;
+    if (kind === IoKind.Read) this.readBytes += bytes;
+    else if (kind === IoKind.Write) this.writeBytes += bytes;
+    if (!ok) this.errors[kind]! += 1;
     let i = 0;
     while (i < BOUNDS.length && seconds > BOUNDS[i]!) i++;
     this.buckets[i]! += 1;
@@ -39,6 +35,8 @@ export class LuStats {
   }
 
   get count(): number {
-    return this.commands[0]! + this.commands[1]! + this.commands[2]!;
+    let n = 0;
+    for (const c of this.commands) n += c;
+    return n;
   }
 }

@@ -3,7 +3,8 @@
 // CSI calls and node operations are few per second and use prom-client's own counters and histograms.
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type MetricType } from 'prom-client';
-import { LATENCY_BUCKETS, LuOp, LuStats } from './lu-stats.js';
+import { IO_KIND_NAMES } from '../scsi/types.js';
+import { LATENCY_BUCKETS, LuStats } from './lu-stats.js';
 
 export type Component = 'controller' | 'node';
 
@@ -18,12 +19,6 @@ export interface Capacity {
   readonly availableBytes: number;
   readonly totalBytes?: number;
 }
-
-const OPS: readonly [LuOp, string][] = [
-  [LuOp.Read, 'read'],
-  [LuOp.Write, 'write'],
-  [LuOp.Other, 'other'],
-];
 
 type Values<T extends string> = Awaited<ReturnType<Counter<T>['get']>>;
 type HistValues<T extends string> = Awaited<ReturnType<Histogram<T>['get']>>;
@@ -52,8 +47,11 @@ export class LunarMetrics {
       }
       new LuCounter({ name, help, labelNames, registers });
     };
-    luCounter('lunar_lu_commands_total', 'SCSI commands executed, by volume and kind (read, write, other)', ['volume', 'op'], () =>
-      [...lus].flatMap(([volume, s]) => OPS.map(([op, name]) => ({ labels: { volume, op: name }, value: s.commands[op]! }))),
+    luCounter(
+      'lunar_lu_commands_total',
+      'SCSI commands answered, by volume and kind (read, write, flush, unmap, other)',
+      ['volume', 'op'],
+      () => [...lus].flatMap(([volume, s]) => IO_KIND_NAMES.map((op, i) => ({ labels: { volume, op }, value: s.commands[i]! }))),
     );
     luCounter('lunar_lu_bytes_total', 'Bytes read and written, by volume', ['volume', 'direction'], () =>
       [...lus].flatMap(([volume, s]) => [
@@ -61,8 +59,11 @@ export class LunarMetrics {
         { labels: { volume, direction: 'write' }, value: s.writeBytes },
       ]),
     );
-    luCounter('lunar_lu_errors_total', 'SCSI commands that ended with a status other than GOOD, by volume', ['volume'], () =>
-      [...lus].map(([volume, s]) => ({ labels: { volume }, value: s.errors })),
+    luCounter(
+      'lunar_lu_errors_total',
+      'SCSI commands that ended with a status other than GOOD or CONDITION MET (or were aborted), by volume and kind',
+      ['volume', 'op'],
+      () => [...lus].flatMap(([volume, s]) => IO_KIND_NAMES.map((op, i) => ({ labels: { volume, op }, value: s.errors[i]! }))),
     );
     const latencyName = 'lunar_lu_command_duration_seconds';
     const latencyHelp = 'SCSI command latency, from command received to status sent, by volume';
@@ -139,6 +140,16 @@ export class LunarMetrics {
       async collect() {
         const c = capacity();
         if (c) this.set((await c()).availableBytes);
+      },
+    });
+    new Gauge({
+      name: 'lunar_capacity_total_bytes',
+      help: "Size of the data directory's filesystem (controller)",
+      registers,
+      async collect() {
+        const c = capacity();
+        const total = c ? (await c()).totalBytes : undefined;
+        if (total !== undefined) this.set(total);
       },
     });
     this.csiCalls = new Counter({

@@ -1,13 +1,14 @@
 // NodeUnstageVolume from the staging record (so it works after a plugin restart): unmount (busy is an
 // error), flush and remove the multipath map, delete every SCSI device of the volume through sysfs, log
-// out every session of the target on the recorded pairs, delete their node records, then the record.
+// out every session of the target on the recorded pairs, delete every node record of the target (discovery
+// records all its portals on every iface, used or not), then the staging record.
 // Every failure is returned to the CO, never swallowed, and the record stays so that the retry does
 // what is left. Each command has its timeout and the request's deadline, so an unreachable target
 // makes the call fail in bounded time, never retry forever; logout and record deletion work without the
 // target (iscsid ends the session locally).
 
 import { hostError, HostError } from '../host/errors.js';
-import { deleteNodeRecord, logout } from '../host/iscsiadm.js';
+import { deleteNodeRecord, deleteTargetRecords, logout } from '../host/iscsiadm.js';
 import { mountAt, parseMountinfo, unmount } from '../host/mount.js';
 import { findMap, flushMap } from '../host/multipath.js';
 import { runOk } from '../host/runner.js';
@@ -66,5 +67,7 @@ export async function unstageVolume(env: NodeEnv, volumeId: string, stagingPath:
       `volume ${volumeId}: logout incomplete: ${failures.join('; ')}`,
     );
   }
+  // Then the records discovery made for pairs this volume never used (other portals, other ifaces).
+  await deleteTargetRecords(h, r.targetIqn);
   await env.records.remove(volumeId);
 }

@@ -9,7 +9,7 @@ import * as sbc from './sbc.js';
 import { invalidFieldInCdb } from './sense.js';
 import * as spc from './spc.js';
 import * as xcopy from './xcopy.js';
-import type { ScsiCommand, ScsiResponse } from './types.js';
+import { IoKind, type ScsiCommand, type ScsiResponse } from './types.js';
 
 /**
  * How a command from an I_T nexus that is not a reservation holder fares under a persistent reservation
@@ -50,6 +50,8 @@ export interface CommandDescriptor {
   readonly available?: (lu: LogicalUnitView) => boolean;
   /** Recommended command timeout, seconds (SPC-4 §6.35.4). */
   readonly timeout?: number;
+  /** What the command does to the data, for the LU's statistics (per-LU metrics); absent: IoKind.Other. */
+  readonly io?: IoKind;
 }
 
 const thin = (lu: LogicalUnitView): boolean => lu.thinProvisioned;
@@ -87,7 +89,9 @@ function sa(opcode: number, serviceAction: number, ...args: EntryArgs): CommandD
   return { ...cmd(opcode, ...args), serviceAction };
 }
 
-const W = { writes: true } as const;
+const W = { writes: true, io: IoKind.Write } as const;
+const R = { io: IoKind.Read } as const;
+const FLUSH = { io: IoKind.Flush } as const;
 
 /** SBC-3 Table 13: START STOP UNIT with START=1 and POWER CONDITION=0 is allowed; any other form conflicts. */
 const startStopUnitClass = (cdb: Buffer): ReservationClass => (((cdb[4] ?? 0) & 0xf1) === 0x01 ? 'allowed' : 'write');
@@ -102,7 +106,7 @@ export const COMMANDS: readonly CommandDescriptor[] = [
     allowedUnderReserve: true,
     withoutLogicalUnit: spc.requestSenseNoLun,
   }),
-  cmd(0x08, 'READ(6)', [0x1f, 0xff, 0xff, 0xff, 0x00], sbc.read, 'read'),
+  cmd(0x08, 'READ(6)', [0x1f, 0xff, 0xff, 0xff, 0x00], sbc.read, 'read', R),
   cmd(0x0a, 'WRITE(6)', [0x1f, 0xff, 0xff, 0xff, 0x00], sbc.write, 'write', W),
   cmd(0x12, 'INQUIRY', [0x01, 0xff, 0xff, 0xff, 0x00], spc.inquiry, 'allowed', {
     unitAttentionExempt: true,
@@ -116,15 +120,19 @@ export const COMMANDS: readonly CommandDescriptor[] = [
   cmd(0x1b, 'START STOP UNIT', [0x01, 0x00, 0x0f, 0xf7, 0x00], spc.startStopUnit, startStopUnitClass),
   cmd(0x1e, 'PREVENT ALLOW MEDIUM REMOVAL', [0x00, 0x00, 0x00, 0x03, 0x00], spc.preventAllowMediumRemoval, preventAllowClass),
   cmd(0x25, 'READ CAPACITY(10)', [0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x01, 0x00], sbc.readCapacity10, 'allowed'),
-  cmd(0x28, 'READ(10)', RW10, sbc.read, 'read'),
+  cmd(0x28, 'READ(10)', RW10, sbc.read, 'read', R),
   cmd(0x2a, 'WRITE(10)', RW10, sbc.write, 'write', W),
   cmd(0x2e, 'WRITE AND VERIFY(10)', V10, sbc.write, 'write', W),
   cmd(0x2f, 'VERIFY(10)', V10, sbc.verify, 'read'),
   cmd(0x34, 'PRE-FETCH(10)', SC10, sbc.preFetch, 'read'),
-  cmd(0x35, 'SYNCHRONIZE CACHE(10)', SC10, sbc.synchronizeCache, 'write'),
+  cmd(0x35, 'SYNCHRONIZE CACHE(10)', SC10, sbc.synchronizeCache, 'write', FLUSH),
   cmd(0x37, 'READ DEFECT DATA(10)', [0x00, 0x1f, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0x00], sbc.readDefectData, 'read'),
   cmd(0x41, 'WRITE SAME(10)', [0xf8, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0x00], sbc.writeSame, 'write', W),
-  cmd(0x42, 'UNMAP', [0x01, 0x00, 0x00, 0x00, 0x00, 0x1f, 0xff, 0xff, 0x00], sbc.unmap, 'write', { ...W, available: thin }),
+  cmd(0x42, 'UNMAP', [0x01, 0x00, 0x00, 0x00, 0x00, 0x1f, 0xff, 0xff, 0x00], sbc.unmap, 'write', {
+    writes: true,
+    io: IoKind.Unmap,
+    available: thin,
+  }),
   cmd(0x55, 'MODE SELECT(10)', [0x11, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0x00], spc.modeSelect, 'write'),
   cmd(0x56, 'RESERVE(10)', [0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00], spc.reserve, 'own'),
   cmd(0x57, 'RELEASE(10)', [0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00], spc.release, 'own', { allowedUnderReserve: true }),
@@ -161,7 +169,7 @@ export const COMMANDS: readonly CommandDescriptor[] = [
     [0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00],
     xcopy.extendedCopy,
     'write',
-    W,
+    { writes: true }, // its Data-Out is the parameter list, not data: counted as other
   ),
   sa(
     0x84,
@@ -179,7 +187,7 @@ export const COMMANDS: readonly CommandDescriptor[] = [
     xcopy.receiveCopyResultsOperatingParameters,
     'read',
   ),
-  cmd(0x88, 'READ(16)', RW16, sbc.read, 'read'),
+  cmd(0x88, 'READ(16)', RW16, sbc.read, 'read', R),
   cmd(
     0x89,
     'COMPARE AND WRITE',
@@ -193,7 +201,7 @@ export const COMMANDS: readonly CommandDescriptor[] = [
   cmd(0x8e, 'WRITE AND VERIFY(16)', V16, sbc.write, 'write', W),
   cmd(0x8f, 'VERIFY(16)', V16, sbc.verify, 'read'),
   cmd(0x90, 'PRE-FETCH(16)', SC16, sbc.preFetch, 'read'),
-  cmd(0x91, 'SYNCHRONIZE CACHE(16)', SC16, sbc.synchronizeCache, 'write'),
+  cmd(0x91, 'SYNCHRONIZE CACHE(16)', SC16, sbc.synchronizeCache, 'write', FLUSH),
   cmd(
     0x93,
     'WRITE SAME(16)',
@@ -222,7 +230,7 @@ export const COMMANDS: readonly CommandDescriptor[] = [
     'allowed',
   ),
   sa(0xa3, 0x0d, 'REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS', MI(0x0d, 0x80), spc.reportSupportedTaskManagementFunctions, 'allowed'),
-  cmd(0xa8, 'READ(12)', RW12, sbc.read, 'read'),
+  cmd(0xa8, 'READ(12)', RW12, sbc.read, 'read', R),
   cmd(0xaa, 'WRITE(12)', RW12, sbc.write, 'write', W),
   cmd(0xae, 'WRITE AND VERIFY(12)', V12, sbc.write, 'write', W),
   cmd(0xaf, 'VERIFY(12)', V12, sbc.verify, 'read'),
@@ -239,6 +247,11 @@ export function commandFor(cdb: Buffer): CommandDescriptor | undefined {
   const opcode = cdb[0];
   if (opcode === undefined) return undefined;
   return BY_KEY.get(opcode * 256 + (HAS_SERVICE_ACTION.has(opcode) ? serviceActionOf(cdb) : 0));
+}
+
+/** The statistics kind of a CDB (IoKind.Other for commands outside the table). */
+export function ioKindOf(cdb: Buffer): IoKind {
+  return commandFor(cdb)?.io ?? IoKind.Other;
 }
 
 /** The descriptor for a CDB on this LU; 'invalid-service-action' for a known opcode with an unknown SA. */

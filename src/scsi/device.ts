@@ -6,6 +6,7 @@ import type { DeviceView } from './handler.js';
 import { LogicalUnit } from './lu.js';
 import { Asc, ScsiError, SenseKey, checkCondition } from './sense.js';
 import type {
+  CommandObserver,
   ITNexus,
   LogicalUnitIdentity,
   PersistentReservationHook,
@@ -29,6 +30,8 @@ export interface LogicalUnitConfig {
   prState?: PersistentReservationSnapshot;
   /** Makes each new persistent-reservation state durable before PERSISTENT RESERVE OUT answers. */
   onPrChange?: PersistentReservationHook;
+  /** Per-LU statistics, fed once per command. */
+  observer?: CommandObserver;
 }
 
 export interface TargetDevice extends ScsiTargetDevice {
@@ -61,6 +64,7 @@ export function createTargetDevice(opts: {
         readOnly: c.readOnly ?? false,
         ...(c.prState ? { prState: c.prState } : {}),
         ...(c.onPrChange ? { onPrChange: c.onPrChange } : {}),
+        ...(c.observer ? { observer: c.observer } : {}),
       },
       view,
       log.child({ lun: n, naa: c.identity.naa }),

@@ -2,13 +2,15 @@
 // abort (SAM-5 §7), the reservation check (SPC-4 §5.13.1), and command dispatch through the opcode table.
 import type { Logger } from '../log.js';
 import type { BackingStore } from '../storage/types.js';
-import { lookupCommand, type CommandDescriptor } from './commands.js';
+import { ioKindOf, lookupCommand, type CommandDescriptor } from './commands.js';
 import { AbortedError, IoGate, TaskAbort, type AbortFlag } from './gate.js';
 import type { CopyResult, DeviceView, LogicalUnitView } from './handler.js';
 import { defaultModeState, type ModeState } from './mode.js';
 import { createReservationManager } from './pr.js';
 import { Asc, RESERVATION_CONFLICT, ScsiError, SenseKey, TASK_ABORTED, checkCondition, invalidOpcode, ioErrorToScsi } from './sense.js';
+import { IoKind, ScsiStatus } from './types.js';
 import type {
+  CommandObserver,
   ITNexus,
   LogicalUnitHooks,
   LogicalUnitIdentity,
@@ -29,6 +31,8 @@ export interface LogicalUnitOptions {
   readonly prState?: PersistentReservationSnapshot;
   /** Makes each new persistent-reservation state durable before PERSISTENT RESERVE OUT answers. */
   readonly onPrChange?: PersistentReservationHook;
+  /** Fed once per command answered (per-LU metrics). */
+  readonly observer?: CommandObserver;
 }
 
 interface Task {
@@ -70,6 +74,7 @@ export class LogicalUnit implements LogicalUnitView {
   readonly gate = new IoGate();
 
   #blocks: number;
+  readonly #observer: CommandObserver | undefined;
   readonly #ua = new Map<string, UnitAttention[]>();
   readonly #nexuses = new Map<string, ITNexus>();
   readonly #tasks = new Map<string, Task>();
@@ -92,6 +97,7 @@ export class LogicalUnit implements LogicalUnitView {
     this.blockSize = opts.blockSize;
     this.thinProvisioned = opts.thinProvisioned;
     this.readOnly = opts.readOnly;
+    this.#observer = opts.observer;
     this.#blocks = Math.floor(opts.store.size() / opts.blockSize);
     const hooks: LogicalUnitHooks = {
       queueUnitAttention: (key, ua) => this.queueUnitAttention(key, ua),
@@ -190,6 +196,8 @@ export class LogicalUnit implements LogicalUnitView {
   // ---- execution ----------------------------------------------------------------------------------
 
   async execute(cmd: ScsiCommand): Promise<ScsiResponse | null> {
+    // performance.now() is a double (process.hrtime.bigint() would allocate a BigInt per command).
+    const arrived = this.#observer ? performance.now() : 0;
     const nexusKey = cmd.nexus.key;
     if (!this.#nexuses.has(nexusKey)) this.nexusAdded(cmd.nexus); // a nexus we were not told about: treat as new
     const taskKey = `${nexusKey}#${cmd.taskTag}`;
@@ -223,13 +231,25 @@ export class LogicalUnit implements LogicalUnitView {
     }
     try {
       const res = await run;
-      return controller.aborted ? null : res;
+      const answer = controller.aborted ? null : res;
+      if (this.#observer) this.#observe(this.#observer, cmd, answer, arrived);
+      return answer;
     } finally {
       if (this.#tasks.get(taskKey) === task) {
         if (prior && prior !== task) this.#tasks.set(taskKey, prior);
         else this.#tasks.delete(taskKey);
       }
     }
+  }
+
+  /** One command's statistics: its kind from the opcode table, the bytes it moved, its latency and outcome. */
+  #observe(observer: CommandObserver, cmd: ScsiCommand, res: ScsiResponse | null, arrived: number): void {
+    const kind = ioKindOf(cmd.cdb);
+    const ok = res !== null && (res.status === ScsiStatus.GOOD || res.status === ScsiStatus.CONDITION_MET);
+    let bytes = 0;
+    if (ok && kind === IoKind.Read) bytes = res.data?.length ?? 0;
+    else if (ok && kind === IoKind.Write) bytes = cmd.dataOut?.length ?? 0;
+    observer.record(kind, bytes, (performance.now() - arrived) / 1000, ok);
   }
 
   async #run(cmd: ScsiCommand, signal: AbortFlag): Promise<ScsiResponse> {

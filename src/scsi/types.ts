@@ -121,6 +121,24 @@ export interface ScsiTargetDevice {
   nexusRemoved(nexus: ITNexus): void;
 }
 
+/**
+ * What a command does to the LU's data, for per-LU statistics; the opcode table (commands.ts) gives each
+ * command its kind, and IO_KIND_NAMES[kind] is the name metrics report it under.
+ */
+export const IoKind = { Read: 0, Write: 1, Flush: 2, Unmap: 3, Other: 4 } as const;
+export type IoKind = (typeof IoKind)[keyof typeof IoKind];
+export const IO_KIND_NAMES: readonly string[] = ['read', 'write', 'flush', 'unmap', 'other'];
+
+/**
+ * Per-LU statistics a logical unit feeds once per command it answers (src/metrics/lu-stats.ts implements
+ * it; the volume layer hands one to each LU). Called on the data path: it must not allocate.
+ * bytes: Data-In sent (reads) or Data-Out received (writes), else 0; seconds: from the command's arrival
+ * at the LU to its response; ok: status GOOD or CONDITION MET (an aborted task is not ok).
+ */
+export interface CommandObserver {
+  record(kind: IoKind, bytes: number, seconds: number, ok: boolean): void;
+}
+
 /** Identity of one logical unit, fixed at creation and persisted: what VPD 0x80/0x83 report. */
 export interface LogicalUnitIdentity {
   /** NAA IEEE Registered Extended (6h) designator, 16 bytes as 32 hex digits (SPC-4 §7.8.6.6.4). */

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { componentLogger } from '../log.js';
 import { createTargetDevice, type TargetDevice } from '../scsi/device.js';
-import type { PersistentReservationSnapshot } from '../scsi/types.js';
+import type { CommandObserver, PersistentReservationSnapshot } from '../scsi/types.js';
 import { openFileStore } from '../storage/file-store.js';
 import { copySparse, fsyncFile, growFile, preallocate, tryReflink } from '../storage/file-ops.js';
 import type { BackingStore } from '../storage/types.js';
@@ -49,13 +49,31 @@ export interface VolumeManagerOptions {
   registry: VolumeTargetRegistry;
   /** The iSCSI transport's sessions: listed per volume, ended on delete and unpublish. */
   sessions: SessionControl;
+  /** Per-LU statistics (src/metrics): one observer per open volume, forgotten when the volume is deleted. */
+  stats?: VolumeStats;
   logger?: Logger;
+}
+
+/** Where each volume's LU reports its commands. */
+export interface VolumeStats {
+  lu(volumeId: string): CommandObserver;
+  removeLu(volumeId: string): void;
 }
 
 /** A live volume: its store and SCSI device. */
 interface OpenVolume {
   store: BackingStore;
   device: TargetDevice;
+}
+
+function freezeVolume(v: Volume): Volume {
+  Object.freeze(v.portals);
+  Object.freeze(v.allow);
+  Object.freeze(v.publications);
+  Object.freeze(v.parameters);
+  if (v.chap) Object.freeze(v.chap);
+  if (v.source) Object.freeze(v.source);
+  return Object.freeze(v);
 }
 
 function errMessage(err: unknown): string {
@@ -161,6 +179,7 @@ export class VolumeManager implements VolumeService {
               thinProvisioned: rec.thin,
               ...(prState ? { prState } : {}),
               onPrChange: (s: PersistentReservationSnapshot) => this.persistReservations(rec.id, 0, s),
+              ...(this.opts.stats ? { observer: this.opts.stats.lu(rec.id) } : {}),
             },
           ],
         ]),
@@ -204,7 +223,23 @@ export class VolumeManager implements VolumeService {
   // ---------------------------------------------------------------------------------------------------
   // queries
 
+  /**
+   * The Volume of a record, made once per record: records are frozen and replaced on every change, so
+   * the cache never goes stale, and a list or a page of ListVolumes does not build N new objects
+   * (measured: docs/benchmarks.md, control plane). Volumes handed out are frozen in turn.
+   */
+  private readonly volumeOf = new WeakMap<VolumeRecord, Volume>();
+
   private toVolume(rec: VolumeRecord): Volume {
+    let v = this.volumeOf.get(rec);
+    if (!v) {
+      v = freezeVolume(this.makeVolume(rec));
+      this.volumeOf.set(rec, v);
+    }
+    return v;
+  }
+
+  private makeVolume(rec: VolumeRecord): Volume {
     return {
       id: rec.id,
       name: rec.name,
@@ -506,6 +541,7 @@ export class VolumeManager implements VolumeService {
         await ov.store.close().catch((err: unknown) => this.log.warn({ volumeId: id, err: errMessage(err) }, 'store close failed'));
       }
       await removeDurable(this.volumePath(id));
+      this.opts.stats?.removeLu(id);
       this.log.info({ op: 'delete', volumeId: id, name: rec.name, closedSessions, durationMs: Date.now() - started }, 'volume deleted');
       return true;
     });

@@ -144,7 +144,7 @@ describe('chart: documented overrides (charts/lunar/ci/*-values.yaml)', () => {
       node.args?.filter((_, i, a) => a[i - 1] === '--iface'),
       ['ens4', 'ens5'],
     );
-    assert.equal(node.env?.find((e) => e.name === 'LUNAR_NODE_NO_PATH_RETRY')?.value, 'queue');
+    assert.equal(node.args?.[(node.args ?? []).indexOf('--no-path-retry') + 1], 'queue');
     for (const m of manifests.filter((x) => x.object.kind === 'StorageClass')) {
       assert.equal((m.object.parameters as Record<string, string>).chap, 'mutual');
     }

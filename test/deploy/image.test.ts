@@ -55,6 +55,14 @@ describe('Dockerfile', () => {
       runs.some((r) => /apt-get install .*\bg\+\+.*\bmake\b.*\bpython3\b/.test(r)),
       'node-gyp needs g++, make, python3',
     );
+    assert.ok(
+      runs.some((r) => /apt-get install .*\bliburing-dev\b/.test(r)),
+      'liburing-dev: binding.gyp builds the io_uring path only when liburing.a is there',
+    );
+    // Linked statically (binding.gyp -Wl,-Bstatic -luring): the build proves the io_uring code is in the
+    // addon and that it needs no liburing at runtime.
+    assert.ok(runs.some((r) => r.includes("nm build/Release/lunar_native.node | grep -q ' T io_uring_queue_init'")));
+    assert.ok(runs.some((r) => r.includes('! ldd build/Release/lunar_native.node | grep -q liburing')));
     assert.ok(runs.some((r) => r.includes('npm ci')));
     assert.ok(runs.some((r) => r.includes('tsc -p tsconfig.json') && r.includes('npm prune --omit=dev')));
   });

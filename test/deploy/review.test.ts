@@ -6,9 +6,12 @@
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, posix } from 'node:path';
 import { describe, it } from 'node:test';
+import { pathToFileURL } from 'node:url';
+import { parseOptions } from '../../src/cli/args.js';
+import type { Command } from '../../src/cli/command.js';
 import { parseEndpoint } from '../../src/csi/endpoint.js';
 import { DEFAULT_TUNING } from '../../src/iscsi/negotiation.js';
 import { API_CALLS } from '../../src/kube/api-calls.js';
@@ -322,6 +325,47 @@ for (const inst of installs) {
         });
       }
     });
+  });
+}
+
+/** Environment variables a Lunar command reads: `env.NAME` in its command module, main.ts and log.ts. */
+function envRead(command: string): Set<string> {
+  const files = [join(ROOT, 'src', 'cli', `${command}.ts`), join(ROOT, 'src', 'cli', 'main.ts'), join(ROOT, 'src', 'log.ts')];
+  return new Set(files.flatMap((f) => [...readFileSync(f, 'utf8').matchAll(/\benv\.([A-Z][A-Z0-9_]*)/g)].map((m) => m[1]!)));
+}
+
+/** A Lunar command's module (its option table). */
+async function commandOf(command: string): Promise<Command> {
+  const mod = (await import(pathToFileURL(join(ROOT, 'dist', 'src', 'cli', `${command}.js`)).href)) as Record<string, Command | undefined>;
+  const cmd = mod[command];
+  assert.ok(cmd, `src/cli/${command}.ts exports the ${command} command`);
+  return cmd;
+}
+
+for (const inst of installs) {
+  describe(`review: ${inst.label}: every flag and LUNAR_ variable given to Lunar is one it reads`, () => {
+    const lunarContainers: [string, Container][] = [
+      ['serve', container(podSpec(one(inst.objects, 'StatefulSet')), 'lunar')],
+      // `lunar node` is checked once its command module exists (src/cli/node.ts, the node plugin's work).
+      ...(existsSync(join(ROOT, 'src', 'cli', 'node.ts'))
+        ? [['node', container(podSpec(one(inst.objects, 'DaemonSet')), 'lunar-node')] as [string, Container]]
+        : []),
+    ];
+    for (const [command, c] of lunarContainers) {
+      it(`lunar ${command}`, async () => {
+        assert.equal(c.args?.[0], command);
+        // Lunar's own parser, strict: an option the command does not have is refused.
+        const cmd = await commandOf(command);
+        assert.doesNotThrow(() => parseOptions((c.args ?? []).slice(1), cmd.options), `lunar ${command} ${(c.args ?? []).join(' ')}`);
+        const read = envRead(command);
+        // Variables the pod spec only substitutes into args ($(POD_IP)) are Kubernetes', not Lunar's.
+        const substituted = new Set((c.args ?? []).flatMap((a) => [...a.matchAll(/\$\(([A-Z_][A-Z0-9_]*)\)/g)].map((m) => m[1]!)));
+        for (const e of c.env ?? []) {
+          if (substituted.has(e.name)) continue;
+          assert.ok(read.has(e.name), `lunar ${command} never reads ${e.name} (it reads ${[...read].sort().join(' ')})`);
+        }
+      });
+    }
   });
 }
 

@@ -1,5 +1,6 @@
-// Smoke test of `npm run bench` (bench/run.ts): every figure once with a tiny workload (--smoke), both
-// targets, the scale rows and --profile, so that the benchmark cannot rot unnoticed. It checks that
+// Smoke test of every benchmark in bench/, each once with a tiny workload (--smoke), so that none can rot
+// unnoticed: `npm run bench` (bench/run.ts: both targets, the scale rows, --profile, --cross-check with
+// iscsi-perf and qemu-img) and the CSI controller bench (bench/csi-create.ts, on lunar serve's csi.sock). It checks that
 // the bench runs and prints its tables; it asserts nothing about speed (benchmarks print figures,
 // tests never time anything).
 import assert from 'node:assert/strict';
@@ -13,10 +14,11 @@ import { WORKLOADS } from '../../bench/iscsi.js';
 
 /** dist/bench/run.js, beside this compiled file's tree (dist/test/e2e). */
 const RUN = resolve(dirname(fileURLToPath(import.meta.url)), '../../bench/run.js');
+const CSI_CREATE = resolve(dirname(fileURLToPath(import.meta.url)), '../../bench/csi-create.js');
 
-function run(args: string[], timeoutMs: number): Promise<{ code: number; stdout: string; stderr: string }> {
+function run(args: string[], timeoutMs: number, script = RUN): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((res) => {
-    execFile(process.execPath, [RUN, ...args], { timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [script, ...args], { timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
       res({ code, stdout, stderr });
     });
@@ -34,7 +36,7 @@ describe('npm run bench --smoke', () => {
   it('runs every figure against Lunar and tgt and prints every table', async () => {
     const json = join(dir, 'bench.json');
     const prof = join(dir, 'prof');
-    const r = await run(['--smoke', '--json', json, '--profile', prof], 240_000);
+    const r = await run(['--smoke', '--json', json, '--profile', prof, '--cross-check'], 300_000);
     const out = r.stdout + r.stderr;
     assert.equal(r.code, 0, `bench exited ${r.code}:\n${out.slice(-6000)}`);
     // The tables, each with a row per workload and both targets' columns.
@@ -45,6 +47,7 @@ describe('npm run bench --smoke', () => {
       '| 4 KiB random read, QD32 per session ',
       '| scale: 2 LUs × 2 sessions',
       '| login key (target answer) ',
+      '| cross-check (1 run) ',
     ]) {
       assert.ok(out.includes(heading), `no table "${heading}" in the output:\n${out.slice(-6000)}`);
     }
@@ -57,6 +60,7 @@ describe('npm run bench --smoke', () => {
     assert.match(out, /noise before start: load average [\d.]+ [\d.]+ [\d.]+/);
     assert.match(out, /Lunar CPU profile .*lunar-\d+\.cpuprofile/, 'the --profile summary is printed');
     assert.ok(!out.includes('no CPU profile found'), 'a CPU profile was written');
+    assert.ok(!/cross-check .* failed/.test(out), 'the cross-check ran against both targets');
 
     const o: unknown = JSON.parse(readFileSync(json, 'utf8'));
     assert.ok(isRecord(o) && isRecord(o['results']));
@@ -72,5 +76,29 @@ describe('npm run bench --smoke', () => {
     const scale = results['scale'];
     assert.ok(isRecord(scale) && isRecord(scale['Lunar']) && isRecord(scale['tgt']), 'scale rows for both targets');
     assert.deepEqual(o['errors'], []);
+  });
+
+  it('runs the CSI controller bench on the csi.sock of lunar serve and prints every figure', async () => {
+    const json = join(dir, 'csi.json');
+    const r = await run(['--smoke', '--json', json], 120_000, CSI_CREATE);
+    const out = r.stdout + r.stderr;
+    assert.equal(r.code, 0, `csi-create exited ${r.code}:\n${out.slice(-6000)}`);
+    for (const phase of [
+      'CreateVolume fill',
+      'CreateVolume serial',
+      'CreateVolume 8 in flight',
+      'ListVolumes one call',
+      'ListVolumes all, pages of 100',
+      'DeleteVolume',
+    ]) {
+      assert.match(out, new RegExp(`^${phase}.* p50 +[\\d.]+ ms +p99 +[\\d.]+ ms`, 'm'), `no figures for "${phase}":\n${out}`);
+    }
+    assert.match(out, /load average at start [\d.]+ [\d.]+ [\d.]+/);
+    assert.match(out, /startup \(spawn → ready\) with 24 volumes \d+ ms; RSS idle after restart [\d.]+ MiB/);
+    assert.match(out, /^\| 24 \| [\d.]+ [\d.]+ [\d.]+ \| [\d.]+ \/ [\d.]+ \|/m, 'the summary row');
+    const o: unknown = JSON.parse(readFileSync(json, 'utf8'));
+    assert.ok(isRecord(o) && Array.isArray(o['results']) && o['results'].length === 1);
+    const res: unknown = o['results'][0];
+    assert.ok(isRecord(res) && res['volumes'] === 24 && Array.isArray(res['phases']) && res['phases'].length === 6);
   });
 });

@@ -144,6 +144,8 @@ export class FakeNode {
   readonly umountFailures = new Map<string, RunResult>();
   readonly ifaces = new Map<string, string>();
   targets: string[] = [];
+  /** Portals SendTargets reports for every target (Lunar reports all of a target's portals); empty: the one asked. */
+  targetPortals: string[] = [];
   private sessions: Session[] = [];
   private nextSession = 1;
   private nextDm = 0;
@@ -213,12 +215,14 @@ export class FakeNode {
     const portal = this.arg(a, '-p');
     if (mode === 'discovery') {
       if (this.unreachable.has(portal)) return fail(8, 'iscsiadm: connection login retries (reopen_max) 5 exceeded');
-      for (const iqn of this.targets) {
-        const dir = this.recordDir(iqn, portal);
-        if (!this.fs.files.has(`${dir}/${iface}`))
-          this.fs.set(`${dir}/${iface}`, `# BEGIN RECORD 2.1.8\nnode.name = ${iqn}\nnode.session.auth.authmethod = None\n# END RECORD\n`);
-      }
-      return ok(this.targets.map((iqn) => `${portal},1 ${iqn}`).join('\n') + '\n');
+      const reported = this.targetPortals.length > 0 ? this.targetPortals : [portal];
+      for (const iqn of this.targets)
+        for (const at of reported) {
+          const dir = this.recordDir(iqn, at);
+          if (!this.fs.files.has(`${dir}/${iface}`))
+            this.fs.set(`${dir}/${iface}`, `# BEGIN RECORD 2.1.8\nnode.name = ${iqn}\nnode.session.auth.authmethod = None\n# END RECORD\n`);
+        }
+      return ok(this.targets.flatMap((iqn) => reported.map((at) => `${at},1 ${iqn}`)).join('\n') + '\n');
     }
     const iqn = this.arg(a, '-T');
     const file = `${this.recordDir(iqn, portal)}/${iface}`;
@@ -234,6 +238,13 @@ export class FakeNode {
       if (i < 0) return fail(21, 'iscsiadm: No matching sessions found');
       this.logoutSession(this.sessions[i]!);
       this.sessions.splice(i, 1);
+      return ok();
+    }
+    if (a.includes('-o') && this.arg(a, '-o') === 'delete' && !a.includes('-p')) {
+      // Without -p/-I: every record of the target.
+      const mine = [...this.fs.files.keys()].filter((f) => f.startsWith(`${this.nodeDb}/${iqn}/`));
+      if (mine.length === 0) return fail(21, 'iscsiadm: No records found');
+      for (const f of mine) this.fs.files.delete(f);
       return ok();
     }
     if (a.includes('-o') && this.arg(a, '-o') === 'delete') {

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import type { Io } from '../../src/cli/command.js';
 import { ExitCode } from '../../src/cli/errors.js';
 import { main, USAGE } from '../../src/cli/main.js';
+import { parseTopology } from '../../src/cli/serve.js';
 
 function io(env: Record<string, string> = {}): Io & { stdout: string; stderr: string } {
   const o = {
@@ -48,6 +49,11 @@ test('CLI: help, version, usage errors exit 2 with a hint', async () => {
     [['volume', 'publish', 'a'], /needs --node NODE and --initiator IQN/],
     [['serve', '--portal', '::1:3260'], /IPv6 addresses in brackets/],
     [['serve', '--discovery-chap', 'u:short'], /discovery CHAP secret must be at least 12 characters/],
+    [['serve', '--metrics-address', '9873'], /--metrics-address: .*expected :PORT, HOST:PORT or none/],
+    [['serve', '--topology', 'zone'], /--topology "zone": expected KEY=VALUE/],
+    [['serve', '--topology', 'Bad Key=x'], /expected KEY=VALUE with KEY a Kubernetes label key/],
+    [['serve', '--topology', 'topology.iscsi.lunar.dev/zone=rack 1'], /"rack 1" is not a Kubernetes label value/],
+    [['serve', '--topology', 'a=1,a=2'], /key a is given twice/],
   ] as Array<[string[], RegExp]>) {
     o = io();
     assert.equal(await main(args, o), ExitCode.USAGE, args.join(' '));
@@ -132,4 +138,10 @@ test('CLI: --data-dir, else LUNAR_DATA_DIR, else ./.lunar, for every command tha
   } finally {
     await rm(d, { recursive: true, force: true });
   }
+});
+
+test('CLI: serve --topology takes label KEY=VALUE pairs (LUNAR_TOPOLOGY in the chart)', () => {
+  assert.deepEqual(parseTopology('topology.iscsi.lunar.dev/zone=rack-1'), { 'topology.iscsi.lunar.dev/zone': 'rack-1' });
+  assert.deepEqual(parseTopology(' zone=a , example.com/row=r_2.b '), { zone: 'a', 'example.com/row': 'r_2.b' });
+  assert.deepEqual(parseTopology(''), {});
 });

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
-import { LuOp } from '../../src/metrics/lu-stats.js';
+import { IoKind } from '../../src/scsi/types.js';
 import { LunarMetrics } from '../../src/metrics/registry.js';
 import { parseMetricsAddress, startMetricsServer, type MetricsServer } from '../../src/metrics/server.js';
 import { parsePrometheusText, sampleValue } from '../support/prom-text.js';
@@ -35,11 +35,11 @@ describe('metrics', () => {
 
   it('serves Prometheus text; per-LU counters, bytes, errors and the latency histogram follow the I/O', async () => {
     const lu = metrics.lu('vol-a');
-    lu.record(LuOp.Read, 4096, 0.0002, true);
-    lu.record(LuOp.Read, 8192, 0.003, true);
-    lu.record(LuOp.Write, 65536, 0.02, true);
-    lu.record(LuOp.Other, 0, 0.00005, false);
-    lu.record(LuOp.Write, 512, 20, true); // beyond the last bucket: +Inf only
+    lu.record(IoKind.Read, 4096, 0.0002, true);
+    lu.record(IoKind.Read, 8192, 0.003, true);
+    lu.record(IoKind.Write, 65536, 0.02, true);
+    lu.record(IoKind.Other, 0, 0.00005, false);
+    lu.record(IoKind.Write, 512, 20, true); // beyond the last bucket: +Inf only
     metrics.lu('vol-b');
     const r = await scrape(server);
     assert.equal(r.status, 200);
@@ -52,7 +52,9 @@ describe('metrics', () => {
     assert.equal(sampleValue(f, 'lunar_lu_commands_total', { volume: 'vol-b', op: 'read' }), 0);
     assert.equal(sampleValue(f, 'lunar_lu_bytes_total', { volume: 'vol-a', direction: 'read' }), 12288);
     assert.equal(sampleValue(f, 'lunar_lu_bytes_total', { volume: 'vol-a', direction: 'write' }), 66048);
-    assert.equal(sampleValue(f, 'lunar_lu_errors_total', { volume: 'vol-a' }), 1);
+    assert.equal(sampleValue(f, 'lunar_lu_errors_total', { volume: 'vol-a', op: 'other' }), 1);
+    assert.equal(sampleValue(f, 'lunar_lu_errors_total', { volume: 'vol-a', op: 'read' }), 0);
+    assert.equal(sampleValue(f, 'lunar_lu_commands_total', { volume: 'vol-a', op: 'flush' }), 0);
     assert.equal(f.get('lunar_lu_command_duration_seconds')?.type, 'histogram');
     const b = (le: string): number | undefined => sampleValue(f, 'lunar_lu_command_duration_seconds_bucket', { volume: 'vol-a', le });
     assert.equal(b('0.0001'), 1);
@@ -63,7 +65,7 @@ describe('metrics', () => {
     assert.equal(b('+Inf'), 5);
     assert.equal(sampleValue(f, 'lunar_lu_command_duration_seconds_count', { volume: 'vol-a' }), 5);
     assert.ok(Math.abs((sampleValue(f, 'lunar_lu_command_duration_seconds_sum', { volume: 'vol-a' }) ?? 0) - 20.02325) < 1e-9);
-    lu.record(LuOp.Write, 4096, 0.001, true);
+    lu.record(IoKind.Write, 4096, 0.001, true);
     const again = parsePrometheusText((await scrape(server)).text);
     assert.equal(sampleValue(again, 'lunar_lu_commands_total', { volume: 'vol-a', op: 'write' }), 3, 'counters move with the I/O');
     metrics.removeLu('vol-b');
@@ -82,7 +84,7 @@ describe('metrics', () => {
     metrics.observeNodeOperation('unstage', false, 0.4);
     metrics.setSessionsSource(() => [['vol-a', 2]]);
     metrics.setPathsSource(() => [{ volume: 'vol-a', up: 1, down: 1 }]);
-    metrics.setCapacitySource(() => Promise.resolve({ availableBytes: 123456789 }));
+    metrics.setCapacitySource(() => Promise.resolve({ availableBytes: 123456789, totalBytes: 987654321 }));
     const f = parsePrometheusText((await scrape(server)).text);
     assert.equal(sampleValue(f, 'lunar_csi_calls_total', { method: 'CreateVolume', code: 'OK' }), 2);
     assert.equal(sampleValue(f, 'lunar_csi_calls_total', { method: 'CreateVolume', code: 'ALREADY_EXISTS' }), 1);
@@ -93,6 +95,7 @@ describe('metrics', () => {
     assert.equal(sampleValue(f, 'lunar_volume_sessions', { volume: 'vol-a' }), 2);
     assert.equal(sampleValue(f, 'lunar_volume_paths', { volume: 'vol-a', state: 'down' }), 1);
     assert.equal(sampleValue(f, 'lunar_capacity_free_bytes'), 123456789);
+    assert.equal(sampleValue(f, 'lunar_capacity_total_bytes'), 987654321);
     assert.ok(sampleValue(f, 'lunar_process_resident_memory_bytes') !== undefined, 'process metrics');
   });
 

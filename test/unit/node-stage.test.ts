@@ -127,6 +127,17 @@ test('stage with NICs: one iface per NIC, bound by net_ifacename, each portal th
   assert.ok(!fake.runner.lines().some((l) => l.includes('-o new') && l.includes('-m iface')), 'an existing iface is not created again');
 });
 
+test('unstage with NICs deletes every node record of the target, also those discovery made for pairs never logged in', async () => {
+  env = nodeEnvFor(fake, stateDir, { nics: ['eth0', 'eth1'] });
+  fake.targetPortals = [P0, P1]; // SendTargets on either portal reports both (2 portals x 2 ifaces = 4 records)
+  await stage();
+  const records = (): string[] => [...fake.fs.files.keys()].filter((f) => f.startsWith(`/etc/iscsi/nodes/${IQN}/`));
+  assert.equal(records().length, 4, 'discovery recorded both portals on both ifaces');
+  await unstageVolume(env, 'vol-1', STAGING, Date.now() + 10_000);
+  assert.deepEqual(records(), [], 'no node record of the target is left');
+  assert.equal(fake.sessionList().length, 0);
+});
+
 test('stage is idempotent: a repeat checks the mount and answers OK without a login or a mkfs', async () => {
   await stage();
   fake.runner.calls.length = 0;

@@ -14,6 +14,7 @@ import { VolumeManager } from '../../src/volumes/manager.js';
 import { VolumeTargetRegistry } from '../../src/target/registry.js';
 import { SIZE_ALIGNMENT, VolumeError } from '../../src/volumes/types.js';
 import { openFileStore } from '../../src/storage/file-store.js';
+import { liveJournal, stateOnDisk } from '../support/state-on-disk.js';
 
 const MiB = 1024 * 1024;
 const portals = [{ host: '127.0.0.1', port: 13339, tpgt: 1 }];
@@ -278,14 +279,10 @@ test('persistent reservations are persisted through onPrChange and restored on r
       const out = await exec(reg, v.iqn, proutCdb(0x00), proutParams(0n, 0x1122334455667788n, { aptpl: true }), 24);
       assert.equal(out?.status, 0, `REGISTER failed: ${out?.sense?.toString('hex')}`);
       // Durable before the status was returned, not at some later save.
-      const now = JSON.parse(await readFile(join(d, 'state.json'), 'utf8')) as {
-        volumes: Record<string, { reservations: Record<string, { registrations: unknown[] }> }>;
-      };
+      const now = await stateOnDisk(d);
       assert.equal(now.volumes[id]?.reservations['0']?.registrations.length, 1);
     }, d);
-    const saved = JSON.parse(await readFile(join(d, 'state.json'), 'utf8')) as {
-      volumes: Record<string, { reservations: Record<string, { registrations: Array<{ key: string }> }> }>;
-    };
+    const saved = await stateOnDisk(d);
     assert.equal(saved.volumes[id]?.reservations['0']?.registrations[0]?.key, '1122334455667788');
     await withManager(async (_m, _d, reg) => {
       const iqn = `iqn.2026-11.io.lunar:${id}`;
@@ -344,8 +341,9 @@ test('a state change that cannot be made durable is an error, and nothing change
   await withManager(async (m, d, reg) => {
     const v = await m.create({ name: 'keep', sizeBytes: 4 * MiB, masked: true });
     const snap = await m.createSnapshot(v.id, 'keep-snap');
-    const stateFile = join(d, 'state.json');
-    const before = await readFile(stateFile, 'utf8');
+    // The journal refuses the append (immutable): every change fails to become durable.
+    const stateFile = await liveJournal(d);
+    const before = await readFile(stateFile);
     const files = (await readdir(join(d, 'volumes'))).sort();
     await run('chattr', ['+i', stateFile]);
     try {
@@ -356,7 +354,7 @@ test('a state change that cannot be made durable is an error, and nothing change
       await assert.rejects(m.delete(v.id), internal);
       await assert.rejects(m.createSnapshot(v.id, 'snap-2'), internal);
       await assert.rejects(m.deleteSnapshot(snap.id), internal);
-      assert.equal(await readFile(stateFile, 'utf8'), before, 'state file unchanged');
+      assert.deepEqual(await readFile(stateFile), before, 'journal unchanged');
       assert.deepEqual(
         m.list().map((x) => [x.name, x.sizeBytes, x.publications]),
         [['keep', 4 * MiB, {}]],

@@ -3,7 +3,9 @@
 // and neither memory nor disk keeps the refused change (real data directory, real SCSI device).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { IscsiServer } from '../../src/iscsi/server.js';
@@ -13,6 +15,9 @@ import { decodeSense } from '../../src/scsi/sense.js';
 import type { ITNexus, ScsiResponse } from '../../src/scsi/types.js';
 import { buildNexus } from '../../src/iscsi/session.js';
 import { addNexus, execute, prinCdb, proutCdb, proutParams, readKeysOf } from '../support/scsi.js';
+import { liveJournal, stateOnDisk } from '../support/state-on-disk.js';
+
+const run = promisify(execFile);
 
 const MiB = 1024 * 1024;
 const portals = [{ host: '127.0.0.1', port: 13340, tpgt: 1 }];
@@ -46,15 +51,12 @@ async function keysOf(reg: VolumeTargetRegistry, iqn: string, n: ITNexus): Promi
 }
 
 async function savedKeys(dir: string, id: string): Promise<string[]> {
-  const s = JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as {
-    volumes: Record<string, { reservations: Record<string, { registrations: Array<{ key: string }> } | undefined> }>;
-  };
+  const s = await stateOnDisk(dir);
   return (s.volumes[id]?.reservations['0']?.registrations ?? []).map((r) => r.key);
 }
 
 test('a reservation change the state file cannot take is refused with CHECK CONDITION and leaves no trace', async () => {
   const d = await mkdtemp(join(tmpdir(), 'lunar-prd-'));
-  const away = `${d}.away`;
   try {
     const reg = new VolumeTargetRegistry(portals);
     let m = await VolumeManager.open({ dataDir: d, portals, registry: reg, sessions: new IscsiServer({ registry: reg }) });
@@ -65,23 +67,22 @@ test('a reservation change the state file cannot take is refused with CHECK COND
     assert.equal((await exec(reg, v.iqn, a, registerCdb, registerParams('00000000000000a1'), 24)).status, 0);
     assert.deepEqual(await savedKeys(d, v.id), ['00000000000000a1']);
 
-    // The data directory goes away under the running manager (as root, permission bits would not stop
-    // the write): every write of the state file now fails with ENOTDIR. Volume files stay open.
-    await rename(d, away);
-    await writeFile(d, 'not a directory');
+    // The state journal becomes immutable under the running manager (as root, permission bits would
+    // not stop the write): every append now fails with EPERM. Volume files stay open.
+    const journal = await liveJournal(d);
+    await run('chattr', ['+i', journal]);
     const refused = await exec(reg, v.iqn, b, registerCdb, registerParams('00000000000000b2'), 24);
     assert.equal(refused.status, 2, 'CHECK CONDITION, not GOOD');
     assert.deepEqual(decodeSense(refused.sense!), { key: 0x04, asc: 0x44, ascq: 0x00 }, 'HARDWARE ERROR / INTERNAL TARGET FAILURE');
     assert.deepEqual(await keysOf(reg, v.iqn, a), ['00000000000000a1'], 'READ KEYS shows the old state');
-    await rm(d);
-    await rename(away, d);
+    await run('chattr', ['-i', journal]);
     assert.deepEqual(await savedKeys(d, v.id), ['00000000000000a1'], 'nothing of the refused change on disk');
 
     // The next save of the state (another volume) must not carry the refused change either.
     await m.create({ name: 'other', sizeBytes: MiB });
     assert.deepEqual(await savedKeys(d, v.id), ['00000000000000a1'], 'nothing of the refused change in memory');
 
-    // With the directory back, the same command succeeds and survives a restart.
+    // With the journal writable again, the same command succeeds and survives a restart.
     assert.equal((await exec(reg, v.iqn, b, registerCdb, registerParams('00000000000000b2'), 24)).status, 0);
     assert.deepEqual((await savedKeys(d, v.id)).sort(), ['00000000000000a1', '00000000000000b2']);
     await m.close();
@@ -94,7 +95,7 @@ test('a reservation change the state file cannot take is refused with CHECK COND
       await m.close();
     }
   } finally {
-    await rm(away, { recursive: true, force: true });
+    await run('chattr', ['-R', '-i', d]).catch(() => undefined);
     await rm(d, { recursive: true, force: true });
   }
 });

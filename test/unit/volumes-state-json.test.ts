@@ -92,7 +92,7 @@ function requiredFields(): Array<{ path: string; remove: (s: Record<string, unkn
 }
 
 function load(raw: unknown): StateData {
-  return parseState(JSON.stringify(raw), PATH);
+  return parseState(JSON.stringify(raw), PATH).data;
 }
 
 function problem(raw: unknown): string {
@@ -257,11 +257,13 @@ const stateData: fc.Arbitrary<StateData> = fc
 
 test('property: parseState(formatState(state)) is the state, and formatting is stable', () => {
   fc.assert(
-    fc.property(stateData, (data) => {
-      const back = parseState(formatState(data), PATH);
-      assert.deepEqual(back, JSON.parse(JSON.stringify(data)));
-      const text2 = formatState(back);
-      assert.equal(formatState(parseState(text2, PATH)), text2);
+    fc.property(stateData, fc.nat(), (data, seq) => {
+      const back = parseState(formatState(data, seq), PATH);
+      assert.equal(back.version, 2);
+      assert.equal(back.seq, seq);
+      assert.deepEqual(back.data, JSON.parse(JSON.stringify(data)));
+      const text2 = formatState(back.data, seq);
+      assert.equal(formatState(parseState(text2, PATH).data, seq), text2);
     }),
     { numRuns: 300 },
   );
@@ -271,7 +273,7 @@ test('property: deleting any one required field of any generated record is refus
   const withRecords = stateData.filter((d) => Object.keys(d.volumes).length + Object.keys(d.snapshots).length > 0);
   fc.assert(
     fc.property(withRecords, fc.nat(), (data, pick) => {
-      const raw = JSON.parse(formatState(data)) as Record<'volumes' | 'snapshots', Record<string, Record<string, unknown>>>;
+      const raw = JSON.parse(formatState(data, 1)) as Record<'volumes' | 'snapshots', Record<string, Record<string, unknown>>>;
       const records = (['volumes', 'snapshots'] as const).flatMap((map) => Object.keys(raw[map]).map((id) => ({ map, id })));
       const { map, id } = records[pick % records.length]!;
       const target = raw[map][id]!;

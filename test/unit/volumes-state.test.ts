@@ -1,6 +1,7 @@
-// Atomic state files and the transactional state store (src/volumes/state-file.ts) over a real
-// directory. Failed writes are real too: `chattr +i` makes the state file (rename fails) or the data
-// directory (the temporary file cannot be made) immutable, which stops even root.
+// Atomic state files and the transactional state store (src/volumes/state-file.ts: snapshot + journal)
+// over a real directory. Failed writes are real too: `chattr +i` makes the journal (the append fails)
+// or the data directory (the first snapshot's temporary file cannot be made) immutable, which stops
+// even root.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { execFile } from 'node:child_process';
@@ -9,7 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { writeFileAtomic } from '../../src/util/atomic-file.js';
-import { openStateStore, STATE_FILE } from '../../src/volumes/state-file.js';
+import { journalName, openStateStore, STATE_FILE } from '../../src/volumes/state-file.js';
+import { stateOnDisk } from '../support/state-on-disk.js';
 import { StateError, type SnapshotRecord, type StateStore, type VolumeRecord } from '../../src/volumes/state.js';
 
 const run = promisify(execFile);
@@ -64,12 +66,7 @@ function vol(n: number): VolumeRecord {
   };
 }
 
-async function onDisk(d: string): Promise<{ snapshots: Record<string, SnapshotRecord>; volumes: Record<string, VolumeRecord> }> {
-  return JSON.parse(await readFile(join(d, STATE_FILE), 'utf8')) as {
-    snapshots: Record<string, SnapshotRecord>;
-    volumes: Record<string, VolumeRecord>;
-  };
-}
+const onDisk = stateOnDisk;
 
 test('writeFileAtomic replaces content, leaves no temporary file, mode 0600', async () => {
   const d = await tempDir();
@@ -125,8 +122,10 @@ test('StateStore: creates a state file with a server identity, reloads it, concu
     assert.equal(s2.snapshotByName('nn')?.id, snap(2).id);
     const file = JSON.parse(await readFile(join(d, STATE_FILE), 'utf8')) as { format: string; version: number };
     assert.equal(file.format, 'lunar-state');
-    assert.equal(file.version, 1);
+    assert.equal(file.version, 2);
     assert.equal((await stat(join(d, STATE_FILE))).mode & 0o777, 0o600, 'the state file holds CHAP secrets');
+    assert.equal((await stat(join(d, journalName(0)))).mode & 0o777, 0o600, 'so does the journal');
+    assert.deepEqual((await readdir(d)).sort(), [journalName(0), STATE_FILE]);
   });
 });
 
@@ -189,7 +188,7 @@ test('StateStore: leftovers of an interrupted atomic write are removed at open',
     await (await openStateStore(d)).initialise();
     await writeFile(join(d, `.tmp-${STATE_FILE}.abcdef`), 'partial');
     await openStateStore(d);
-    assert.deepEqual((await readdir(d)).sort(), [STATE_FILE]);
+    assert.deepEqual((await readdir(d)).sort(), [journalName(0), STATE_FILE]);
   });
 });
 
@@ -332,19 +331,33 @@ test('StateStore: a transaction that throws fails alone and changes nothing; mis
   });
 });
 
-test('StateStore: a failed write rejects and leaves memory and file as they were', async () => {
+test('StateStore: a failed write rejects and leaves memory and files as they were', async () => {
   await withDir(async (d) => {
+    // The first write (snapshot + journal) cannot make its files (immutable directory).
+    const fresh = await openStateStore(d);
+    await immutable(d, true);
+    await assert.rejects(
+      fresh.update((tx) => {
+        tx.addSnapshot(snap(1));
+      }),
+      /EPERM|not permitted/,
+    );
+    assert.deepEqual(fresh.snapshots(), [], 'memory unchanged');
+    await immutable(d, false);
+    assert.deepEqual(await readdir(d), [], 'nothing left behind');
+
     const s = await openStateStore(d);
     await s.update((tx) => {
       tx.addSnapshot(snap(1));
       tx.addVolume(vol(1));
     });
-    const before = await readFile(join(d, STATE_FILE), 'utf8');
+    const journal = join(d, journalName(0));
+    const before = { state: await readFile(join(d, STATE_FILE), 'utf8'), journal: await readFile(journal) };
     const memory = (): unknown => ({ v: s.volumes(), s: s.snapshots() });
     const was = memory();
 
-    // The rename over the state file fails (immutable target).
-    await immutable(join(d, STATE_FILE), true);
+    // The append to the journal fails (immutable file): the whole group commit fails.
+    await immutable(journal, true);
     const failing = await Promise.allSettled([
       s.update((tx) => {
         tx.addSnapshot(snap(2));
@@ -358,21 +371,10 @@ test('StateStore: a failed write rejects and leaves memory and file as they were
     ]);
     for (const r of failing) assert.ok(r.status === 'rejected' && /EPERM|not permitted/.test(String(r.reason)), r.status);
     assert.deepEqual(memory(), was, 'memory unchanged');
-    assert.equal(await readFile(join(d, STATE_FILE), 'utf8'), before, 'file unchanged');
-    await immutable(join(d, STATE_FILE), false);
-    assert.deepEqual((await readdir(d)).sort(), [STATE_FILE], 'no temporary file left');
-
-    // The temporary file cannot be made (immutable directory).
-    await immutable(d, true);
-    await assert.rejects(
-      s.update((tx) => {
-        tx.addSnapshot(snap(3));
-      }),
-      /EPERM|not permitted/,
-    );
-    assert.deepEqual(memory(), was, 'memory unchanged');
-    await immutable(d, false);
-    assert.equal(await readFile(join(d, STATE_FILE), 'utf8'), before, 'file unchanged');
+    await immutable(journal, false);
+    assert.equal(await readFile(join(d, STATE_FILE), 'utf8'), before.state, 'snapshot unchanged');
+    assert.deepEqual(await readFile(journal), before.journal, 'journal unchanged');
+    assert.deepEqual((await readdir(d)).sort(), [journalName(0), STATE_FILE], 'no temporary file left');
 
     // Once the file system accepts writes again, the same change goes through.
     await s.update((tx) => {
@@ -380,6 +382,10 @@ test('StateStore: a failed write rejects and leaves memory and file as they were
     });
     assert.ok(s.snapshot(snap(2).id));
     assert.ok((await onDisk(d)).snapshots[snap(2).id]);
+    assert.deepEqual(
+      (await openStateStore(d)).snapshots().map((x) => x.id),
+      [snap(1).id, snap(2).id],
+    );
   });
 });
 
