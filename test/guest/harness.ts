@@ -546,7 +546,7 @@ class Qmp {
 
 /**
  * Hook for later node-plugin tests: an ext4 image holding the host's built Lunar (dist/ + production
- * node_modules + package.json), attached read-only as a virtio disk (serial "lunar"); mount it in the guest
+ * node_modules + package.json + proto/ + the native addon), attached read-only as a virtio disk (serial "lunar"); mount it in the guest
  * with `mount -o ro /dev/disk/by-id/virtio-lunar /opt/lunar` and run `/usr/local/bin/node /opt/lunar/dist/src/cli.js`.
  */
 export async function buildLunarDisk(runDir: string): Promise<string> {
@@ -554,10 +554,31 @@ export async function buildLunarDisk(runDir: string): Promise<string> {
   await mkdir(stage, { recursive: true });
   await cp(path.join(repoRoot, 'dist'), path.join(stage, 'dist'), { recursive: true });
   await cp(path.join(repoRoot, 'package.json'), path.join(stage, 'package.json'));
-  const devOnly = new Set(['typescript', 'fast-check', '@types', 'pure-rand']);
+  await cp(path.join(repoRoot, 'proto'), path.join(stage, 'proto'), { recursive: true }); // csi.proto, loaded at run time
+  // The N-API addon (build/Release/lunar_native.node), which `lunar serve` loads: a complete install.
+  const addon = path.join(repoRoot, 'build', 'Release', 'lunar_native.node');
+  if (existsSync(addon)) {
+    await mkdir(path.join(stage, 'build', 'Release'), { recursive: true });
+    await cp(addon, path.join(stage, 'build', 'Release', 'lunar_native.node'));
+  }
+  // Production packages only: package-lock.json marks every package only the dev dependencies need
+  // ("dev": true); skipping them halves the copy (eslint, typescript, prettier, ... are not needed in a guest).
+  const lock = JSON.parse(await readFile(path.join(repoRoot, 'package-lock.json'), 'utf8')) as {
+    packages?: Record<string, { dev?: boolean }>;
+  };
+  const devOnly = new Set(
+    Object.entries(lock.packages ?? {})
+      .filter(([k, v]) => k.startsWith('node_modules/') && v.dev === true)
+      .map(([k]) => k),
+  );
   await cp(path.join(repoRoot, 'node_modules'), path.join(stage, 'node_modules'), {
     recursive: true,
-    filter: (src) => !devOnly.has(path.relative(path.join(repoRoot, 'node_modules'), src).split(path.sep)[0] ?? ''),
+    filter: (src) => {
+      const rel = path.relative(repoRoot, src).split(path.sep);
+      // node_modules/<name> or node_modules/@scope/<name>: the package's own directory
+      const pkgDir = rel[1]?.startsWith('@') ? rel.slice(0, 3) : rel.slice(0, 2);
+      return !devOnly.has(pkgDir.join('/'));
+    },
   });
   const img = path.join(runDir, 'lunar.img');
   const du = await runOk('du', ['-sm', stage]);
