@@ -79,7 +79,7 @@ async function main(argv: string[]): Promise<number> {
   if (argv[0] === '--path-op') return pathOpClient(argv[1]!, argv[2]!, argv[3]!);
   const sanity = process.env.LUNAR_CSI_SANITY;
   if (!sanity) {
-    process.stderr.write('set LUNAR_CSI_SANITY to the path of a csi-sanity binary (kubernetes-csi/csi-test, cmd/csi-sanity)\n');
+    process.stderr.write('set LUNAR_CSI_SANITY to the path of a csi-sanity binary (kubernetes-csi/csi-test)\n');
     return 2;
   }
   const bed = await Bed.create(await buildGuest());
