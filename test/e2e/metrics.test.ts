@@ -17,7 +17,7 @@ import * as grpc from '@grpc/grpc-js';
 import { loadCsiPackage } from '../../src/csi/proto.js';
 import type { Volume } from '../../src/volumes/types.js';
 import { rpc } from '../support/csi.js';
-import { FakeApiServer } from '../support/fake-apiserver.js';
+import { FakeApiServer, kubeconfigFor } from '../support/fake-apiserver.js';
 import { startLunarProcess, type LunarProcess } from '../support/lunar.js';
 import { parsePrometheusText, sampleValue, type Family } from '../support/prom-text.js';
 
@@ -45,24 +45,7 @@ describe('/metrics during e2e I/O, and Events on the PVC', () => {
     api.pvcs.set('apps/huge', { uid: 'uid-huge' });
     api.pvcs.set('apps/db', { uid: 'uid-db' });
     const kubeconfig = join(work, 'kubeconfig');
-    await writeFile(
-      kubeconfig,
-      [
-        'apiVersion: v1',
-        'kind: Config',
-        'clusters:',
-        '  - name: test',
-        `    cluster: { server: "${api.url}", insecure-skip-tls-verify: true }`,
-        'users:',
-        '  - name: test',
-        '    user: { token: test-token }',
-        'contexts:',
-        '  - name: test',
-        '    context: { cluster: test, user: test }',
-        'current-context: test',
-        '',
-      ].join('\n'),
-    );
+    await writeFile(kubeconfig, kubeconfigFor(api.url));
     lunar = await startLunarProcess({
       portals: [PORTAL],
       args: ['--metrics-address', '127.0.0.1:0', '--csi-endpoint', 'tcp://127.0.0.1:0', '--kubeconfig', kubeconfig],

@@ -16,7 +16,7 @@ import test, { after } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { loadCsiPackage } from '../../src/csi/proto.js';
 import { rpc } from '../support/csi.js';
-import { FakeApiServer } from '../support/fake-apiserver.js';
+import { FakeApiServer, kubeconfigFor } from '../support/fake-apiserver.js';
 import { parsePrometheusText, sampleValue } from '../support/prom-text.js';
 
 const CLI = join(process.cwd(), 'dist', 'src', 'cli.js');
@@ -218,24 +218,7 @@ test('--topology-keys from the Node object through --kubeconfig; --metrics-addre
   api.setNode('worker-4', { 'topology.lunar.dev/zone': 'rack-7', 'kubernetes.io/hostname': 'worker-4', other: 'x' });
   const root = hostTree('iqn.2024-01.io.e2e:guest');
   const kubeconfig = join(root, 'kubeconfig');
-  writeFileSync(
-    kubeconfig,
-    [
-      'apiVersion: v1',
-      'kind: Config',
-      'clusters:',
-      '  - name: test',
-      `    cluster: { server: "${api.url}", insecure-skip-tls-verify: true }`,
-      'users:',
-      '  - name: test',
-      '    user: { token: test-token }',
-      'contexts:',
-      '  - name: test',
-      '    context: { cluster: test, user: test }',
-      'current-context: test',
-      '',
-    ].join('\n'),
-  );
+  writeFileSync(kubeconfig, kubeconfigFor(api.url));
   const n = await startNode([
     '--endpoint',
     'tcp://127.0.0.1:0',

@@ -223,3 +223,22 @@ export class FakeApiServer {
     this.json(res, 404, status(404, 'NotFound', `the server could not find the requested resource (${method} ${u.pathname})`));
   }
 }
+
+/** A kubeconfig (YAML text) that points a Lunar process at the stand-in API server at `url`, with a bearer token. */
+export function kubeconfigFor(url: string, token = 'test-token'): string {
+  return [
+    'apiVersion: v1',
+    'kind: Config',
+    'clusters:',
+    '  - name: test',
+    `    cluster: { server: "${url}", insecure-skip-tls-verify: true }`,
+    'users:',
+    '  - name: test',
+    `    user: { token: ${token} }`,
+    'contexts:',
+    '  - name: test',
+    '    context: { cluster: test, user: test }',
+    'current-context: test',
+    '',
+  ].join('\n');
+}
