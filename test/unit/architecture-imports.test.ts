@@ -69,10 +69,80 @@ describe('architecture: import rules', () => {
     assert.deepEqual(outside('src/scsi', ['src/storage/types.ts', 'src/log.ts']), []);
   });
 
+  it('src/iscsi imports only the target and SCSI contracts (and the logger, the portal helper)', () => {
+    assert.deepEqual(
+      outside(
+        'src/iscsi',
+        ['src/scsi/types.ts', 'src/scsi/sense.ts', 'src/target/types.ts', 'src/log.ts', 'src/util/portal.ts'],
+        ['pino', '@node-rs/crc32'],
+      ),
+      [],
+    );
+  });
+
+  it('src/storage and src/util import nothing of Lunar', () => {
+    assert.deepEqual([...outside('src/storage', []), ...outside('src/util', [])], []);
+  });
+
+  it('only src/storage and the composition root (src/server.ts: duplicateFd for the transport) load the native addon', () => {
+    assert.deepEqual(
+      importersOf('src/storage/native.ts').filter((f) => !f.startsWith('src/storage/') && f !== 'src/server.ts'),
+      [],
+    );
+  });
+
   it('the CSI services see src/kube only through its types.ts contract', () => {
     const kube = SOURCES.filter((f) => f.path.startsWith('src/csi/')).flatMap((f) =>
       f.imports.filter((i) => i.startsWith('src/kube/') && i !== 'src/kube/types.ts').map((i) => `${f.path} imports ${i}`),
     );
     assert.deepEqual(kube, []);
+  });
+});
+
+/** `src/<dir>` for files in a folder, `src/<file>.ts` for the top-level files. */
+const roomOf = (path: string): string => (path.split('/').length > 2 ? room(path) : path);
+
+/** The room → rooms table between the markers of docs/architecture.md's "Imports between rooms". */
+function drawnEdges(): Map<string, Set<string>> {
+  const doc = readFileSync(join(ROOT, 'docs', 'architecture.md'), 'utf8');
+  const m = /<!-- room-imports:begin -->([\s\S]*?)<!-- room-imports:end -->/.exec(doc);
+  assert.ok(m, 'docs/architecture.md has the room-imports table');
+  const edges = new Map<string, Set<string>>();
+  for (const line of m[1]!.split('\n')) {
+    const cells = line.split('|').map((c) => c.trim());
+    if (cells.length < 4 || !cells[1]!.startsWith('src/')) continue;
+    const to = cells[2]!
+      .split(',')
+      .map((c) => c.trim())
+      .filter((c) => c !== '');
+    edges.set(cells[1]!, new Set(to));
+  }
+  return edges;
+}
+
+describe('architecture: docs/architecture.md draws the imports', () => {
+  it('every import between rooms is in the table, and every edge in the table is an import', () => {
+    const drawn = drawnEdges();
+    const real = new Map<string, Set<string>>();
+    for (const f of SOURCES) {
+      const from = roomOf(f.path);
+      if (!real.has(from)) real.set(from, new Set());
+      for (const i of f.imports) {
+        if (!i.startsWith('src/')) continue;
+        const to = roomOf(i);
+        if (to !== from) real.get(from)!.add(to);
+      }
+    }
+    const missing: string[] = [];
+    const extra: string[] = [];
+    for (const [from, tos] of real) {
+      if (!drawn.has(from)) missing.push(`room ${from} has no row`);
+      for (const to of tos) if (!drawn.get(from)?.has(to)) missing.push(`${from} -> ${to} (imported, not drawn)`);
+    }
+    for (const [from, tos] of drawn) {
+      if (!real.has(from)) extra.push(`row ${from}: no such room`);
+      for (const to of tos) if (!real.get(from)?.has(to)) extra.push(`${from} -> ${to} (drawn, not imported)`);
+    }
+    assert.deepEqual({ missing, extra }, { missing: [], extra: [] });
   });
 });
