@@ -22,48 +22,24 @@ import {
 import { journalName, openStateStore, STATE_FILE } from '../../src/volumes/state-file.js';
 import { formatRecord, parseState } from '../../src/volumes/state-json.js';
 import { StateError, type SnapshotRecord, type VolumeRecord } from '../../src/volumes/state.js';
+import { snapshotRecord, volumeRecord, withTempDir } from '../support/state-records.js';
 
 const FIXTURE = resolve(dirname(fileURLToPath(import.meta.url)), '../../../test/fixtures/state-v1.json');
 const FILE = '/data/state.journal.7';
 
-async function withDir(fn: (d: string) => Promise<void>): Promise<void> {
-  const d = await mkdtemp(join(tmpdir(), 'lunar-journal-'));
-  try {
-    await fn(d);
-  } finally {
-    await rm(d, { recursive: true, force: true });
+const withDir = (fn: (d: string) => Promise<void>): Promise<void> => withTempDir('lunar-journal-', fn);
+const vol = (n: number): VolumeRecord => volumeRecord(n, { 'csi.storage.k8s.io/pvc/name': `claim-${n}` });
+const snap = (n: number): SnapshotRecord => snapshotRecord(n, vol(n).id);
+
+/** A store in d holding volumes 1..n, closed again. */
+async function storeWithVolumes(d: string, n: number): Promise<void> {
+  const s = await openStateStore(d);
+  for (let i = 1; i <= n; i++) {
+    await s.update((tx) => {
+      tx.addVolume(vol(i));
+    });
   }
-}
-
-function vol(n: number): VolumeRecord {
-  const id = `vol-${n.toString(16).padStart(16, '0')}`;
-  return {
-    id,
-    name: `v${n}`,
-    sizeBytes: 1048576,
-    createdSizeBytes: 1048576,
-    thin: true,
-    naa: '6024c4e0' + n.toString(16).padStart(24, '0'),
-    serial: id.slice(4),
-    chap: null,
-    allow: [],
-    masked: true,
-    portals: null,
-    publications: {},
-    parameters: { 'csi.storage.k8s.io/pvc/name': `claim-${n}` },
-    createdAt: '2026-11-01T00:00:00.000Z',
-    reservations: {},
-  };
-}
-
-function snap(n: number): SnapshotRecord {
-  return {
-    id: `snap-${n.toString(16).padStart(16, '0')}`,
-    name: `s${n}`,
-    sourceVolumeId: vol(n).id,
-    sizeBytes: 1048576,
-    createdAt: '2026-11-01T00:00:00.000Z',
-  };
+  await s.close();
 }
 
 const payloads = fc.array(fc.uint8Array({ minLength: 1, maxLength: 300 }), { maxLength: 12 });
@@ -166,13 +142,7 @@ test('codec: zeros after a frame boundary are a torn tail; a zero length with da
 
 test('store: a torn tail is cut at load; acknowledged records stay and later ones append after them', async () => {
   await withDir(async (d) => {
-    const s = await openStateStore(d);
-    for (let n = 1; n <= 3; n++) {
-      await s.update((tx) => {
-        tx.addVolume(vol(n));
-      });
-    }
-    await s.close();
+    await storeWithVolumes(d, 3);
     const journal = join(d, journalName(0));
     const good = (await stat(journal)).size;
     // Half of a next frame, as a kill -9 in the middle of its write leaves it.
@@ -199,13 +169,7 @@ test('store: a torn tail is cut at load; acknowledged records stay and later one
 
 test('store: damage other than a torn tail stops the load, naming the file and the byte offset', async () => {
   await withDir(async (d) => {
-    const s = await openStateStore(d);
-    for (let n = 1; n <= 3; n++) {
-      await s.update((tx) => {
-        tx.addVolume(vol(n));
-      });
-    }
-    await s.close();
+    await storeWithVolumes(d, 3);
     const journal = join(d, journalName(0));
     const bytes = await readFile(journal);
     const offsets = decodeJournal(bytes, journal).records.map((r) => r.offset);

@@ -5,86 +5,45 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { execFile } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { writeFileAtomic } from '../../src/util/atomic-file.js';
 import { journalName, openStateStore, STATE_FILE } from '../../src/volumes/state-file.js';
 import { stateOnDisk } from '../support/state-on-disk.js';
+import { snapshotRecord, volumeRecord, withTempDir } from '../support/state-records.js';
 import { StateError, type SnapshotRecord, type StateStore, type VolumeRecord } from '../../src/volumes/state.js';
 
 const run = promisify(execFile);
 
-async function tempDir(): Promise<string> {
-  return mkdtemp(join(tmpdir(), 'lunar-unit-'));
-}
-
-async function withDir(fn: (d: string) => Promise<void>): Promise<void> {
-  const d = await tempDir();
-  try {
-    await fn(d);
-  } finally {
+const withDir = (fn: (d: string) => Promise<void>): Promise<void> =>
+  withTempDir('lunar-unit-', fn, async (d) => {
     await run('chattr', ['-R', '-i', d]).catch(() => undefined);
-    await rm(d, { recursive: true, force: true });
-  }
-}
+  });
 
 /** Make path immutable (true) or not: writes, renames and new entries in it fail with EPERM. */
 async function immutable(path: string, on: boolean): Promise<void> {
   await run('chattr', [on ? '+i' : '-i', path]);
 }
 
-function snap(n: number, name = `s${n}`): SnapshotRecord {
-  return {
-    id: `snap-${n.toString(16).padStart(16, '0')}`,
-    name,
-    sourceVolumeId: 'vol-00000000000000aa',
-    sizeBytes: 1048576,
-    createdAt: '2026-11-01T00:00:00.000Z',
-  };
-}
-
-function vol(n: number): VolumeRecord {
-  const id = `vol-${n.toString(16).padStart(16, '0')}`;
-  return {
-    id,
-    name: `v${n}`,
-    sizeBytes: 1048576,
-    createdSizeBytes: 1048576,
-    thin: true,
-    naa: '6024c4e0' + n.toString(16).padStart(24, '0'),
-    serial: id.slice(4),
-    chap: null,
-    allow: [],
-    masked: true,
-    portals: null,
-    publications: {},
-    parameters: {},
-    createdAt: '2026-11-01T00:00:00.000Z',
-    reservations: {},
-  };
-}
+const snap = (n: number, name = `s${n}`): SnapshotRecord => snapshotRecord(n, 'vol-00000000000000aa', name);
+const vol = (n: number): VolumeRecord => volumeRecord(n);
 
 const onDisk = stateOnDisk;
 
 test('writeFileAtomic replaces content, leaves no temporary file, mode 0600', async () => {
-  const d = await tempDir();
-  try {
+  await withDir(async (d) => {
     const p = join(d, 'f.json');
     await writeFileAtomic(p, 'one');
     await writeFileAtomic(p, 'two');
     assert.equal(await readFile(p, 'utf8'), 'two');
     assert.deepEqual(await readdir(d), ['f.json']);
     assert.equal((await stat(p)).mode & 0o777, 0o600);
-  } finally {
-    await rm(d, { recursive: true, force: true });
-  }
+  });
 });
 
 test('writeFileAtomic: concurrent writers never produce a mixed file', async () => {
-  const d = await tempDir();
-  try {
+  await withDir(async (d) => {
     const p = join(d, 'f');
     const a = 'a'.repeat(1 << 20);
     const b = 'b'.repeat(1 << 20);
@@ -92,9 +51,7 @@ test('writeFileAtomic: concurrent writers never produce a mixed file', async () 
     const c = await readFile(p, 'utf8');
     assert.ok(c === a || c === b);
     assert.deepEqual(await readdir(d), ['f']);
-  } finally {
-    await rm(d, { recursive: true, force: true });
-  }
+  });
 });
 
 test('StateStore: creates a state file with a server identity, reloads it, concurrent updates all land', async () => {
