@@ -27,7 +27,7 @@ import type { CreateVolumeResponse, ListVolumesResponse } from '../src/csi/types
 import { rpc } from '../test/support/csi.js';
 import { startLunarProcess } from '../test/support/lunar.js';
 import { mib, readMemory } from './memory.js';
-import { loadAverage } from './util.js';
+import { loadAverage, runBench } from './util.js';
 
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
@@ -238,10 +238,4 @@ async function main(): Promise<void> {
   if (values.json) writeFileSync(values.json, JSON.stringify({ results }, null, 2));
 }
 
-main().then(
-  () => process.exit(0),
-  (e: unknown) => {
-    process.stderr.write(`csi-create bench failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-    process.exit(1);
-  },
-);
+runBench('csi-create bench', main);

@@ -10,6 +10,7 @@
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEFAULT_SCALE, runIscsiBench, WORKLOADS, type ScaleOptions } from './iscsi.js';
+import { runBench } from './util.js';
 
 function sizeBytes(s: string): number {
   const m = /^(\d+)(|B|KiB|MiB|GiB)$/.exec(s);
@@ -79,13 +80,4 @@ async function main(): Promise<number> {
   });
 }
 
-// Ctrl-C: exit through process.exit so the helpers' exit hooks stop tgtd.
-for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(130));
-
-main().then(
-  (code) => process.exit(code),
-  (e: unknown) => {
-    process.stderr.write(`bench failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-    process.exit(1);
-  },
-);
+runBench('bench', main);

@@ -128,3 +128,19 @@ export async function cpuBusyPercent(ms: number): Promise<number> {
   const dt = b.total - a.total;
   return dt > 0 ? ((b.busy - a.busy) / dt) * 100 : Number.NaN;
 }
+
+/**
+ * A bench's entry point: runs main, exits with the number it resolves to (0 for anything else), prints the failure otherwise.
+ * Ctrl-C and SIGTERM exit through process.exit so that the helpers' exit hooks (stopping tgtd, the
+ * guests) still run.
+ */
+export function runBench(name: string, main: () => Promise<unknown>): void {
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(130));
+  main().then(
+    (code) => process.exit(typeof code === 'number' ? code : 0),
+    (e: unknown) => {
+      process.stderr.write(`${name} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+      process.exit(1);
+    },
+  );
+}
