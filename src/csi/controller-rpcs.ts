@@ -1,6 +1,6 @@
 // The Controller service's gRPC methods: which ControllerService call each RPC makes, which objects it
 // locks (fail-fast: a second call on a locked object is answered ABORTED) and which ids it logs.
-// ControllerModifyVolume is not listed: grpc-js answers UNIMPLEMENTED.
+// ControllerModifyVolume is not listed: plugin-server.ts answers it UNIMPLEMENTED (and logs it).
 
 import type { ControllerService } from './controller.js';
 import type { CsiServiceBinding } from './plugin-server.js';
@@ -96,10 +96,10 @@ export function controllerBinding(controller: ControllerService): CsiServiceBind
         ids: (r) => ({ snapshotId: r.snapshot_id }),
         needsReady: true,
       }),
-      ControllerExpandVolume: rpc(
-        'ControllerExpandVolume',
-        onVolume((r: ControllerExpandVolumeRequest) => controller.controllerExpandVolume(r)),
-      ),
+      ControllerExpandVolume: rpc('ControllerExpandVolume', {
+        ...onVolume((r: ControllerExpandVolumeRequest) => controller.controllerExpandVolume(r)),
+        results: (res) => ({ capacityBytes: Number(res.capacity_bytes), nodeExpansionRequired: res.node_expansion_required }),
+      }),
     }),
   };
 }

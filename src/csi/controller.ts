@@ -16,6 +16,7 @@ import {
 import { naaWwid } from '../util/ids.js';
 import { portalAddress } from '../util/portal.js';
 import { VolumeError, type Snapshot, type Volume, type VolumeService, type VolumeSource, type VolumeSpec } from '../volumes/types.js';
+import { keyList } from './bounded.js';
 import { alreadyExists, CsiError, failedPrecondition, invalidArgument, notFound, outOfRange } from './errors.js';
 import type {
   ControllerExpandVolumeRequest,
@@ -496,7 +497,7 @@ export class ControllerService {
     const unknown = Object.keys(req.parameters).filter((k) => !k.startsWith(SIDECAR_PARAMETER_PREFIX));
     if (unknown.length > 0) {
       throw invalidArgument(
-        `parameters: unknown key(s) ${unknown.map((k) => JSON.stringify(k)).join(', ')}; Lunar takes no snapshot parameters`,
+        `parameters: unknown key${unknown.length > 1 ? 's' : ''} ${keyList(unknown)}; Lunar takes no snapshot parameters`,
       );
     }
     const existing = this.volumes.getSnapshotByName(name);

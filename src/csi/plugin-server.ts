@@ -6,6 +6,7 @@
 
 import * as grpc from '@grpc/grpc-js';
 import { componentLogger, type Logger } from '../log.js';
+import { CsiError } from './errors.js';
 import { rewritingDuplex } from './authority.js';
 import { listenOnEndpoint, parseEndpoint } from './endpoint.js';
 import { IdentityService } from './identity.js';
@@ -73,14 +74,47 @@ export async function startCsiPluginServer(opts: CsiPluginServerOptions): Promis
     };
     return (method, spec) => unaryCall(ctx, method, spec);
   };
+  /**
+   * impl with every method of the service's definition it lacks answered UNIMPLEMENTED through rpc, so
+   * those calls are logged and counted like any other (grpc-js would answer them without a trace).
+   */
+  const complete = (
+    service: CsiServiceName,
+    rpc: UnaryWrapper,
+    impl: grpc.UntypedServiceImplementation,
+  ): grpc.UntypedServiceImplementation => {
+    const all: grpc.UntypedServiceImplementation = { ...impl };
+    for (const method of Object.keys(pkg[service].service)) {
+      if (Object.hasOwn(all, method)) continue;
+      all[method] = rpc(method, {
+        call: () => Promise.reject(new CsiError(grpc.status.UNIMPLEMENTED, `${service}.${method} is not implemented by this Lunar plugin`)),
+        needsReady: false,
+      });
+    }
+    return all;
+  };
   const idRpc = wrapperFor('Identity', 'fail-fast');
   const server = new grpc.Server({ 'grpc.max_receive_message_length': 4 * 1024 * 1024 });
-  server.addService(pkg.Identity.service, {
-    GetPluginInfo: idRpc('GetPluginInfo', { call: () => identity.getPluginInfo(), needsReady: false, quiet: true }),
-    GetPluginCapabilities: idRpc('GetPluginCapabilities', { call: () => identity.getPluginCapabilities(), needsReady: false, quiet: true }),
-    Probe: idRpc('Probe', { call: () => identity.probe(), needsReady: false, quiet: true }),
-  });
-  for (const s of opts.services) server.addService(pkg[s.name].service, s.methods(wrapperFor(s.name, s.inFlight)));
+  server.addService(
+    pkg.Identity.service,
+    complete('Identity', idRpc, {
+      GetPluginInfo: idRpc('GetPluginInfo', { call: () => identity.getPluginInfo(), needsReady: false, quiet: true }),
+      GetPluginCapabilities: idRpc('GetPluginCapabilities', {
+        call: () => identity.getPluginCapabilities(),
+        needsReady: false,
+        quiet: true,
+      }),
+      Probe: idRpc('Probe', { call: () => identity.probe(), needsReady: false, quiet: true }),
+    }),
+  );
+  for (const s of opts.services) {
+    const rpc = wrapperFor(s.name, s.inFlight);
+    server.addService(pkg[s.name].service, complete(s.name, rpc, s.methods(rpc)));
+  }
+  // The service not served here (Node on the controller, Controller on a node): every call UNIMPLEMENTED, logged.
+  for (const other of ['Controller', 'Node'] as const) {
+    if (!names.includes(other)) server.addService(pkg[other].service, complete(other, wrapperFor(other, 'fail-fast'), {}));
+  }
   const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
 
   const listener = await listenOnEndpoint(endpoint, (socket) => injector.injectConnection(rewritingDuplex(socket)), {

@@ -1,9 +1,11 @@
 // The wrapper around every CSI unary method: readiness, the service's in-flight guard, the mapping of
-// errors to gRPC status codes, and one log line per call (method, object ids, gRPC code, duration;
-// request and response only at debug level, secrets redacted).
+// errors to gRPC status codes, and one log line per call (method, object ids, what the answer says when
+// the method names it, gRPC code, duration; request and response only at debug level, secrets redacted).
+// Every message sent and every value logged is bounded here (bounded.ts), whatever the caller sent.
 
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../log.js';
+import { boundedMessage, boundedValue } from './bounded.js';
 import { CsiError, toCsiError } from './errors.js';
 import { waitUntilFor, type InFlightGuard } from './in-flight.js';
 import { redact } from './validate.js';
@@ -22,6 +24,8 @@ export interface MethodSpec<Req, Res> {
   /** Keys of the objects the call works on ("volume:<id>"); a key ending in ":" (empty id) is not locked. */
   readonly locks?: (req: Req) => string[];
   readonly ids?: (req: Req) => Record<string, string>;
+  /** What of a successful answer goes to the log line (e.g. the capacity an expansion returned). */
+  readonly results?: (res: Res) => Record<string, string | number | boolean>;
   /** Calls that need the plugin ready answer UNAVAILABLE until it is; Identity calls never wait. */
   readonly needsReady: boolean;
   /** Logged at debug instead of info (capability and probe calls the sidecars repeat). */
@@ -72,24 +76,25 @@ export function unaryCall<Req, Res>(ctx: ServiceContext, method: string, spec: M
       const line: Record<string, unknown> = {
         rpc: method,
         service,
-        ...ids,
+        ...(boundedValue(ids) as Record<string, unknown>),
+        ...(!err && res !== undefined && spec.results ? spec.results(res) : {}),
         code: codeName,
         durationMs: Math.round(durationMs * 1000) / 1000,
       };
       // At debug level the same single line carries the request and response, secrets redacted.
       if (log.isLevelEnabled('debug')) {
-        line.request = redact(req);
-        if (!err) line.response = redact(res);
+        line.request = boundedValue(redact(req));
+        if (!err) line.response = boundedValue(redact(res));
       }
       if (!err) {
         if (spec.quiet) log.debug(line, `${method} OK`);
         else log.info(line, `${method} OK`);
       } else if (code === grpc.status.INTERNAL || code === grpc.status.UNKNOWN) {
-        log.error({ ...line, err: err.message }, `${method} failed`);
+        log.error({ ...line, err: boundedMessage(err.message) }, `${method} failed`);
       } else {
-        log.warn({ ...line, err: err.message }, `${method} refused`);
+        log.warn({ ...line, err: boundedMessage(err.message) }, `${method} refused`);
       }
-      if (err) callback({ code: err.code, details: err.message }, null);
+      if (err) callback({ code: err.code, details: boundedMessage(err.message) }, null);
       else callback(null, res);
     };
     let keys: string[];

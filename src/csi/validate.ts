@@ -3,6 +3,7 @@
 // names the field and says what to fix (CSI spec "Error Scheme").
 
 import { MAX_VOLUME_BYTES as VOLUME_LAYER_MAX, SIZE_ALIGNMENT } from '../volumes/types.js';
+import { keyList } from './bounded.js';
 import { aborted, invalidArgument, outOfRange } from './errors.js';
 import type { AccessModeName, CapacityRange, Int64, StringMap, Timestamp, VolumeCapability } from './types.js';
 
@@ -217,7 +218,7 @@ export function parseParameters(params: StringMap | undefined | null, field = 'p
   const unknown = Object.keys(p).filter((k) => !PARAMETER_KEYS.includes(k) && !k.startsWith(SIDECAR_PARAMETER_PREFIX));
   if (unknown.length > 0) {
     throw invalidArgument(
-      `${field}: unknown key${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => JSON.stringify(k)).join(', ')}; ` +
+      `${field}: unknown key${unknown.length > 1 ? 's' : ''} ${keyList(unknown)}; ` +
         `Lunar understands ${PARAMETER_KEYS.join(', ')} (see docs/csi.md)`,
     );
   }

@@ -819,6 +819,84 @@ test('ControllerExpandVolume: grows online (initiator sees it), node expansion f
   await rpc(controller, 'DeleteVolume', { volume_id: v.volume_id });
 });
 
+// ---- bounded answers and log lines (issue 9) --------------------------------------------------------
+
+/** The parsed log lines of the calls to rpcName that match. */
+function callLines(rpcName: string, match: (l: Record<string, unknown>) => boolean = () => true): Record<string, unknown>[] {
+  return logLines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.rpc === rpcName && match(l));
+}
+
+test('ControllerExpandVolume: the log line carries the capacity returned', { timeout: 30_000 }, async () => {
+  const v = await createVolume('pvc-expand-log', { capacity_range: { required_bytes: String(4 * MiB) } });
+  const grown = await rpc<T.ControllerExpandVolumeResponse>(controller, 'ControllerExpandVolume', {
+    volume_id: v.volume_id,
+    capacity_range: { required_bytes: String(5 * MiB + 1) },
+  });
+  assert.equal(grown.capacity_bytes, String(6 * MiB));
+  const lines = callLines('ControllerExpandVolume', (l) => l.volumeId === v.volume_id && l.code === 'OK');
+  assert.equal(lines.length, 1, JSON.stringify(lines));
+  assert.equal(lines[0]?.capacityBytes, 6 * MiB);
+  assert.equal(lines[0]?.nodeExpansionRequired, true);
+  await rpc(controller, 'DeleteVolume', { volume_id: v.volume_id });
+});
+
+test('calls to unimplemented methods are answered UNIMPLEMENTED and logged with their code', { timeout: 30_000 }, async () => {
+  const before = callLines('ControllerModifyVolume').length;
+  await fails(controller, 'ControllerModifyVolume', { volume_id: 'vol-x', mutable_parameters: { a: 'b' } }, status.UNIMPLEMENTED);
+  const lines = callLines('ControllerModifyVolume');
+  assert.equal(lines.length, before + 1);
+  assert.equal(lines.at(-1)?.code, 'UNIMPLEMENTED');
+  assert.equal(lines.at(-1)?.service, 'Controller');
+  // A Node call on the controller's endpoint too.
+  const node = new pkg.Node(`unix://${socketPath}`, grpc.credentials.createInsecure());
+  try {
+    await fails(node, 'NodeGetInfo', {}, status.UNIMPLEMENTED);
+  } finally {
+    node.close();
+  }
+  assert.equal(callLines('NodeGetInfo').at(-1)?.code, 'UNIMPLEMENTED');
+});
+
+test(
+  'CreateVolume with 10,000 unknown parameters: a short INVALID_ARGUMENT, a bounded log line, the channel still works',
+  {
+    timeout: 60_000,
+  },
+  async () => {
+    const parameters: Record<string, string> = {};
+    for (let i = 0; i < 10_000; i++) parameters[`unknown-key-${String(i).padStart(5, '0')}`] = `value-${i}`;
+    const name = 'pvc-many-params';
+    const started = Date.now();
+    const answered = new Promise<grpc.ServiceError>((resolve, reject) => {
+      const fn = (controller as unknown as Record<string, (r: object, o: object, cb: (e: grpc.ServiceError | null) => void) => void>)
+        .CreateVolume!;
+      fn.call(controller, { name, volume_capabilities: [blockCap()], parameters }, { deadline: Date.now() + 20_000 }, (err) =>
+        err ? resolve(err) : reject(new Error('CreateVolume succeeded')),
+      );
+    });
+    const err = await answered;
+    const ms = Date.now() - started;
+    assert.equal(err.code, status.INVALID_ARGUMENT, `${status[err.code]}: ${err.details.slice(0, 300)}`);
+    assert.ok(ms < 10_000, `answered after ${ms} ms`);
+    assert.ok(err.details.length <= 1024, `message of ${err.details.length} characters`);
+    assert.match(err.details, /"unknown-key-00000", "unknown-key-00001", .* and 9995 more/);
+    assert.match(err.details, /Lunar understands fsType/);
+    const lines = logLines.filter((l) => l.includes(`"rpc":"CreateVolume"`) && l.includes(name));
+    assert.equal(lines.length, 1);
+    assert.ok(lines[0]!.length < 8192, `log line of ${lines[0]!.length} bytes`);
+    assert.ok(!lines[0]!.includes('unknown-key-09999'), 'the whole key list went to the log');
+    // The channel still answers.
+    const list = await rpc<T.ListVolumesResponse>(controller, 'ListVolumes', {});
+    assert.ok(Array.isArray(list.entries));
+    // A name far longer than any limit: refused, and neither message nor log line carries all of it.
+    const longName = 'n'.repeat(200_000);
+    const e2 = await fails(controller, 'CreateVolume', { name: longName, volume_capabilities: [blockCap()] }, status.INVALID_ARGUMENT);
+    assert.ok(e2.details.length <= 1024, `message of ${e2.details.length} characters`);
+    const l2 = logLines.filter((l) => l.includes(`"rpc":"CreateVolume"`) && l.includes('nnnnnnnnnn'));
+    assert.ok(l2.length >= 1 && l2.every((l) => l.length < 8192), `log lines of ${l2.map((l) => l.length).join(', ')} bytes`);
+  },
+);
+
 // ---- concurrency, readiness, endpoints ----------------------------------------------------------
 
 test('in-flight guard: same name concurrently -> ABORTED for the latecomers; different volumes in parallel', async () => {
