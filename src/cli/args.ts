@@ -6,12 +6,18 @@ import { parseArgs } from 'node:util';
 import { parseSize, SizeError } from '../util/size.js';
 import type { CommandContext, OptionSpec, OptionValues } from './command.js';
 import { UsageError } from './errors.js';
+import { DEFAULT_WAIT_SECONDS, MAX_WAIT_SECONDS } from './readiness.js';
 
 /** Options every command takes. */
 export const COMMON_OPTIONS: OptionSpec = {
   'data-dir': { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
+};
+
+/** Options of every command that talks to a server (all but serve and node). */
+export const CLIENT_OPTIONS: OptionSpec = {
+  wait: { type: 'string' },
 };
 
 /** Parses args strictly with the command's options and the common ones. */
@@ -76,4 +82,14 @@ export function sizeArg(v: string | undefined, flag: string): number {
     if (err instanceof SizeError) throw new UsageError(err.message);
     throw err;
   }
+}
+
+/** --wait SECONDS in milliseconds (a whole or decimal number of seconds; 0 = ask once, no wait). */
+export function waitArg(value: string | undefined): number {
+  if (value === undefined) return DEFAULT_WAIT_SECONDS * 1000;
+  const s = value.trim() === '' ? NaN : Number(value);
+  if (!Number.isFinite(s) || s < 0 || s > MAX_WAIT_SECONDS) {
+    throw new UsageError(`--wait expects a number of seconds from 0 to ${MAX_WAIT_SECONDS}, got "${value}"`);
+  }
+  return Math.round(s * 1000);
 }

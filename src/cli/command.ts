@@ -38,7 +38,9 @@ export interface Command {
   readonly usage: string;
   /** A section of its own in `lunar --help` (options explained), each line ending in a newline. */
   readonly help?: string;
-  /** Its options besides the common ones. */
+  /** Its options besides the common ones (and, unless runsServer, the client ones: --wait). */
   readonly options: OptionSpec;
+  /** A command that runs a server itself (serve, node) rather than talking to one: no --wait. */
+  readonly runsServer?: boolean;
   run(ctx: CommandContext): Promise<number>;
 }

@@ -7,10 +7,11 @@ import { resolve } from 'node:path';
 import { adminCall } from '../admin/client.js';
 import { ADMIN_SOCKET, adminSocketPath } from '../admin/protocol.js';
 import { LUNAR_VERSION } from '../util/version.js';
-import { parseOptions, str } from './args.js';
+import { CLIENT_OPTIONS, parseOptions, str, waitArg } from './args.js';
 import type { Command, Io } from './command.js';
 import { EXIT_CODES_HELP, ExitCode, reportError, UsageError } from './errors.js';
 import { node } from './node.js';
+import { awaitReady, DEFAULT_WAIT_SECONDS } from './readiness.js';
 import { serve } from './serve.js';
 import { snapshot } from './snapshot.js';
 import { sessions, status } from './status.js';
@@ -27,8 +28,9 @@ export const USAGE =
 Usage:
 ${commands.map((c) => c.usage).join('')}  lunar --help | --version
 
-Every command takes --data-dir DIR (default: $LUNAR_DATA_DIR, else ./.lunar); all but serve talk to the
-server through DIR/${ADMIN_SOCKET}. VOLUME and SNAPSHOT are a name or an id.
+Every command takes --data-dir DIR (default: $LUNAR_DATA_DIR, else ./.lunar); all but serve and node talk
+to the server through DIR/${ADMIN_SOCKET}, and wait for it to be ready (its socket may not exist yet) for
+at most --wait SECONDS (default ${DEFAULT_WAIT_SECONDS}; 0: ask once), else exit 7. VOLUME and SNAPSHOT are a name or an id.
 
 ` +
   commands.flatMap((c) => (c.help === undefined ? [] : [c.help + '\n'])).join('') +
@@ -62,20 +64,27 @@ export async function main(argv: readonly string[], io: Io = processIo, poolSize
     if (command === undefined) {
       throw new UsageError(`unknown command "${name}" (${Object.keys(COMMANDS).join(', ')}; see \`lunar --help\`)`);
     }
-    const { values, positionals } = parseOptions(rest, command.options);
+    const { values, positionals } = parseOptions(rest, command.runsServer ? command.options : { ...command.options, ...CLIENT_OPTIONS });
     if (values.help === true) {
       io.out(USAGE);
       return ExitCode.OK;
     }
     dataDir = dataDirOf(str(values['data-dir']), io.env);
     const socket = adminSocketPath(dataDir);
+    const wait = command.runsServer ? 0 : waitArg(str(values.wait));
+    // The first request waits for readiness (readiness.ts); later ones go straight to the server.
+    let ready: Promise<void> | null = null;
     return await command.run({
       io,
       values,
       positionals,
       dataDir,
       json: values.json === true,
-      call: (method, params = {}) => adminCall(socket, method, params),
+      call: async (method, params = {}) => {
+        ready ??= awaitReady(socket, wait);
+        await ready;
+        return adminCall(socket, method, params);
+      },
       poolSizeAtStart,
     });
   } catch (err) {

@@ -158,6 +158,7 @@ async function run(ctx: CommandContext): Promise<number> {
 }
 
 export const node: Command = {
+  runsServer: true,
   usage:
     '  lunar node --endpoint ENDPOINT --node-name NAME [--iface NIC]... [--host-exec direct|nsenter]\n' +
     '             [--state-dir DIR] [--host-root-dir DIR] [--allow-single-path] [--max-volumes N]\n' +

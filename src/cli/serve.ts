@@ -165,6 +165,7 @@ async function run(ctx: CommandContext): Promise<number> {
 }
 
 export const serve: Command = {
+  runsServer: true,
   usage:
     '  lunar serve [--data-dir DIR] [--portal HOST:PORT[=ADVERTISE]]... [--discovery-chap USER:SECRET]\n' +
     '              [--csi-endpoint ENDPOINT] [--metrics-address ADDR] [--topology KEY=VALUE] [--kubeconfig PATH]\n',

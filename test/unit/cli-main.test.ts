@@ -63,13 +63,37 @@ test('CLI: help, version, usage errors exit 2 with a hint', async () => {
   }
 });
 
-test('CLI: no server → exit 3 and says how to start one', async () => {
+test('CLI: no server → exit 7 and says how to start one', async () => {
   const d = await mkdtemp(join(tmpdir(), 'lunar-cli-'));
   try {
     const o = io({ LUNAR_DATA_DIR: d });
-    assert.equal(await main(['volume', 'list'], o), ExitCode.NO_SERVER);
+    assert.equal(await main(['volume', 'list', '--wait', '0'], o), ExitCode.NOT_READY);
     assert.match(o.stderr, /no Lunar server at .*admin\.sock/);
     assert.match(o.stderr, /start one with `lunar serve --data-dir /);
+  } finally {
+    await rm(d, { recursive: true, force: true });
+  }
+});
+
+test('CLI: --wait bounds the wait for a server that is not there yet; bad values are usage errors', { timeout: 20_000 }, async () => {
+  const d = await mkdtemp(join(tmpdir(), 'lunar-cli-'));
+  try {
+    let o = io({ LUNAR_DATA_DIR: d });
+    const t0 = Date.now();
+    assert.equal(await main(['volume', 'list', '--wait', '1'], o), ExitCode.NOT_READY);
+    const ms = Date.now() - t0;
+    assert.ok(ms >= 950 && ms < 5000, `gave up after ${ms} ms`);
+    assert.match(o.stderr, /no Lunar server at .*admin\.sock \(ENOENT\) after waiting 1\.\d s — start one with/);
+    for (const bad of ['-1', 'soon', '', '1e9']) {
+      o = io({ LUNAR_DATA_DIR: d });
+      assert.equal(await main(['status', `--wait=${bad}`], o), ExitCode.USAGE, bad);
+      assert.match(o.stderr, /--wait expects a number of seconds/);
+    }
+    // serve and node run a server themselves: no --wait.
+    o = io({ LUNAR_DATA_DIR: d });
+    assert.equal(await main(['serve', '--wait', '1'], o), ExitCode.USAGE);
+    assert.match(USAGE, /--wait SECONDS \(default 5; 0: ask once\), else exit 7/);
+    assert.match(USAGE, /7 server not reachable or not ready within --wait/);
   } finally {
     await rm(d, { recursive: true, force: true });
   }
@@ -113,23 +137,23 @@ test('CLI: --data-dir, else LUNAR_DATA_DIR, else ./.lunar, for every command tha
   const env = join(d, 'from-env');
   const flag = join(d, 'from-flag');
   try {
-    for (const args of [['volume', 'list'], ['snapshot', 'list'], ['sessions'], ['status']]) {
+    for (const args of [['volume', 'list'], ['snapshot', 'list'], ['sessions'], ['status']].map((a) => [...a, '--wait', '0'])) {
       let o = io({ LUNAR_DATA_DIR: env });
-      assert.equal(await main(args, o), ExitCode.NO_SERVER, args.join(' '));
+      assert.equal(await main(args, o), ExitCode.NOT_READY, args.join(' '));
       assert.ok(o.stderr.includes(join(env, 'admin.sock')), o.stderr);
       o = io({ LUNAR_DATA_DIR: env });
-      assert.equal(await main([...args, '--data-dir', flag], o), ExitCode.NO_SERVER);
+      assert.equal(await main([...args, '--data-dir', flag], o), ExitCode.NOT_READY);
       assert.ok(o.stderr.includes(join(flag, 'admin.sock')), o.stderr);
       assert.ok(o.stderr.includes(`lunar serve --data-dir ${flag}`), o.stderr);
       o = io({ LUNAR_DATA_DIR: env });
-      assert.equal(await main([...args, '--data-dir', ''], o), ExitCode.NO_SERVER);
+      assert.equal(await main([...args, '--data-dir', ''], o), ExitCode.NOT_READY);
       assert.ok(o.stderr.includes(join(env, 'admin.sock')), 'an empty --data-dir counts as not given');
       // Neither: ./.lunar, shown relative to the working directory.
       const cwd = process.cwd();
       process.chdir(d);
       try {
         o = io();
-        assert.equal(await main(args, o), ExitCode.NO_SERVER);
+        assert.equal(await main(args, o), ExitCode.NOT_READY);
         assert.match(o.stderr, /no Lunar server at \.lunar\/admin\.sock .*`lunar serve --data-dir \.lunar`/);
       } finally {
         process.chdir(cwd);
