@@ -31,13 +31,14 @@ export type AdminResponse =
 /** Methods the server answers (params in brackets):
  *  ping                                           -> { version, serverId, dataDir, pid, portals }
  *  volume.create   {VolumeSpec}                   -> Volume
- *  volume.list                                    -> Volume[]
+ *  volume.list     {condition?: true}             -> Volume[] (each with condition: { abnormal, message } when asked)
  *  volume.get      {volume: id|name}              -> Volume
  *  volume.delete   {volume: id|name}              -> { deleted: boolean, id }
  *  volume.resize   {volume, sizeBytes}            -> Volume
  *  volume.publish  {volume, nodeId, initiator}    -> Volume
  *  volume.unpublish {volume, nodeId}              -> Volume
  *  volume.condition {volume}                      -> { abnormal, message }
+ *  volume.rescan   {volume?}                      -> [{ id, name, abnormal, message, reopened }] (every volume when none given)
  *  snapshot.create {volume, name}                 -> Snapshot
  *  snapshot.list                                  -> Snapshot[]
  *  snapshot.delete {snapshot: id|name}            -> { deleted: boolean }
@@ -54,6 +55,7 @@ export const ADMIN_METHODS = [
   'volume.publish',
   'volume.unpublish',
   'volume.condition',
+  'volume.rescan',
   'snapshot.create',
   'snapshot.list',
   'snapshot.delete',

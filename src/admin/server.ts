@@ -118,6 +118,8 @@ export async function handleAdminRequest(ctx: AdminContext, method: string, para
     case 'volume.create':
       return vs.create(parseSpec(params));
     case 'volume.list':
+      // condition: true adds each volume's condition (what `volume list` and `status` show).
+      if (params.condition === true) return Promise.all(vs.list().map(async (v) => ({ ...v, condition: await vs.condition(v.id) })));
       return vs.list();
     case 'volume.get':
       return resolveVolume(vs, str(params, 'volume'));
@@ -143,6 +145,12 @@ export async function handleAdminRequest(ctx: AdminContext, method: string, para
     case 'volume.condition': {
       const v = resolveVolume(vs, str(params, 'volume'));
       return vs.condition(v.id);
+    }
+    case 'volume.rescan': {
+      const targets = params.volume === undefined ? vs.list() : [resolveVolume(vs, str(params, 'volume'))];
+      const out = [];
+      for (const v of targets) out.push({ id: v.id, name: v.name, ...(await vs.rescan(v.id)) });
+      return out;
     }
     case 'snapshot.create': {
       const v = resolveVolume(vs, str(params, 'volume'));

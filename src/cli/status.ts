@@ -4,7 +4,7 @@ import type { SessionInfo } from '../target/types.js';
 import type { Portal } from '../util/portal.js';
 import { targetAddress } from '../util/portal.js';
 import { formatSize } from '../util/size.js';
-import type { Volume } from '../volumes/types.js';
+import type { Volume, VolumeCondition } from '../volumes/types.js';
 import { noExtra, str } from './args.js';
 import type { Command } from './command.js';
 import { ExitCode } from './errors.js';
@@ -20,6 +20,8 @@ interface PingAnswer {
 
 interface Totals {
   volumes: number;
+  /** Volumes whose condition is abnormal (see `lunar volume list`). */
+  abnormalVolumes: number;
   sessions: number;
   capacity: { availableBytes: number; totalBytes: number };
 }
@@ -32,9 +34,15 @@ export const status: Command = {
     const info = (await ctx.call('ping')) as PingAnswer;
     let totals: Totals | null = null;
     if (info.ready) {
-      const [vols, sess, cap] = await Promise.all([ctx.call('volume.list'), ctx.call('sessions'), ctx.call('capacity')]);
+      const [vols, sess, cap] = await Promise.all([
+        ctx.call('volume.list', { condition: true }),
+        ctx.call('sessions'),
+        ctx.call('capacity'),
+      ]);
+      const list = vols as (Volume & { condition: VolumeCondition })[];
       totals = {
-        volumes: (vols as Volume[]).length,
+        volumes: list.length,
+        abnormalVolumes: list.filter((v) => v.condition.abnormal).length,
         sessions: (sess as SessionInfo[]).length,
         capacity: cap as Totals['capacity'],
       };
@@ -49,7 +57,7 @@ export const status: Command = {
         // The addresses the server listens on (bind addresses), with their portal group tags.
         `  portals:  ${info.portals.map((p) => targetAddress(p, p.host)).join(' ')}\n` +
         (totals
-          ? `  volumes:  ${totals.volumes}\n  sessions: ${totals.sessions}\n` +
+          ? `  volumes:  ${totals.volumes}${totals.abnormalVolumes > 0 ? ` (${totals.abnormalVolumes} ABNORMAL: see \`lunar volume list\`)` : ''}\n  sessions: ${totals.sessions}\n` +
             `  space:    ${formatSize(totals.capacity.availableBytes)} free of ${formatSize(totals.capacity.totalBytes)}\n`
           : ''),
     );

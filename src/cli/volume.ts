@@ -3,7 +3,7 @@
 import { AdminError } from '../admin/client.js';
 import { naaWwid } from '../util/ids.js';
 import { formatSize } from '../util/size.js';
-import type { Snapshot, Volume } from '../volumes/types.js';
+import type { Snapshot, Volume, VolumeCondition } from '../volumes/types.js';
 import { noExtra, positional, runSubcommand, sizeArg, splitCreds, str, strs, type Subcommand } from './args.js';
 import type { Command, CommandContext } from './command.js';
 import { deleteSubcommand } from './delete.js';
@@ -71,13 +71,13 @@ const create: Subcommand = async (ctx, pos) => {
 
 const list: Subcommand = async (ctx, pos) => {
   noExtra(pos, 0, 'volume list');
-  const vols = (await ctx.call('volume.list')) as Volume[];
+  const vols = (await ctx.call('volume.list', { condition: true })) as (Volume & { condition: VolumeCondition })[];
   ctx.io.out(
     listText(
       ctx.json,
       vols,
       'no volumes (create one with `lunar volume create NAME --size 1GiB`)\n',
-      ['NAME', 'ID', 'SIZE', 'TYPE', 'AUTH', 'TARGET', 'WWID'],
+      ['NAME', 'ID', 'SIZE', 'TYPE', 'AUTH', 'TARGET', 'WWID', 'CONDITION'],
       (v) => [
         v.name,
         v.id,
@@ -86,10 +86,40 @@ const list: Subcommand = async (ctx, pos) => {
         v.chap ? (v.chap.mutualUser ? 'mutual' : 'chap') : 'none',
         v.iqn,
         naaWwid(v.naa),
+        v.condition.abnormal ? 'ABNORMAL' : 'healthy',
       ],
-    ),
+    ) + (ctx.json ? '' : abnormalNotes(vols)),
   );
   return ExitCode.OK;
+};
+
+/** Below the table: why each abnormal volume is abnormal. */
+function abnormalNotes(vols: readonly (Volume & { condition: VolumeCondition })[]): string {
+  return vols
+    .filter((v) => v.condition.abnormal)
+    .map((v) => `ABNORMAL ${v.name} (${v.id}): ${v.condition.message}\n`)
+    .join('');
+}
+
+const rescan: Subcommand = async (ctx, pos) => {
+  noExtra(pos, 1, 'volume rescan');
+  const ref = pos[0];
+  const results = (await ctx.call('volume.rescan', ref === undefined ? {} : { volume: ref })) as {
+    id: string;
+    name: string;
+    abnormal: boolean;
+    message: string;
+    reopened: boolean;
+  }[];
+  if (ctx.json) ctx.io.out(jsonText(ref === undefined ? results : results[0]));
+  else {
+    for (const r of results) {
+      const state = r.reopened ? 'back: served again' : r.abnormal ? `ABNORMAL — ${r.message}` : 'healthy';
+      ctx.io.out(`volume ${r.name} (${r.id}): ${state}\n`);
+    }
+    if (results.length === 0) ctx.io.out('no volumes\n');
+  }
+  return results.some((r) => r.abnormal) ? ExitCode.FAILED : ExitCode.OK;
 };
 
 const show: Subcommand = async (ctx, pos) => {
@@ -138,6 +168,7 @@ const SUBCOMMANDS: Readonly<Record<string, Subcommand>> = {
   resize,
   publish,
   unpublish,
+  rescan,
 };
 
 export const volume: Command = {
@@ -149,6 +180,7 @@ export const volume: Command = {
   lunar volume resize VOLUME --size SIZE [--json]
   lunar volume publish VOLUME --node NODE --initiator IQN [--json]
   lunar volume unpublish VOLUME --node NODE [--json]
+  lunar volume rescan [VOLUME] [--json]
 `,
   help: `volume create:
   --size SIZE            bytes or with a unit: 512MiB, 10GiB, 1G (= GiB), 1GB (= 10^9); rounded up to 1 MiB
@@ -159,6 +191,8 @@ export const volume: Command = {
   --allow IQN|CIDR       only these initiators (by name) or addresses may log in (repeatable)
   --masked               nobody may log in until allowed or published (what CSI uses)
   Idempotent: the same NAME with the same options returns the existing volume.
+volume rescan: checks the backing file of an abnormal volume (of every volume without VOLUME) again and
+  serves the volume once its file is back, without a restart; exit 1 while a volume stays abnormal.
 `,
   options: {
     size: { type: 'string' },

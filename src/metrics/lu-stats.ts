@@ -22,6 +22,8 @@ export class LuStats implements CommandObserver {
   /** Non-cumulative counts per bucket; the last slot is +Inf. */
   readonly buckets = new Float64Array(BOUNDS.length + 1);
   latencySum = 0;
+  /** Commands that failed for want of space (DATA PROTECT / SPACE ALLOCATION FAILED WRITE PROTECT, ENOSPC). */
+  spaceAllocationFailures = 0;
 
   record(kind: IoKind, bytes: number, seconds: number, ok: boolean): void {
     this.commands[kind]! += 1;

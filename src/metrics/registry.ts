@@ -68,6 +68,12 @@ export class LunarMetrics {
       ['volume', 'op'],
       () => [...lus].flatMap(([volume, s]) => IO_KIND_NAMES.map((op, i) => ({ labels: { volume, op }, value: s.errors[i]! }))),
     );
+    luCounter(
+      'lunar_lu_space_allocation_failures_total',
+      'SCSI commands that failed because the data directory had no space left (ENOSPC: DATA PROTECT, SPACE ALLOCATION FAILED WRITE PROTECT), by volume',
+      ['volume'],
+      () => [...lus].map(([volume, s]) => ({ labels: { volume }, value: s.spaceAllocationFailures })),
+    );
     const latencyName = 'lunar_lu_command_duration_seconds';
     const latencyHelp = 'SCSI command latency, from command received to status sent, by volume';
     class LuLatency extends Histogram<'volume'> {
@@ -185,6 +191,11 @@ export class LunarMetrics {
       this.lus.set(volume, s);
     }
     return s;
+  }
+
+  /** A command of the volume's LU failed for want of space (counted in lunar_lu_space_allocation_failures_total). */
+  spaceAllocationFailed(volume: string): void {
+    this.lu(volume).spaceAllocationFailures += 1;
   }
 
   /** Forgets a deleted volume's counters. */

@@ -7,6 +7,7 @@ import { LogicalUnit } from './lu.js';
 import { Asc, ScsiError, SenseKey, checkCondition } from './sense.js';
 import type {
   CommandObserver,
+  SpaceObserver,
   ITNexus,
   LogicalUnitIdentity,
   PersistentReservationHook,
@@ -32,6 +33,8 @@ export interface LogicalUnitConfig {
   onPrChange?: PersistentReservationHook;
   /** Per-LU statistics, fed once per command. */
   observer?: CommandObserver;
+  /** Told of each command that failed for want of space (27/07). */
+  space?: SpaceObserver;
 }
 
 export interface TargetDevice extends ScsiTargetDevice {
@@ -65,6 +68,7 @@ export function createTargetDevice(opts: {
         ...(c.prState ? { prState: c.prState } : {}),
         ...(c.onPrChange ? { onPrChange: c.onPrChange } : {}),
         ...(c.observer ? { observer: c.observer } : {}),
+        ...(c.space ? { space: c.space } : {}),
       },
       view,
       log.child({ lun: n, naa: c.identity.naa }),

@@ -7,10 +7,21 @@ import { AbortedError, IoGate, TaskAbort, type AbortFlag } from './gate.js';
 import type { CopyResult, DeviceView, LogicalUnitView } from './handler.js';
 import { defaultModeState, type ModeState } from './mode.js';
 import { createReservationManager } from './pr.js';
-import { Asc, RESERVATION_CONFLICT, ScsiError, SenseKey, TASK_ABORTED, checkCondition, invalidOpcode, ioErrorToScsi } from './sense.js';
+import {
+  Asc,
+  RESERVATION_CONFLICT,
+  ScsiError,
+  SenseKey,
+  TASK_ABORTED,
+  checkCondition,
+  invalidOpcode,
+  ioErrorToScsi,
+  isSpaceAllocationFailure,
+} from './sense.js';
 import { IoKind, ScsiStatus } from './types.js';
 import type {
   CommandObserver,
+  SpaceObserver,
   ITNexus,
   LogicalUnitHooks,
   LogicalUnitIdentity,
@@ -33,6 +44,8 @@ export interface LogicalUnitOptions {
   readonly onPrChange?: PersistentReservationHook;
   /** Fed once per command answered (per-LU metrics). */
   readonly observer?: CommandObserver;
+  /** Told of each command that failed for want of space (27/07). */
+  readonly space?: SpaceObserver;
 }
 
 interface Task {
@@ -75,6 +88,7 @@ export class LogicalUnit implements LogicalUnitView {
 
   #blocks: number;
   readonly #observer: CommandObserver | undefined;
+  readonly #space: SpaceObserver | undefined;
   readonly #ua = new Map<string, UnitAttention[]>();
   readonly #nexuses = new Map<string, ITNexus>();
   readonly #tasks = new Map<string, Task>();
@@ -98,6 +112,7 @@ export class LogicalUnit implements LogicalUnitView {
     this.thinProvisioned = opts.thinProvisioned;
     this.readOnly = opts.readOnly;
     this.#observer = opts.observer;
+    this.#space = opts.space;
     this.#blocks = Math.floor(opts.store.size() / opts.blockSize);
     const hooks: LogicalUnitHooks = {
       queueUnitAttention: (key, ua) => this.queueUnitAttention(key, ua),
@@ -233,6 +248,9 @@ export class LogicalUnit implements LogicalUnitView {
       const res = await run;
       const answer = controller.aborted ? null : res;
       if (this.#observer) this.#observe(this.#observer, cmd, answer, arrived);
+      if (this.#space && answer?.status === ScsiStatus.CHECK_CONDITION && isSpaceAllocationFailure(answer.sense)) {
+        this.#space.spaceAllocationFailed();
+      }
       return answer;
     } finally {
       if (this.#tasks.get(taskKey) === task) {

@@ -180,6 +180,16 @@ export function decodeSense(b: Buffer): { key: number; asc: number; ascq: number
   return out;
 }
 
+/** Is this sense data DATA PROTECT / SPACE ALLOCATION FAILED WRITE PROTECT (27/07), what ENOSPC becomes? */
+export function isSpaceAllocationFailure(sense: Buffer | null): boolean {
+  if (!sense || sense.length < 4) return false;
+  const code = sense[0]! & 0x7f;
+  if (code !== 0x72 && code !== 0x73 && sense.length < 14) return false;
+  const d = decodeSense(sense);
+  const want = Asc.SPACE_ALLOCATION_FAILED_WRITE_PROTECT;
+  return d.key === SenseKey.DATA_PROTECT && d.asc === want.asc && d.ascq === want.ascq;
+}
+
 /**
  * Map a backing-store failure to sense data (sense keys of SPC-4 §4.5.6): EIO is a MEDIUM ERROR, an
  * exhausted file system a DATA PROTECT / SPACE ALLOCATION FAILED WRITE PROTECT (the thin provisioning

@@ -139,6 +139,15 @@ export interface CommandObserver {
   record(kind: IoKind, bytes: number, seconds: number, ok: boolean): void;
 }
 
+/**
+ * Told each time a command of the LU ends with DATA PROTECT / SPACE ALLOCATION FAILED WRITE PROTECT
+ * (27/07; the backing store ran out of space, ENOSPC or EDQUOT): the volume layer logs, counts and reports
+ * it. Called only on that failure, never on the good path.
+ */
+export interface SpaceObserver {
+  spaceAllocationFailed(): void;
+}
+
 /** Identity of one logical unit, fixed at creation and persisted: what VPD 0x80/0x83 report. */
 export interface LogicalUnitIdentity {
   /** NAA IEEE Registered Extended (6h) designator, 16 bytes as 32 hex digits (SPC-4 §7.8.6.6.4). */

@@ -27,6 +27,7 @@ import { KeyedMutex } from '../util/mutex.js';
 import { formatSize } from '../util/size.js';
 import { LUNAR_VERSION } from '../util/version.js';
 import { reconcile } from './reconcile.js';
+import { SpaceConditions } from './space-condition.js';
 import { checkNewSize, checkSize, makeChap, nameProblem, normaliseSpec, specDifferences } from './spec.js';
 import { openStateStore } from './state-file.js';
 import type { SnapshotRecord, StateStore, VolumeRecord } from './state.js';
@@ -37,6 +38,7 @@ import {
   type SessionControl,
   type Snapshot,
   type Volume,
+  type VolumeCondition,
   type VolumeService,
   type VolumeSource,
   type VolumeSpec,
@@ -58,6 +60,8 @@ export interface VolumeManagerOptions {
 export interface VolumeStats {
   lu(volumeId: string): CommandObserver;
   removeLu(volumeId: string): void;
+  /** A command of the volume's LU failed for want of space (ENOSPC). */
+  spaceAllocationFailed?(volumeId: string): void;
 }
 
 /** A live volume: its store and SCSI device. */
@@ -89,6 +93,8 @@ export class VolumeManager implements VolumeService {
   private readonly volumesDir: string;
   private readonly snapshotsDir: string;
   private closed = false;
+  /** Writes that failed for want of space: log lines, condition (space-condition.ts). */
+  private readonly space: SpaceConditions;
 
   private constructor(
     private readonly opts: VolumeManagerOptions,
@@ -97,6 +103,11 @@ export class VolumeManager implements VolumeService {
     this.log = opts.logger ?? componentLogger('volumes');
     this.volumesDir = join(opts.dataDir, VOLUMES_DIR);
     this.snapshotsDir = join(opts.dataDir, SNAPSHOTS_DIR);
+    this.space = new SpaceConditions({
+      log: this.log,
+      dataDir: opts.dataDir,
+      availableBytes: async () => (await this.capacity()).availableBytes,
+    });
   }
 
   /** Load (or create) the data directory's state, reconcile files with it and open every volume. */
@@ -180,6 +191,12 @@ export class VolumeManager implements VolumeService {
               ...(prState ? { prState } : {}),
               onPrChange: (s: PersistentReservationSnapshot) => this.persistReservations(rec.id, 0, s),
               ...(this.opts.stats ? { observer: this.opts.stats.lu(rec.id) } : {}),
+              space: {
+                spaceAllocationFailed: () => {
+                  this.space.failed(rec.id);
+                  this.opts.stats?.spaceAllocationFailed?.(rec.id);
+                },
+              },
             },
           ],
         ]),
@@ -302,27 +319,67 @@ export class VolumeManager implements VolumeService {
     return { availableBytes: st.bavail * st.bsize, totalBytes: st.blocks * st.bsize };
   }
 
-  async condition(id: string): Promise<{ readonly abnormal: boolean; readonly message: string }> {
+  async condition(id: string): Promise<VolumeCondition> {
     const rec = this.record(id);
     const problem = this.broken.get(id);
     if (problem) return { abnormal: true, message: problem };
     const path = this.volumePath(id);
-    try {
-      const st = await fsp.stat(path);
-      if (st.size < rec.sizeBytes) {
-        return { abnormal: true, message: `${path} is ${st.size} bytes, smaller than the volume (${rec.sizeBytes})` };
-      }
-    } catch (err) {
-      return { abnormal: true, message: `backing file ${path} is missing: ${errMessage(err)}` };
-    }
+    const fileProblem = await this.fileProblem(rec);
+    if (fileProblem) return { abnormal: true, message: fileProblem };
     const ov = this.open.get(id);
     if (!ov) return { abnormal: true, message: 'volume is not being served' };
+    const noSpace = await this.space.condition(id);
+    if (noSpace) return noSpace;
     try {
       await ov.store.read(Buffer.alloc(512), 0);
     } catch (err) {
       return { abnormal: true, message: `read error on ${path}: ${errMessage(err)}` };
     }
     return { abnormal: false, message: 'volume is healthy' };
+  }
+
+  /** What is wrong with the volume's backing file as the data directory holds it now, or null. */
+  private async fileProblem(rec: VolumeRecord): Promise<string | null> {
+    const path = this.volumePath(rec.id);
+    try {
+      const st = await fsp.stat(path);
+      if (st.size < rec.sizeBytes) return `${path} is ${st.size} bytes, smaller than the volume (${rec.sizeBytes})`;
+      return null;
+    } catch (err) {
+      return `backing file ${path} is missing: ${errMessage(err)}`;
+    }
+  }
+
+  /**
+   * Checks the backing file of a volume that is not served (abnormal since startup: its file was missing
+   * or short) again, and serves the volume when the file is back, without a restart. A served volume is
+   * left as it is. Answers the condition after the check.
+   */
+  async rescan(id: string): Promise<VolumeCondition & { readonly reopened: boolean }> {
+    this.record(id);
+    return this.exclusive(`vol:${id}`, `volume ${id}`, async () => {
+      const started = Date.now();
+      const rec = this.record(id);
+      let reopened = false;
+      if (!this.open.has(id)) {
+        const problem = await this.fileProblem(rec);
+        if (problem) this.broken.set(id, problem);
+        else {
+          try {
+            await this.openVolume(rec);
+            this.broken.delete(id);
+            reopened = true;
+            this.log.info(
+              { op: 'rescan', volumeId: id, name: rec.name, durationMs: Date.now() - started },
+              'volume back: its backing file is there again',
+            );
+          } catch (err) {
+            this.broken.set(id, `cannot open ${this.volumePath(id)}: ${errMessage(err)}`);
+          }
+        }
+      }
+      return { ...(await this.condition(id)), reopened };
+    });
   }
 
   // ---------------------------------------------------------------------------------------------------
@@ -536,6 +593,7 @@ export class VolumeManager implements VolumeService {
       const ov = this.open.get(id);
       this.open.delete(id);
       this.broken.delete(id);
+      this.space.forget(id);
       if (ov) {
         await ov.device.close().catch((err: unknown) => this.log.warn({ volumeId: id, err: errMessage(err) }, 'device close failed'));
         await ov.store.close().catch((err: unknown) => this.log.warn({ volumeId: id, err: errMessage(err) }, 'store close failed'));
@@ -733,6 +791,7 @@ export class VolumeManager implements VolumeService {
   /** Close every device and store, then the state (the transport must be closed first). */
   async close(): Promise<void> {
     this.closed = true;
+    this.space.close();
     for (const [id, ov] of this.open) {
       this.opts.registry.remove(targetIqn(id));
       await ov.device.close().catch(() => undefined);

@@ -124,6 +124,14 @@ export interface VolumeService {
   listSnapshots(): readonly Snapshot[];
   /** Free and total bytes of the data directory's filesystem. */
   capacity(): Promise<{ readonly availableBytes: number; readonly totalBytes: number }>;
-  /** abnormal when the backing file is missing or I/O on it fails. */
-  condition(id: string): Promise<{ readonly abnormal: boolean; readonly message: string }>;
+  /** abnormal when the backing file is missing or I/O on it fails, or writes failed for want of space (until space is back). */
+  condition(id: string): Promise<VolumeCondition>;
+  /** Checks an abnormal volume's backing file again and serves the volume when it is back (no restart). */
+  rescan(id: string): Promise<VolumeCondition & { readonly reopened: boolean }>;
+}
+
+/** A volume's health, as CSI's VolumeCondition. */
+export interface VolumeCondition {
+  readonly abnormal: boolean;
+  readonly message: string;
 }

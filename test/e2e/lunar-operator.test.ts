@@ -6,11 +6,17 @@
 // Run inside `isolated` (private network and mount namespaces): the ENOSPC test mounts a tmpfs.
 
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, promises as fsp } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import * as grpc from '@grpc/grpc-js';
+import { loadCsiPackage } from '../../src/csi/proto.js';
+import type * as T from '../../src/csi/types.js';
+import type { Volume } from '../../src/volumes/types.js';
+import { rpc } from '../support/csi.js';
+import { parsePrometheusText, sampleValue } from '../support/prom-text.js';
 import { POOL_PRELOAD } from '../../src/util/threadpool.js';
 import { LUNAR_CLI, startLunarProcess, type CliResult } from '../support/lunar.js';
 
@@ -58,6 +64,29 @@ async function stopChild(child: ChildProcess): Promise<void> {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** Runs a tool (killed after timeoutMs); never rejects on a non-zero exit. */
+function run(cmd: string, args: string[], timeoutMs = 120_000): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 16 * MiB }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
+    });
+  });
+}
+
+/** The server's JSON log lines. */
+function logLines(output: string): Record<string, unknown>[] {
+  return output
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .flatMap((l) => {
+      try {
+        return [JSON.parse(l) as Record<string, unknown>];
+      } catch {
+        return [];
+      }
+    });
+}
+
 // ---- the CLI waits for a server that is starting ------------------------------------------------------
 
 test('CLI readiness: no server and --wait 1 → exit 7 after about a second, saying so', { timeout: 30_000 }, async () => {
@@ -99,3 +128,157 @@ test('CLI readiness: `lunar volume create` started before and right after `lunar
     await fsp.rm(dir, { recursive: true, force: true });
   }
 });
+
+// ---- abnormal volumes: list, status, rescan ------------------------------------------------------------
+
+test(
+  'an abnormal volume (file missing) shows in `volume list` and `status`; `volume rescan` serves it again once the file is back',
+  {
+    timeout: 120_000,
+  },
+  async () => {
+    const lunar = await startLunarProcess({ portals: ['127.0.0.1:13391'], args: ['--csi-endpoint', 'none'] });
+    const aside = join(lunar.dataDir, 'aside.img');
+    try {
+      const good = (JSON.parse((await lunar.cli(['volume', 'create', 'good', '--size', '4MiB', '--json'])).stdout) as Volume).id;
+      const lost = JSON.parse((await lunar.cli(['volume', 'create', 'lost', '--size', '4MiB', '--json'])).stdout) as Volume;
+      const file = join(lunar.dataDir, 'volumes', `${lost.id}.img`);
+      await lunar.stop();
+      await fsp.rename(file, aside);
+      await lunar.restart();
+
+      const table = await lunar.cli(['volume', 'list']);
+      assert.equal(table.code, 0, table.stderr);
+      assert.match(table.stdout, /^NAME\s+ID\s+SIZE\s+TYPE\s+AUTH\s+TARGET\s+WWID\s+CONDITION/);
+      assert.match(table.stdout, new RegExp(`^lost\\s+${lost.id}\\s.*\\sABNORMAL$`, 'm'));
+      assert.match(table.stdout, new RegExp(`^good\\s+${good}\\s.*\\shealthy$`, 'm'));
+      assert.match(table.stdout, new RegExp(`^ABNORMAL lost \\(${lost.id}\\): backing file .*${lost.id}\\.img is missing`, 'm'));
+      const json = JSON.parse((await lunar.cli(['volume', 'list', '--json'])).stdout) as (Volume & {
+        condition: { abnormal: boolean; message: string };
+      })[];
+      assert.deepEqual(json.map((v) => [v.name, v.condition.abnormal]).sort(), [
+        ['good', false],
+        ['lost', true],
+      ]);
+      const status = await lunar.cli(['status']);
+      assert.equal(status.code, 0, status.stderr);
+      assert.match(status.stdout, /volumes: {2}2 \(1 ABNORMAL: see `lunar volume list`\)/);
+      assert.equal((JSON.parse((await lunar.cli(['status', '--json'])).stdout) as { abnormalVolumes: number }).abnormalVolumes, 1);
+
+      // Still missing: rescan says so and exits 1.
+      const still = await lunar.cli(['volume', 'rescan', 'lost']);
+      assert.equal(still.code, 1, still.stderr);
+      assert.match(still.stdout, /volume lost \(vol-[0-9a-f]+\): ABNORMAL — backing file .* is missing/);
+      const probe = await run('iscsi-readcapacity16', ['-i', 'iqn.2026-11.test:op', `iscsi://127.0.0.1:13391/${lost.iqn}/0`], 30_000);
+      assert.notEqual(probe.code, 0, 'an abnormal volume is not served');
+
+      // The file is back: rescan serves it, without a restart.
+      const pid = lunar.pid;
+      await fsp.rename(aside, file);
+      const back = await lunar.cli(['volume', 'rescan', 'lost']);
+      assert.equal(back.code, 0, back.stderr);
+      assert.match(back.stdout, /volume lost \(vol-[0-9a-f]+\): back: served again/);
+      assert.equal(lunar.pid, pid);
+      const cap = await run('iscsi-readcapacity16', ['-i', 'iqn.2026-11.test:op', `iscsi://127.0.0.1:13391/${lost.iqn}/0`], 30_000);
+      assert.equal(cap.code, 0, cap.stderr);
+      assert.match(cap.stdout, new RegExp(`Total size:\\s*${4 * MiB}`));
+      const all = await lunar.cli(['volume', 'rescan', '--json']);
+      assert.equal(all.code, 0, all.stderr);
+      assert.deepEqual((JSON.parse(all.stdout) as { name: string; abnormal: boolean }[]).map((r) => [r.name, r.abnormal]).sort(), [
+        ['good', false],
+        ['lost', false],
+      ]);
+      assert.doesNotMatch((await lunar.cli(['status'])).stdout, /ABNORMAL/);
+      assert.doesNotMatch((await lunar.cli(['volume', 'list'])).stdout, /ABNORMAL/);
+    } finally {
+      await lunar.remove();
+    }
+  },
+);
+
+// ---- writes that fail for want of space -----------------------------------------------------------------
+
+test(
+  'ENOSPC: writes past a full data directory are logged once (rate-limited), counted, and shown in the condition until space is back',
+  {
+    timeout: 240_000,
+  },
+  async (t) => {
+    const work = mkdtempSync(join(tmpdir(), 'lunar-op-'));
+    const dataDir = join(work, 'data');
+    await fsp.mkdir(dataDir);
+    const mounted = await run('mount', ['-t', 'tmpfs', '-o', 'size=40m,mode=0700', 'tmpfs', dataDir]);
+    assert.equal(mounted.code, 0, `mount tmpfs (run inside \`isolated\`): ${mounted.stderr}`);
+    let lunar: Awaited<ReturnType<typeof startLunarProcess>> | null = null;
+    let controller: grpc.Client | null = null;
+    try {
+      lunar = await startLunarProcess({ dataDir, portals: ['127.0.0.1:13392'], args: ['--metrics-address', '127.0.0.1:13393'] });
+      const v = JSON.parse((await lunar.cli(['volume', 'create', 'full', '--size', '64MiB', '--json'])).stdout) as Volume;
+      // 8 MiB of filler, removed below to give space back.
+      const filler = join(dataDir, 'filler');
+      await fsp.writeFile(filler, Buffer.alloc(8 * MiB, 1));
+      const initiator = 'iqn.2026-11.test:enospc';
+      const opts = `driver=iscsi,transport=tcp,portal=127.0.0.1:13392,target=${v.iqn},lun=0,initiator-name=${initiator}`;
+      // 48 writes of 1 MiB into a filesystem with about 32 MiB left: the last ones fail.
+      const writes = Array.from({ length: 48 }, (_, i) => ['-c', `write -P 0xab ${i}M 1M`]).flat();
+      const w = await run('qemu-io', ['--image-opts', opts, ...writes]);
+      const failed = (w.stdout + w.stderr).split('\n').filter((l) => /write failed/.test(l)).length;
+      assert.ok(failed >= 5, `expected failed writes, qemu-io said:\n${w.stdout}\n${w.stderr}`);
+      assert.match(w.stdout + w.stderr, /No space left on device/);
+
+      // The log: one line for the first failure, no line per failure.
+      for (let i = 0; i < 50 && !logLines(lunar.output()).some((l) => l.event === 'no-space'); i++) await sleep(100);
+      const noSpace = logLines(lunar.output()).filter((l) => l.event === 'no-space');
+      assert.equal(noSpace.length, 1, `${failed} failed writes gave ${noSpace.length} log lines`);
+      assert.equal(noSpace[0]?.volumeId, v.id);
+      assert.match(String(noSpace[0]?.msg), /failed with ENOSPC/);
+
+      // The metric.
+      const metrics = parsePrometheusText(await (await fetch('http://127.0.0.1:13393/metrics')).text());
+      const counted = sampleValue(metrics, 'lunar_lu_space_allocation_failures_total', { volume: v.id });
+      assert.ok(counted !== undefined && counted >= failed, `counter ${counted}, qemu-io saw ${failed} failures`);
+      t.diagnostic(
+        `qemu-io: ${failed} of 48 writes failed; lunar_lu_space_allocation_failures_total ${counted}; no-space log lines ${noSpace.length}`,
+      );
+
+      // The condition: CSI ControllerGetVolume and ListVolumes, `lunar volume show`, `volume list`, `status`.
+      const pkg = loadCsiPackage();
+      controller = new pkg.Controller(`unix://${join(dataDir, 'csi.sock')}`, grpc.credentials.createInsecure());
+      const got = await rpc<T.ControllerGetVolumeResponse>(controller, 'ControllerGetVolume', { volume_id: v.id });
+      assert.equal(got.status?.volume_condition?.abnormal, true);
+      assert.match(got.status?.volume_condition?.message ?? '', /writes fail with ENOSPC: no space left in .* write.* failed since/);
+      const listed = await rpc<T.ListVolumesResponse>(controller, 'ListVolumes', {});
+      assert.equal(listed.entries.find((e) => e.volume?.volume_id === v.id)?.status?.volume_condition?.abnormal, true);
+      const show = await lunar.cli(['volume', 'show', 'full']);
+      assert.match(show.stdout, /condition: ABNORMAL — writes fail with ENOSPC/);
+      assert.match((await lunar.cli(['status'])).stdout, /1 ABNORMAL/);
+
+      // Space back: the condition clears, one line says so, and writes work again.
+      await fsp.rm(filler);
+      const healthy = await rpc<T.ControllerGetVolumeResponse>(controller, 'ControllerGetVolume', { volume_id: v.id });
+      assert.equal(healthy.status?.volume_condition?.abnormal, false, healthy.status?.volume_condition?.message);
+      assert.match((await lunar.cli(['volume', 'show', 'full'])).stdout, /condition: healthy/);
+      const backLines = logLines(lunar.output()).filter((l) => l.event === 'space-back');
+      assert.equal(backLines.length, 1);
+      assert.match(String(backLines[0]?.msg), /space is back/);
+      const again = await run('qemu-io', [
+        '--image-opts',
+        opts,
+        '-c',
+        'write -P 0xcd 40M 1M',
+        '-c',
+        'read -P 0xab 0 8M',
+        '-c',
+        'read -P 0xcd 40M 1M',
+      ]);
+      assert.equal(again.code, 0, again.stdout + again.stderr);
+      assert.doesNotMatch(again.stdout + again.stderr, /failed|Pattern verification failed/);
+      assert.equal(logLines(lunar.output()).filter((l) => l.event === 'no-space').length, 1, 'no new line while writes succeed');
+    } finally {
+      controller?.close();
+      await lunar?.stop();
+      await run('umount', ['-l', dataDir]);
+      await fsp.rm(work, { recursive: true, force: true });
+    }
+  },
+);
