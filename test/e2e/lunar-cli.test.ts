@@ -157,8 +157,8 @@ test('restart keeps volumes, identities and credentials; a second server on the 
   assert.equal(second.code, 1);
   assert.match(second.stderr, /another Lunar server is already running with this data directory/);
   await lunar.kill9();
-  const down = await lunar.cli(['volume', 'list']);
-  assert.equal(down.code, 3);
+  const down = await lunar.cli(['volume', 'list', '--wait', '1']);
+  assert.equal(down.code, 7, 'exit 7: not reachable within --wait');
   assert.match(down.stderr, /no Lunar server at .*admin\.sock .*start one with `lunar serve --data-dir/);
   await lunar.restart();
   const afterList = JSON.parse((await lunar.cli(['volume', 'list', '--json'])).stdout) as Volume[];
