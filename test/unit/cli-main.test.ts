@@ -8,6 +8,11 @@ import type { Io } from '../../src/cli/command.js';
 import { ExitCode } from '../../src/cli/errors.js';
 import { main, USAGE } from '../../src/cli/main.js';
 import { parseTopology } from '../../src/cli/serve.js';
+import { startAdminServer } from '../../src/admin/server.js';
+import { IscsiServer } from '../../src/iscsi/server.js';
+import { VolumeTargetRegistry } from '../../src/target/registry.js';
+import { VolumeManager } from '../../src/volumes/manager.js';
+import { VolumeError, type VolumeService } from '../../src/volumes/types.js';
 
 function io(env: Record<string, string> = {}): Io & { stdout: string; stderr: string } {
   const o = {
@@ -98,6 +103,48 @@ test('CLI: --wait bounds the wait for a server that is not there yet; bad values
     await rm(d, { recursive: true, force: true });
   }
 });
+
+test(
+  'CLI: a server that is still starting is waited for; --wait 0 answers exit 7 "still starting" at once',
+  { timeout: 30_000 },
+  async () => {
+    const d = await mkdtemp(join(tmpdir(), 'lunar-cli-'));
+    const portals = [{ host: '127.0.0.1', port: 13339, tpgt: 1 }];
+    const registry = new VolumeTargetRegistry(portals);
+    const manager = await VolumeManager.open({ dataDir: d, portals, registry, sessions: new IscsiServer({ registry }) });
+    // The admin socket of a server that says ready:false until `ready` is set, as src/server.ts does while loading.
+    let ready = false;
+    const server = await startAdminServer(join(d, 'admin.sock'), {
+      volumes: (): VolumeService => {
+        if (!ready) throw new VolumeError('failed-precondition', 'Lunar is still starting; retry in a moment');
+        return manager;
+      },
+      allSessions: () => [],
+      info: () => ({ ready, pid: 4242 }),
+    });
+    try {
+      let o = io({ LUNAR_DATA_DIR: d });
+      assert.equal(await main(['volume', 'list', '--wait', '0'], o), ExitCode.NOT_READY);
+      assert.match(
+        o.stderr,
+        /the Lunar server at .*admin\.sock \(pid 4242\) is still starting after waiting 0\.\d s; retry, or wait longer with --wait/,
+      );
+      o = io({ LUNAR_DATA_DIR: d });
+      assert.equal(await main(['volume', 'list', '--wait', '0.3'], o), ExitCode.NOT_READY);
+      // Ready while the command waits: it goes on and succeeds.
+      o = io({ LUNAR_DATA_DIR: d });
+      const waiting = main(['volume', 'create', 'w', '--size', '1MiB', '--wait', '20'], o);
+      await new Promise((r) => setTimeout(r, 500));
+      ready = true;
+      assert.equal(await waiting, ExitCode.OK, o.stderr);
+      assert.match(o.stdout, /volume w \(vol-/);
+    } finally {
+      await server.close();
+      await manager.close();
+      await rm(d, { recursive: true, force: true });
+    }
+  },
+);
 
 test('CLI: --help after any command prints the same usage; unknown commands list every command', async () => {
   for (const args of [['serve'], ['volume'], ['volume', 'create'], ['snapshot'], ['sessions'], ['status']]) {
