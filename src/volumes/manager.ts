@@ -68,6 +68,8 @@ export interface VolumeStats {
 interface OpenVolume {
   store: BackingStore;
   device: TargetDevice;
+  /** The file served: device and inode when it was opened (a file put in its place later is another). */
+  file: { dev: number; ino: number } | null;
 }
 
 function freezeVolume(v: Volume): Volume {
@@ -206,7 +208,8 @@ export class VolumeManager implements VolumeService {
       await store.close().catch(() => undefined);
       throw err;
     }
-    this.open.set(rec.id, { store, device });
+    const st = await fsp.stat(this.volumePath(rec.id)).catch(() => null);
+    this.open.set(rec.id, { store, device, file: st ? { dev: st.dev, ino: st.ino } : null });
     this.registerTarget(rec, device);
   }
 
@@ -328,6 +331,12 @@ export class VolumeManager implements VolumeService {
     if (fileProblem) return { abnormal: true, message: fileProblem };
     const ov = this.open.get(id);
     if (!ov) return { abnormal: true, message: 'volume is not being served' };
+    if (!(await this.servesFileAtPath(id, ov))) {
+      return {
+        abnormal: true,
+        message: `${path} was replaced while served (another file is there now); \`lunar volume rescan\` serves it`,
+      };
+    }
     const noSpace = await this.space.condition(id);
     if (noSpace) return noSpace;
     try {
@@ -350,10 +359,17 @@ export class VolumeManager implements VolumeService {
     }
   }
 
+  /** Is the file the volume serves still the one at its path (not deleted and put back, not replaced)? */
+  private async servesFileAtPath(id: string, ov: OpenVolume): Promise<boolean> {
+    const st = await fsp.stat(this.volumePath(id)).catch(() => null);
+    return !st || !ov.file || (st.dev === ov.file.dev && st.ino === ov.file.ino);
+  }
+
   /**
    * Checks the backing file of a volume that is not served (abnormal since startup: its file was missing
-   * or short) again, and serves the volume when the file is back, without a restart. A served volume is
-   * left as it is. Answers the condition after the check.
+   * or short) again, and serves the volume when the file is back, without a restart. A served volume
+   * whose path now holds another file (deleted and put back while served) is served from that file: its
+   * sessions end and it is opened again. Answers the condition after the check.
    */
   async rescan(id: string): Promise<VolumeCondition & { readonly reopened: boolean }> {
     this.record(id);
@@ -361,6 +377,19 @@ export class VolumeManager implements VolumeService {
       const started = Date.now();
       const rec = this.record(id);
       let reopened = false;
+      const served = this.open.get(id);
+      if (served && !(await this.servesFileAtPath(id, served)) && !(await this.fileProblem(rec))) {
+        this.opts.registry.remove(targetIqn(id));
+        const closedSessions = this.opts.sessions.closeSessions({ targetName: targetIqn(id) });
+        this.open.delete(id);
+        await served.device.close().catch(() => undefined);
+        await served.store.close().catch(() => undefined);
+        this.broken.set(id, 'being opened again');
+        this.log.warn(
+          { op: 'rescan', volumeId: id, closedSessions },
+          'the file at the volume path was replaced while served; serving the new one',
+        );
+      }
       if (!this.open.has(id)) {
         const problem = await this.fileProblem(rec);
         if (problem) this.broken.set(id, problem);

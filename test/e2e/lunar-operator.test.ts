@@ -190,6 +190,21 @@ test(
       ]);
       assert.doesNotMatch((await lunar.cli(['status'])).stdout, /ABNORMAL/);
       assert.doesNotMatch((await lunar.cli(['volume', 'list'])).stdout, /ABNORMAL/);
+
+      // While served: the file is moved away (abnormal), then a copy is put back (another inode): still
+      // abnormal, since the LU serves the old file; rescan serves the file at the path.
+      const goodFile = join(lunar.dataDir, 'volumes', `${good}.img`);
+      await fsp.rename(goodFile, aside);
+      assert.match((await lunar.cli(['volume', 'show', 'good'])).stdout, /condition: ABNORMAL — backing file .* is missing/);
+      await fsp.copyFile(aside, goodFile);
+      assert.match((await lunar.cli(['volume', 'show', 'good'])).stdout, /condition: ABNORMAL — .* was replaced while served/);
+      const swapped = await lunar.cli(['volume', 'rescan', 'good']);
+      assert.equal(swapped.code, 0, swapped.stderr);
+      assert.match(swapped.stdout, /volume good \(vol-[0-9a-f]+\): back: served again/);
+      assert.match((await lunar.cli(['volume', 'show', 'good'])).stdout, /condition: healthy/);
+      const goodIqn = (JSON.parse((await lunar.cli(['volume', 'show', 'good', '--json'])).stdout) as Volume).iqn;
+      const cap2 = await run('iscsi-readcapacity16', ['-i', 'iqn.2026-11.test:op', `iscsi://127.0.0.1:13391/${goodIqn}/0`], 30_000);
+      assert.equal(cap2.code, 0, cap2.stderr);
     } finally {
       await lunar.remove();
     }
