@@ -33,14 +33,14 @@ export type AdminResponse =
  *  volume.create   {VolumeSpec}                   -> Volume
  *  volume.list                                    -> Volume[]
  *  volume.get      {volume: id|name}              -> Volume
- *  volume.delete   {volume: id|name}              -> { deleted: boolean, id }
+ *  volume.delete   {volume: id|name}              -> { deleted: boolean, id, name }
  *  volume.resize   {volume, sizeBytes}            -> Volume
  *  volume.publish  {volume, nodeId, initiator}    -> Volume
  *  volume.unpublish {volume, nodeId}              -> Volume
  *  volume.condition {volume}                      -> { abnormal, message }
  *  snapshot.create {volume, name}                 -> Snapshot
  *  snapshot.list                                  -> Snapshot[]
- *  snapshot.delete {snapshot: id|name}            -> { deleted: boolean }
+ *  snapshot.delete {snapshot: id|name}            -> { deleted: boolean, id, name }
  *  sessions        {volume?}                      -> SessionInfo[]
  *  capacity                                       -> { availableBytes, totalBytes }
  */

@@ -124,8 +124,8 @@ export async function handleAdminRequest(ctx: AdminContext, method: string, para
     case 'volume.delete': {
       const ref = str(params, 'volume');
       const v = vs.get(ref) ?? vs.getByName(ref);
-      if (!v) return { deleted: false, id: null };
-      return { deleted: await vs.delete(v.id), id: v.id };
+      if (!v) return { deleted: false, id: null, name: null };
+      return { deleted: await vs.delete(v.id), id: v.id, name: v.name };
     }
     case 'volume.resize': {
       const v = resolveVolume(vs, str(params, 'volume'));
@@ -153,8 +153,8 @@ export async function handleAdminRequest(ctx: AdminContext, method: string, para
     case 'snapshot.delete': {
       const ref = str(params, 'snapshot');
       const s = vs.getSnapshot(ref) ?? vs.getSnapshotByName(ref);
-      if (!s) return { deleted: false, id: null };
-      return { deleted: await vs.deleteSnapshot(s.id), id: s.id };
+      if (!s) return { deleted: false, id: null, name: null };
+      return { deleted: await vs.deleteSnapshot(s.id), id: s.id, name: s.name };
     }
     case 'sessions': {
       if (params.volume !== undefined) {

@@ -8,7 +8,7 @@ import { noExtra, positional, runSubcommand, sizeArg, splitCreds, str, strs, typ
 import type { Command, CommandContext } from './command.js';
 import { deleteSubcommand } from './delete.js';
 import { ExitCode, UsageError } from './errors.js';
-import { describeVolume, jsonText, listText } from './format.js';
+import { describeVolume, jsonText, listText, nameCell } from './format.js';
 
 function printVolume(ctx: CommandContext, v: Volume): void {
   ctx.io.out(ctx.json ? jsonText(v) : describeVolume(v));
@@ -79,7 +79,7 @@ const list: Subcommand = async (ctx, pos) => {
       'no volumes (create one with `lunar volume create NAME --size 1GiB`)\n',
       ['NAME', 'ID', 'SIZE', 'TYPE', 'AUTH', 'TARGET', 'WWID'],
       (v) => [
-        v.name,
+        nameCell(v.name, ctx.values.wide === true),
         v.id,
         formatSize(v.sizeBytes),
         v.thin ? 'thin' : 'thick',
@@ -143,7 +143,7 @@ const SUBCOMMANDS: Readonly<Record<string, Subcommand>> = {
 export const volume: Command = {
   usage: `  lunar volume create NAME --size SIZE [--thick] [--chap USER:SECRET|auto] [--mutual-chap USER:SECRET|auto]
                       [--allow IQN|CIDR]... [--masked] [--portal HOST:PORT]... [--from-snapshot SNAP | --from-volume VOL] [--json]
-  lunar volume list [--json]
+  lunar volume list [--wide] [--json]
   lunar volume show VOLUME [--json]
   lunar volume delete VOLUME
   lunar volume resize VOLUME --size SIZE [--json]
@@ -159,6 +159,8 @@ export const volume: Command = {
   --allow IQN|CIDR       only these initiators (by name) or addresses may log in (repeatable)
   --masked               nobody may log in until allowed or published (what CSI uses)
   Idempotent: the same NAME with the same options returns the existing volume.
+volume list, snapshot list:
+  --wide                 names in full (the table cuts names longer than 40 characters; --json never does)
 `,
   options: {
     size: { type: 'string' },
@@ -172,6 +174,7 @@ export const volume: Command = {
     'from-volume': { type: 'string' },
     node: { type: 'string' },
     initiator: { type: 'string' },
+    wide: { type: 'boolean' },
   },
   run: (ctx) => runSubcommand('volume', SUBCOMMANDS, ctx),
 };

@@ -588,10 +588,14 @@ export class VolumeManager implements VolumeService {
           tx.setVolumeSize(id, newSize);
         });
       } catch (err) {
-        // The LU has grown: say so to its initiators. The record keeps the old size until a retry (which
-        // finds the file grown already); a restart adopts the file's size.
-        ov.device.logicalUnit(0)?.capacityChanged();
-        throw this.notRecorded(`the new size of ${id} (the file has grown to ${formatSize(newSize)}; retry)`, err);
+        // Not recorded, so not resized: the LU still reports the old capacity (capacityChanged() was not
+        // called, so no initiator can address the new blocks) and the file shrinks back, giving back what
+        // a thick volume preallocated. Should even that fail, the file stays larger than its record and a
+        // restart adopts its size (reconcile.ts) before anything is served.
+        await ov.store
+          .resize(oldSize)
+          .catch((e: unknown) => this.log.error({ volumeId: id, err: errMessage(e) }, 'could not shrink the file of a failed resize back'));
+        throw this.notRecorded(`the new size of ${id} (the volume keeps ${formatSize(oldSize)})`, err);
       }
       ov.device.logicalUnit(0)?.capacityChanged();
       this.log.info({ op: 'resize', volumeId: id, oldSize, newSize, durationMs: Date.now() - started }, 'volume resized');
@@ -668,9 +672,8 @@ export class VolumeManager implements VolumeService {
   // snapshots
 
   async createSnapshot(volumeId: string, name: string): Promise<Snapshot> {
-    if (nameProblem(name) !== null) {
-      throw new VolumeError('invalid-argument', 'snapshot name must be 1 to 255 bytes without control characters');
-    }
+    const problem = nameProblem(name);
+    if (problem !== null) throw new VolumeError('invalid-argument', `snapshot name ${problem}`);
     return this.exclusive(`snapname:${name}`, `snapshot name "${name}"`, async () => {
       const existing = this.state.snapshotByName(name);
       if (existing) {
