@@ -43,6 +43,8 @@ export type AdminResponse =
  *  snapshot.delete {snapshot: id|name}            -> { deleted: boolean, id, name }
  *  sessions        {volume?}                      -> SessionInfo[]
  *  capacity                                       -> { availableBytes, totalBytes }
+ *  orphan.list                                    -> Orphan[] (files without a record, in <data-dir>/orphans/)
+ *  orphan.adopt    {file, name, allow?, masked?}  -> Volume
  */
 export const ADMIN_METHODS = [
   'ping',
@@ -59,4 +61,6 @@ export const ADMIN_METHODS = [
   'snapshot.delete',
   'sessions',
   'capacity',
+  'orphan.list',
+  'orphan.adopt',
 ] as const;

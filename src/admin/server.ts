@@ -165,6 +165,19 @@ export async function handleAdminRequest(ctx: AdminContext, method: string, para
     }
     case 'capacity':
       return vs.capacity();
+    case 'orphan.list':
+      return vs.orphans();
+    case 'orphan.adopt': {
+      if (params.masked !== undefined && typeof params.masked !== 'boolean')
+        throw new VolumeError('invalid-argument', '"masked" must be a boolean');
+      const allow = optStrings(params, 'allow');
+      const v = await vs.adoptOrphan(str(params, 'file'), {
+        name: str(params, 'name'),
+        ...(allow ? { allow } : {}),
+        ...(params.masked !== undefined ? { masked: params.masked } : {}),
+      });
+      return v;
+    }
     default:
       throw new BadRequest('unknown-method', `unknown method "${method}"`);
   }

@@ -4,7 +4,7 @@ import type { SessionInfo } from '../target/types.js';
 import type { Portal } from '../util/portal.js';
 import { targetAddress } from '../util/portal.js';
 import { formatSize } from '../util/size.js';
-import type { Volume } from '../volumes/types.js';
+import type { Orphan, Volume } from '../volumes/types.js';
 import { noExtra, str } from './args.js';
 import type { Command } from './command.js';
 import { ExitCode } from './errors.js';
@@ -22,6 +22,8 @@ interface Totals {
   volumes: number;
   sessions: number;
   capacity: { availableBytes: number; totalBytes: number };
+  /** Files without a record in <data-dir>/orphans/. */
+  orphans: number;
 }
 
 export const status: Command = {
@@ -32,11 +34,17 @@ export const status: Command = {
     const info = (await ctx.call('ping')) as PingAnswer;
     let totals: Totals | null = null;
     if (info.ready) {
-      const [vols, sess, cap] = await Promise.all([ctx.call('volume.list'), ctx.call('sessions'), ctx.call('capacity')]);
+      const [vols, sess, cap, orph] = await Promise.all([
+        ctx.call('volume.list'),
+        ctx.call('sessions'),
+        ctx.call('capacity'),
+        ctx.call('orphan.list'),
+      ]);
       totals = {
         volumes: (vols as Volume[]).length,
         sessions: (sess as SessionInfo[]).length,
         capacity: cap as Totals['capacity'],
+        orphans: (orph as Orphan[]).length,
       };
     }
     if (ctx.json) {
@@ -50,7 +58,8 @@ export const status: Command = {
         `  portals:  ${info.portals.map((p) => targetAddress(p, p.host)).join(' ')}\n` +
         (totals
           ? `  volumes:  ${totals.volumes}\n  sessions: ${totals.sessions}\n` +
-            `  space:    ${formatSize(totals.capacity.availableBytes)} free of ${formatSize(totals.capacity.totalBytes)}\n`
+            `  space:    ${formatSize(totals.capacity.availableBytes)} free of ${formatSize(totals.capacity.totalBytes)}\n` +
+            `  orphans:  ${totals.orphans}${totals.orphans > 0 ? ' file(s) without a record (see `lunar orphans list`)' : ''}\n`
           : ''),
     );
     return ExitCode.OK;

@@ -1,6 +1,6 @@
 // VolumeService over a data directory: sparse files served as LUN 0 of one iSCSI target per volume,
 // their records in a transactional state store (state.ts), specs checked in spec.ts, files reconciled
-// with the state at startup in reconcile.ts.
+// with the state at startup in reconcile.ts (files without a record are kept aside, orphans.ts).
 //
 // Crash safety (kill -9 at any instant leaves no half-made volume and no orphan file after restart):
 // - create/clone/snapshot: the data file is written as <dir>/.tmp-<id>.img, fsynced, renamed to
@@ -26,6 +26,7 @@ import { isIscsiName, newNaa6, newSnapshotId, newVolumeId, targetIqn } from '../
 import { KeyedMutex } from '../util/mutex.js';
 import { formatSize } from '../util/size.js';
 import { LUNAR_VERSION } from '../util/version.js';
+import { adoptOrphan, listOrphans, ORPHANS_DIR, type AdoptContext } from './orphans.js';
 import { reconcile } from './reconcile.js';
 import { checkNewSize, checkSize, makeChap, nameProblem, normaliseSpec, specDifferences } from './spec.js';
 import { openStateStore } from './state-file.js';
@@ -34,6 +35,8 @@ import {
   SNAPSHOTS_DIR,
   VOLUMES_DIR,
   VolumeError,
+  type AdoptSpec,
+  type Orphan,
   type SessionControl,
   type Snapshot,
   type Volume,
@@ -88,6 +91,7 @@ export class VolumeManager implements VolumeService {
   private readonly broken = new Map<string, string>();
   private readonly volumesDir: string;
   private readonly snapshotsDir: string;
+  private readonly orphansDir: string;
   private closed = false;
 
   private constructor(
@@ -97,6 +101,7 @@ export class VolumeManager implements VolumeService {
     this.log = opts.logger ?? componentLogger('volumes');
     this.volumesDir = join(opts.dataDir, VOLUMES_DIR);
     this.snapshotsDir = join(opts.dataDir, SNAPSHOTS_DIR);
+    this.orphansDir = join(opts.dataDir, ORPHANS_DIR);
   }
 
   /** Load (or create) the data directory's state, reconcile files with it and open every volume. */
@@ -109,6 +114,7 @@ export class VolumeManager implements VolumeService {
       state,
       volumesDir: m.volumesDir,
       snapshotsDir: m.snapshotsDir,
+      orphansDir: m.orphansDir,
       volumePath: (id) => m.volumePath(id),
       log: m.log,
     });
@@ -731,6 +737,37 @@ export class VolumeManager implements VolumeService {
       );
       return true;
     });
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // orphans (files without a record: orphans.ts)
+
+  orphans(): Promise<readonly Orphan[]> {
+    return listOrphans({ state: this.state, orphansDir: this.orphansDir });
+  }
+
+  async adoptOrphan(file: string, spec: AdoptSpec): Promise<Volume> {
+    // The spec may come from JSON (admin socket): adoptOrphan checks it.
+    const name: unknown = (spec as Partial<AdoptSpec> | null)?.name;
+    const ctx: AdoptContext = {
+      state: this.state,
+      orphansDir: this.orphansDir,
+      volumesDir: this.volumesDir,
+      log: this.log,
+      volumePath: (id) => this.volumePath(id),
+      serve: async (rec) => {
+        try {
+          await this.openVolume(this.record(rec.id));
+        } catch (err) {
+          this.broken.set(rec.id, `cannot open ${this.volumePath(rec.id)}: ${errMessage(err)}`);
+          throw new VolumeError('internal', `volume ${rec.id} was adopted but cannot be served: ${errMessage(err)}`);
+        }
+      },
+    };
+    // The name's lock as create takes it, then the file's.
+    return this.exclusive(`name:${String(name)}`, `volume name "${String(name)}"`, () =>
+      this.exclusive(`orphan:${file}`, `orphan ${file}`, async () => this.toVolume(this.record((await adoptOrphan(ctx, file, spec)).id))),
+    );
   }
 
   /** Close every device and store, then the state (the transport must be closed first). */
