@@ -247,7 +247,7 @@ test(
   },
 );
 
-test('names of the id form and blank names are refused; deletes name the volume by name and id', { timeout: TEST_TIMEOUT }, async () => {
+test('names of the form of an id are refused for volumes and snapshots (CLI and admin socket)', { timeout: TEST_TIMEOUT }, async () => {
   await withLunar(async (lunar) => {
     const d = lunar.dataDir;
     const alpha = await createJson(d, ['alpha', '--size', '8MiB']);
@@ -256,11 +256,6 @@ test('names of the id form and blank names are refused; deletes name the volume 
       assert.equal(r.code, 2, `${name}: ${r.stderr}`);
       assert.match(r.stderr, /volume name must not have the form of a Lunar id/);
     }
-    for (const name of ['   ', '\u00a0\u2003']) {
-      const r = await cli(d, ['volume', 'create', name, '--size', '8MiB']);
-      assert.equal(r.code, 2, r.stderr);
-      assert.match(r.stderr, /volume name must not be blank/);
-    }
     await assert.rejects(
       call(lunar, 'volume.create', { name: alpha.id, sizeBytes: MiB }),
       (e: unknown) => e instanceof AdminError && e.code === 'invalid-argument' && /form of a Lunar id/.test(e.message),
@@ -268,19 +263,39 @@ test('names of the id form and blank names are refused; deletes name the volume 
     const snapName = await cli(d, ['snapshot', 'create', 'alpha', 'vol-0123456789abcdef']);
     assert.equal(snapName.code, 2, snapName.stderr);
     assert.match(snapName.stderr, /snapshot name must not have the form of a Lunar id/);
-    const blankSnap = await cli(d, ['snapshot', 'create', 'alpha', ' ']);
-    assert.equal(blankSnap.code, 2, blankSnap.stderr);
-    assert.match(blankSnap.stderr, /snapshot name must not be blank/);
     assert.deepEqual(
       (JSON.parse(await ok(d, ['volume', 'list', '--json'])) as Volume[]).map((v) => v.name),
       ['alpha'],
     );
+    assert.deepEqual(JSON.parse(await ok(d, ['snapshot', 'list', '--json'])), []);
+  });
+});
 
+test('volume and snapshot delete name what they deleted by name and id, however it was named', { timeout: TEST_TIMEOUT }, async () => {
+  await withLunar(async (lunar) => {
+    const d = lunar.dataDir;
+    const alpha = await createJson(d, ['alpha', '--size', '8MiB']);
     const snap = JSON.parse(await ok(d, ['snapshot', 'create', 'alpha', 'alpha-snap', '--json'])) as { id: string };
     assert.equal(await ok(d, ['snapshot', 'delete', snap.id]), `deleted snapshot alpha-snap (${snap.id})\n`);
     assert.equal(await ok(d, ['volume', 'delete', alpha.id]), `deleted volume alpha (${alpha.id})\n`);
     const beta = await createJson(d, ['beta', '--size', '8MiB']);
     assert.equal(await ok(d, ['volume', 'delete', 'beta']), `deleted volume beta (${beta.id})\n`);
+  });
+});
+
+test('whitespace-only names are refused for volumes and snapshots', { timeout: TEST_TIMEOUT }, async () => {
+  await withLunar(async (lunar) => {
+    const d = lunar.dataDir;
+    await createJson(d, ['alpha', '--size', '8MiB']);
+    for (const name of ['   ', ' ', '\u00a0\u2003']) {
+      const r = await cli(d, ['volume', 'create', name, '--size', '8MiB']);
+      assert.equal(r.code, 2, JSON.stringify(name) + r.stderr);
+      assert.match(r.stderr, /volume name must not be blank/);
+    }
+    const blankSnap = await cli(d, ['snapshot', 'create', 'alpha', ' ']);
+    assert.equal(blankSnap.code, 2, blankSnap.stderr);
+    assert.match(blankSnap.stderr, /snapshot name must not be blank/);
+    assert.equal((JSON.parse(await ok(d, ['volume', 'list', '--json'])) as Volume[]).length, 1);
   });
 });
 
@@ -305,9 +320,9 @@ test(
         }
         assert.equal(r.code, 1, `exit code; stdout: ${r.stdout} stderr: ${r.stderr}`);
         assert.equal(r.stdout, '');
-        assert.match(r.stderr, /could not record the new size of .* \(the volume keeps 32 MiB\)/);
         assert.equal(await readCapacity(v), 32 * MiB, 'the initiator sees the capacity the record holds');
         assert.equal((await stat(file)).size, 32 * MiB, 'the file is back to its recorded size');
+        assert.match(r.stderr, /could not record the new size of .* \(the volume keeps 32 MiB\)/);
         const shown = JSON.parse(await ok(d, ['volume', 'show', name, '--json'])) as Volume;
         assert.equal(shown.sizeBytes, 32 * MiB);
         // Works once the state can be written again.
@@ -322,44 +337,59 @@ test(
   },
 );
 
+test('--size -1 reports the size problem, not the option parser\'s "ambiguous"', { timeout: TEST_TIMEOUT }, async () => {
+  await withLunar(async (lunar) => {
+    const d = lunar.dataDir;
+    await createJson(d, ['alpha', '--size', '8MiB']);
+    for (const args of [
+      ['volume', 'create', 'neg', '--size', '-1'],
+      ['volume', 'resize', 'alpha', '--size', '-1GiB'],
+    ]) {
+      const r = await cli(d, args);
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, /--size -1(GiB)?: a size must be positive/);
+      assert.doesNotMatch(r.stderr, /ambiguous/);
+    }
+  });
+});
+
+test('a 255-character name is cut in the volume list table (--wide and --json print it whole)', { timeout: TEST_TIMEOUT }, async () => {
+  await withLunar(async (lunar) => {
+    const d = lunar.dataDir;
+    const long = 'n'.repeat(255);
+    await createJson(d, [long, '--size', '1MiB']);
+    const short = await createJson(d, ['short', '--size', '1MiB']);
+    const table = await ok(d, ['volume', 'list']);
+    const lines = table.trimEnd().split('\n');
+    assert.equal(lines.length, 3, table);
+    const idAt = lines[0]!.indexOf('ID');
+    assert.ok(idAt > 0 && idAt <= 42, `NAME column is at most 40 characters wide (ID at ${idAt}):\n${table}`);
+    assert.ok(!table.includes(long), 'the table cuts the long name');
+    assert.ok(table.includes(`${'n'.repeat(39)}…`), table);
+    assert.ok(
+      lines.some((l) => l.startsWith('short ') && l.indexOf(short.id) === idAt),
+      table,
+    );
+    const wide = await ok(d, ['volume', 'list', '--wide']);
+    assert.ok(wide.includes(long), '--wide prints the full name');
+    const json = JSON.parse(await ok(d, ['volume', 'list', '--json'])) as Volume[];
+    assert.ok(
+      json.some((v) => v.name === long),
+      '--json prints the full name',
+    );
+  });
+});
+
 test(
-  'smaller: --size -1 says what is wrong with the size; long names are cut in tables; 2^60 bytes is too large',
+  'over the admin socket, sizeBytes 2^60 is "too large" (out-of-range), not "not a whole number"',
   { timeout: TEST_TIMEOUT },
   async () => {
     await withLunar(async (lunar) => {
-      const d = lunar.dataDir;
-      const neg = await cli(d, ['volume', 'create', 'neg', '--size', '-1']);
-      assert.equal(neg.code, 2, neg.stderr);
-      assert.match(neg.stderr, /--size -1: a size must be positive/);
-      assert.doesNotMatch(neg.stderr, /ambiguous/);
-
-      const long = 'n'.repeat(255);
-      await createJson(d, [long, '--size', '1MiB']);
-      const short = await createJson(d, ['short', '--size', '1MiB']);
-      const table = await ok(d, ['volume', 'list']);
-      const lines = table.trimEnd().split('\n');
-      assert.equal(lines.length, 3, table);
-      assert.ok(!table.includes(long), 'the table cuts the long name');
-      assert.ok(table.includes(`${'n'.repeat(39)}…`), table);
-      const idAt = lines[0]!.indexOf('ID');
-      assert.ok(idAt > 0 && idAt <= 42, `NAME column is at most 40 characters wide (ID at ${idAt}):\n${table}`);
-      assert.ok(
-        lines.some((l) => l.startsWith('short ') && l.indexOf(short.id) === idAt),
-        table,
-      );
-      const wide = await ok(d, ['volume', 'list', '--wide']);
-      assert.ok(wide.includes(long), '--wide prints the full name');
-      const json = JSON.parse(await ok(d, ['volume', 'list', '--json'])) as Volume[];
-      assert.ok(
-        json.some((v) => v.name === long),
-        '--json prints the full name',
-      );
-
+      const v = await createJson(lunar.dataDir, ['alpha', '--size', '1MiB']);
       await assert.rejects(
         call(lunar, 'volume.create', { name: 'huge', sizeBytes: 2 ** 60 }),
         (e: unknown) => e instanceof AdminError && e.code === 'out-of-range' && /too large/.test(e.message),
       );
-      const v = json[0]!;
       await assert.rejects(
         call(lunar, 'volume.resize', { volume: v.id, sizeBytes: 2 ** 60 }),
         (e: unknown) => e instanceof AdminError && e.code === 'out-of-range' && /too large/.test(e.message),
