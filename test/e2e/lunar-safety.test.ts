@@ -10,7 +10,9 @@ import { promisify } from 'node:util';
 import { copyFile, mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
 import { adminCall, AdminError } from '../../src/admin/client.js';
+import { loadCsiPackage } from '../../src/csi/proto.js';
 import { JOURNAL_PREFIX, STATE_FILE } from '../../src/volumes/state-file.js';
 import type { Orphan, Volume } from '../../src/volumes/types.js';
 import { LUNAR_CLI, startLunarProcess, type CliResult, type LunarProcess } from '../support/lunar.js';
@@ -89,6 +91,18 @@ async function readCapacity(v: Volume): Promise<number> {
 /** One admin-socket request with a bounded wait. */
 function call(lunar: LunarProcess, method: string, params: Record<string, unknown>): Promise<unknown> {
   return adminCall(lunar.socketPath, method, params, CHILD_TIMEOUT_MS);
+}
+
+type Unary = (req: object, md: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null) => void) => void;
+
+/** One unary CSI call with a deadline; resolves with the gRPC status code (0 = OK) and message. */
+function csiStatus(client: grpc.Client, method: string, req: object): Promise<{ code: number; details: string }> {
+  const fn = (client as unknown as Record<string, Unary>)[method]!;
+  return new Promise((resolve) =>
+    fn.call(client, req, new grpc.Metadata(), { deadline: Date.now() + CHILD_TIMEOUT_MS }, (err) =>
+      resolve({ code: err ? err.code : 0, details: err ? err.details : '' }),
+    ),
+  );
 }
 
 async function chattr(flag: '+i' | '-i', path: string): Promise<void> {
@@ -263,6 +277,31 @@ test('names of the form of an id are refused for volumes and snapshots (CLI and 
     const snapName = await cli(d, ['snapshot', 'create', 'alpha', 'vol-0123456789abcdef']);
     assert.equal(snapName.code, 2, snapName.stderr);
     assert.match(snapName.stderr, /snapshot name must not have the form of a Lunar id/);
+    assert.deepEqual(
+      (JSON.parse(await ok(d, ['volume', 'list', '--json'])) as Volume[]).map((v) => v.name),
+      ['alpha'],
+    );
+    // CSI (the server's default endpoint unix://<data-dir>/csi.sock) goes through the same rule.
+    const controller = new (loadCsiPackage().Controller)(`unix://${join(d, 'csi.sock')}`, grpc.credentials.createInsecure());
+    try {
+      const vol = await csiStatus(controller, 'CreateVolume', {
+        name: alpha.id,
+        capacity_range: { required_bytes: String(MiB) },
+        volume_capabilities: [{ block: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } }],
+        parameters: {},
+      });
+      assert.equal(vol.code, grpc.status.INVALID_ARGUMENT, vol.details);
+      assert.match(vol.details, /form of a Lunar id/);
+      const snap = await csiStatus(controller, 'CreateSnapshot', {
+        source_volume_id: alpha.id,
+        name: 'snap-0123456789abcdef',
+        parameters: {},
+      });
+      assert.equal(snap.code, grpc.status.INVALID_ARGUMENT, snap.details);
+      assert.match(snap.details, /form of a Lunar id/);
+    } finally {
+      controller.close();
+    }
     assert.deepEqual(
       (JSON.parse(await ok(d, ['volume', 'list', '--json'])) as Volume[]).map((v) => v.name),
       ['alpha'],

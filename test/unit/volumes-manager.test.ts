@@ -361,6 +361,8 @@ test('a state change that cannot be made durable is an error, and nothing change
       await assert.rejects(m.create({ name: 'new', sizeBytes: MiB }), internal);
       await assert.rejects(m.publish(v.id, 'n1', 'iqn.1993-08.org.debian:01:n1'), internal);
       await assert.rejects(m.resize(v.id, 8 * MiB), internal);
+      // Not recorded, so not grown: the file shrinks back (e2e lunar-safety checks the capacity initiators see).
+      assert.equal((await stat(join(d, 'volumes', `${v.id}.img`))).size, 4 * MiB);
       await assert.rejects(m.delete(v.id), internal);
       await assert.rejects(m.createSnapshot(v.id, 'snap-2'), internal);
       await assert.rejects(m.deleteSnapshot(snap.id), internal);
@@ -380,7 +382,7 @@ test('a state change that cannot be made durable is an error, and nothing change
     } finally {
       await run('chattr', ['-i', stateFile]);
     }
-    // The grown file is adopted by the retry, and everything else goes through now.
+    // The retry grows the file again, and everything else goes through now.
     assert.equal((await m.resize(v.id, 8 * MiB)).sizeBytes, 8 * MiB);
     await m.publish(v.id, 'n1', 'iqn.1993-08.org.debian:01:n1');
     assert.deepEqual(reg.findTarget(v.iqn)?.access, { allow: ['iqn.1993-08.org.debian:01:n1'] });
