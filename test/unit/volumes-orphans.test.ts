@@ -53,7 +53,7 @@ test('orphan file names: <id>.img and <id>.<n>.img carry the id', () => {
 
 test('a file without a record never replaces an orphan of the same name: it gets a suffix', async () => {
   await withDir(async (d) => {
-    await withManager(d, async () => undefined);
+    await withManager(d, () => Promise.resolve());
     await mkdir(join(d, 'orphans'));
     await fileOf(join(d, 'orphans', 'vol-2222222222222222.img'), MiB);
     await fileOf(join(d, 'volumes', 'vol-2222222222222222.img'), 2 * MiB);
@@ -72,7 +72,7 @@ test('a file without a record never replaces an orphan of the same name: it gets
 
 test('a move to orphans/ interrupted after its link is finished at startup (one name left, in orphans/)', async () => {
   await withDir(async (d) => {
-    await withManager(d, async () => undefined);
+    await withManager(d, () => Promise.resolve());
     await mkdir(join(d, 'orphans'));
     await fileOf(join(d, 'volumes', 'vol-3333333333333333.img'), MiB);
     await link(join(d, 'volumes', 'vol-3333333333333333.img'), join(d, 'orphans', 'vol-3333333333333333.img'));
