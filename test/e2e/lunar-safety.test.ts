@@ -376,6 +376,52 @@ test(
   },
 );
 
+test(
+  'every other state change fails with exit 1 and the reason when the state cannot be written, and changes nothing',
+  { timeout: TEST_TIMEOUT },
+  async () => {
+    await withLunar(async (lunar) => {
+      const d = lunar.dataDir;
+      const v = await createJson(d, ['keep', '--size', '8MiB']);
+      const snap = JSON.parse(await ok(d, ['snapshot', 'create', 'keep', 'keep-snap', '--json'])) as { id: string };
+      const journal = await liveJournal(d);
+      await chattr('+i', journal);
+      try {
+        for (const args of [
+          ['volume', 'create', 'new', '--size', '8MiB'],
+          ['volume', 'delete', 'keep'],
+          ['volume', 'publish', 'keep', '--node', 'n1', '--initiator', 'iqn.2026-11.test:n1'],
+          ['snapshot', 'create', 'keep', 'snap-2'],
+          ['snapshot', 'delete', 'keep-snap'],
+          ['orphans', 'list'],
+        ]) {
+          const r = await cli(d, args);
+          if (args[0] === 'orphans') {
+            assert.equal(r.code, 0, r.stderr);
+            continue;
+          }
+          assert.equal(r.code, 1, `lunar ${args.join(' ')}: ${r.stdout}${r.stderr}`);
+          assert.equal(r.stdout, '');
+          assert.match(r.stderr, /could not record .*state\.json/, args.join(' '));
+        }
+      } finally {
+        await chattr('-i', journal);
+      }
+      const vols = JSON.parse(await ok(d, ['volume', 'list', '--json'])) as Volume[];
+      assert.deepEqual(
+        vols.map((x) => [x.id, x.publications]),
+        [[v.id, {}]],
+      );
+      assert.deepEqual(
+        (JSON.parse(await ok(d, ['snapshot', 'list', '--json'])) as Array<{ id: string }>).map((x) => x.id),
+        [snap.id],
+      );
+      assert.deepEqual(await readdir(join(d, 'volumes')), [`${v.id}.img`]);
+      assert.equal(await readCapacity(v), 8 * MiB, 'the volume whose delete failed is still served');
+    });
+  },
+);
+
 test('--size -1 reports the size problem, not the option parser\'s "ambiguous"', { timeout: TEST_TIMEOUT }, async () => {
   await withLunar(async (lunar) => {
     const d = lunar.dataDir;
