@@ -33,7 +33,7 @@ export type AdminResponse =
  *  volume.create   {VolumeSpec}                   -> Volume
  *  volume.list     {condition?: true}             -> Volume[] (each with condition: { abnormal, message } when asked)
  *  volume.get      {volume: id|name}              -> Volume
- *  volume.delete   {volume: id|name}              -> { deleted: boolean, id }
+ *  volume.delete   {volume: id|name}              -> { deleted: boolean, id, name }
  *  volume.resize   {volume, sizeBytes}            -> Volume
  *  volume.publish  {volume, nodeId, initiator}    -> Volume
  *  volume.unpublish {volume, nodeId}              -> Volume
@@ -41,9 +41,11 @@ export type AdminResponse =
  *  volume.rescan   {volume?}                      -> [{ id, name, abnormal, message, reopened }] (every volume when none given)
  *  snapshot.create {volume, name}                 -> Snapshot
  *  snapshot.list                                  -> Snapshot[]
- *  snapshot.delete {snapshot: id|name}            -> { deleted: boolean }
+ *  snapshot.delete {snapshot: id|name}            -> { deleted: boolean, id, name }
  *  sessions        {volume?}                      -> SessionInfo[]
  *  capacity                                       -> { availableBytes, totalBytes }
+ *  orphan.list                                    -> Orphan[] (files without a record, in <data-dir>/orphans/)
+ *  orphan.adopt    {file, name, allow?, masked?}  -> Volume
  */
 export const ADMIN_METHODS = [
   'ping',
@@ -61,4 +63,6 @@ export const ADMIN_METHODS = [
   'snapshot.delete',
   'sessions',
   'capacity',
+  'orphan.list',
+  'orphan.adopt',
 ] as const;

@@ -126,8 +126,8 @@ export async function handleAdminRequest(ctx: AdminContext, method: string, para
     case 'volume.delete': {
       const ref = str(params, 'volume');
       const v = vs.get(ref) ?? vs.getByName(ref);
-      if (!v) return { deleted: false, id: null };
-      return { deleted: await vs.delete(v.id), id: v.id };
+      if (!v) return { deleted: false, id: null, name: null };
+      return { deleted: await vs.delete(v.id), id: v.id, name: v.name };
     }
     case 'volume.resize': {
       const v = resolveVolume(vs, str(params, 'volume'));
@@ -161,8 +161,8 @@ export async function handleAdminRequest(ctx: AdminContext, method: string, para
     case 'snapshot.delete': {
       const ref = str(params, 'snapshot');
       const s = vs.getSnapshot(ref) ?? vs.getSnapshotByName(ref);
-      if (!s) return { deleted: false, id: null };
-      return { deleted: await vs.deleteSnapshot(s.id), id: s.id };
+      if (!s) return { deleted: false, id: null, name: null };
+      return { deleted: await vs.deleteSnapshot(s.id), id: s.id, name: s.name };
     }
     case 'sessions': {
       if (params.volume !== undefined) {
@@ -173,6 +173,19 @@ export async function handleAdminRequest(ctx: AdminContext, method: string, para
     }
     case 'capacity':
       return vs.capacity();
+    case 'orphan.list':
+      return vs.orphans();
+    case 'orphan.adopt': {
+      if (params.masked !== undefined && typeof params.masked !== 'boolean')
+        throw new VolumeError('invalid-argument', '"masked" must be a boolean');
+      const allow = optStrings(params, 'allow');
+      const v = await vs.adoptOrphan(str(params, 'file'), {
+        name: str(params, 'name'),
+        ...(allow ? { allow } : {}),
+        ...(params.masked !== undefined ? { masked: params.masked } : {}),
+      });
+      return v;
+    }
     default:
       throw new BadRequest('unknown-method', `unknown method "${method}"`);
   }

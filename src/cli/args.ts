@@ -20,10 +20,41 @@ export const CLIENT_OPTIONS: OptionSpec = {
   wait: { type: 'string' },
 };
 
+/**
+ * `--opt VALUE` with a VALUE that starts with "-" (`--size -1`) as `--opt=VALUE`, so that the option's own
+ * check explains what is wrong with the value instead of parseArgs calling it ambiguous. A VALUE that is
+ * itself one of the options (`--chap --masked`: the value was forgotten) is left alone.
+ */
+function joinDashValues(args: readonly string[], options: OptionSpec): string[] {
+  const flags = new Set(Object.entries(options).flatMap(([name, o]) => [`--${name}`, ...(o.short ? [`-${o.short}`] : [])]));
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    const next = args[i + 1];
+    const name = a.startsWith('--') ? a.slice(2) : null;
+    if (a === '--') {
+      out.push(...args.slice(i));
+      break;
+    }
+    if (
+      name !== null &&
+      options[name]?.type === 'string' &&
+      next !== undefined &&
+      next.startsWith('-') &&
+      !flags.has(next.split('=')[0]!)
+    ) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else out.push(a);
+  }
+  return out;
+}
+
 /** Parses args strictly with the command's options and the common ones. */
 export function parseOptions(args: readonly string[], options: OptionSpec): { values: OptionValues; positionals: string[] } {
+  const all = { ...options, ...COMMON_OPTIONS };
   try {
-    const r = parseArgs({ args: [...args], options: { ...options, ...COMMON_OPTIONS }, allowPositionals: true, strict: true });
+    const r = parseArgs({ args: joinDashValues(args, all), options: all, allowPositionals: true, strict: true });
     return { values: r.values, positionals: r.positionals };
   } catch (err) {
     // parseArgs appends advice about "--" that does not apply to Lunar's commands.
@@ -76,6 +107,7 @@ export function splitCreds(value: string, flag: string): { user: string; secret:
 /** A required SIZE option in bytes (util/size.ts forms). */
 export function sizeArg(v: string | undefined, flag: string): number {
   if (v === undefined) throw new UsageError(`${flag} SIZE is required (e.g. ${flag} 10GiB)`);
+  if (/^\s*-/.test(v)) throw new UsageError(`${flag} ${v}: a size must be positive (e.g. ${flag} 10GiB)`);
   try {
     return parseSize(v);
   } catch (err) {

@@ -10,9 +10,11 @@ export function deleteSubcommand(kind: 'volume' | 'snapshot'): Subcommand {
     const command = `${kind} delete`;
     const ref = positional(pos, 0, kind.toUpperCase(), command);
     noExtra(pos, 1, command);
-    const r = (await ctx.call(`${kind}.delete`, { [kind]: ref })) as { deleted: boolean; id: string | null };
+    const r = (await ctx.call(`${kind}.delete`, { [kind]: ref })) as { deleted: boolean; id: string | null; name?: string | null };
     if (!r.deleted) throw new AdminError('not-found', `no ${kind} with id or name "${ref}" (see \`lunar ${kind} list\`)`);
-    ctx.io.out(ctx.json ? JSON.stringify(r) + '\n' : `deleted ${kind} ${ref} (${r.id ?? ''})\n`);
+    // By name and id, whichever the command named: what was destroyed must be unmistakable. (A server
+    // older than this CLI answers without the name.)
+    ctx.io.out(ctx.json ? JSON.stringify(r) + '\n' : `deleted ${kind} ${r.name ?? ref} (${r.id ?? ''})\n`);
     return ExitCode.OK;
   };
 }

@@ -17,6 +17,20 @@ export function jsonText(value: unknown): string {
   return JSON.stringify(value, null, 2) + '\n';
 }
 
+/** Widest name a table shows in full (a CSI volume name, "pvc-" and a UUID, is 40); `--wide` shows all. */
+export const NAME_COLUMN_WIDTH = 40;
+
+/** text cut to at most width characters, the last one an ellipsis when it was longer. */
+export function ellipsis(text: string, width: number): string {
+  const chars = Array.from(text);
+  return chars.length <= width ? text : chars.slice(0, width - 1).join('') + '…';
+}
+
+/** A name cell of a table: cut to NAME_COLUMN_WIDTH unless wide. */
+export function nameCell(name: string, wide: boolean): string {
+  return wide ? name : ellipsis(name, NAME_COLUMN_WIDTH);
+}
+
 /** Columns padded to their widest cell, two spaces apart; the first row is the header. */
 export function table(rows: readonly (readonly string[])[]): string {
   const widths = (rows[0] ?? []).map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));

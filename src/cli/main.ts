@@ -12,13 +12,14 @@ import type { Command, Io } from './command.js';
 import { EXIT_CODES_HELP, ExitCode, reportError, UsageError } from './errors.js';
 import { node } from './node.js';
 import { awaitReady, DEFAULT_WAIT_SECONDS } from './readiness.js';
+import { orphans } from './orphans.js';
 import { serve } from './serve.js';
 import { snapshot } from './snapshot.js';
 import { sessions, status } from './status.js';
 import { volume } from './volume.js';
 
 /** Command name -> command; the order is the order of `lunar --help`. */
-const COMMANDS: Readonly<Record<string, Command>> = { serve, node, volume, snapshot, sessions, status };
+const COMMANDS: Readonly<Record<string, Command>> = { serve, node, volume, snapshot, orphans, sessions, status };
 
 const commands = Object.values(COMMANDS);
 

@@ -6,7 +6,7 @@ import { noExtra, positional, runSubcommand, type Subcommand } from './args.js';
 import type { Command } from './command.js';
 import { deleteSubcommand } from './delete.js';
 import { ExitCode } from './errors.js';
-import { jsonText, listText } from './format.js';
+import { jsonText, listText, nameCell } from './format.js';
 
 const create: Subcommand = async (ctx, pos) => {
   const vol = positional(pos, 0, 'VOLUME', 'snapshot create');
@@ -22,7 +22,7 @@ const list: Subcommand = async (ctx, pos) => {
   const snaps = (await ctx.call('snapshot.list')) as Snapshot[];
   ctx.io.out(
     listText(ctx.json, snaps, 'no snapshots\n', ['NAME', 'ID', 'VOLUME', 'SIZE', 'CREATED'], (s) => [
-      s.name,
+      nameCell(s.name, ctx.values.wide === true),
       s.id,
       s.sourceVolumeId,
       formatSize(s.sizeBytes),
@@ -36,9 +36,9 @@ const SUBCOMMANDS: Readonly<Record<string, Subcommand>> = { create, list, delete
 
 export const snapshot: Command = {
   usage: `  lunar snapshot create VOLUME NAME [--json]
-  lunar snapshot list [--json]
+  lunar snapshot list [--wide] [--json]
   lunar snapshot delete SNAPSHOT
 `,
-  options: {},
+  options: { wide: { type: 'boolean' } },
   run: (ctx) => runSubcommand('snapshot', SUBCOMMANDS, ctx),
 };

@@ -4,7 +4,7 @@ import type { SessionInfo } from '../target/types.js';
 import type { Portal } from '../util/portal.js';
 import { targetAddress } from '../util/portal.js';
 import { formatSize } from '../util/size.js';
-import type { Volume, VolumeCondition } from '../volumes/types.js';
+import type { Orphan, Volume, VolumeCondition } from '../volumes/types.js';
 import { noExtra, str } from './args.js';
 import type { Command } from './command.js';
 import { ExitCode } from './errors.js';
@@ -24,6 +24,8 @@ interface Totals {
   abnormalVolumes: number;
   sessions: number;
   capacity: { availableBytes: number; totalBytes: number };
+  /** Files without a record in <data-dir>/orphans/. */
+  orphans: number;
 }
 
 export const status: Command = {
@@ -34,10 +36,11 @@ export const status: Command = {
     const info = (await ctx.call('ping')) as PingAnswer;
     let totals: Totals | null = null;
     if (info.ready) {
-      const [vols, sess, cap] = await Promise.all([
+      const [vols, sess, cap, orph] = await Promise.all([
         ctx.call('volume.list', { condition: true }),
         ctx.call('sessions'),
         ctx.call('capacity'),
+        ctx.call('orphan.list'),
       ]);
       const list = vols as (Volume & { condition: VolumeCondition })[];
       totals = {
@@ -45,6 +48,7 @@ export const status: Command = {
         abnormalVolumes: list.filter((v) => v.condition.abnormal).length,
         sessions: (sess as SessionInfo[]).length,
         capacity: cap as Totals['capacity'],
+        orphans: (orph as Orphan[]).length,
       };
     }
     if (ctx.json) {
@@ -58,7 +62,8 @@ export const status: Command = {
         `  portals:  ${info.portals.map((p) => targetAddress(p, p.host)).join(' ')}\n` +
         (totals
           ? `  volumes:  ${totals.volumes}${totals.abnormalVolumes > 0 ? ` (${totals.abnormalVolumes} ABNORMAL: see \`lunar volume list\`)` : ''}\n  sessions: ${totals.sessions}\n` +
-            `  space:    ${formatSize(totals.capacity.availableBytes)} free of ${formatSize(totals.capacity.totalBytes)}\n`
+            `  space:    ${formatSize(totals.capacity.availableBytes)} free of ${formatSize(totals.capacity.totalBytes)}\n` +
+            `  orphans:  ${totals.orphans}${totals.orphans > 0 ? ' file(s) without a record (see `lunar orphans list`)' : ''}\n`
           : ''),
     );
     return ExitCode.OK;

@@ -8,7 +8,7 @@ import { noExtra, positional, runSubcommand, sizeArg, splitCreds, str, strs, typ
 import type { Command, CommandContext } from './command.js';
 import { deleteSubcommand } from './delete.js';
 import { ExitCode, UsageError } from './errors.js';
-import { describeVolume, jsonText, listText } from './format.js';
+import { describeVolume, jsonText, listText, nameCell } from './format.js';
 
 function printVolume(ctx: CommandContext, v: Volume): void {
   ctx.io.out(ctx.json ? jsonText(v) : describeVolume(v));
@@ -79,7 +79,7 @@ const list: Subcommand = async (ctx, pos) => {
       'no volumes (create one with `lunar volume create NAME --size 1GiB`)\n',
       ['NAME', 'ID', 'SIZE', 'TYPE', 'AUTH', 'TARGET', 'WWID', 'CONDITION'],
       (v) => [
-        v.name,
+        nameCell(v.name, ctx.values.wide === true),
         v.id,
         formatSize(v.sizeBytes),
         v.thin ? 'thin' : 'thick',
@@ -174,7 +174,7 @@ const SUBCOMMANDS: Readonly<Record<string, Subcommand>> = {
 export const volume: Command = {
   usage: `  lunar volume create NAME --size SIZE [--thick] [--chap USER:SECRET|auto] [--mutual-chap USER:SECRET|auto]
                       [--allow IQN|CIDR]... [--masked] [--portal HOST:PORT]... [--from-snapshot SNAP | --from-volume VOL] [--json]
-  lunar volume list [--json]
+  lunar volume list [--wide] [--json]
   lunar volume show VOLUME [--json]
   lunar volume delete VOLUME
   lunar volume resize VOLUME --size SIZE [--json]
@@ -193,6 +193,8 @@ export const volume: Command = {
   Idempotent: the same NAME with the same options returns the existing volume.
 volume rescan: checks the backing file of an abnormal volume (of every volume without VOLUME) again and
   serves the volume once its file is back, without a restart; exit 1 while a volume stays abnormal.
+volume list, snapshot list:
+  --wide                 names in full (the table cuts names longer than 40 characters; --json never does)
 `,
   options: {
     size: { type: 'string' },
@@ -206,6 +208,7 @@ volume rescan: checks the backing file of an abnormal volume (of every volume wi
     'from-volume': { type: 'string' },
     node: { type: 'string' },
     initiator: { type: 'string' },
+    wide: { type: 'boolean' },
   },
   run: (ctx) => runSubcommand('volume', SUBCOMMANDS, ctx),
 };

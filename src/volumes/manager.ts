@@ -1,6 +1,6 @@
 // VolumeService over a data directory: sparse files served as LUN 0 of one iSCSI target per volume,
 // their records in a transactional state store (state.ts), specs checked in spec.ts, files reconciled
-// with the state at startup in reconcile.ts.
+// with the state at startup in reconcile.ts (files without a record are kept aside, orphans.ts).
 //
 // Crash safety (kill -9 at any instant leaves no half-made volume and no orphan file after restart):
 // - create/clone/snapshot: the data file is written as <dir>/.tmp-<id>.img, fsynced, renamed to
@@ -26,6 +26,7 @@ import { isIscsiName, newNaa6, newSnapshotId, newVolumeId, targetIqn } from '../
 import { KeyedMutex } from '../util/mutex.js';
 import { formatSize } from '../util/size.js';
 import { LUNAR_VERSION } from '../util/version.js';
+import { adoptOrphan, listOrphans, ORPHANS_DIR, type AdoptContext } from './orphans.js';
 import { reconcile } from './reconcile.js';
 import { SpaceConditions } from './space-condition.js';
 import { checkNewSize, checkSize, makeChap, nameProblem, normaliseSpec, specDifferences } from './spec.js';
@@ -35,6 +36,8 @@ import {
   SNAPSHOTS_DIR,
   VOLUMES_DIR,
   VolumeError,
+  type AdoptSpec,
+  type Orphan,
   type SessionControl,
   type Snapshot,
   type Volume,
@@ -94,6 +97,7 @@ export class VolumeManager implements VolumeService {
   private readonly broken = new Map<string, string>();
   private readonly volumesDir: string;
   private readonly snapshotsDir: string;
+  private readonly orphansDir: string;
   private closed = false;
   /** Writes that failed for want of space: log lines, condition (space-condition.ts). */
   private readonly space: SpaceConditions;
@@ -105,6 +109,7 @@ export class VolumeManager implements VolumeService {
     this.log = opts.logger ?? componentLogger('volumes');
     this.volumesDir = join(opts.dataDir, VOLUMES_DIR);
     this.snapshotsDir = join(opts.dataDir, SNAPSHOTS_DIR);
+    this.orphansDir = join(opts.dataDir, ORPHANS_DIR);
     this.space = new SpaceConditions({
       log: this.log,
       dataDir: opts.dataDir,
@@ -122,6 +127,7 @@ export class VolumeManager implements VolumeService {
       state,
       volumesDir: m.volumesDir,
       snapshotsDir: m.snapshotsDir,
+      orphansDir: m.orphansDir,
       volumePath: (id) => m.volumePath(id),
       log: m.log,
     });
@@ -675,10 +681,14 @@ export class VolumeManager implements VolumeService {
           tx.setVolumeSize(id, newSize);
         });
       } catch (err) {
-        // The LU has grown: say so to its initiators. The record keeps the old size until a retry (which
-        // finds the file grown already); a restart adopts the file's size.
-        ov.device.logicalUnit(0)?.capacityChanged();
-        throw this.notRecorded(`the new size of ${id} (the file has grown to ${formatSize(newSize)}; retry)`, err);
+        // Not recorded, so not resized: the LU still reports the old capacity (capacityChanged() was not
+        // called, so no initiator can address the new blocks) and the file shrinks back, giving back what
+        // a thick volume preallocated. Should even that fail, the file stays larger than its record and a
+        // restart adopts its size (reconcile.ts) before anything is served.
+        await ov.store
+          .resize(oldSize)
+          .catch((e: unknown) => this.log.error({ volumeId: id, err: errMessage(e) }, 'could not shrink the file of a failed resize back'));
+        throw this.notRecorded(`the new size of ${id} (the volume keeps ${formatSize(oldSize)})`, err);
       }
       ov.device.logicalUnit(0)?.capacityChanged();
       this.log.info({ op: 'resize', volumeId: id, oldSize, newSize, durationMs: Date.now() - started }, 'volume resized');
@@ -755,9 +765,8 @@ export class VolumeManager implements VolumeService {
   // snapshots
 
   async createSnapshot(volumeId: string, name: string): Promise<Snapshot> {
-    if (nameProblem(name) !== null) {
-      throw new VolumeError('invalid-argument', 'snapshot name must be 1 to 255 bytes without control characters');
-    }
+    const problem = nameProblem(name);
+    if (problem !== null) throw new VolumeError('invalid-argument', `snapshot name ${problem}`);
     return this.exclusive(`snapname:${name}`, `snapshot name "${name}"`, async () => {
       const existing = this.state.snapshotByName(name);
       if (existing) {
@@ -815,6 +824,37 @@ export class VolumeManager implements VolumeService {
       );
       return true;
     });
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // orphans (files without a record: orphans.ts)
+
+  orphans(): Promise<readonly Orphan[]> {
+    return listOrphans({ state: this.state, orphansDir: this.orphansDir });
+  }
+
+  async adoptOrphan(file: string, spec: AdoptSpec): Promise<Volume> {
+    // The spec may come from JSON (admin socket): adoptOrphan checks it.
+    const name: unknown = (spec as Partial<AdoptSpec> | null)?.name;
+    const ctx: AdoptContext = {
+      state: this.state,
+      orphansDir: this.orphansDir,
+      volumesDir: this.volumesDir,
+      log: this.log,
+      volumePath: (id) => this.volumePath(id),
+      serve: async (rec) => {
+        try {
+          await this.openVolume(this.record(rec.id));
+        } catch (err) {
+          this.broken.set(rec.id, `cannot open ${this.volumePath(rec.id)}: ${errMessage(err)}`);
+          throw new VolumeError('internal', `volume ${rec.id} was adopted but cannot be served: ${errMessage(err)}`);
+        }
+      },
+    };
+    // The name's lock as create takes it, then the file's.
+    return this.exclusive(`name:${String(name)}`, `volume name "${String(name)}"`, () =>
+      this.exclusive(`orphan:${file}`, `orphan ${file}`, async () => this.toVolume(this.record((await adoptOrphan(ctx, file, spec)).id))),
+    );
   }
 
   /** Close every device and store, then the state (the transport must be closed first). */

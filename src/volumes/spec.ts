@@ -28,26 +28,38 @@ export interface NormalSpec {
 // eslint-disable-next-line no-control-regex -- control characters are what the name check refuses
 const CONTROL_CHARS = /[\x00-\x1f\x7f]/;
 
-/** A volume or snapshot name: 1 to 255 bytes without control characters. */
+/** What an id looks like (util/ids.ts), in any letter case: "vol-" or "snap-" and 16 hex digits. */
+const ID_FORM = /^(vol|snap)-[0-9a-f]{16}$/i;
+
+/**
+ * A volume or snapshot name: 1 to 255 bytes without control characters, not blank, and not of the form
+ * of an id. Every front end (CLI, admin socket, CSI) resolves a reference by id first and by name second,
+ * so a volume named like another volume's id would make `delete <that id>` act on the other volume.
+ */
 export function nameProblem(name: unknown): string | null {
   if (typeof name !== 'string' || name.length === 0) return 'must not be empty';
   if (Buffer.byteLength(name) > 255 || CONTROL_CHARS.test(name)) return 'must be at most 255 bytes without control characters';
+  if (name.trim() === '') return 'must not be blank (only whitespace)';
+  if (ID_FORM.test(name)) {
+    return `must not have the form of a Lunar id (vol-/snap- and 16 hex digits, like "${name}"): ids are looked up before names; pick another name`;
+  }
   return null;
 }
 
 /** A size in bytes, rounded up to SIZE_ALIGNMENT. */
 export function checkSize(sizeBytes: unknown, what: string): number {
+  // Too large first: 2^60 is a whole number, just not a safe integer (nor a volume size).
+  if (typeof sizeBytes === 'number' && sizeBytes > MAX_VOLUME_BYTES) {
+    throw new VolumeError(
+      'out-of-range',
+      `${what} ${Number.isFinite(sizeBytes) ? formatSize(sizeBytes) : String(sizeBytes)} is too large: the maximum volume size is ${formatSize(MAX_VOLUME_BYTES)}`,
+    );
+  }
   if (typeof sizeBytes !== 'number' || !Number.isSafeInteger(sizeBytes) || sizeBytes <= 0) {
     throw new VolumeError('invalid-argument', `${what} must be a positive whole number of bytes, got ${String(sizeBytes)}`);
   }
-  const aligned = alignUp(sizeBytes, SIZE_ALIGNMENT);
-  if (aligned > MAX_VOLUME_BYTES) {
-    throw new VolumeError(
-      'out-of-range',
-      `${what} ${formatSize(sizeBytes)} is larger than the maximum volume size ${formatSize(MAX_VOLUME_BYTES)}`,
-    );
-  }
-  return aligned;
+  // MAX_VOLUME_BYTES is a multiple of SIZE_ALIGNMENT: rounding up never passes it.
+  return alignUp(sizeBytes, SIZE_ALIGNMENT);
 }
 
 function normaliseChap(setting: ChapSetting | undefined): ChapSetting {

@@ -87,6 +87,27 @@ export interface Snapshot {
   readonly readyToUse: boolean;
 }
 
+/** A complete volume or snapshot file without a record, kept in <data-dir>/orphans/ (src/volumes/orphans.ts). */
+export interface Orphan {
+  /** File name in orphans/. */
+  readonly file: string;
+  readonly path: string;
+  readonly sizeBytes: number;
+  /** ISO 8601 modification time. */
+  readonly modifiedAt: string;
+  /** The volume or snapshot id in the file name; null for a name Lunar did not make. */
+  readonly id: string | null;
+  /** Whether some record uses that id now (then an adopt gives the volume a new id). */
+  readonly idInUse: boolean;
+}
+
+/** What a volume adopted from an orphan gets besides the file: a name and its access (as in VolumeSpec). */
+export interface AdoptSpec {
+  readonly name: string;
+  readonly allow?: readonly string[];
+  readonly masked?: boolean;
+}
+
 export type VolumeErrorCode =
   'invalid-argument' | 'not-found' | 'already-exists' | 'out-of-range' | 'resource-exhausted' | 'busy' | 'failed-precondition' | 'internal';
 
@@ -124,6 +145,10 @@ export interface VolumeService {
   listSnapshots(): readonly Snapshot[];
   /** Free and total bytes of the data directory's filesystem. */
   capacity(): Promise<{ readonly availableBytes: number; readonly totalBytes: number }>;
+  /** Files without a record, moved aside at startup. */
+  orphans(): Promise<readonly Orphan[]>;
+  /** Make an orphan (a file name in orphans/) a volume: its old id when no record uses it, else a new one. */
+  adoptOrphan(file: string, spec: AdoptSpec): Promise<Volume>;
   /** abnormal when the backing file is missing or I/O on it fails, or writes failed for want of space (until space is back). */
   condition(id: string): Promise<VolumeCondition>;
   /** Checks an abnormal volume's backing file again and serves the volume when it is back (no restart). */

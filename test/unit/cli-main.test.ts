@@ -51,6 +51,12 @@ test('CLI: help, version, usage errors exit 2 with a hint', async () => {
     [['volume', 'create', 'a', '--size', '1G', '--mutual-chap', 'u:secretsecret'], /--mutual-chap needs --chap too/],
     [['volume', 'create', 'a', 'b', '--size', '1G'], /unexpected argument "b"/],
     [['volume', 'resize', 'a'], /--size SIZE is required/],
+    // A value starting with "-" is the option's value, checked as one (not parseArgs' "ambiguous").
+    [['volume', 'create', 'a', '--size', '-1'], /--size -1: a size must be positive/],
+    [['volume', 'resize', 'a', '--size', '-5GiB'], /--size -5GiB: a size must be positive/],
+    [['volume', 'create', 'a', '--size=-1'], /--size -1: a size must be positive/],
+    [['orphans'], /missing subcommand \(list, adopt\)/],
+    [['orphans', 'adopt', 'vol-1111111111111111.img'], /orphans adopt needs --name NAME/],
     [['volume', 'publish', 'a'], /needs --node NODE and --initiator IQN/],
     [['serve', '--portal', '::1:3260'], /IPv6 addresses in brackets/],
     [['serve', '--discovery-chap', 'u:short'], /discovery CHAP secret must be at least 12 characters/],
@@ -147,7 +153,7 @@ test(
 );
 
 test('CLI: --help after any command prints the same usage; unknown commands list every command', async () => {
-  for (const args of [['serve'], ['volume'], ['volume', 'create'], ['snapshot'], ['sessions'], ['status']]) {
+  for (const args of [['serve'], ['volume'], ['volume', 'create'], ['snapshot'], ['orphans'], ['sessions'], ['status']]) {
     for (const flag of ['--help', '-h']) {
       const o = io();
       assert.equal(await main([...args, flag], o), ExitCode.OK, [...args, flag].join(' '));
@@ -157,12 +163,13 @@ test('CLI: --help after any command prints the same usage; unknown commands list
   }
   const o = io();
   assert.equal(await main(['frobnicate'], o), ExitCode.USAGE);
-  assert.match(o.stderr, /\(serve, node, volume, snapshot, sessions, status; see `lunar --help`\)/);
+  assert.match(o.stderr, /\(serve, node, volume, snapshot, orphans, sessions, status; see `lunar --help`\)/);
   // Each command's usage lines and option sections appear once, in the table's order.
   const order = [
     'lunar serve',
     'lunar volume create',
     'lunar snapshot create',
+    'lunar orphans list',
     'lunar sessions',
     'lunar status',
     'serve:',
@@ -184,7 +191,11 @@ test('CLI: --data-dir, else LUNAR_DATA_DIR, else ./.lunar, for every command tha
   const env = join(d, 'from-env');
   const flag = join(d, 'from-flag');
   try {
-    for (const args of [['volume', 'list'], ['snapshot', 'list'], ['sessions'], ['status']].map((a) => [...a, '--wait', '0'])) {
+    for (const args of [['volume', 'list'], ['snapshot', 'list'], ['orphans', 'list'], ['sessions'], ['status']].map((a) => [
+      ...a,
+      '--wait',
+      '0',
+    ])) {
       let o = io({ LUNAR_DATA_DIR: env });
       assert.equal(await main(args, o), ExitCode.NOT_READY, args.join(' '));
       assert.ok(o.stderr.includes(join(env, 'admin.sock')), o.stderr);

@@ -208,7 +208,8 @@ test('delete removes target, file and record; state survives reopen; orphans are
       assert.equal(reg.findTarget(a.iqn), undefined);
       assert.deepEqual(await readdir(join(d, 'volumes')), [`${b.id}.img`]);
     }, d);
-    // Leftovers of interrupted operations: a temp file, a renamed file never recorded, a snapshot orphan.
+    // Leftovers of interrupted operations (or of a restored older state.json): a temp file, a renamed
+    // file never recorded, a snapshot file without a record.
     await writeFile(join(d, 'volumes', '.tmp-vol-1111111111111111.img'), 'x');
     await writeFile(join(d, 'volumes', 'vol-2222222222222222.img'), 'x');
     await writeFile(join(d, 'snapshots', 'snap-3333333333333333.img'), 'x');
@@ -223,6 +224,15 @@ test('delete removes target, file and record; state survives reopen; orphans are
       assert.ok(reg.findTarget(`iqn.2026-11.io.lunar:${keep}`));
       assert.deepEqual((await readdir(join(d, 'volumes'))).sort(), ['README.txt', `${keep}.img`].sort());
       assert.deepEqual(await readdir(join(d, 'snapshots')), []);
+      // Only the temporary file is gone: the complete files without a record are kept aside.
+      assert.deepEqual((await readdir(join(d, 'orphans'))).sort(), ['snap-3333333333333333.img', 'vol-2222222222222222.img']);
+      assert.deepEqual(
+        (await m.orphans()).map((o) => [o.file, o.id, o.idInUse, o.sizeBytes]),
+        [
+          ['snap-3333333333333333.img', 'snap-3333333333333333', false, 1],
+          ['vol-2222222222222222.img', 'vol-2222222222222222', false, 1],
+        ],
+      );
       assert.deepEqual(await m.condition(keep), { abnormal: false, message: 'volume is healthy' });
     }, d);
     // A record whose file vanished: kept, abnormal, not served.
@@ -351,6 +361,8 @@ test('a state change that cannot be made durable is an error, and nothing change
       await assert.rejects(m.create({ name: 'new', sizeBytes: MiB }), internal);
       await assert.rejects(m.publish(v.id, 'n1', 'iqn.1993-08.org.debian:01:n1'), internal);
       await assert.rejects(m.resize(v.id, 8 * MiB), internal);
+      // Not recorded, so not grown: the file shrinks back (e2e lunar-safety checks the capacity initiators see).
+      assert.equal((await stat(join(d, 'volumes', `${v.id}.img`))).size, 4 * MiB);
       await assert.rejects(m.delete(v.id), internal);
       await assert.rejects(m.createSnapshot(v.id, 'snap-2'), internal);
       await assert.rejects(m.deleteSnapshot(snap.id), internal);
@@ -370,7 +382,7 @@ test('a state change that cannot be made durable is an error, and nothing change
     } finally {
       await run('chattr', ['-i', stateFile]);
     }
-    // The grown file is adopted by the retry, and everything else goes through now.
+    // The retry grows the file again, and everything else goes through now.
     assert.equal((await m.resize(v.id, 8 * MiB)).sizeBytes, 8 * MiB);
     await m.publish(v.id, 'n1', 'iqn.1993-08.org.debian:01:n1');
     assert.deepEqual(reg.findTarget(v.iqn)?.access, { allow: ['iqn.1993-08.org.debian:01:n1'] });
