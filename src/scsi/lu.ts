@@ -252,8 +252,12 @@ export class LogicalUnit implements LogicalUnitView {
     observer.record(kind, bytes, (performance.now() - arrived) / 1000, ok);
   }
 
-  async #run(cmd: ScsiCommand, signal: AbortFlag): Promise<ScsiResponse> {
-    if (!this.log.isLevelEnabled('debug')) return this.#dispatch(cmd, signal);
+  /** Not async: returning #dispatch's promise from an async function would cost a promise and three microtask hops per command. */
+  #run(cmd: ScsiCommand, signal: AbortFlag): Promise<ScsiResponse> {
+    return this.log.isLevelEnabled('debug') ? this.#runLogged(cmd, signal) : this.#dispatch(cmd, signal);
+  }
+
+  async #runLogged(cmd: ScsiCommand, signal: AbortFlag): Promise<ScsiResponse> {
     const started = process.hrtime.bigint();
     const res = await this.#dispatch(cmd, signal);
     const us = Number(process.hrtime.bigint() - started) / 1000;
