@@ -613,7 +613,10 @@ describe('SCSI target device on a sparse file', () => {
     assert.equal(await dev.taskManagement('abort-task', B, 0, t), 'task-does-not-exist');
     resume();
     assertGood((await fromA)!);
-    assert.ok((await exec(dev, rw10(0x28, 8, 1))).data!.every((b) => b === 0xaa), "A's write landed, B's did not");
+    assert.ok(
+      (await exec(dev, rw10(0x28, 8, 1))).data!.every((b) => b === 0xaa),
+      "A's write landed, B's did not",
+    );
   });
 
   it('ABORT TASK stops a write held behind quiesce; LU RESET tells the other nexuses', async () => {
