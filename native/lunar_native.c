@@ -9,6 +9,7 @@
  *   allocationMap(fd, offset, length)   -> Promise<number[]>    (async; flat [offset, length, mapped(0/1), ...])
  *   duplicateFd(fd)                     -> number               (fcntl F_DUPFD_CLOEXEC, synchronous)
  *   preadNoWait / pwriteNoWait(fd, buf, offset, length, position) -> bytes | -errno  (RWF_NOWAIT, synchronous)
+ *   pwriteInline(fd, buf, offset, length, position) -> bytes | -errno  (plain pwritev2, synchronous)
  *   constants: FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
  *
  * Errors reject with an Error carrying .code (e.g. "EOPNOTSUPP") and .errno like Node's fs errors.
@@ -43,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/resource.h>
 #include <sys/uio.h>
 #include <uv.h>
 #ifdef LUNAR_HAVE_URING
@@ -314,7 +316,7 @@ static napi_value js_duplicate_fd(napi_env env, napi_callback_info info) {
  * needs an io_uring_enter, an eventfd wake-up and a second event-loop callback, and the thread pool two
  * context switches (measured per 4 KiB READ at QD1, docs/benchmarks.md). The caller queues the rest
  * on io_uring or the pool. */
-static napi_value rw_nowait(napi_env env, napi_callback_info info, int write) {
+static napi_value rw_inline(napi_env env, napi_callback_info info, int write, int flags) {
   size_t argc = 5;
   napi_value argv[5], result;
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
@@ -333,18 +335,42 @@ static napi_value rw_nowait(napi_env env, napi_callback_info info, int write) {
   struct iovec iov = {(char *)data + offset, length};
   ssize_t n;
   do {
-    n = write ? pwritev2(fd, &iov, 1, (off_t)position, RWF_NOWAIT) : preadv2(fd, &iov, 1, (off_t)position, RWF_NOWAIT);
+    n = write ? pwritev2(fd, &iov, 1, (off_t)position, flags) : preadv2(fd, &iov, 1, (off_t)position, flags);
   } while (n < 0 && errno == EINTR);
   NAPI_CALL(env, napi_create_double(env, n < 0 ? -(double)errno : (double)n, &result));
   return result;
 }
 
 static napi_value js_pread_nowait(napi_env env, napi_callback_info info) {
-  return rw_nowait(env, info, 0);
+  return rw_inline(env, info, 0, RWF_NOWAIT);
 }
 
 static napi_value js_pwrite_nowait(napi_env env, napi_callback_info info) {
-  return rw_nowait(env, info, 1);
+  return rw_inline(env, info, 1, RWF_NOWAIT);
+}
+
+/* pwriteInline(fd, buf, offset, length, position) -> bytes | -errno: a plain pwritev2 (may wait) in the
+ * calling thread. Why: ext4 refuses RWF_NOWAIT for buffered writes, so io_uring punts every write to
+ * an io-wq worker (a thread wake-up, the copy there, an eventfd wake-up of the loop back); a small
+ * buffered write is a copy into the page cache that costs less than those hand-offs (measured per
+ * 4 KiB WRITE at QD1, docs/benchmarks.md). The caller keeps large writes, and every write while the
+ * page cache throttles it, on the ring (src/storage/file-io.ts): when the thread slept during the
+ * write (getrusage RUSAGE_THREAD: a voluntary context switch) the count is returned plus
+ * INLINE_WRITE_WAITED. Being preempted (the machine busy) is not sleeping and is not reported. */
+#define INLINE_WRITE_WAITED 4294967296.0 /* 2^32: larger than any count of one write (lengths are uint32) */
+static napi_value js_pwrite_inline(napi_env env, napi_callback_info info) {
+  struct rusage before, after;
+  int have = getrusage(RUSAGE_THREAD, &before) == 0;
+  napi_value r = rw_inline(env, info, 1, 0);
+  double n;
+  if (r == NULL || !have || getrusage(RUSAGE_THREAD, &after) != 0 || after.ru_nvcsw == before.ru_nvcsw ||
+      napi_get_value_double(env, r, &n) != napi_ok || n < 0)
+    return r;
+  /* The thread slept in the write (a voluntary context switch: dirty-page throttling, a page lock,
+   * memory reclaim): tell the caller, which then queues writes on the ring for a while. */
+  napi_value waited;
+  NAPI_CALL(env, napi_create_double(env, n + INLINE_WRITE_WAITED, &waited));
+  return waited;
 }
 
 /* ---- io_uring reads and writes -------------------------------------------------------------------- */
@@ -630,6 +656,8 @@ static napi_value init(napi_env env, napi_value exports) {
   NAPI_CALL(env, napi_set_named_property(env, exports, "preadNoWait", fn));
   NAPI_CALL(env, napi_create_function(env, "pwriteNoWait", NAPI_AUTO_LENGTH, js_pwrite_nowait, NULL, &fn));
   NAPI_CALL(env, napi_set_named_property(env, exports, "pwriteNoWait", fn));
+  NAPI_CALL(env, napi_create_function(env, "pwriteInline", NAPI_AUTO_LENGTH, js_pwrite_inline, NULL, &fn));
+  NAPI_CALL(env, napi_set_named_property(env, exports, "pwriteInline", fn));
   NAPI_CALL(env, napi_create_function(env, "uringOpen", NAPI_AUTO_LENGTH, js_uring_open, NULL, &fn));
   NAPI_CALL(env, napi_set_named_property(env, exports, "uringOpen", fn));
   NAPI_CALL(env, napi_create_function(env, "uringReadv", NAPI_AUTO_LENGTH, js_uring_readv, NULL, &fn));

@@ -93,10 +93,16 @@ export function createTargetDevice(opts: {
 
     logicalUnit: (lun) => units.get(lun),
 
-    async execute(cmd) {
+    // Not async: an async function returning the LU's promise would add a promise and three microtask
+    // hops to every command (the resolve-thenable job), measured in docs/benchmarks.md.
+    execute(cmd) {
       const lu = units.get(cmd.lun);
-      if (!lu || closed) return noSuchLun(cmd);
-      return lu.execute(cmd);
+      if (lu && !closed) return lu.execute(cmd);
+      try {
+        return Promise.resolve(noSuchLun(cmd));
+      } catch (e) {
+        return Promise.reject(e instanceof Error ? e : new Error(String(e)));
+      }
     },
 
     async taskManagement(fn: TaskManagementFunction, nexus: ITNexus, lun: number, refTaskTag?: number): Promise<TaskManagementResult> {

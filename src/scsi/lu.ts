@@ -91,7 +91,24 @@ export class LogicalUnit implements LogicalUnitView {
   readonly #space: SpaceObserver | undefined;
   readonly #ua = new Map<string, UnitAttention[]>();
   readonly #nexuses = new Map<string, ITNexus>();
-  readonly #tasks = new Map<string, Task>();
+  /** Tasks by #taskKey(nexus, task tag). */
+  readonly #tasks = new Map<number, Task>();
+  /**
+   * A small number per nexus key seen, so that a task's key is a number: a string key built per command
+   * (`${nexusKey}#${tag}`, ~90 characters) was allocated and hashed on every command (callgrind,
+   * docs/benchmarks.md). Entries stay for the LU's life: one per I_T nexus that ever sent a command.
+   */
+  readonly #nexusIds = new Map<string, number>();
+
+  #taskKey(nexusKey: string, taskTag: number): number {
+    let id = this.#nexusIds.get(nexusKey);
+    if (id === undefined) {
+      id = this.#nexusIds.size;
+      this.#nexusIds.set(nexusKey, id);
+    }
+    // Task tags are 32-bit; ids stay far below 2^21, so the key is an exact integer.
+    return id * 0x1_0000_0000 + taskTag;
+  }
   /** Completed EXTENDED COPY lists by nexus and LIST IDENTIFIER (RECEIVE COPY RESULTS). */
   readonly #copyResults = new Map<string, Map<number, CopyResult>>();
   /** Completion of the youngest ORDERED task still running. */
@@ -215,7 +232,7 @@ export class LogicalUnit implements LogicalUnitView {
     const arrived = this.#observer ? performance.now() : 0;
     const nexusKey = cmd.nexus.key;
     if (!this.#nexuses.has(nexusKey)) this.nexusAdded(cmd.nexus); // a nexus we were not told about: treat as new
-    const taskKey = `${nexusKey}#${cmd.taskTag}`;
+    const taskKey = this.#taskKey(nexusKey, cmd.taskTag);
     const controller = new TaskAbort();
     const task: Task = { nexusKey, taskTag: cmd.taskTag, controller, done: Promise.resolve() };
     const prior = this.#tasks.get(taskKey);
@@ -270,8 +287,12 @@ export class LogicalUnit implements LogicalUnitView {
     observer.record(kind, bytes, (performance.now() - arrived) / 1000, ok);
   }
 
-  async #run(cmd: ScsiCommand, signal: AbortFlag): Promise<ScsiResponse> {
-    if (!this.log.isLevelEnabled('debug')) return this.#dispatch(cmd, signal);
+  /** Not async: returning #dispatch's promise from an async function would cost a promise and three microtask hops per command. */
+  #run(cmd: ScsiCommand, signal: AbortFlag): Promise<ScsiResponse> {
+    return this.log.isLevelEnabled('debug') ? this.#runLogged(cmd, signal) : this.#dispatch(cmd, signal);
+  }
+
+  async #runLogged(cmd: ScsiCommand, signal: AbortFlag): Promise<ScsiResponse> {
     const started = process.hrtime.bigint();
     const res = await this.#dispatch(cmd, signal);
     const us = Number(process.hrtime.bigint() - started) / 1000;
@@ -315,7 +336,7 @@ export class LogicalUnit implements LogicalUnitView {
 
   /** ABORT TASK (SAM-5 §7.2). */
   async abortTask(nexusKey: string, taskTag: number): Promise<boolean> {
-    const t = this.#tasks.get(`${nexusKey}#${taskTag}`);
+    const t = this.#tasks.get(this.#taskKey(nexusKey, taskTag));
     if (!t) return false;
     await this.abortTasks((x) => x === t);
     return true;

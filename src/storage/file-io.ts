@@ -16,8 +16,8 @@ import { read as fsRead, write as fsWrite } from 'node:fs';
 import { loadNative, type LunarNative, type UringHandle } from './native.js';
 
 /**
- * inline: preadv2/pwritev2(RWF_NOWAIT) in the calling thread first, what could not be done that way on
- * io_uring (else the pool); the default. io_uring: the ring (else the pool). threadpool: the pool.
+ * inline: preadv2/pwritev2(RWF_NOWAIT) in the calling thread first, small writes with a plain pwritev2
+ * in it, what could not be done that way on io_uring (else the pool); the default. io_uring: the ring (else the pool). threadpool: the pool.
  */
 export type FileIoEngine = 'inline' | 'io_uring' | 'threadpool';
 
@@ -139,6 +139,47 @@ function tryNoWait(write: boolean, fd: number, buf: Buffer, off: number, len: nu
   throw errnoError(-n, write ? 'pwritev2' : 'preadv2');
 }
 
+/**
+ * Writes up to this size are done with a plain pwrite in the calling thread (pwriteInline), not queued.
+ *
+ * Why: ext4 refuses RWF_NOWAIT for buffered writes, so on the ring every write is punted to an io-wq
+ * worker: a thread wake-up, the copy into the page cache there, and an eventfd wake-up of the loop
+ * with a second event-loop callback to complete it. For a small write that copy is a few µs; the
+ * hand-offs cost more (measured per 4 KiB WRITE at QD1, docs/benchmarks.md). Large writes stay on the
+ * ring, where the copy runs on the other core while this thread serves the sockets.
+ */
+export const INLINE_WRITE_MAX = 64 * 1024;
+/**
+ * An inline write during which the thread slept (the kernel throttled the writer because too much of
+ * the page cache is dirty, or it waited for memory or a page lock; the addon reports it) means writes
+ * can block this thread: they then go to the ring for INLINE_WRITE_BACKOFF_MS, so a stall costs one
+ * command's latency, not every session's on this event loop. Being preempted by other work does not
+ * count (the ring would not help against that).
+ */
+const INLINE_WRITE_WAITED = 2 ** 32;
+const INLINE_WRITE_BACKOFF_MS = 1000;
+/** performance.now() until which writes are queued instead of done inline (set after an inline write slept). */
+let inlineWritesResumeAt = process.env['LUNAR_NO_INLINE_WRITE'] === '1' ? Infinity : 0;
+
+/**
+ * An inline write (see INLINE_WRITE_MAX): the bytes written, or null when it is not to be done inline
+ * (too large, or writes are backing off after one that slept).
+ */
+function tryInlineWrite(fd: number, buf: Buffer, off: number, len: number, pos: number): number | null {
+  if (len > INLINE_WRITE_MAX) return null;
+  if (inlineWritesResumeAt !== 0) {
+    if (performance.now() < inlineWritesResumeAt) return null;
+    inlineWritesResumeAt = 0;
+  }
+  let n = loadNative().pwriteInline(fd, buf, off, len, pos);
+  if (n >= INLINE_WRITE_WAITED) {
+    n -= INLINE_WRITE_WAITED;
+    inlineWritesResumeAt = performance.now() + INLINE_WRITE_BACKOFF_MS;
+  }
+  if (n < 0) throw errnoError(-n, 'pwritev2');
+  return n;
+}
+
 /** [reads, writes]: false once RWF_NOWAIT proved unsupported for them (or LUNAR_NO_NOWAIT=1). */
 const noWait: [boolean, boolean] = [process.env['LUNAR_NO_NOWAIT'] !== '1', process.env['LUNAR_NO_NOWAIT'] !== '1'];
 
@@ -180,10 +221,15 @@ export function pwriteFile(
   return fileIo(true, fd, buf, off, len, pos, engine);
 }
 
-/** The one path of both: page-cache hit inline (RWF_NOWAIT), else this thread's io_uring, else libuv's pool. */
+/** The one path of both: page-cache hit or small write inline, else this thread's io_uring, else libuv's pool. */
 function fileIo(write: boolean, fd: number, buf: Buffer, off: number, len: number, pos: number, engine: FileIoEngine): Promise<number> {
   if (engine === 'inline') {
-    const n = tryNoWait(write, fd, buf, off, len, pos);
+    let n: number | null;
+    try {
+      n = tryNoWait(write, fd, buf, off, len, pos) ?? (write ? tryInlineWrite(fd, buf, off, len, pos) : null);
+    } catch (e) {
+      return Promise.reject(e instanceof Error ? e : new Error(String(e)));
+    }
     if (n !== null) return Promise.resolve(n);
   }
   if (engine !== 'threadpool') {

@@ -19,6 +19,11 @@ export interface LunarNative {
    */
   preadNoWait(fd: number, buf: Buffer, offset: number, length: number, position: number): number;
   pwriteNoWait(fd: number, buf: Buffer, offset: number, length: number, position: number): number;
+  /**
+   * A plain pwritev2 (it may wait) in the calling thread: the bytes written (possibly short), or -errno;
+   * plus INLINE_WRITE_WAITED (2^32) when the thread slept during the write (a voluntary context switch).
+   */
+  pwriteInline(fd: number, buf: Buffer, offset: number, length: number, position: number): number;
   /** SEEK_DATA/SEEK_HOLE walk of [offset, offset+length): flat [offset, length, mapped(0|1), ...]. */
   allocationMap(fd: number, offset: number, length: number): Promise<number[]>;
   /**

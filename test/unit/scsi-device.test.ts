@@ -587,6 +587,38 @@ describe('SCSI target device on a sparse file', () => {
     assert.equal(r.data!.readUInt32BE(0), BLOCKS * 2 - 1);
   });
 
+  it('ABORT TASK finds a task by nexus and tag: the same tag on another nexus is another task', async () => {
+    const lu = dev.logicalUnit(0)!;
+    const resume = await lu.quiesce();
+    const t = 777;
+    const write = (nx: ITNexus, fill: number): Promise<ScsiResponse | null> =>
+      dev.execute({
+        nexus: nx,
+        lun: 0,
+        taskTag: t,
+        attribute: 'simple',
+        cdb: rw10(0x2a, 8, 1),
+        expectedDataLength: BS,
+        read: false,
+        write: true,
+        dataOut: Buffer.alloc(BS, fill),
+      });
+    const fromA = write(A, 0xaa);
+    const fromB = write(B, 0xbb);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(lu.taskCount(), 2);
+    assert.equal(await dev.taskManagement('abort-task', B, 0, t), 'function-complete');
+    assert.equal(await fromB, null);
+    assert.equal(lu.taskCount(), 1, "A's task with the same tag is still there");
+    assert.equal(await dev.taskManagement('abort-task', B, 0, t), 'task-does-not-exist');
+    resume();
+    assertGood((await fromA)!);
+    assert.ok(
+      (await exec(dev, rw10(0x28, 8, 1))).data!.every((b) => b === 0xaa),
+      "A's write landed, B's did not",
+    );
+  });
+
   it('ABORT TASK stops a write held behind quiesce; LU RESET tells the other nexuses', async () => {
     const lu = dev.logicalUnit(0)!;
     const resume = await lu.quiesce();

@@ -6,7 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileIoEngine, preadFile, pwriteFile, type FileIoEngine } from '../../src/storage/file-io.js';
+import { fileIoEngine, INLINE_WRITE_MAX, preadFile, pwriteFile, type FileIoEngine } from '../../src/storage/file-io.js';
 import { openFileStore } from '../../src/storage/file-store.js';
 
 const ENGINES: readonly FileIoEngine[] = ['inline', 'io_uring', 'threadpool'];
@@ -55,6 +55,37 @@ describe('file-io', () => {
       }
     });
   }
+
+  it('inline: a write up to INLINE_WRITE_MAX is in the file when pwriteFile returns (no queue); a larger one is queued', async () => {
+    const p = join(dir, 'inline-write.img');
+    writeFileSync(p, Buffer.alloc(1 << 20));
+    const fd = openSync(p, 'r+');
+    try {
+      // What the file holds synchronously, before any completion could run (on the ring the SQE is not
+      // even submitted yet); compared after the write settled, so that a failure never closes the fd
+      // under a queued write.
+      const small = randomBytes(4096);
+      const pending = pwriteFile(fd, small, 0, 4096, 8192, 'inline');
+      const smallNow = readFileSync(p).subarray(8192, 8192 + 4096);
+      assert.equal(await pending, 4096);
+      assert.deepEqual(smallNow, small);
+      const limit = randomBytes(INLINE_WRITE_MAX);
+      const atLimit = pwriteFile(fd, limit, 0, limit.length, 65536, 'inline');
+      const limitNow = readFileSync(p).subarray(65536, 65536 + limit.length);
+      assert.equal(await atLimit, limit.length);
+      assert.deepEqual(limitNow, limit);
+      if (fileIoEngine() === 'io_uring') {
+        const large = randomBytes(INLINE_WRITE_MAX + 4096);
+        const queued = pwriteFile(fd, large, 0, large.length, 262144, 'inline');
+        const largeNow = readFileSync(p).subarray(262144, 262144 + large.length);
+        assert.equal(await queued, large.length);
+        assert.notDeepEqual(largeNow, large);
+        assert.deepEqual(readFileSync(p).subarray(262144, 262144 + large.length), large);
+      }
+    } finally {
+      closeSync(fd);
+    }
+  });
 
   it('more requests at once than the ring has slots: every one completes with the right data', async () => {
     const p = join(dir, 'many.img');

@@ -1,0 +1,102 @@
+// How many microtask turns a READ takes through the target device and the LU when the store answers at
+// once (a page-cache hit served inline): each turn is a promise job on the event loop's thread, paid by
+// every command (docs/benchmarks.md, "async functions that only forward a promise"). The bound is the
+// count measured after that lever; the two forwarding async functions removed by it (device execute, LU #run) made it 6.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { createTargetDevice } from '../../src/scsi/device.js';
+import { ScsiStatus, type ITNexus, type ScsiCommand, type ScsiResponse } from '../../src/scsi/types.js';
+import type { AllocationExtent, BackingStore } from '../../src/storage/types.js';
+
+const SIZE = 1 << 20;
+
+/** A store whose read and write complete without any I/O (the data is not the point here). */
+function instantStore(): BackingStore {
+  const bytes = Buffer.alloc(SIZE);
+  return {
+    path: '/instant',
+    size: () => SIZE,
+    read: (buf, offset) => {
+      bytes.copy(buf, 0, offset, offset + buf.length);
+      return Promise.resolve();
+    },
+    write: (buf, offset) => {
+      buf.copy(bytes, offset);
+      return Promise.resolve();
+    },
+    flush: () => Promise.resolve(),
+    deallocate: () => Promise.resolve(),
+    allocationMap: (offset, length): Promise<AllocationExtent[]> => Promise.resolve([{ offset, length, mapped: true }]),
+    resize: () => Promise.resolve(),
+    close: () => Promise.resolve(),
+  };
+}
+
+const NEXUS: ITNexus = {
+  initiatorName: 'iqn.2024-01.test:init',
+  isid: '400000000001',
+  initiatorPortName: 'iqn.2024-01.test:init,i,0x400000000001',
+  targetPortName: 'iqn.2024-01.test:target,t,0x0001',
+  targetPortalGroupTag: 1,
+  relativeTargetPortId: 1,
+  key: 'iqn.2024-01.test:init,i,0x400000000001|iqn.2024-01.test:target,t,0x0001',
+};
+
+/** Microtask turns until p settles (a counter re-queued one turn at a time). */
+async function turnsUntil(p: Promise<ScsiResponse | null>): Promise<{ turns: number; res: ScsiResponse | null }> {
+  let turns = 0;
+  let settled = false;
+  const tick = (): void => {
+    if (settled) return;
+    turns++;
+    queueMicrotask(tick);
+  };
+  queueMicrotask(tick);
+  const res = await p;
+  settled = true;
+  return { turns, res };
+}
+
+function read16(lba: number, blocks: number): Buffer {
+  const b = Buffer.alloc(16);
+  b[0] = 0x88;
+  b.writeBigUInt64BE(BigInt(lba), 2);
+  b.writeUInt32BE(blocks, 10);
+  return b;
+}
+
+describe('command path: microtask turns per command', () => {
+  it('a READ(16) served at once settles within 4 microtask turns (no forwarding async wrappers)', async () => {
+    const dev = createTargetDevice({
+      luns: new Map([
+        [
+          0,
+          {
+            identity: { naa: '6001405abcdef0123456789abcdef012', serial: 's1', vendor: 'LUNAR', product: 'P', revision: '0001' },
+            store: instantStore(),
+            blockSize: 512,
+            thinProvisioned: true,
+            readOnly: false,
+          },
+        ],
+      ]),
+      targetPorts: [1],
+    });
+    const cmd = (taskTag: number, cdb: Buffer): ScsiCommand => ({
+      nexus: NEXUS,
+      lun: 0,
+      taskTag,
+      attribute: 'simple',
+      cdb,
+      expectedDataLength: 4096,
+      read: true,
+      write: false,
+      dataOut: null,
+    });
+    // The first commands report the power-on unit attention; take them out of the way.
+    for (let t = 1; t <= 3; t++) await dev.execute(cmd(t, read16(0, 8)));
+    const { turns, res } = await turnsUntil(dev.execute(cmd(10, read16(8, 8))));
+    assert.equal(res?.status, ScsiStatus.GOOD);
+    assert.ok(turns <= 4, `READ settled after ${turns} microtask turns`);
+  });
+});
