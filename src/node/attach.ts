@@ -94,14 +94,14 @@ export async function waitForDevice(env: NodeEnv, h: Host, s: IscsiSession, t: V
   let replaced = 0;
   let lastScan = Date.now();
   let last = 'no device yet';
-  await scanLun(h.fs, s, t.lun);
+  await scanLun(h, s, t.lun);
   return pollUntil(
     async () => {
       const d = await deviceAt(h.fs, address);
       if (!d) {
         if (Date.now() - lastScan > 2000) {
           lastScan = Date.now();
-          await scanLun(h.fs, s, t.lun);
+          await scanLun(h, s, t.lun);
         }
         return undefined;
       }
@@ -121,10 +121,10 @@ export async function waitForDevice(env: NodeEnv, h: Host, s: IscsiSession, t: V
           { address, found: d.wwid, expected: t.wwid, device: d.blockName },
           'stale SCSI device at the LUN address: deleting it and rescanning',
         );
-        await deleteDevice(h.fs, address);
+        await deleteDevice(h, address);
         replaced++;
         lastScan = Date.now();
-        await scanLun(h.fs, s, t.lun);
+        await scanLun(h, s, t.lun);
         return undefined;
       }
       return d;

@@ -49,7 +49,7 @@ export async function unstageVolume(env: NodeEnv, volumeId: string, stagingPath:
         deadline: h.deadline,
       });
     }
-    await deleteDevice(h.fs, address);
+    await deleteDevice(h, address);
   }
 
   const failures: string[] = [];

@@ -6,6 +6,7 @@
 
 import { pino } from 'pino';
 import { DEFAULT_MULTIPATH_TIMERS } from '../../src/host/multipath.js';
+import { SYSFS_GONE, SYSFS_WRITER } from '../../src/host/scsi-sysfs.js';
 import { DEFAULT_TIMEOUTS } from '../../src/host/types.js';
 import { stagingRecords } from '../../src/node/staging-record.js';
 import { DEFAULT_SESSION_TIMERS, type NodeConfig, type NodeEnv } from '../../src/node/types.js';
@@ -34,10 +35,11 @@ export class FakeFs implements HostFs {
     const v = this.files.get(path);
     return Promise.resolve(v === undefined ? null : v.toString());
   }
-  writeExisting(path: string, data: string): Promise<void> {
-    if (!this.files.has(path)) return Promise.reject(Object.assign(new Error(`ENOENT: ${path}`), { code: 'ENOENT' }));
+  /** A write to an existing file (a sysfs attribute), as the sysfs write command does it; false when it is missing. */
+  writeExisting(path: string, data: string): boolean {
+    if (!this.files.has(path)) return false;
     this.onWrite(path, data);
-    return Promise.resolve();
+    return true;
   }
   writeAtomic(path: string, data: string): Promise<void> {
     this.files.set(path, data);
@@ -198,6 +200,10 @@ export class FakeNode {
         return this.mount(a);
       case 'umount':
         return this.umount(a[0]!);
+      case 'sh':
+        // scsi-sysfs.ts's attribute write: sh -c SCRIPT lunar-sysfs-write DATA PATH
+        if (a[2] === SYSFS_WRITER) return this.fs.writeExisting(a[4]!, a[3]!) ? ok() : fail(SYSFS_GONE, '');
+        return fail(127, `sh: unexpected script ${a[1] ?? ''}`);
       default:
         return ok();
     }

@@ -199,7 +199,13 @@ test('expand: rescan each path, wait for the new size on all, multipathd resize 
     ctx(),
   );
   assert.equal(r.capacity_bytes, String(grown));
-  assert.deepEqual(fake.runner.lines(), ['multipathd resize map mpath0', `xfs_growfs -d ${STAGING}`]);
+  // The rescans are sysfs writes through the runner (bounded), then the map and the filesystem grow.
+  const rescans = fake.runner.calls.filter((c) => c.cmd === 'sh').map((c) => c.args[4]);
+  assert.deepEqual(rescans, ['/sys/class/scsi_device/2:0:0:0/device/rescan', '/sys/class/scsi_device/3:0:0:0/device/rescan']);
+  assert.deepEqual(
+    fake.runner.lines().filter((l) => !l.startsWith('sh ')),
+    ['multipathd resize map mpath0', `xfs_growfs -d ${STAGING}`],
+  );
 });
 
 // ---- serialisation over gRPC ----------------------------------------------------------------------
