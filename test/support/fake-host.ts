@@ -132,6 +132,8 @@ interface Session {
  * node plugin's steps see them. `lus` maps "iqn/lun" to what the LUN holds; `staleAt` puts a device with
  * another WWID at an address until it is deleted.
  */
+const WWIDS = '/etc/multipath/wwids';
+
 export class FakeNode {
   readonly fs = new FakeFs();
   readonly runner = new FakeRunner();
@@ -190,6 +192,8 @@ export class FakeNode {
         return ok('ok\n');
       case 'multipath':
         if (a[0] === '-f') return this.flushMap(a[1]!);
+        if (a[0] === '-a') return this.addWwidOf(a[1]!);
+        if (a[0] === '-w') return this.removeWwidLine(a[1]!);
         return ok();
       case 'blkid':
         return this.blkid(a[3]!);
@@ -357,6 +361,28 @@ export class FakeNode {
 
   private luOfWwid(wwid: string): FakeLu | undefined {
     return [...this.lus.values()].find((l) => l.wwid === wwid);
+  }
+
+  /** multipath -a /dev/sdX: the device's WWID into the wwids file. */
+  private addWwidOf(dev: string): RunResult {
+    const wwid = this.wwidOfSd(dev.replace(/^\/dev\//, ''));
+    if (!wwid) return fail(1, `${dev}: no WWID`);
+    const text = this.fs.files.get(WWIDS)?.toString() ?? '# Multipath wwids, Version : 1.0\n';
+    if (!text.split('\n').includes(`/${wwid}/`)) this.fs.set(WWIDS, `${text}/${wwid}/\n`);
+    return ok(`wwid '${wwid}' added\n`);
+  }
+
+  /** multipath -w WWID: its line out of the wwids file. */
+  private removeWwidLine(wwid: string): RunResult {
+    const text = this.fs.files.get(WWIDS)?.toString() ?? '';
+    this.fs.set(
+      WWIDS,
+      text
+        .split('\n')
+        .filter((l) => l !== `/${wwid}/`)
+        .join('\n'),
+    );
+    return ok(`wwid '${wwid}' removed\n`);
   }
 
   private addPath(sd: string): RunResult {

@@ -297,6 +297,41 @@ test('unstage: umount, flush + multipath -f, delete the SCSI devices, log out an
   await unstageVolume(env, 'vol-1', STAGING, Date.now() + 10_000);
 });
 
+test('wwids file: the WWID Lunar adds at stage is removed at unstage, after the map flush and before the devices go', async () => {
+  await stage();
+  assert.ok(((await fake.fs.readText('/etc/multipath/wwids')) ?? '').includes(`/${WWID}/`));
+  assert.equal((await env.records.load('vol-1'))?.wwidAdded, true, 'recorded as added by Lunar');
+  fake.runner.calls.length = 0;
+  await unstageVolume(env, 'vol-1', STAGING, Date.now() + 10_000);
+  const lines = fake.runner.lines();
+  const removal = lines.indexOf(`multipath -w ${WWID}`);
+  assert.ok(removal > lines.indexOf('multipath -f mpath0'), lines.join('\n'));
+  const firstDelete = lines.findIndex((l) => l.startsWith('sh ') && l.endsWith('/device/delete'));
+  assert.ok(firstDelete > removal, 'the entry goes before the SCSI devices');
+  assert.ok(!((await fake.fs.readText('/etc/multipath/wwids')) ?? '').includes(`/${WWID}/`));
+});
+
+test('wwids file: an entry the host listed before the stage stays after the unstage', async () => {
+  fake.fs.set('/etc/multipath/wwids', `# Multipath wwids, Version : 1.0\n/${WWID}/\n`);
+  await stage();
+  assert.notEqual((await env.records.load('vol-1'))?.wwidAdded, true);
+  await unstageVolume(env, 'vol-1', STAGING, Date.now() + 10_000);
+  assert.ok(!fake.runner.lines().some((l) => l.startsWith('multipath -w')));
+  assert.ok(((await fake.fs.readText('/etc/multipath/wwids')) ?? '').includes(`/${WWID}/`));
+});
+
+test('wwids file: a stage retried after a crash still knows Lunar added the WWID, and the unstage removes it', async () => {
+  // The first try added the WWID and died before the map was there (the record says "attaching").
+  fake.runner.handlers.unshift((s) => (s.cmd === 'multipathd' && s.args[0] === 'add' ? fail(1, 'multipathd down') : undefined));
+  await assert.rejects(stage());
+  fake.runner.handlers.shift();
+  assert.equal((await env.records.load('vol-1'))?.wwidAdded, true);
+  await stage(); // finds the WWID listed (by the first try)
+  assert.equal((await env.records.load('vol-1'))?.wwidAdded, true);
+  await unstageVolume(env, 'vol-1', STAGING, Date.now() + 10_000);
+  assert.ok(!((await fake.fs.readText('/etc/multipath/wwids')) ?? '').includes(`/${WWID}/`));
+});
+
 test('unstage after a plugin restart works from the staging record alone', async () => {
   await stage(req({ target: { iqn: IQN, portals: [P0, P1], lun: 0, wwid: WWID, chap: CHAP } }));
   const restarted = nodeEnvFor(fake, stateDir); // a new process: nothing in memory but the records on disk
