@@ -307,6 +307,15 @@ export class FakeNode {
     for (const s of this.sessions) if (s.portal === portal) this.fs.set(`/sys/class/iscsi_session/session${s.n}/state`, `${state}\n`);
   }
 
+  /** Sets a SCSI device's state (transport-offline after a cut), as /sys/class/scsi_device and /sys/block show it. */
+  setDeviceState(sd: string, state: string): void {
+    for (const k of [...this.fs.files.keys()]) {
+      const m = new RegExp(`^/sys/class/scsi_device/([\\d:]+)/device/block/${sd}$`).exec(k);
+      if (m) this.fs.set(`/sys/class/scsi_device/${m[1]!}/device/state`, `${state}\n`);
+    }
+    this.fs.set(`/sys/block/${sd}/device/state`, `${state}\n`);
+  }
+
   private removeDevice(address: string, sd: string): void {
     this.fs.rmTree(`/sys/class/scsi_device/${address}`);
     this.fs.rmTree(`/sys/block/${sd}`);
@@ -336,6 +345,8 @@ export class FakeNode {
       this.fs.set(`${dev}/rescan`, '');
       this.fs.set(`${dev}/block/${sd}`, '');
       this.fs.set(`/sys/block/${sd}/size`, `${lu.sizeBytes / 512}\n`);
+      // /sys/block/sdX/device is the kernel's link to the SCSI device: its state, seen from both sides.
+      this.fs.set(`/sys/block/${sd}/device/state`, 'running\n');
       this.fs.set(`/sys/block/${sd}/dev`, `${this.majorSd}:${this.nextSd * 16}\n`);
       return;
     }
