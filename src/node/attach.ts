@@ -59,7 +59,7 @@ export async function ifacesOf(env: NodeEnv, h: Host): Promise<IfaceInfo[]> {
 
 /** Discovery + node record settings of one pair. */
 async function prepareRecord(env: NodeEnv, h: Host, t: VolumeTarget, p: PathPair): Promise<void> {
-  const found = await nodeLocks.run(`discovery:${p.portal}`, () => discover(h, p));
+  const found = await nodeLocks.run(`discovery:${p.portal}`, () => discover(h, p, t.discoveryChap));
   const offered = found.filter((d) => d.iqn === t.iqn);
   if (offered.length === 0) {
     throw hostError(

@@ -148,6 +148,8 @@ export class FakeNode {
   readonly umountFailures = new Map<string, RunResult>();
   readonly ifaces = new Map<string, string>();
   targets: string[] = [];
+  /** Discovery CHAP the target requires ("user:secret"), or null. */
+  discoveryChap: { user: string; secret: string } | null = null;
   /** Portals SendTargets reports for every target (Lunar reports all of a target's portals); empty: the one asked. */
   targetPortals: string[] = [];
   private sessions: Session[] = [];
@@ -223,17 +225,52 @@ export class FakeNode {
       return ok();
     }
     const portal = this.arg(a, '-p');
-    if (mode === 'discovery') {
-      if (this.unreachable.has(portal)) return fail(8, 'iscsiadm: connection login retries (reopen_max) 5 exceeded');
-      const reported = this.targetPortals.length > 0 ? this.targetPortals : [portal];
-      for (const iqn of this.targets)
-        for (const at of reported) {
-          const dir = this.recordDir(iqn, at);
-          if (!this.fs.files.has(`${dir}/${iface}`))
-            this.fs.set(`${dir}/${iface}`, `# BEGIN RECORD 2.1.8\nnode.name = ${iqn}\nnode.session.auth.authmethod = None\n# END RECORD\n`);
-        }
-      return ok(this.targets.flatMap((iqn) => reported.map((at) => `${at},1 ${iqn}`)).join('\n') + '\n');
+    if (mode === 'discoverydb') {
+      const [host, port] = portal.split(':');
+      const file = `/etc/iscsi/send_targets/${host!},${port!}/st_config`;
+      if (!a.includes('--discover')) {
+        if (this.arg(a, '-o') !== 'new') return fail(7, 'iscsiadm: unexpected discoverydb op');
+        this.fs.set(
+          file,
+          `discovery.startup = manual\ndiscovery.type = sendtargets\ndiscovery.sendtargets.address = ${host!}\ndiscovery.sendtargets.port = ${port!}\ndiscovery.sendtargets.auth.authmethod = None\n`,
+        );
+        return ok(`New discovery record for [${host!},${port!}] added.\n`);
+      }
+      // --discover reads the record's auth keys, as iscsiadm does.
+      const rec = this.fs.files.get(file)?.toString() ?? '';
+      const key = (k: string): string => new RegExp(`^discovery\\.sendtargets\\.auth\\.${k} = (.*)$`, 'm').exec(rec)?.[1] ?? '';
+      this.discoveryLogins.push({ authmethod: key('authmethod'), user: key('username'), secret: key('password') });
+      if (
+        this.discoveryChap &&
+        (key('authmethod') !== 'CHAP' || key('username') !== this.discoveryChap.user || key('password') !== this.discoveryChap.secret)
+      )
+        return fail(24, 'iscsiadm: Login failed to authorize due to authentication failure');
+      return this.sendTargets(portal, iface);
     }
+    if (mode === 'discovery') {
+      // The legacy mode logs in with iscsid.conf's defaults: no CHAP here.
+      if (this.discoveryChap) return fail(24, 'iscsiadm: Login failed to authorize due to authentication failure');
+      return this.sendTargets(portal, iface);
+    }
+    return this.nodeCommand(a, portal, iface);
+  }
+
+  /** What each discoverydb --discover logged in with (the record's auth keys at that moment). */
+  readonly discoveryLogins: { authmethod: string; user: string; secret: string }[] = [];
+
+  private sendTargets(portal: string, iface: string): RunResult {
+    if (this.unreachable.has(portal)) return fail(8, 'iscsiadm: connection login retries (reopen_max) 5 exceeded');
+    const reported = this.targetPortals.length > 0 ? this.targetPortals : [portal];
+    for (const iqn of this.targets)
+      for (const at of reported) {
+        const dir = this.recordDir(iqn, at);
+        if (!this.fs.files.has(`${dir}/${iface}`))
+          this.fs.set(`${dir}/${iface}`, `# BEGIN RECORD 2.1.8\nnode.name = ${iqn}\nnode.session.auth.authmethod = None\n# END RECORD\n`);
+      }
+    return ok(this.targets.flatMap((iqn) => reported.map((at) => `${at},1 ${iqn}`)).join('\n') + '\n');
+  }
+
+  private nodeCommand(a: readonly string[], portal: string, iface: string): RunResult {
     const iqn = this.arg(a, '-T');
     const file = `${this.recordDir(iqn, portal)}/${iface}`;
     if (a.includes('--login')) {

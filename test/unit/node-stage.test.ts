@@ -41,7 +41,7 @@ function req(over: Partial<StageRequest> = {}): StageRequest {
     accessType: 'mount',
     fsType: 'ext4',
     mountFlags: [],
-    target: { iqn: IQN, portals: [P0, P1], lun: 0, wwid: WWID, chap: null },
+    target: { iqn: IQN, portals: [P0, P1], lun: 0, wwid: WWID, chap: null, discoveryChap: null },
     ...over,
   };
 }
@@ -91,7 +91,7 @@ test('stage: discovery, manual node records, one login per portal, LUN-only scan
 });
 
 test('stage with mutual CHAP: the secrets are in the node record file, in no argv', async () => {
-  await stage(req({ target: { iqn: IQN, portals: [P0, P1], lun: 0, wwid: WWID, chap: CHAP } }));
+  await stage(req({ target: { iqn: IQN, portals: [P0, P1], lun: 0, wwid: WWID, chap: CHAP, discoveryChap: null } }));
   for (const c of fake.runner.calls) {
     const argv = [c.cmd, ...c.args].join(' ');
     assert.ok(!argv.includes(CHAP.secret) && !argv.includes(CHAP.mutualSecret), `secret in argv: ${argv}`);
@@ -121,7 +121,7 @@ test('stage with NICs: one iface per NIC, bound by net_ifacename, each portal th
     req({
       volumeId: 'vol-2',
       stagingPath: '/staging/2',
-      target: { iqn: IQN, portals: [P0], lun: 1, wwid: '360014050000000000000000000000002', chap: null },
+      target: { iqn: IQN, portals: [P0], lun: 1, wwid: "360014050000000000000000000000002", chap: null, discoveryChap: null },
     }),
   ).catch(() => undefined);
   assert.ok(!fake.runner.lines().some((l) => l.includes('-o new') && l.includes('-m iface')), 'an existing iface is not created again');
@@ -333,7 +333,7 @@ test('wwids file: a stage retried after a crash still knows Lunar added the WWID
 });
 
 test('unstage after a plugin restart works from the staging record alone', async () => {
-  await stage(req({ target: { iqn: IQN, portals: [P0, P1], lun: 0, wwid: WWID, chap: CHAP } }));
+  await stage(req({ target: { iqn: IQN, portals: [P0, P1], lun: 0, wwid: WWID, chap: CHAP, discoveryChap: null } }));
   const restarted = nodeEnvFor(fake, stateDir); // a new process: nothing in memory but the records on disk
   await unstageVolume(restarted, 'vol-1', STAGING, Date.now() + 10_000);
   assert.equal(fake.sessionList().length, 0);
