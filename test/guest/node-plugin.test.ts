@@ -91,9 +91,8 @@ describe('CSI node plugin in QEMU guests, controller on the host', { timeout: 30
         .map((e) => e as { reason?: string; message?: string; involvedObject?: { namespace?: string; name?: string } })
         .filter((e) => e.involvedObject?.namespace === ns && e.involvedObject.name === name)
         .map((e) => ({ reason: e.reason ?? '', message: e.message ?? '' }));
-    for (const deadline = Date.now() + waitMs; Date.now() < deadline; await sleep(250)) {
-      if (want.every((r) => list().some((e) => e.reason === r))) break;
-    }
+    const deadline = Date.now() + waitMs;
+    while (!want.every((r) => list().some((e) => e.reason === r)) && Date.now() < deadline) await sleep(250);
     return list();
   };
   /** guest 0's plugin /metrics, fetched inside the guest. */
