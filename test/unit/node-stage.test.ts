@@ -121,7 +121,7 @@ test('stage with NICs: one iface per NIC, bound by net_ifacename, each portal th
     req({
       volumeId: 'vol-2',
       stagingPath: '/staging/2',
-      target: { iqn: IQN, portals: [P0], lun: 1, wwid: "360014050000000000000000000000002", chap: null, discoveryChap: null },
+      target: { iqn: IQN, portals: [P0], lun: 1, wwid: '360014050000000000000000000000002', chap: null, discoveryChap: null },
     }),
   ).catch(() => undefined);
   assert.ok(!fake.runner.lines().some((l) => l.includes('-o new') && l.includes('-m iface')), 'an existing iface is not created again');
