@@ -203,6 +203,23 @@ test('VolumeCondition of a block volume: abnormal when the multipath map is gone
   assert.deepEqual((await stats()).usage, [{ unit: 'BYTES', total: String(64 << 20), available: '0', used: '0' }]);
 });
 
+test('an unknown volume_id is NOT_FOUND for stats and expand even with a relative volume_path; a staged one with it INVALID_ARGUMENT', async () => {
+  const stats = (id: string, p: string) => code(node.nodeGetVolumeStats({ volume_id: id, volume_path: p, staging_target_path: '' }, ctx()));
+  const expand = (id: string, p: string) =>
+    code(
+      node.nodeExpandVolume(
+        { volume_id: id, volume_path: p, capacity_range: null, staging_target_path: '', volume_capability: null, secrets: {} },
+        ctx(),
+      ),
+    );
+  assert.equal(await stats('unknown-vol', 'some/path'), grpc.status.NOT_FOUND);
+  assert.equal(await expand('unknown-vol', 'some/path'), grpc.status.NOT_FOUND);
+  assert.equal(await stats('unknown-vol', ''), grpc.status.INVALID_ARGUMENT, 'a missing volume_path stays INVALID_ARGUMENT');
+  await node.nodeStageVolume(stageReq(), ctx());
+  assert.equal(await stats('vol-1', 'some/path'), grpc.status.INVALID_ARGUMENT);
+  assert.equal(await expand('vol-1', 'some/path'), grpc.status.INVALID_ARGUMENT);
+});
+
 test('expand: rescan each path, wait for the new size on all, multipathd resize map, xfs_growfs on the mount', async () => {
   await node.nodeStageVolume(stageReq(), ctx());
   // The LU grew: each path shows the new size after its rescan.
