@@ -150,14 +150,30 @@ export async function waitForMap(h: Host, wwid: string, paths: readonly string[]
   );
 }
 
-/** Flushes the map's buffers and removes the map (the paths stay). A map in use is an error. */
-export async function flushMap(h: Host, map: Pick<MultipathMap, 'name' | 'kernelName'>): Promise<void> {
+/** How often, and how far apart, `multipath -f` is tried again while the map is "in use" with no holder. */
+export const FLUSH_RETRIES = 5;
+export const FLUSH_RETRY_MS = 600;
+
+/**
+ * Flushes the map's buffers and removes the map (the paths stay). A map in use is an error; but right after
+ * the unmount a short-lived opener (udev's blkid on the change event, multipathd's checker) can hold it for
+ * a moment, so "in use" with no holder in sysfs (no partition, LVM or other dm device on top) is tried again
+ * a few times, within the deadline, before it is answered as busy.
+ */
+export async function flushMap(h: Host, map: Pick<MultipathMap, 'name' | 'kernelName'>, retryMs = FLUSH_RETRY_MS): Promise<void> {
   await runOk(h.runner, spec(h, 'blockdev', ['--flushbufs', `/dev/${map.kernelName}`]));
   const s = spec(h, 'multipath', ['-f', map.name]);
-  const r = await h.runner.run(s);
-  if (r.code !== 0) {
+  for (let attempt = 1; ; attempt++) {
+    const r = await h.runner.run(s);
+    if (r.code === 0) return;
     const inUse = /in use|busy/i.test(r.stderr + r.stdout);
-    throw hostError(inUse ? 'busy' : 'failed', describeFailure(s, r));
+    const holders = inUse ? await h.fs.readdir(`/sys/block/${map.kernelName}/holders`) : [];
+    const retry = inUse && holders.length === 0 && attempt < FLUSH_RETRIES && Date.now() + retryMs < h.deadline;
+    if (!retry) {
+      const held = holders.length > 0 ? ` (held by ${holders.join(', ')})` : attempt > 1 ? ` (still in use after ${attempt} tries)` : '';
+      throw hostError(inUse ? 'busy' : 'failed', describeFailure(s, r) + held);
+    }
+    await new Promise((resolve) => setTimeout(resolve, retryMs));
   }
 }
 

@@ -332,6 +332,29 @@ test('wwids file: a stage retried after a crash still knows Lunar added the WWID
   assert.ok(!((await fake.fs.readText('/etc/multipath/wwids')) ?? '').includes(`/${WWID}/`));
 });
 
+test('unstage: a map "in use" for a moment after the unmount (no holder) is flushed on a later try', async () => {
+  await stage();
+  let inUse = 2;
+  fake.runner.handlers.unshift((s) =>
+    s.cmd === 'multipath' && s.args[0] === '-f' && inUse-- > 0 ? fail(1, 'mpath0: map in use') : undefined,
+  );
+  await unstageVolume(env, 'vol-1', STAGING, Date.now() + 10_000);
+  assert.equal(fake.runner.lines().filter((l) => l === 'multipath -f mpath0').length, 3);
+  assert.equal(await env.records.load('vol-1'), null);
+});
+
+test('unstage: a map that stays in use, or has a holder, is FAILED_PRECONDITION and nothing is logged out', async () => {
+  await stage();
+  fake.runner.handlers.unshift((s) => (s.cmd === 'multipath' && s.args[0] === '-f' ? fail(1, 'mpath0: map in use') : undefined));
+  await rejectsWith(unstageVolume(env, 'vol-1', STAGING, Date.now() + 10_000), status.FAILED_PRECONDITION, /still in use after 5 tries/);
+  assert.ok(!fake.runner.lines().some((l) => l.includes('--logout')));
+  fake.runner.calls.length = 0;
+  fake.fs.set('/sys/block/dm-0/holders/dm-7', '');
+  await rejectsWith(unstageVolume(env, 'vol-1', STAGING, Date.now() + 10_000), status.FAILED_PRECONDITION, /held by dm-7/);
+  assert.equal(fake.runner.lines().filter((l) => l === 'multipath -f mpath0').length, 1, 'a holder: no retry');
+  assert.equal(fake.sessionList().length, 2);
+});
+
 test('unstage after a plugin restart works from the staging record alone', async () => {
   await stage(req({ target: { iqn: IQN, portals: [P0, P1], lun: 0, wwid: WWID, chap: CHAP, discoveryChap: null } }));
   const restarted = nodeEnvFor(fake, stateDir); // a new process: nothing in memory but the records on disk
