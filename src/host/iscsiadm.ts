@@ -15,6 +15,7 @@ import type { Host, PathPair } from './types.js';
 export const ISCSI_ERR = {
   SESS_NOT_FOUND: 2,
   TRANS: 4,
+  IDBM: 6,
   LOGIN: 5,
   TRANS_TIMEOUT: 8,
   PDU_TIMEOUT: 11,
@@ -176,8 +177,26 @@ export async function logout(h: Host, iqn: string, p: PathPair): Promise<void> {
   await iscsiadm(h, [...nodeArgs(iqn, p), '--logout'], true, [0, ISCSI_ERR.NO_OBJS_FOUND, ISCSI_ERR.SESS_NOT_FOUND]);
 }
 
-export async function deleteNodeRecord(h: Host, iqn: string, p: PathPair): Promise<void> {
-  await iscsiadm(h, [...nodeArgs(iqn, p), '-o', 'delete'], false, [0, ISCSI_ERR.NO_OBJS_FOUND]);
+/**
+ * `-o delete` first walks every session in sysfs to refuse deleting a record in use; a session another
+ * unstage is logging out at that moment vanishes under it ("could not read session targetname", exit 6,
+ * ISCSI_ERR_IDBM): seen with 10 volumes unstaged in parallel. That exit is tried again a few times.
+ */
+async function deleteRecords(h: Host, args: string[], retryMs: number): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await iscsiadm(h, args, false, [0, ISCSI_ERR.NO_OBJS_FOUND]);
+      return;
+    } catch (err) {
+      const transient = err instanceof Error && / exit 6:/.test(err.message) && /session/.test(err.message);
+      if (!transient || attempt >= 4 || Date.now() + retryMs >= h.deadline) throw err;
+      await new Promise((resolve) => setTimeout(resolve, retryMs));
+    }
+  }
+}
+
+export async function deleteNodeRecord(h: Host, iqn: string, p: PathPair, retryMs = 300): Promise<void> {
+  await deleteRecords(h, [...nodeArgs(iqn, p), '-o', 'delete'], retryMs);
 }
 
 /**
@@ -185,6 +204,6 @@ export async function deleteNodeRecord(h: Host, iqn: string, p: PathPair): Promi
  * all the portals the target reports (RFC 7143 §4.3, TargetAddress), and with iface binding each iface gets
  * its own copy, so records exist for pairs that were never logged in. Exit 21 (none left) is success.
  */
-export async function deleteTargetRecords(h: Host, iqn: string): Promise<void> {
-  await iscsiadm(h, ['-m', 'node', '-T', iqn, '-o', 'delete'], false, [0, ISCSI_ERR.NO_OBJS_FOUND]);
+export async function deleteTargetRecords(h: Host, iqn: string, retryMs = 300): Promise<void> {
+  await deleteRecords(h, ['-m', 'node', '-T', iqn, '-o', 'delete'], retryMs);
 }

@@ -355,6 +355,19 @@ test('unstage: a map that stays in use, or has a holder, is FAILED_PRECONDITION 
   assert.equal(fake.sessionList().length, 2);
 });
 
+test('unstage: iscsiadm -o delete tripping over a session another unstage is ending (exit 6) is tried again', async () => {
+  await stage();
+  let races = 2;
+  fake.runner.handlers.unshift((s) =>
+    s.cmd === 'iscsiadm' && s.args.includes('delete') && races-- > 0
+      ? fail(6, 'iscsiadm: could not read session targetname: 5\niscsiadm: could not find session info for session38')
+      : undefined,
+  );
+  await unstageVolume(env, 'vol-1', STAGING, Date.now() + 10_000);
+  assert.equal(await env.records.load('vol-1'), null);
+  assert.deepEqual(await fake.fs.readdir(`/etc/iscsi/nodes/${IQN}`), []);
+});
+
 test('unstage after a plugin restart works from the staging record alone', async () => {
   await stage(req({ target: { iqn: IQN, portals: [P0, P1], lun: 0, wwid: WWID, chap: CHAP, discoveryChap: null } }));
   const restarted = nodeEnvFor(fake, stateDir); // a new process: nothing in memory but the records on disk
