@@ -157,6 +157,7 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
         ...(metrics ? { observeCall: metrics.observeCsiCall.bind(metrics) } : {}),
         ...(config.topology && Object.keys(config.topology).length > 0 ? { topology: config.topology } : {}),
         ...(events ? { events } : {}),
+        ...(config.discoveryChap ? { discoveryChap: config.discoveryChap } : {}),
       });
     }
     if (metrics) {

@@ -28,11 +28,18 @@ export interface ControllerServerOptions {
   readonly observeCall?: CallObserver;
   /** Events on the PVC of a volume the controller refuses (InsufficientCapacity); default none. */
   readonly events?: EventSink;
+  /** The discovery CHAP of the target, handed to the nodes in publish_context; default none. */
+  readonly discoveryChap?: { readonly user: string; readonly secret: string } | null;
 }
 
 export function startControllerServer(opts: ControllerServerOptions): Promise<CsiServer> {
-  const { volumes, topology, events, ...rest } = opts;
-  const controller = new ControllerService({ volumes, ...(topology ? { topology } : {}), ...(events ? { events } : {}) });
+  const { volumes, topology, events, discoveryChap, ...rest } = opts;
+  const controller = new ControllerService({
+    volumes,
+    ...(topology ? { topology } : {}),
+    ...(events ? { events } : {}),
+    ...(discoveryChap ? { discoveryChap } : {}),
+  });
   return startCsiPluginServer({
     ...rest,
     ...(topology ? { topology } : {}),

@@ -91,6 +91,8 @@ export const CTX = {
   chapSecret: 'chapSecret',
   mutualUser: 'mutualUser',
   mutualSecret: 'mutualSecret',
+  discoveryChapUser: 'discoveryChapUser',
+  discoveryChapSecret: 'discoveryChapSecret',
   pvcName: PVC_NAME_CONTEXT,
   pvcNamespace: PVC_NAMESPACE_CONTEXT,
 } as const;
@@ -117,6 +119,8 @@ export interface ControllerOptions {
   readonly topology?: Readonly<Record<string, string>>;
   /** Events on the PVC of a volume that cannot be created or grown; default none. */
   readonly events?: EventSink;
+  /** The SendTargets discovery CHAP the target requires (`lunar serve --discovery-chap`): in every publish_context. */
+  readonly discoveryChap?: { readonly user: string; readonly secret: string } | null;
 }
 
 function chapMode(v: Volume): 'none' | 'chap' | 'mutual' {
@@ -146,9 +150,11 @@ export class ControllerService {
   private readonly volumes: VolumeService;
   private readonly topology: Readonly<Record<string, string>> | undefined;
   private readonly events: EventSink | undefined;
+  private readonly discoveryChap: { readonly user: string; readonly secret: string } | null;
 
   constructor(opts: ControllerOptions) {
     this.volumes = opts.volumes;
+    this.discoveryChap = opts.discoveryChap ?? null;
     this.events = opts.events;
     this.topology = opts.topology && Object.keys(opts.topology).length > 0 ? opts.topology : undefined;
   }
@@ -187,9 +193,15 @@ export class ControllerService {
     };
   }
 
-  /** publish_context: the volume_context again, the admitted initiator, and the CHAP credentials. */
+  /** publish_context: the volume_context again, the admitted initiator, and the CHAP credentials (discovery and session). */
   publishContext(v: Volume, initiatorName: string): StringMap {
     const ctx: StringMap = { ...this.volumeContext(v), [CTX.initiatorName]: initiatorName };
+    // The node's discovery must log in with them before it sees the target (docs/csi.md, the same
+    // decision as the session CHAP below).
+    if (this.discoveryChap) {
+      ctx[CTX.discoveryChapUser] = this.discoveryChap.user;
+      ctx[CTX.discoveryChapSecret] = this.discoveryChap.secret;
+    }
     if (v.chap) {
       ctx[CTX.chapUser] = v.chap.user;
       ctx[CTX.chapSecret] = v.chap.secret;

@@ -181,8 +181,19 @@ export class NodeService {
     return {};
   }
 
+  /**
+   * NOT_FOUND for a volume this node has not staged, before the volume_path is judged: the CSI spec's
+   * answer for an unknown volume_id (NodeGetVolumeStats, NodeExpandVolume) wins over a malformed path.
+   */
+  private async requireStaged(volumeId: string): Promise<void> {
+    const rec = await this.env.records.load(volumeId);
+    if (rec?.phase !== 'staged') throw nodeCsiError(new HostError('not-found', `volume ${volumeId} is not staged on this node`));
+  }
+
   async nodeGetVolumeStats(r: NodeGetVolumeStatsRequest, ctx: CallContext): Promise<NodeGetVolumeStatsResponse> {
     const volumeId = requireString(r.volume_id, 'volume_id');
+    requireString(r.volume_path, 'volume_path');
+    await this.requireStaged(volumeId);
     const volumePath = requirePath(r.volume_path, 'volume_path');
     const s = await volumeStats(this.env, volumeId, volumePath, ctx.deadline);
     const usage: NodeGetVolumeStatsResponse['usage'] = [];
@@ -195,6 +206,8 @@ export class NodeService {
 
   async nodeExpandVolume(r: NodeExpandVolumeRequest, ctx: CallContext): Promise<NodeExpandVolumeResponse> {
     const volumeId = requireString(r.volume_id, 'volume_id');
+    requireString(r.volume_path, 'volume_path');
+    await this.requireStaged(volumeId);
     const volumePath = requirePath(r.volume_path, 'volume_path');
     const bounds = capacityBounds(r.capacity_range);
     if (r.volume_capability) capabilityOf(r.volume_capability, 'volume_capability');

@@ -10,8 +10,6 @@ import { writeFileAtomic } from '../util/atomic-file.js';
 export interface HostFs {
   /** The file's text, or null when it does not exist. */
   readText(path: string): Promise<string | null>;
-  /** Writes to an existing file (sysfs attributes: "scan", "delete", "rescan"). */
-  writeExisting(path: string, data: string): Promise<void>;
   /** Replaces the file atomically (temporary file, fsync, rename), creating its directory. */
   writeAtomic(path: string, data: string, mode?: number): Promise<void>;
   /** Entry names, or [] when the directory does not exist. */
@@ -44,15 +42,6 @@ export function hostFs(root = '/'): HostFs {
       } catch (err) {
         if (isEnoent(err)) return null;
         throw err;
-      }
-    },
-    async writeExisting(path, data) {
-      // No O_CREAT: a sysfs attribute that is missing means the device is gone, which the caller handles.
-      const fh = await fsp.open(at(path), constants.O_WRONLY);
-      try {
-        await fh.write(data);
-      } finally {
-        await fh.close();
       }
     },
     async writeAtomic(path, data, mode = 0o600) {

@@ -1,4 +1,5 @@
-// open-iscsi's iscsiadm, one function per use: ifaces bound to NICs, SendTargets discovery, node records
+// open-iscsi's iscsiadm, one function per use: ifaces bound to NICs, SendTargets discovery (with CHAP
+// through the discovery record, see node-record.ts), node records
 // (startup and scan manual, session timers), login and logout per (portal, iface), record deletion.
 // Every call goes through the host runner with a timeout and the request's deadline. CHAP secrets are
 // never passed here: `iscsiadm -o update -n ...password -v SECRET` would put them in argv, which every
@@ -6,6 +7,7 @@
 // Exit codes: open-iscsi include/iscsi_err.h.
 
 import { hostError, type HostErrorKind } from './errors.js';
+import { setDiscoveryAuth, type ChapSettings } from './node-record.js';
 import { describeFailure, type RunResult, type RunSpec } from './runner.js';
 import type { Host, PathPair } from './types.js';
 
@@ -13,6 +15,7 @@ import type { Host, PathPair } from './types.js';
 export const ISCSI_ERR = {
   SESS_NOT_FOUND: 2,
   TRANS: 4,
+  IDBM: 6,
   LOGIN: 5,
   TRANS_TIMEOUT: 8,
   PDU_TIMEOUT: 11,
@@ -117,12 +120,35 @@ export function parseDiscovery(out: string): DiscoveredTarget[] {
  * the default op would also delete the records of targets this portal no longer reports — other
  * volumes' targets this initiator is not admitted to any more, with sessions in use).
  */
-export async function discover(h: Host, p: PathPair): Promise<DiscoveredTarget[]> {
+export async function discover(h: Host, p: PathPair, chap: ChapSettings | null = null): Promise<DiscoveredTarget[]> {
+  if (chap) return discoverWithChap(h, p, chap);
   const r = await iscsiadm(h, ['-m', 'discovery', '-t', 'sendtargets', '-p', p.portal, '-I', p.iface, '-o', 'new'], true, [
     0,
     ISCSI_ERR.NO_OBJS_FOUND,
   ]);
   return parseDiscovery(r.stdout);
+}
+
+/**
+ * Discovery that logs in with CHAP: the credentials go into the portal's discovery record file
+ * (node-record.ts), never into argv, for the time of the discovery; then they are taken out again, also
+ * when the discovery failed. The caller holds the portal's discovery lock (one record per portal).
+ */
+async function discoverWithChap(h: Host, p: PathPair, chap: ChapSettings): Promise<DiscoveredTarget[]> {
+  const db = ['-m', 'discoverydb', '-t', 'sendtargets', '-p', p.portal];
+  await iscsiadm(h, [...db, '-o', 'new'], false);
+  await setDiscoveryAuth(h.fs, p.portal, chap);
+  let found: DiscoveredTarget[];
+  try {
+    const r = await iscsiadm(h, [...db, '-I', p.iface, '-o', 'new', '--discover'], true, [0, ISCSI_ERR.NO_OBJS_FOUND]);
+    found = parseDiscovery(r.stdout);
+  } catch (err) {
+    await setDiscoveryAuth(h.fs, p.portal, null);
+    throw err;
+  }
+  // A failure to take the secret out again is the call's failure, never only a log line.
+  await setDiscoveryAuth(h.fs, p.portal, null);
+  return found;
 }
 
 // ---- node records --------------------------------------------------------------------------------
@@ -151,8 +177,26 @@ export async function logout(h: Host, iqn: string, p: PathPair): Promise<void> {
   await iscsiadm(h, [...nodeArgs(iqn, p), '--logout'], true, [0, ISCSI_ERR.NO_OBJS_FOUND, ISCSI_ERR.SESS_NOT_FOUND]);
 }
 
-export async function deleteNodeRecord(h: Host, iqn: string, p: PathPair): Promise<void> {
-  await iscsiadm(h, [...nodeArgs(iqn, p), '-o', 'delete'], false, [0, ISCSI_ERR.NO_OBJS_FOUND]);
+/**
+ * `-o delete` first walks every session in sysfs to refuse deleting a record in use; a session another
+ * unstage is logging out at that moment vanishes under it ("could not read session targetname", exit 6,
+ * ISCSI_ERR_IDBM): seen with 10 volumes unstaged in parallel. That exit is tried again a few times.
+ */
+async function deleteRecords(h: Host, args: string[], retryMs: number): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await iscsiadm(h, args, false, [0, ISCSI_ERR.NO_OBJS_FOUND]);
+      return;
+    } catch (err) {
+      const transient = err instanceof Error && / exit 6:/.test(err.message) && /session/.test(err.message);
+      if (!transient || attempt >= 4 || Date.now() + retryMs >= h.deadline) throw err;
+      await new Promise((resolve) => setTimeout(resolve, retryMs));
+    }
+  }
+}
+
+export async function deleteNodeRecord(h: Host, iqn: string, p: PathPair, retryMs = 300): Promise<void> {
+  await deleteRecords(h, [...nodeArgs(iqn, p), '-o', 'delete'], retryMs);
 }
 
 /**
@@ -160,6 +204,6 @@ export async function deleteNodeRecord(h: Host, iqn: string, p: PathPair): Promi
  * all the portals the target reports (RFC 7143 §4.3, TargetAddress), and with iface binding each iface gets
  * its own copy, so records exist for pairs that were never logged in. Exit 21 (none left) is success.
  */
-export async function deleteTargetRecords(h: Host, iqn: string): Promise<void> {
-  await iscsiadm(h, ['-m', 'node', '-T', iqn, '-o', 'delete'], false, [0, ISCSI_ERR.NO_OBJS_FOUND]);
+export async function deleteTargetRecords(h: Host, iqn: string, retryMs = 300): Promise<void> {
+  await deleteRecords(h, ['-m', 'node', '-T', iqn, '-o', 'delete'], retryMs);
 }

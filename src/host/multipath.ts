@@ -3,7 +3,8 @@
 //    default) with a `devices` entry for Lunar's LUs (vendor LUNAR, product VOLUME): path grouping, the
 //    checker and the timers that lose no I/O on a path cut; it applies to Lunar's devices only;
 //  - the volume's WWID added to the wwids file with `multipath -a`, which is what makes the device a
-//    multipath path under `find_multipaths strict` (the default of several distributions) or `yes`;
+//    multipath path under `find_multipaths strict` (the default of several distributions) or `yes`, and
+//    removed again (`multipath -w`) at unstage when Lunar added it (not when the host listed it before);
 //  - the map found by its dm uuid "mpath-<wwid>" in sysfs and waited for until it holds every path and
 //    every path has the map's size (a path that has not re-read its capacity yet is not settled);
 //  - `multipath -f` at unstage, `multipathd resize map` at expansion.
@@ -62,6 +63,24 @@ export async function ensureDropIn(h: Host, t: MultipathTimers): Promise<boolean
   await h.fs.writeAtomic(DROP_IN_PATH, want, 0o644);
   await runOk(h.runner, spec(h, 'multipathd', ['reconfigure']));
   return true;
+}
+
+/** multipath's wwids file (compiled in: multipath-tools' DEFAULT_WWIDS_FILE, STATE_DIR "/wwids"). */
+export const WWIDS_FILE = '/etc/multipath/wwids';
+
+/** Whether the wwids file lists wwid (a "/<wwid>/" line; a missing file lists nothing). */
+export async function wwidListed(h: Host, wwid: string): Promise<boolean> {
+  const text = (await h.fs.readText(WWIDS_FILE)) ?? '';
+  return text.split('\n').some((l) => l.trim() === `/${wwid}/`);
+}
+
+/**
+ * Removes wwid from the wwids file (`multipath -w WWID`: a WWID that names no map is taken as is), when it
+ * is listed. Only for WWIDs Lunar added itself: an entry the host had before is the host's.
+ */
+export async function removeWwid(h: Host, wwid: string): Promise<void> {
+  if (!(await wwidListed(h, wwid))) return;
+  await runOk(h.runner, spec(h, 'multipath', ['-w', wwid]));
 }
 
 /** Adds the WWID of the path device (/dev/sdX) to the wwids file (idempotent). */
@@ -131,14 +150,30 @@ export async function waitForMap(h: Host, wwid: string, paths: readonly string[]
   );
 }
 
-/** Flushes the map's buffers and removes the map (the paths stay). A map in use is an error. */
-export async function flushMap(h: Host, map: Pick<MultipathMap, 'name' | 'kernelName'>): Promise<void> {
+/** How often, and how far apart, `multipath -f` is tried again while the map is "in use" with no holder. */
+export const FLUSH_RETRIES = 5;
+export const FLUSH_RETRY_MS = 600;
+
+/**
+ * Flushes the map's buffers and removes the map (the paths stay). A map in use is an error; but right after
+ * the unmount a short-lived opener (udev's blkid on the change event, multipathd's checker) can hold it for
+ * a moment, so "in use" with no holder in sysfs (no partition, LVM or other dm device on top) is tried again
+ * a few times, within the deadline, before it is answered as busy.
+ */
+export async function flushMap(h: Host, map: Pick<MultipathMap, 'name' | 'kernelName'>, retryMs = FLUSH_RETRY_MS): Promise<void> {
   await runOk(h.runner, spec(h, 'blockdev', ['--flushbufs', `/dev/${map.kernelName}`]));
   const s = spec(h, 'multipath', ['-f', map.name]);
-  const r = await h.runner.run(s);
-  if (r.code !== 0) {
+  for (let attempt = 1; ; attempt++) {
+    const r = await h.runner.run(s);
+    if (r.code === 0) return;
     const inUse = /in use|busy/i.test(r.stderr + r.stdout);
-    throw hostError(inUse ? 'busy' : 'failed', describeFailure(s, r));
+    const holders = inUse ? await h.fs.readdir(`/sys/block/${map.kernelName}/holders`) : [];
+    const retry = inUse && holders.length === 0 && attempt < FLUSH_RETRIES && Date.now() + retryMs < h.deadline;
+    if (!retry) {
+      const held = holders.length > 0 ? ` (held by ${holders.join(', ')})` : attempt > 1 ? ` (still in use after ${attempt} tries)` : '';
+      throw hostError(inUse ? 'busy' : 'failed', describeFailure(s, r) + held);
+    }
+    await new Promise((resolve) => setTimeout(resolve, retryMs));
   }
 }
 

@@ -95,6 +95,47 @@ export function setRecordValues(text: string, values: Readonly<Record<string, st
   return out.join('\n') + '\n';
 }
 
+// ---- the SendTargets discovery record ------------------------------------------------------------
+// Discovery CHAP the same way: `iscsiadm -m discoverydb -t st -p P -o new` makes the portal's discovery
+// record (<db>/send_targets/<addr>,<port>/st_config), this writes the discovery.sendtargets.auth.* keys
+// into it, `iscsiadm -m discoverydb … --discover` reads them (the legacy `-m discovery` mode reads only
+// iscsid.conf's defaults), and the keys are written out again right after the discovery. The record is
+// per portal, shared by every volume behind it: the caller holds the portal's discovery lock throughout.
+
+export const SEND_TARGETS_DIRS: readonly string[] = ['/etc/iscsi/send_targets', '/var/lib/iscsi/send_targets'];
+
+/** The discovery record file of the portal, or null when there is none. */
+export async function findDiscoveryRecordFile(fs: HostFs, portal: string): Promise<string | null> {
+  const [host, port] = splitPortal(portal);
+  for (const db of SEND_TARGETS_DIRS) {
+    const file = `${db}/${host},${port}/st_config`;
+    if ((await fs.readText(file)) !== null) return file;
+  }
+  return null;
+}
+
+/** The discovery auth keys for settings (null = none: the secrets removed). */
+export function discoveryAuthValues(chap: ChapSettings | null): Record<string, string> {
+  return {
+    'discovery.sendtargets.auth.authmethod': chap ? 'CHAP' : 'None',
+    'discovery.sendtargets.auth.username': chap?.user ?? '',
+    'discovery.sendtargets.auth.password': chap?.secret ?? '',
+    'discovery.sendtargets.auth.username_in': chap?.mutualUser ?? '',
+    'discovery.sendtargets.auth.password_in': chap?.mutualSecret ?? '',
+  };
+}
+
+/** Writes the discovery CHAP settings (or none) into the portal's discovery record. */
+export async function setDiscoveryAuth(fs: HostFs, portal: string, chap: ChapSettings | null): Promise<void> {
+  const file = await findDiscoveryRecordFile(fs, portal);
+  if (file === null) {
+    if (!chap) return; // nothing to clear
+    throw hostError('failed', `no discovery record of ${portal} under ${SEND_TARGETS_DIRS.join(' or ')}`);
+  }
+  const text = (await fs.readText(file)) ?? '';
+  await fs.writeAtomic(file, setRecordValues(text, discoveryAuthValues(chap)), 0o600);
+}
+
 /** Writes the CHAP settings (or none) into the node record of (iqn, portal, iface). */
 export async function setRecordAuth(fs: HostFs, iqn: string, p: PathPair, chap: ChapSettings | null): Promise<void> {
   const file = await findRecordFile(fs, iqn, p);

@@ -9,7 +9,7 @@
 // its environment or in a file the caller writes; RunSpec has no way to mark an argument secret because
 // none may be.
 
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { hostError } from './errors.js';
 
 export type HostExecMode = 'direct' | 'nsenter';
@@ -62,16 +62,28 @@ export function createRunner(mode: HostExecMode): HostRunner {
       const budget = timeLeft(spec);
       if (budget <= 0) return Promise.reject(hostError('timeout', `${shown}: no time left before the request's deadline`));
       return new Promise<RunResult>((resolve, reject) => {
+        // Its own process group (detached), so that a timeout kills what the command started too.
         const child = spawn(file, argv, {
           stdio: [spec.stdin !== undefined ? 'pipe' : 'ignore', 'pipe', 'pipe'],
           env: { ...process.env, LC_ALL: 'C', ...(spec.env ?? {}) },
+          detached: true,
         });
         let stdout = '';
         let stderr = '';
-        let timedOut = false;
+        let settled = false;
+        const settle = (fn: () => void): void => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          fn();
+        };
+        // On timeout the call answers at once, without waiting for the process to end: a process in an
+        // uninterruptible kernel wait (a sysfs write or an I/O on a dead path, state D) takes SIGKILL only
+        // when the kernel call returns, and a child it left behind keeps the output pipes open; waiting for
+        // "close" would hold the CSI call as long as they live.
         const timer = setTimeout(() => {
-          timedOut = true;
-          child.kill('SIGKILL');
+          settle(() => reject(hostError('timeout', `${shown}: killed after ${budget} ms (timeout or the request's deadline)`)));
+          killGroup(child);
         }, budget);
         child.stdout?.setEncoding('utf8').on('data', (d: string) => {
           if (stdout.length < MAX_OUTPUT) stdout += d;
@@ -84,25 +96,34 @@ export function createRunner(mode: HostExecMode): HostRunner {
           child.stdin.end(spec.stdin);
         }
         child.once('error', (err: NodeJS.ErrnoException) => {
-          clearTimeout(timer);
-          reject(
-            hostError(
-              'failed',
-              err.code === 'ENOENT' ? `${file}: command not found on the host (install it or check PATH)` : `${shown}: ${err.message}`,
+          settle(() =>
+            reject(
+              hostError(
+                'failed',
+                err.code === 'ENOENT' ? `${file}: command not found on the host (install it or check PATH)` : `${shown}: ${err.message}`,
+              ),
             ),
           );
         });
         child.once('close', (code, signal) => {
-          clearTimeout(timer);
-          if (timedOut) {
-            reject(hostError('timeout', `${shown}: killed after ${budget} ms (timeout or the request's deadline)`));
-            return;
-          }
-          resolve({ code: code ?? (signal ? 128 : 1), stdout, stderr });
+          settle(() => resolve({ code: code ?? (signal ? 128 : 1), stdout, stderr }));
         });
       });
     },
   };
+}
+
+/** SIGKILL to the child's process group (it leads one: detached), or to the child alone if that fails. */
+function killGroup(child: ChildProcess): void {
+  try {
+    if (child.pid !== undefined) {
+      process.kill(-child.pid, 'SIGKILL');
+      return;
+    }
+  } catch {
+    // the group is gone already, or the child never became its leader
+  }
+  child.kill('SIGKILL');
 }
 
 /** "cmd args: exit N: stderr" for a failed command's message. */

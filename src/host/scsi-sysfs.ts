@@ -2,10 +2,12 @@
 // host), a scan of one LUN only (the session's host/channel/target + the LUN: with node.session.scan=manual
 // the kernel scans nothing by itself, so no other LUN of the target appears), the devices at a LUN
 // address with their WWID, and their deletion and rescan (Documentation/scsi/scsi-parameters, the
-// scsi_host "scan" and scsi_device "delete"/"rescan" attributes).
+// scsi_host "scan" and scsi_device "delete"/"rescan" attributes), each write bounded (below).
 
-import { hostError } from './errors.js';
+import { HostError, hostError } from './errors.js';
 import type { HostFs } from './host-fs.js';
+import { describeFailure, type RunSpec } from './runner.js';
+import type { Host } from './types.js';
 import { wwidFromSysfs, wwidFromVpd83 } from './vpd.js';
 
 const SESSION_CLASS = '/sys/class/iscsi_session';
@@ -85,13 +87,52 @@ export function lunAddress(s: Pick<IscsiSession, 'host' | 'channel' | 'target'>,
   return `${s.host}:${s.channel}:${s.target}:${lun}`;
 }
 
+// sysfs writes run as a command through the runner, with its timeout and the request's deadline, not as
+// a write of this process: the kernel does the SCSI commands of a scan, delete or rescan inside the
+// write(2), and on a path whose target does not answer that write waits (state D) for the SCSI command
+// timeout and the error handler, or longer. In this process such a write would hold one of libuv's four
+// threadpool threads for as long, unkillable, and a few of them would stall every file operation of the
+// plugin (staging records included); a worker thread would be stuck the same way. A child process is the
+// least bad bound: the call answers at the timeout (the runner does not wait for a process the kernel
+// holds), and the stuck write costs a process that ends when the kernel lets go. The data and the path are
+// sh's positional parameters, never part of the script.
+const WRITE_SCRIPT = 'test -e "$2" || exit 66; printf %s "$1" > "$2"';
+/** $0 of the write script: names it in ps. */
+export const SYSFS_WRITER = 'lunar-sysfs-write';
+/** Exit code of the write script when the attribute does not exist (the object is gone). */
+export const SYSFS_GONE = 66;
+
+/** The runner spec of one sysfs attribute write (pure; tests check it). */
+export function sysfsWriteSpec(h: Host, path: string, data: string): RunSpec {
+  return {
+    cmd: 'sh',
+    args: ['-c', WRITE_SCRIPT, SYSFS_WRITER, data, h.commandPath(path)],
+    timeoutMs: h.timeouts.sysfs,
+    deadline: h.deadline,
+  };
+}
+
+/** The error of a failed write, prefixed with what it was for (a timeout stays a timeout). */
+const failedTo =
+  (what: string) =>
+  (err: unknown): never => {
+    throw hostError(err instanceof HostError && err.kind === 'timeout' ? 'timeout' : 'failed', `${what}: ${(err as Error).message}`);
+  };
+
+/** Writes data to an existing sysfs attribute; 'gone' when it does not exist. */
+export async function writeAttribute(h: Host, path: string, data: string): Promise<'written' | 'gone'> {
+  const spec = sysfsWriteSpec(h, path, data);
+  const r = await h.runner.run(spec);
+  if (r.code === SYSFS_GONE) return 'gone';
+  if (r.code !== 0) throw hostError('failed', describeFailure({ cmd: `write ${JSON.stringify(data)} to`, args: [path] }, r));
+  return 'written';
+}
+
 /** Asks the kernel to scan exactly one LUN of the session's target. */
-export async function scanLun(fs: HostFs, s: IscsiSession, lun: number): Promise<void> {
-  try {
-    await fs.writeExisting(`/sys/class/scsi_host/host${s.host}/scan`, `${s.channel} ${s.target} ${lun}`);
-  } catch (err) {
-    throw hostError('failed', `scan of LUN ${lun} on host${s.host} (${s.name}) failed: ${(err as Error).message}`);
-  }
+export async function scanLun(h: Host, s: IscsiSession, lun: number): Promise<void> {
+  const what = `scan of LUN ${lun} on host${s.host} (${s.name})`;
+  const r = await writeAttribute(h, `/sys/class/scsi_host/host${s.host}/scan`, `${s.channel} ${s.target} ${lun}`).catch(failedTo(what));
+  if (r === 'gone') throw hostError('failed', `${what}: host${s.host} is gone (the session ended)`);
 }
 
 /** The device at address, or null when there is none. */
@@ -109,24 +150,17 @@ export async function deviceAt(fs: HostFs, address: string): Promise<ScsiDevice 
 }
 
 /** Removes the device from the kernel (after its I/O is flushed). A device already gone is fine. */
-export async function deleteDevice(fs: HostFs, address: string): Promise<void> {
+export async function deleteDevice(h: Host, address: string): Promise<void> {
   const path = `${DEVICE_CLASS}/${address}/device/delete`;
-  if (!(await fs.exists(path))) return;
-  try {
-    await fs.writeExisting(path, '1');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw hostError('failed', `deleting SCSI device ${address}: ${(err as Error).message}`);
-  }
+  if (!(await h.fs.exists(path))) return;
+  await writeAttribute(h, path, '1').catch(failedTo(`deleting SCSI device ${address}`));
 }
 
 /** Re-reads the device's capacity (after the volume grew). */
-export async function rescanDevice(fs: HostFs, address: string): Promise<void> {
-  try {
-    await fs.writeExisting(`${DEVICE_CLASS}/${address}/device/rescan`, '1');
-  } catch (err) {
-    throw hostError('failed', `rescanning SCSI device ${address}: ${(err as Error).message}`);
-  }
+export async function rescanDevice(h: Host, address: string): Promise<void> {
+  const what = `rescanning SCSI device ${address}`;
+  const r = await writeAttribute(h, `${DEVICE_CLASS}/${address}/device/rescan`, '1').catch(failedTo(what));
+  if (r === 'gone') throw hostError('failed', `${what}: the device is gone`);
 }
 
 /** Size in bytes of a block device by its name ("sdb", "dm-3"); null when it is gone. */

@@ -18,6 +18,8 @@ export interface HostTimeouts {
   readonly mkfs: number;
   /** mount / umount. */
   readonly mount: number;
+  /** One sysfs attribute write (scan of a LUN, delete or rescan of a device): the kernel does the SCSI commands in it. */
+  readonly sysfs: number;
   /** Wait for the SCSI devices of a LUN after the scan. */
   readonly deviceWait: number;
   /** Wait for the multipath map with all its paths. */
@@ -33,6 +35,9 @@ export const DEFAULT_TIMEOUTS: HostTimeouts = {
   // mkfs.xfs / mkfs.ext4 with discard off write only metadata: seconds even on large volumes.
   mkfs: 120_000,
   mount: 30_000,
+  // A LUN scan is a few SCSI commands (INQUIRY, VPD pages, READ CAPACITY); a path whose target does not
+  // answer holds the write for the SCSI command timeout (30 s) and error handling: the stage fails instead.
+  sysfs: 15_000,
   deviceWait: 20_000,
   mapWait: 20_000,
 };
@@ -45,6 +50,8 @@ export interface Host {
   /** The request's deadline (epoch ms; Infinity = none). */
   readonly deadline: number;
   readonly timeouts: HostTimeouts;
+  /** A host path as the runner's commands see it (under --host-root-dir in direct mode, as is through nsenter). */
+  readonly commandPath: (hostPath: string) => string;
 }
 
 /** A host step's view of one iSCSI path: a (portal, iface) pair. */

@@ -13,7 +13,7 @@
 
 import { hostError, HostError } from '../host/errors.js';
 import { discover, ensureIface, login, newNodeRecord, updateNodeRecord } from '../host/iscsiadm.js';
-import { addPath, addWwid, ensureDropIn, waitForMap, type MultipathMap } from '../host/multipath.js';
+import { addPath, addWwid, ensureDropIn, waitForMap, wwidListed, type MultipathMap } from '../host/multipath.js';
 import { setRecordAuth } from '../host/node-record.js';
 import { pollUntil } from '../host/poll.js';
 import { runOk } from '../host/runner.js';
@@ -59,7 +59,7 @@ export async function ifacesOf(env: NodeEnv, h: Host): Promise<IfaceInfo[]> {
 
 /** Discovery + node record settings of one pair. */
 async function prepareRecord(env: NodeEnv, h: Host, t: VolumeTarget, p: PathPair): Promise<void> {
-  const found = await nodeLocks.run(`discovery:${p.portal}`, () => discover(h, p));
+  const found = await nodeLocks.run(`discovery:${p.portal}`, () => discover(h, p, t.discoveryChap));
   const offered = found.filter((d) => d.iqn === t.iqn);
   if (offered.length === 0) {
     throw hostError(
@@ -94,14 +94,14 @@ export async function waitForDevice(env: NodeEnv, h: Host, s: IscsiSession, t: V
   let replaced = 0;
   let lastScan = Date.now();
   let last = 'no device yet';
-  await scanLun(h.fs, s, t.lun);
+  await scanLun(h, s, t.lun);
   return pollUntil(
     async () => {
       const d = await deviceAt(h.fs, address);
       if (!d) {
         if (Date.now() - lastScan > 2000) {
           lastScan = Date.now();
-          await scanLun(h.fs, s, t.lun);
+          await scanLun(h, s, t.lun);
         }
         return undefined;
       }
@@ -121,10 +121,10 @@ export async function waitForDevice(env: NodeEnv, h: Host, s: IscsiSession, t: V
           { address, found: d.wwid, expected: t.wwid, device: d.blockName },
           'stale SCSI device at the LUN address: deleting it and rescanning',
         );
-        await deleteDevice(h.fs, address);
+        await deleteDevice(h, address);
         replaced++;
         lastScan = Date.now();
-        await scanLun(h.fs, s, t.lun);
+        await scanLun(h, s, t.lun);
         return undefined;
       }
       return d;
@@ -139,13 +139,21 @@ export async function waitForDevice(env: NodeEnv, h: Host, s: IscsiSession, t: V
   );
 }
 
+/** What attach tells its caller before it changes the node, so that the staging record knows it first. */
+export interface AttachHooks {
+  /** The pairs about to be logged in. */
+  onPairs(pairs: PathPair[]): Promise<void>;
+  /** The volume's WWID is not in the wwids file and is about to be added (unstage removes it again). */
+  onWwidAdding(): Promise<void>;
+}
+
 /** Logs in on every pair and finds the volume's devices and map. */
-export async function attach(env: NodeEnv, h: Host, t: VolumeTarget, onPairs: (pairs: PathPair[]) => Promise<void>): Promise<Attached> {
+export async function attach(env: NodeEnv, h: Host, t: VolumeTarget, hooks: AttachHooks): Promise<Attached> {
   // Before any login: multipathd applies Lunar's device settings to the paths as they appear.
   await ensureDropIn(h, env.config.multipath);
   const pairs = choosePairs(t.portals, await ifacesOf(env, h));
   // Recorded before the first login: an unstage after a crash from here on logs these out.
-  await onPairs(pairs);
+  await hooks.onPairs(pairs);
   const failures: string[] = [];
   const seen = { allRefused: true }; // every failed pair was refused by the target (not a network problem)
   const failed = (p: PathPair, err: unknown): void => {
@@ -186,6 +194,7 @@ export async function attach(env: NodeEnv, h: Host, t: VolumeTarget, onPairs: (p
   if (env.config.allowSinglePath && devices.length === 1) {
     return { pairs, devices, map: null, devicePath: `/dev/${names[0]!}`, kernelName: names[0]! };
   }
+  if (!(await wwidListed(h, t.wwid))) await hooks.onWwidAdding();
   for (const n of names) await addWwid(h, n);
   for (const n of names) await addPath(h, n);
   const map = await waitForMap(h, t.wwid, names);

@@ -23,7 +23,7 @@ export async function expandVolume(
   for (const address of r.devices) {
     const d = await deviceAt(h.fs, address);
     if (!d?.blockName) continue;
-    await rescanDevice(h.fs, address);
+    await rescanDevice(h, address);
     paths.push(d.blockName);
   }
   let kernel = r.singleDevice;

@@ -1,6 +1,6 @@
 // NodeStageVolume's publish_context, as `lunar serve`'s ControllerPublishVolume returns it (docs/csi.md):
-// the target IQN, its portals, the LUN, the WWID the LU must report, and CHAP credentials (in
-// publish_context, or in the node-stage `secrets` when an operator puts them there).
+// the target IQN, its portals, the LUN, the WWID the LU must report, and CHAP credentials — the session's
+// and the discovery's (in publish_context, or in the node-stage `secrets` when an operator puts them there).
 
 import { CTX } from '../csi/controller.js';
 import { invalidArgument } from '../csi/errors.js';
@@ -15,6 +15,8 @@ export interface VolumeTarget {
   /** "3" + NAA hex, as scsi_id and multipath write it. */
   readonly wwid: string;
   readonly chap: ChapSettings | null;
+  /** CHAP of the SendTargets discovery sessions (`lunar serve --discovery-chap`), or null. */
+  readonly discoveryChap: ChapSettings | null;
 }
 
 const WWID_RE = /^[0-9a-f]{2,64}$/;
@@ -53,5 +55,16 @@ export function parsePublishContext(pc: StringMap, secrets: StringMap): VolumeTa
   } else if (mode !== 'none') {
     throw invalidArgument(`${field(CTX.chap)} ${JSON.stringify(mode)} must be none, chap or mutual`);
   }
-  return { iqn, portals, lun, wwid, chap };
+  const dUser = pick(CTX.discoveryChapUser);
+  const dSecret = pick(CTX.discoveryChapSecret);
+  let discoveryChap: ChapSettings | null = null;
+  if (dUser !== undefined || dSecret !== undefined) {
+    if (!dUser || !dSecret) {
+      throw invalidArgument(
+        `discovery CHAP: ${CTX.discoveryChapUser} and ${CTX.discoveryChapSecret} are both required (in publish_context or secrets) when one is given`,
+      );
+    }
+    discoveryChap = { user: dUser, secret: dSecret };
+  }
+  return { iqn, portals, lun, wwid, chap, discoveryChap };
 }

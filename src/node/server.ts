@@ -8,6 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { DEFAULT_PLUGIN_NAME } from '../csi/identity.js';
 import { NodeService, nodeBinding } from '../csi/node.js';
 import { startCsiPluginServer, type CsiServer } from '../csi/plugin-server.js';
+import { join } from 'node:path';
 import { hostFs } from '../host/host-fs.js';
 import { iscsidReachable, ISCSID_ABSTRACT_SOCKET } from '../host/iscsid.js';
 import { createRunner, type HostExecMode } from '../host/runner.js';
@@ -71,6 +72,8 @@ export async function startNodePlugin(o: NodePluginOptions): Promise<NodePlugin>
     localFs: hostFs('/'),
     readMountinfo: () => readFile(mountinfo, 'utf8'),
     records: stagingRecords(o.stateDir),
+    // Commands run through nsenter see the host's tree at /; direct ones see it where hostFs does.
+    ...(o.hostExec === 'direct' && o.hostRootDir !== '/' ? { commandPath: (p: string) => join(o.hostRootDir, p) } : {}),
     log,
     ...(kube ? { events: kube.events } : {}),
     paths: { observe: (r, states) => paths.monitor?.observe(r, states) ?? Promise.resolve() },

@@ -123,14 +123,23 @@ export async function stageVolume(env: NodeEnv, q: StageRequest, deadline: numbe
     map: previous?.map ?? null,
     singleDevice: previous?.singleDevice ?? null,
     publications: previous?.publications ?? {},
+    // An earlier try that added the WWID finds it listed: keep knowing it was Lunar's.
+    ...(previous?.wwidAdded ? { wwidAdded: true } : {}),
     ...(q.pvc ? { pvc: q.pvc } : {}),
     updatedAt: '',
   };
-  const a = await attach(env, h, q.target, async (pairs) => {
-    // Keep pairs an earlier try recorded too: unstage must log those out as well.
-    const all = [...record.pairs, ...pairs.filter((p) => !record.pairs.some((o) => o.portal === p.portal && o.iface === p.iface))];
-    record = { ...record, pairs: all };
-    await env.records.save(record);
+  const a = await attach(env, h, q.target, {
+    async onPairs(pairs) {
+      // Keep pairs an earlier try recorded too: unstage must log those out as well.
+      const all = [...record.pairs, ...pairs.filter((p) => !record.pairs.some((o) => o.portal === p.portal && o.iface === p.iface))];
+      record = { ...record, pairs: all };
+      await env.records.save(record);
+    },
+    async onWwidAdding() {
+      // Recorded before `multipath -a`: a crash right after it still leaves the entry to unstage.
+      record = { ...record, wwidAdded: true };
+      await env.records.save(record);
+    },
   });
   record = {
     ...record,

@@ -37,6 +37,8 @@ export interface StagingRecord {
   /** The SCSI device used without multipath (--allow-single-path), or null. */
   readonly singleDevice: string | null;
   readonly publications: Readonly<Record<string, Publication>>;
+  /** Lunar added the WWID to multipath's wwids file (it was not listed): unstage removes it. Absent = no. */
+  readonly wwidAdded?: boolean;
   /** The PVC the volume was provisioned for (volume_context pvcName/pvcNamespace): where path Events go. */
   readonly pvc?: PvcRef | null;
   readonly updatedAt: string;

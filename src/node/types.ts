@@ -55,6 +55,8 @@ export interface NodeEnv {
   readonly log: Logger;
   /** Events on the PVC of a volume (VolumeFormatted, VolumeHoldsData, ...); absent = none. */
   readonly events?: EventSink;
+  /** A host path as the runner's commands see it (Host.commandPath); absent = as is (host root "/" or nsenter). */
+  readonly commandPath?: (hostPath: string) => string;
   /** Told each path check NodeGetVolumeStats makes (path-monitor.ts); absent = none. */
   readonly paths?: PathObserver;
 }
@@ -65,5 +67,5 @@ export interface PathObserver {
 }
 
 export function hostFor(env: NodeEnv, deadline: number): Host {
-  return { runner: env.runner, fs: env.hostFs, deadline, timeouts: env.config.timeouts };
+  return { runner: env.runner, fs: env.hostFs, deadline, timeouts: env.config.timeouts, commandPath: env.commandPath ?? ((p) => p) };
 }

@@ -1,5 +1,5 @@
 // NodeUnstageVolume from the staging record (so it works after a plugin restart): unmount (busy is an
-// error), flush and remove the multipath map, delete every SCSI device of the volume through sysfs, log
+// error), flush and remove the multipath map, remove the WWID from the wwids file when Lunar added it, delete every SCSI device of the volume through sysfs, log
 // out every session of the target on the recorded pairs, delete every node record of the target (discovery
 // records all its portals on every iface, used or not), then the staging record.
 // Every failure is returned to the CO, never swallowed, and the record stays so that the retry does
@@ -10,7 +10,7 @@
 import { hostError, HostError } from '../host/errors.js';
 import { deleteNodeRecord, deleteTargetRecords, logout } from '../host/iscsiadm.js';
 import { mountAt, parseMountinfo, unmount } from '../host/mount.js';
-import { disableQueueing, findMap, flushMap } from '../host/multipath.js';
+import { disableQueueing, findMap, flushMap, removeWwid } from '../host/multipath.js';
 import { runOk } from '../host/runner.js';
 import { deleteDevice, deviceAt, listSessions, lunAddress } from '../host/scsi-sysfs.js';
 import { hostFor, type NodeEnv } from './types.js';
@@ -33,6 +33,9 @@ export async function unstageVolume(env: NodeEnv, volumeId: string, stagingPath:
     if (env.config.multipath.noPathRetry === 'queue') await disableQueueing(h, map.name);
     await flushMap(h, map);
   }
+  // The map is gone: the wwids entry Lunar added goes too (before the paths are deleted, so that no uevent
+  // of theirs makes multipathd build the map again under find_multipaths strict).
+  if (r.wwidAdded) await removeWwid(h, r.wwid);
 
   // Every device of the volume's LUN on every session of its target, and the ones recorded.
   const sessions = (await listSessions(h.fs)).filter((s) => s.targetIqn === r.targetIqn);
@@ -49,7 +52,7 @@ export async function unstageVolume(env: NodeEnv, volumeId: string, stagingPath:
         deadline: h.deadline,
       });
     }
-    await deleteDevice(h.fs, address);
+    await deleteDevice(h, address);
   }
 
   const failures: string[] = [];

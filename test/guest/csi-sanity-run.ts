@@ -56,7 +56,10 @@ function pathOpScript(op: string, p: string): string {
 }
 
 async function servePathOps(g: Guest, sock: string): Promise<net.Server> {
-  const srv = net.createServer((c) => {
+  // allowHalfOpen: the client ends its side right after the request and waits for the answer; by default
+  // the server would end its own side at that moment too, before the guest answered (csi-sanity then saw
+  // "no answer" for every path operation).
+  const srv = net.createServer({ allowHalfOpen: true }, (c) => {
     let buf = '';
     c.setEncoding('utf8').on('data', (d: string) => (buf += d));
     c.on('end', () => {

@@ -84,7 +84,8 @@ export interface Controller {
   volumeFile(volumeId: string): string;
 }
 
-export async function startController(bed: Bed): Promise<Controller> {
+/** `discoveryChap`: the target requires CHAP on SendTargets discovery (given by environment, not argv). */
+export async function startController(bed: Bed, opts: { discoveryChap?: string } = {}): Promise<Controller> {
   const dataDir = path.join(bed.runDir, 'lunar');
   await mkdir(dataDir, { recursive: true });
   const sock = path.join(dataDir, 'csi.sock');
@@ -94,7 +95,10 @@ export async function startController(bed: Bed): Promise<Controller> {
     portals,
     netns: bed.netns,
     args: ['--csi-endpoint', `unix://${sock}`],
-    env: { LUNAR_LOG_LEVEL: process.env.LUNAR_LOG_LEVEL ?? 'info' },
+    env: {
+      LUNAR_LOG_LEVEL: process.env.LUNAR_LOG_LEVEL ?? 'info',
+      ...(opts.discoveryChap ? { LUNAR_DISCOVERY_CHAP: opts.discoveryChap } : {}),
+    },
   });
   bed.onClose(async () => {
     await writeFile(path.join(dataDir, 'serve.log'), proc.output());
@@ -132,6 +136,22 @@ net.createServer((c)=>{const u=net.connect(Number(p),h);c.pipe(u);u.pipe(c);cons
     if (child.exitCode !== null || i > 200) throw new Error(`CSI forwarder for ${host}:${port} did not start`);
     await sleep(50);
   }
+  return () => stopChild(child, 1000);
+}
+
+/** The other way: TCP host:port inside the bed's netns (where the guests reach it) -> a unix socket on the host. */
+export async function forwardIn(bed: Bed, host: string, port: number, sockPath: string): Promise<() => Promise<void>> {
+  const js = `const net=require('net');const [s,h,p]=process.argv.slice(1);
+net.createServer((c)=>{const u=net.connect(s);c.pipe(u);u.pipe(c);const end=()=>{c.destroy();u.destroy()};c.on('error',end);u.on('error',end);c.on('close',end);u.on('close',end)}).listen(Number(p),h,()=>console.log('ready'));`;
+  const [cmd, args] = bed.nsExec(process.execPath, ['-e', js, sockPath, host, String(port)]);
+  const child = spawnTracked(cmd, args);
+  const ready = new Promise<void>((resolve, reject) => {
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => {
+      if (d.includes('ready')) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`forwarder ${host}:${port} -> ${sockPath} exited ${code}`)));
+  });
+  await ready;
   return () => stopChild(child, 1000);
 }
 
@@ -404,6 +424,8 @@ export interface Leftovers {
   scsiDevices: string[];
   mounts: string[];
   stagingRecord: boolean;
+  /** The WWID still listed in multipath's wwids file (Lunar adds it at stage and removes it at unstage). */
+  wwidListed: boolean;
 }
 
 /** Everything of the volume (target IQN, WWID) still present in the guest. */
@@ -416,8 +438,9 @@ iscsiadm -m node 2>/dev/null | grep -F " $iqn" | sed 's/^/N /' || true
 for d in /sys/block/dm-*; do [ -e "$d/dm/uuid" ] && case "$(cat $d/dm/uuid)" in mpath-$wwid) echo "M $(cat $d/dm/name)";; esac; done
 for d in /sys/block/sd*; do [ -e "$d/device/wwid" ] || continue; w=$(tr A-F a-f < $d/device/wwid | tr -d ' '); [ "$w" = "naa.\${wwid#3}" ] && echo "D $(basename $d)"; done
 grep -F ${q(vol.volume_id)} /proc/self/mountinfo | awk '{print "T", $5}' || true
-[ -e ${NODE_STATE_DIR}/staged/${vol.volume_id}.json ] && echo R || true`);
-  const l: Leftovers = { sessions: [], nodeRecords: [], maps: [], scsiDevices: [], mounts: [], stagingRecord: false };
+[ -e ${NODE_STATE_DIR}/staged/${vol.volume_id}.json ] && echo R || true
+grep -qxF "/$wwid/" /etc/multipath/wwids 2>/dev/null && echo W || true`);
+  const l: Leftovers = { sessions: [], nodeRecords: [], maps: [], scsiDevices: [], mounts: [], stagingRecord: false, wwidListed: false };
   for (const line of out.split('\n')) {
     const [k, ...rest] = line.split(' ');
     const v = rest.join(' ');
@@ -427,11 +450,20 @@ grep -F ${q(vol.volume_id)} /proc/self/mountinfo | awk '{print "T", $5}' || true
     else if (k === 'D') l.scsiDevices.push(v);
     else if (k === 'T') l.mounts.push(v);
     else if (k === 'R') l.stagingRecord = true;
+    else if (k === 'W') l.wwidListed = true;
   }
   return l;
 }
 
-export const nothingLeft: Leftovers = { sessions: [], nodeRecords: [], maps: [], scsiDevices: [], mounts: [], stagingRecord: false };
+export const nothingLeft: Leftovers = {
+  sessions: [],
+  nodeRecords: [],
+  maps: [],
+  scsiDevices: [],
+  mounts: [],
+  stagingRecord: false,
+  wwidListed: false,
+};
 
 /** iSCSI sessions of the guest to a target IQN. */
 export async function sessionsTo(g: Guest, iqn: string): Promise<number> {

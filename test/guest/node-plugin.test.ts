@@ -9,8 +9,11 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
-import { Bed, buildGuest, buildLunarDisk, run, sleep, type Guest } from './harness.js';
+import { FakeApiServer, kubeconfigFor } from '../support/fake-apiserver.js';
+import { parsePrometheusText, sampleValue } from '../support/prom-text.js';
+import { Bed, buildGuest, buildLunarDisk, run, sleep, SUBNETS, type Guest } from './harness.js';
 import { kernelEvents, markKernelLog, q, writerScript } from './initiator.js';
 import {
   call,
@@ -19,6 +22,7 @@ import {
   controllerUnpublish,
   createVolume,
   capability,
+  forwardIn,
   GiB,
   kubeletPaths,
   leftovers,
@@ -50,6 +54,18 @@ const timed = async <T>(step: string, f: () => Promise<T>): Promise<T> => {
   return r;
 };
 
+/** The stand-in API server, as guest 0's plugin reaches it (a host address of the first subnet), and its metrics port. */
+const API_PORT = 16443;
+const METRICS_PORT = 19808;
+const KUBECONFIG = '/run/lunar-kubeconfig';
+/** The discovery CHAP the controller requires: every NodeStage discovers through the discovery record. */
+const DISCOVERY_CHAP = { user: 'lunar-disc', secret: 'DiscoveryOnly-Secret-7' };
+/** CreateVolume parameters of a volume made for the PVC ns/name (what external-provisioner adds). */
+const forPvc = (ns: string, name: string): Record<string, string> => ({
+  'csi.storage.k8s.io/pvc/name': name,
+  'csi.storage.k8s.io/pvc/namespace': ns,
+});
+
 /** Errors on the map or the file system (a failed command on one sdX path is expected during failover). */
 const mapErrors = (ev: readonly string[]): string[] =>
   ev.filter((l) => /dev dm-\d+|Buffer I\/O error|XFS .*(error|[Ss]hut)|EXT4-fs error/.test(l));
@@ -61,6 +77,31 @@ describe('CSI node plugin in QEMU guests, controller on the host', { timeout: 30
   let g1: Guest;
   let n0: NodePlugin;
   let n1: NodePlugin;
+  let api: FakeApiServer;
+
+  /** Reasons of the Events on the PVC ns/name, waiting up to waitMs for `want` to be among them. */
+  const eventsOn = async (
+    ns: string,
+    name: string,
+    want: string[] = [],
+    waitMs = 20_000,
+  ): Promise<{ reason: string; message: string }[]> => {
+    const list = (): { reason: string; message: string }[] =>
+      [...api.events.values()]
+        .map((e) => e as { reason?: string; message?: string; involvedObject?: { namespace?: string; name?: string } })
+        .filter((e) => e.involvedObject?.namespace === ns && e.involvedObject.name === name)
+        .map((e) => ({ reason: e.reason ?? '', message: e.message ?? '' }));
+    const deadline = Date.now() + waitMs;
+    while (!want.every((r) => list().some((e) => e.reason === r)) && Date.now() < deadline) await sleep(250);
+    return list();
+  };
+  /** guest 0's plugin /metrics, fetched inside the guest. */
+  const metrics0 = async () =>
+    parsePrometheusText(
+      await g0.sh(
+        `/usr/local/bin/node -e "fetch('http://127.0.0.1:${METRICS_PORT}/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))"`,
+      ),
+    );
 
   /**
    * Checks that nothing of the volume is left in the guest: session, node record, map, SCSI device, mount,
@@ -154,13 +195,25 @@ describe('CSI node plugin in QEMU guests, controller on the host', { timeout: 30
     const imageDir = await buildGuest();
     timing('guest image (build or cache hit)', Date.now() - t0);
     bed = await Bed.create(imageDir);
-    ctl = await timed('lunar serve start (controller, 2 portals)', () => startController(bed!));
+    ctl = await timed('lunar serve start (controller, 2 portals)', () =>
+      startController(bed!, { discoveryChap: `${DISCOVERY_CHAP.user}:${DISCOVERY_CHAP.secret}` }),
+    );
+    // The stand-in Kubernetes API server (the one fake allowed), reached by guest 0 through the netns.
+    const apiSock = path.join(bed.runDir, 'apiserver.sock');
+    api = await new FakeApiServer().start(apiSock);
+    const stopApiForward = await forwardIn(bed, SUBNETS[0]!.hostAddress, API_PORT, apiSock);
+    bed.onClose(async () => {
+      await stopApiForward();
+      await api.close();
+    });
     const lunarDisk = await timed('Lunar disk image', () => buildLunarDisk(bed!.runDir));
     t0 = Date.now();
     [g0, g1] = await Promise.all([bed.bootGuest({ index: 0, extraDisk: lunarDisk }), bed.bootGuest({ index: 1, extraDisk: lunarDisk })]);
     timing('two guests boot in parallel (QEMU spawn -> agent ready)', Date.now() - t0);
     // Guest 0 binds one iscsiadm iface per NIC (--iface), guest 1 uses the default iface: both code paths.
-    n0 = new NodePlugin(g0, { ifaces: true });
+    await g0.sh(`cat > ${KUBECONFIG} <<'EOF'\n${kubeconfigFor(`http://${SUBNETS[0]!.hostAddress}:${API_PORT}`)}EOF`);
+    // Guest 0's plugin also puts Events on PVCs and serves /metrics.
+    n0 = new NodePlugin(g0, { ifaces: true, extraArgs: ['--kubeconfig', KUBECONFIG, '--metrics-address', `127.0.0.1:${METRICS_PORT}`] });
     n1 = new NodePlugin(g1);
     bed.onClose(async () => {
       await n0.close();
@@ -350,7 +403,8 @@ blockdev --flushbufs ${q(t0)}; echo $i`,
       ['lvm2', 'xfs', /TYPE="LVM2_member"/],
     ];
     for (const [sig, fs, blkid] of cases) {
-      const vol = await createVolume(ctl, `sig-${sig}`, fs, 128 * MiB);
+      api.pvcs.set(`apps/sig-${sig}`, { uid: `uid-sig-${sig}` });
+      const vol = await createVolume(ctl, `sig-${sig}`, fs, 128 * MiB, { parameters: forPvc('apps', `sig-${sig}`) });
       const file = ctl.volumeFile(vol.volume_id);
       await writeSignature(file, sig);
       const probe = await run('blkid', ['-p', file]);
@@ -362,6 +416,17 @@ blockdev --flushbufs ${q(t0)}; echo $i`,
       assert.equal(await sha(file), before, `the ${sig} LU was written to by the refused stage`);
       const { staging } = kubeletPaths(vol.volume_id);
       assert.notEqual((await g0.exec(`mountpoint -q ${q(staging)}`)).code, 0, 'nothing mounted');
+      const ev = await eventsOn('apps', `sig-${sig}`, ['StagingFailed']);
+      assert.ok(
+        ev.some((e) => e.reason === 'StagingFailed'),
+        `StagingFailed Event on the PVC of the ${sig} volume: ${JSON.stringify(ev)}`,
+      );
+      if (sig === 'ext4')
+        assert.ok(
+          ev.some((e) => e.reason === 'VolumeHoldsData' && /ext4/.test(e.message)),
+          JSON.stringify(ev),
+        );
+      assert.ok(!ev.some((e) => e.reason === 'VolumeFormatted'), 'a VolumeFormatted Event for a LU that holds data');
       await nodeUnstage(n0, vol);
       await assertClean(n0, vol, `unstage after the refused ${sig} stage`);
       await controllerUnpublish(ctl, vol, n0);
@@ -423,9 +488,15 @@ blockdev --flushbufs ${q(t0)}; echo $i`,
   });
 
   test('cut one NIC during writes: VolumeCondition abnormal naming the path, 0 I/O errors; restored: normal', async () => {
-    const vol = await createVolume(ctl, 'cut-xfs', 'xfs', 1 * GiB);
+    api.pvcs.set('apps/cut-claim', { uid: 'uid-cut-claim' });
+    const vol = await createVolume(ctl, 'cut-xfs', 'xfs', 1 * GiB, { parameters: forPvc('apps', 'cut-claim') });
     const pc = await controllerPublish(ctl, vol, n0, 'xfs');
     await nodeStage(n0, vol, pc, 'xfs');
+    const formatted = await eventsOn('apps', 'cut-claim', ['VolumeFormatted']);
+    assert.ok(
+      formatted.some((e) => e.reason === 'VolumeFormatted' && e.message.includes('xfs')),
+      `VolumeFormatted Event: ${JSON.stringify(formatted)}`,
+    );
     const target = await nodePublish(n0, vol, pc, 'xfs');
     const cond = async (): Promise<{ abnormal: boolean; message: string }> =>
       (await volumeStats(n0, vol, target)).volume_condition ?? { abnormal: false, message: '(none)' };
@@ -444,6 +515,13 @@ blockdev --flushbufs ${q(t0)}; echo $i`,
       await sleep(500);
     }
     timing('NIC cut -> VolumeCondition abnormal', Date.now() - cutAt);
+    const failedEv = (await eventsOn('apps', 'cut-claim', ['PathFailed'])).filter((e) => e.reason === 'PathFailed');
+    assert.ok(
+      failedEv.some((e) => e.message.includes(g0.nics[1]!.subnet.hostAddress)),
+      `PathFailed Event naming the cut path: ${JSON.stringify(failedEv)}`,
+    );
+    const down = sampleValue(await metrics0(), 'lunar_volume_paths', { volume: vol.volume_id, state: 'down' });
+    assert.equal(down, 1, 'lunar_volume_paths{state="down"} during the cut');
     const p1 = g0.nics[1]!;
     assert.match(
       c.message,
@@ -462,6 +540,18 @@ blockdev --flushbufs ${q(t0)}; echo $i`,
       await sleep(500);
     }
     timing('NIC restored -> VolumeCondition normal', Date.now() - restoreAt);
+    const back = await eventsOn('apps', 'cut-claim', ['PathRestored']);
+    assert.ok(
+      back.some((e) => e.reason === 'PathRestored'),
+      `PathRestored Event: ${JSON.stringify(back)}`,
+    );
+    const m = await metrics0();
+    assert.equal(sampleValue(m, 'lunar_volume_paths', { volume: vol.volume_id, state: 'up' }), 2, 'both paths up again');
+    assert.equal(sampleValue(m, 'lunar_volume_paths', { volume: vol.volume_id, state: 'down' }), 0);
+    assert.ok(
+      (sampleValue(m, 'lunar_node_operation_duration_seconds_count', { operation: 'stage', result: 'ok' }) ?? 0) >= 1,
+      'stage durations counted',
+    );
     await g0.sh('touch /run/wcut.stop');
     const w = await writer;
     assert.equal(w.code, 0, `writer failed across the cut: ${w.stderr}`);
@@ -486,6 +576,8 @@ blockdev --flushbufs ${q(t0)}; echo $i`,
         const pc = await controllerPublish(ctl, vol, n0, 'ext4');
         assert.ok(pc.chapSecret, `publish_context carries the CHAP secret (${chap})`);
         secrets.push(pc.chapSecret);
+        assert.equal(pc.discoveryChapSecret, DISCOVERY_CHAP.secret, 'publish_context carries the discovery CHAP');
+        if (!secrets.includes(DISCOVERY_CHAP.secret)) secrets.push(DISCOVERY_CHAP.secret);
         if (chap === 'mutual') {
           assert.ok(pc.mutualSecret, 'publish_context carries the mutual secret');
           secrets.push(pc.mutualSecret);

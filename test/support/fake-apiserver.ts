@@ -52,8 +52,14 @@ export class FakeApiServer {
   private server: http.Server | null = null;
   url = '';
 
-  async start(): Promise<this> {
+  /** Listens on 127.0.0.1 (a free port), or on the unix socket socketPath (forwarded into a guest's network). */
+  async start(socketPath?: string): Promise<this> {
     this.server = http.createServer((req, res) => this.handle(req, res));
+    if (socketPath !== undefined) {
+      await new Promise<void>((r) => this.server!.listen(socketPath, r));
+      this.url = `unix:${socketPath}`;
+      return this;
+    }
     await new Promise<void>((r) => this.server!.listen(0, '127.0.0.1', r));
     this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
     return this;

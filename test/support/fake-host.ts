@@ -6,6 +6,7 @@
 
 import { pino } from 'pino';
 import { DEFAULT_MULTIPATH_TIMERS } from '../../src/host/multipath.js';
+import { SYSFS_GONE, SYSFS_WRITER } from '../../src/host/scsi-sysfs.js';
 import { DEFAULT_TIMEOUTS } from '../../src/host/types.js';
 import { stagingRecords } from '../../src/node/staging-record.js';
 import { DEFAULT_SESSION_TIMERS, type NodeConfig, type NodeEnv } from '../../src/node/types.js';
@@ -34,10 +35,11 @@ export class FakeFs implements HostFs {
     const v = this.files.get(path);
     return Promise.resolve(v === undefined ? null : v.toString());
   }
-  writeExisting(path: string, data: string): Promise<void> {
-    if (!this.files.has(path)) return Promise.reject(Object.assign(new Error(`ENOENT: ${path}`), { code: 'ENOENT' }));
+  /** A write to an existing file (a sysfs attribute), as the sysfs write command does it; false when it is missing. */
+  writeExisting(path: string, data: string): boolean {
+    if (!this.files.has(path)) return false;
     this.onWrite(path, data);
-    return Promise.resolve();
+    return true;
   }
   writeAtomic(path: string, data: string): Promise<void> {
     this.files.set(path, data);
@@ -130,6 +132,8 @@ interface Session {
  * node plugin's steps see them. `lus` maps "iqn/lun" to what the LUN holds; `staleAt` puts a device with
  * another WWID at an address until it is deleted.
  */
+const WWIDS = '/etc/multipath/wwids';
+
 export class FakeNode {
   readonly fs = new FakeFs();
   readonly runner = new FakeRunner();
@@ -144,6 +148,8 @@ export class FakeNode {
   readonly umountFailures = new Map<string, RunResult>();
   readonly ifaces = new Map<string, string>();
   targets: string[] = [];
+  /** Discovery CHAP the target requires ("user:secret"), or null. */
+  discoveryChap: { user: string; secret: string } | null = null;
   /** Portals SendTargets reports for every target (Lunar reports all of a target's portals); empty: the one asked. */
   targetPortals: string[] = [];
   private sessions: Session[] = [];
@@ -188,6 +194,8 @@ export class FakeNode {
         return ok('ok\n');
       case 'multipath':
         if (a[0] === '-f') return this.flushMap(a[1]!);
+        if (a[0] === '-a') return this.addWwidOf(a[1]!);
+        if (a[0] === '-w') return this.removeWwidLine(a[1]!);
         return ok();
       case 'blkid':
         return this.blkid(a[3]!);
@@ -198,6 +206,10 @@ export class FakeNode {
         return this.mount(a);
       case 'umount':
         return this.umount(a[0]!);
+      case 'sh':
+        // scsi-sysfs.ts's attribute write: sh -c SCRIPT lunar-sysfs-write DATA PATH
+        if (a[2] === SYSFS_WRITER) return this.fs.writeExisting(a[4]!, a[3]!) ? ok() : fail(SYSFS_GONE, '');
+        return fail(127, `sh: unexpected script ${a[1] ?? ''}`);
       default:
         return ok();
     }
@@ -213,17 +225,52 @@ export class FakeNode {
       return ok();
     }
     const portal = this.arg(a, '-p');
-    if (mode === 'discovery') {
-      if (this.unreachable.has(portal)) return fail(8, 'iscsiadm: connection login retries (reopen_max) 5 exceeded');
-      const reported = this.targetPortals.length > 0 ? this.targetPortals : [portal];
-      for (const iqn of this.targets)
-        for (const at of reported) {
-          const dir = this.recordDir(iqn, at);
-          if (!this.fs.files.has(`${dir}/${iface}`))
-            this.fs.set(`${dir}/${iface}`, `# BEGIN RECORD 2.1.8\nnode.name = ${iqn}\nnode.session.auth.authmethod = None\n# END RECORD\n`);
-        }
-      return ok(this.targets.flatMap((iqn) => reported.map((at) => `${at},1 ${iqn}`)).join('\n') + '\n');
+    if (mode === 'discoverydb') {
+      const [host, port] = portal.split(':');
+      const file = `/etc/iscsi/send_targets/${host!},${port!}/st_config`;
+      if (!a.includes('--discover')) {
+        if (this.arg(a, '-o') !== 'new') return fail(7, 'iscsiadm: unexpected discoverydb op');
+        this.fs.set(
+          file,
+          `discovery.startup = manual\ndiscovery.type = sendtargets\ndiscovery.sendtargets.address = ${host!}\ndiscovery.sendtargets.port = ${port!}\ndiscovery.sendtargets.auth.authmethod = None\n`,
+        );
+        return ok(`New discovery record for [${host!},${port!}] added.\n`);
+      }
+      // --discover reads the record's auth keys, as iscsiadm does.
+      const rec = this.fs.files.get(file)?.toString() ?? '';
+      const key = (k: string): string => new RegExp(`^discovery\\.sendtargets\\.auth\\.${k} = (.*)$`, 'm').exec(rec)?.[1] ?? '';
+      this.discoveryLogins.push({ authmethod: key('authmethod'), user: key('username'), secret: key('password') });
+      if (
+        this.discoveryChap &&
+        (key('authmethod') !== 'CHAP' || key('username') !== this.discoveryChap.user || key('password') !== this.discoveryChap.secret)
+      )
+        return fail(24, 'iscsiadm: Login failed to authorize due to authentication failure');
+      return this.sendTargets(portal, iface);
     }
+    if (mode === 'discovery') {
+      // The legacy mode logs in with iscsid.conf's defaults: no CHAP here.
+      if (this.discoveryChap) return fail(24, 'iscsiadm: Login failed to authorize due to authentication failure');
+      return this.sendTargets(portal, iface);
+    }
+    return this.nodeCommand(a, portal, iface);
+  }
+
+  /** What each discoverydb --discover logged in with (the record's auth keys at that moment). */
+  readonly discoveryLogins: { authmethod: string; user: string; secret: string }[] = [];
+
+  private sendTargets(portal: string, iface: string): RunResult {
+    if (this.unreachable.has(portal)) return fail(8, 'iscsiadm: connection login retries (reopen_max) 5 exceeded');
+    const reported = this.targetPortals.length > 0 ? this.targetPortals : [portal];
+    for (const iqn of this.targets)
+      for (const at of reported) {
+        const dir = this.recordDir(iqn, at);
+        if (!this.fs.files.has(`${dir}/${iface}`))
+          this.fs.set(`${dir}/${iface}`, `# BEGIN RECORD 2.1.8\nnode.name = ${iqn}\nnode.session.auth.authmethod = None\n# END RECORD\n`);
+      }
+    return ok(this.targets.flatMap((iqn) => reported.map((at) => `${at},1 ${iqn}`)).join('\n') + '\n');
+  }
+
+  private nodeCommand(a: readonly string[], portal: string, iface: string): RunResult {
     const iqn = this.arg(a, '-T');
     const file = `${this.recordDir(iqn, portal)}/${iface}`;
     if (a.includes('--login')) {
@@ -297,6 +344,15 @@ export class FakeNode {
     for (const s of this.sessions) if (s.portal === portal) this.fs.set(`/sys/class/iscsi_session/session${s.n}/state`, `${state}\n`);
   }
 
+  /** Sets a SCSI device's state (transport-offline after a cut), as /sys/class/scsi_device and /sys/block show it. */
+  setDeviceState(sd: string, state: string): void {
+    for (const k of [...this.fs.files.keys()]) {
+      const m = new RegExp(`^/sys/class/scsi_device/([\\d:]+)/device/block/${sd}$`).exec(k);
+      if (m) this.fs.set(`/sys/class/scsi_device/${m[1]!}/device/state`, `${state}\n`);
+    }
+    this.fs.set(`/sys/block/${sd}/device/state`, `${state}\n`);
+  }
+
   private removeDevice(address: string, sd: string): void {
     this.fs.rmTree(`/sys/class/scsi_device/${address}`);
     this.fs.rmTree(`/sys/block/${sd}`);
@@ -326,6 +382,8 @@ export class FakeNode {
       this.fs.set(`${dev}/rescan`, '');
       this.fs.set(`${dev}/block/${sd}`, '');
       this.fs.set(`/sys/block/${sd}/size`, `${lu.sizeBytes / 512}\n`);
+      // /sys/block/sdX/device is the kernel's link to the SCSI device: its state, seen from both sides.
+      this.fs.set(`/sys/block/${sd}/device/state`, 'running\n');
       this.fs.set(`/sys/block/${sd}/dev`, `${this.majorSd}:${this.nextSd * 16}\n`);
       return;
     }
@@ -351,6 +409,28 @@ export class FakeNode {
 
   private luOfWwid(wwid: string): FakeLu | undefined {
     return [...this.lus.values()].find((l) => l.wwid === wwid);
+  }
+
+  /** multipath -a /dev/sdX: the device's WWID into the wwids file. */
+  private addWwidOf(dev: string): RunResult {
+    const wwid = this.wwidOfSd(dev.replace(/^\/dev\//, ''));
+    if (!wwid) return fail(1, `${dev}: no WWID`);
+    const text = this.fs.files.get(WWIDS)?.toString() ?? '# Multipath wwids, Version : 1.0\n';
+    if (!text.split('\n').includes(`/${wwid}/`)) this.fs.set(WWIDS, `${text}/${wwid}/\n`);
+    return ok(`wwid '${wwid}' added\n`);
+  }
+
+  /** multipath -w WWID: its line out of the wwids file. */
+  private removeWwidLine(wwid: string): RunResult {
+    const text = this.fs.files.get(WWIDS)?.toString() ?? '';
+    this.fs.set(
+      WWIDS,
+      text
+        .split('\n')
+        .filter((l) => l !== `/${wwid}/`)
+        .join('\n'),
+    );
+    return ok(`wwid '${wwid}' removed\n`);
   }
 
   private addPath(sd: string): RunResult {

@@ -2,6 +2,9 @@
 // pure decisions the steps rest on (VPD 0x83 WWID, SendTargets output, ifaces, node record edits,
 // mountinfo, initiator name, blkid export, path pairs).
 
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseExport, probe } from '../../src/host/blkid.js';
@@ -14,6 +17,7 @@ import { mountAt, parseMountinfo, unmount } from '../../src/host/mount.js';
 import { dropInText } from '../../src/host/multipath.js';
 import { authValues, setRecordValues, splitPortal } from '../../src/host/node-record.js';
 import { commandLine, createRunner, timeLeft } from '../../src/host/runner.js';
+import { deleteDevice, scanLun, sysfsWriteSpec, writeAttribute } from '../../src/host/scsi-sysfs.js';
 import { wwidFromSysfs, wwidFromVpd83 } from '../../src/host/vpd.js';
 import { choosePairs, parseIpAddr } from '../../src/node/pairs.js';
 import { fail, FakeFs, FakeRunner, vpd83 } from '../support/fake-host.js';
@@ -23,6 +27,7 @@ const hostWith = (runner: FakeRunner, deadline = Date.now() + 5000): Host => ({
   fs: new FakeFs(),
   deadline,
   timeouts: DEFAULT_TIMEOUTS,
+  commandPath: (p) => p,
 });
 
 test('runner: direct argv as given; nsenter enters PID 1 mount/net/ipc/uts without forking (no --pid)', () => {
@@ -64,6 +69,59 @@ test('runner: the request deadline cuts the timeout; a passed deadline runs noth
   const started = Date.now();
   await assert.rejects(createRunner('direct').run({ cmd: 'sleep', args: ['10'], timeoutMs: 60_000, deadline: Date.now() + 200 }));
   assert.ok(Date.now() - started < 3000);
+});
+
+test('runner: a timed-out command is answered at once, even while something it started holds its output open', async () => {
+  // The grandchild keeps stdout open for 20 s: a runner that waits for "close" after the kill waits 20 s.
+  const started = Date.now();
+  await assert.rejects(
+    createRunner('direct').run({ cmd: 'sh', args: ['-c', 'sleep 20 & sleep 20'], timeoutMs: 300 }),
+    (e: unknown) => e instanceof HostError && e.kind === 'timeout',
+  );
+  assert.ok(Date.now() - started < 3000, `answered after ${Date.now() - started} ms`);
+});
+
+test('sysfs writes run through the runner, bounded by the sysfs timeout and the deadline, path and data as arguments', async () => {
+  const runner = new FakeRunner();
+  const h: Host = { ...hostWith(runner, 12345), commandPath: (p) => `/host${p}` };
+  const session = {
+    name: 'session3',
+    targetIqn: 'iqn.x',
+    portal: '10.0.0.5:3260',
+    iface: 'default',
+    state: 'LOGGED_IN',
+    host: 4,
+    channel: 0,
+    target: 0,
+  };
+  await scanLun(h, session, 7);
+  const spec = runner.calls[0]!;
+  assert.deepEqual(sysfsWriteSpec(h, '/sys/class/scsi_host/host4/scan', '0 0 7'), spec);
+  assert.equal(spec.cmd, 'sh');
+  assert.deepEqual(spec.args.slice(2), ['lunar-sysfs-write', '0 0 7', '/host/sys/class/scsi_host/host4/scan']);
+  assert.equal(spec.timeoutMs, DEFAULT_TIMEOUTS.sysfs);
+  assert.equal(spec.deadline, 12345);
+  // A write the runner times out is a timeout of the step (DEADLINE_EXCEEDED), not a plain failure.
+  const hung = new FakeRunner();
+  hung.handlers.push(() => Promise.reject(new HostError('timeout', 'sh: killed after 15000 ms')));
+  const fs2 = new FakeFs();
+  const h2: Host = { ...hostWith(hung), fs: fs2 };
+  fs2.set('/sys/class/scsi_device/4:0:0:7/device/delete', '');
+  await assert.rejects(
+    deleteDevice(h2, '4:0:0:7'),
+    (e: unknown) => e instanceof HostError && e.kind === 'timeout' && /deleting SCSI device 4:0:0:7/.test(e.message),
+  );
+});
+
+test('sysfs write script: writes the data to an existing attribute, exit 66 for a missing one (real sh)', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'lunar-sysfs-'));
+  await writeFile(join(dir, 'scan'), '');
+  const runner = createRunner('direct');
+  const h: Host = { ...hostWith(new FakeRunner()), runner, commandPath: (p) => join(dir, p) };
+  assert.equal(await writeAttribute(h, '/scan', '0 0 3'), 'written');
+  assert.equal(await readFile(join(dir, 'scan'), 'utf8'), '0 0 3');
+  assert.equal(await writeAttribute(h, '/gone', '1'), 'gone');
+  await rm(dir, { recursive: true });
 });
 
 test('runner: a missing command says so', async () => {

@@ -170,6 +170,56 @@ test('VolumeCondition: abnormal naming the down path, normal again when it retur
   );
 });
 
+test('VolumeCondition of a block volume: abnormal when the multipath map is gone, replaced, or has no running path', async () => {
+  await node.nodeStageVolume(stageReq(BLOCK_CAP), ctx());
+  const path = '/kubelet/pods/p1/dev/vol-1';
+  await node.nodePublishVolume(pubReq({ volume_capability: BLOCK_CAP, target_path: path }), ctx());
+  const stats = () => node.nodeGetVolumeStats({ volume_id: 'vol-1', volume_path: path, staging_target_path: '' }, ctx());
+  assert.equal((await stats()).volume_condition?.abnormal, false);
+  // Every path device offline: each path is named, and the map has no active path.
+  fake.setDeviceState('sda', 'transport-offline');
+  fake.setDeviceState('sdb', 'transport-offline');
+  let c = (await stats()).volume_condition;
+  assert.equal(c?.abnormal, true);
+  assert.match(c?.message ?? '', /multipath map mpath0 \(dm-0\) has no active path \(2 path device\(s\), none running\)/);
+  assert.match(c?.message ?? '', /2 of 2 path\(s\) down/);
+  fake.setDeviceState('sda', 'running');
+  fake.setDeviceState('sdb', 'running');
+  assert.equal((await stats()).volume_condition?.abnormal, false);
+  // The map flushed behind Lunar's back while sessions and devices are up: abnormal, and no size to report.
+  const saved = [...fake.fs.files].filter(([k]) => k.startsWith('/sys/block/dm-0/'));
+  fake.fs.rmTree('/sys/block/dm-0');
+  const gone = await stats();
+  assert.deepEqual(gone.volume_condition, { abnormal: true, message: `multipath map mpath0 (dm-0) of WWID ${WWID} is gone` });
+  assert.deepEqual(gone.usage, []);
+  // Built again as another dm device: the published bind mount is on the old one.
+  for (const [k, v] of saved) fake.fs.set(k.replace('/dm-0/', '/dm-4/'), v);
+  c = (await stats()).volume_condition;
+  assert.equal(c?.abnormal, true);
+  assert.match(c?.message ?? '', /now dm-4, not the dm-0 the volume was staged on/);
+  fake.fs.rmTree('/sys/block/dm-4');
+  for (const [k, v] of saved) fake.fs.set(k, v);
+  assert.deepEqual((await stats()).volume_condition, { abnormal: false, message: 'all 2 path(s) up' });
+  assert.deepEqual((await stats()).usage, [{ unit: 'BYTES', total: String(64 << 20), available: '0', used: '0' }]);
+});
+
+test('an unknown volume_id is NOT_FOUND for stats and expand even with a relative volume_path; a staged one with it INVALID_ARGUMENT', async () => {
+  const stats = (id: string, p: string) => code(node.nodeGetVolumeStats({ volume_id: id, volume_path: p, staging_target_path: '' }, ctx()));
+  const expand = (id: string, p: string) =>
+    code(
+      node.nodeExpandVolume(
+        { volume_id: id, volume_path: p, capacity_range: null, staging_target_path: '', volume_capability: null, secrets: {} },
+        ctx(),
+      ),
+    );
+  assert.equal(await stats('unknown-vol', 'some/path'), grpc.status.NOT_FOUND);
+  assert.equal(await expand('unknown-vol', 'some/path'), grpc.status.NOT_FOUND);
+  assert.equal(await stats('unknown-vol', ''), grpc.status.INVALID_ARGUMENT, 'a missing volume_path stays INVALID_ARGUMENT');
+  await node.nodeStageVolume(stageReq(), ctx());
+  assert.equal(await stats('vol-1', 'some/path'), grpc.status.INVALID_ARGUMENT);
+  assert.equal(await expand('vol-1', 'some/path'), grpc.status.INVALID_ARGUMENT);
+});
+
 test('expand: rescan each path, wait for the new size on all, multipathd resize map, xfs_growfs on the mount', async () => {
   await node.nodeStageVolume(stageReq(), ctx());
   // The LU grew: each path shows the new size after its rescan.
@@ -199,7 +249,13 @@ test('expand: rescan each path, wait for the new size on all, multipathd resize 
     ctx(),
   );
   assert.equal(r.capacity_bytes, String(grown));
-  assert.deepEqual(fake.runner.lines(), ['multipathd resize map mpath0', `xfs_growfs -d ${STAGING}`]);
+  // The rescans are sysfs writes through the runner (bounded), then the map and the filesystem grow.
+  const rescans = fake.runner.calls.filter((c) => c.cmd === 'sh').map((c) => c.args[4]);
+  assert.deepEqual(rescans, ['/sys/class/scsi_device/2:0:0:0/device/rescan', '/sys/class/scsi_device/3:0:0:0/device/rescan']);
+  assert.deepEqual(
+    fake.runner.lines().filter((l) => !l.startsWith('sh ')),
+    ['multipathd resize map mpath0', `xfs_growfs -d ${STAGING}`],
+  );
 });
 
 // ---- serialisation over gRPC ----------------------------------------------------------------------

@@ -41,7 +41,7 @@ function req(over: Partial<StageRequest> = {}): StageRequest {
     accessType: 'mount',
     fsType: 'ext4',
     mountFlags: [],
-    target: { iqn: IQN, portals: [P0, P1], lun: 0, wwid: WWID, chap: null },
+    target: { iqn: IQN, portals: [P0, P1], lun: 0, wwid: WWID, chap: null, discoveryChap: null },
     ...over,
   };
 }
@@ -91,7 +91,7 @@ test('stage: discovery, manual node records, one login per portal, LUN-only scan
 });
 
 test('stage with mutual CHAP: the secrets are in the node record file, in no argv', async () => {
-  await stage(req({ target: { iqn: IQN, portals: [P0, P1], lun: 0, wwid: WWID, chap: CHAP } }));
+  await stage(req({ target: { iqn: IQN, portals: [P0, P1], lun: 0, wwid: WWID, chap: CHAP, discoveryChap: null } }));
   for (const c of fake.runner.calls) {
     const argv = [c.cmd, ...c.args].join(' ');
     assert.ok(!argv.includes(CHAP.secret) && !argv.includes(CHAP.mutualSecret), `secret in argv: ${argv}`);
@@ -121,7 +121,7 @@ test('stage with NICs: one iface per NIC, bound by net_ifacename, each portal th
     req({
       volumeId: 'vol-2',
       stagingPath: '/staging/2',
-      target: { iqn: IQN, portals: [P0], lun: 1, wwid: '360014050000000000000000000000002', chap: null },
+      target: { iqn: IQN, portals: [P0], lun: 1, wwid: '360014050000000000000000000000002', chap: null, discoveryChap: null },
     }),
   ).catch(() => undefined);
   assert.ok(!fake.runner.lines().some((l) => l.includes('-o new') && l.includes('-m iface')), 'an existing iface is not created again');
@@ -297,8 +297,79 @@ test('unstage: umount, flush + multipath -f, delete the SCSI devices, log out an
   await unstageVolume(env, 'vol-1', STAGING, Date.now() + 10_000);
 });
 
+test('wwids file: the WWID Lunar adds at stage is removed at unstage, after the map flush and before the devices go', async () => {
+  await stage();
+  assert.ok(((await fake.fs.readText('/etc/multipath/wwids')) ?? '').includes(`/${WWID}/`));
+  assert.equal((await env.records.load('vol-1'))?.wwidAdded, true, 'recorded as added by Lunar');
+  fake.runner.calls.length = 0;
+  await unstageVolume(env, 'vol-1', STAGING, Date.now() + 10_000);
+  const lines = fake.runner.lines();
+  const removal = lines.indexOf(`multipath -w ${WWID}`);
+  assert.ok(removal > lines.indexOf('multipath -f mpath0'), lines.join('\n'));
+  const firstDelete = lines.findIndex((l) => l.startsWith('sh ') && l.endsWith('/device/delete'));
+  assert.ok(firstDelete > removal, 'the entry goes before the SCSI devices');
+  assert.ok(!((await fake.fs.readText('/etc/multipath/wwids')) ?? '').includes(`/${WWID}/`));
+});
+
+test('wwids file: an entry the host listed before the stage stays after the unstage', async () => {
+  fake.fs.set('/etc/multipath/wwids', `# Multipath wwids, Version : 1.0\n/${WWID}/\n`);
+  await stage();
+  assert.notEqual((await env.records.load('vol-1'))?.wwidAdded, true);
+  await unstageVolume(env, 'vol-1', STAGING, Date.now() + 10_000);
+  assert.ok(!fake.runner.lines().some((l) => l.startsWith('multipath -w')));
+  assert.ok(((await fake.fs.readText('/etc/multipath/wwids')) ?? '').includes(`/${WWID}/`));
+});
+
+test('wwids file: a stage retried after a crash still knows Lunar added the WWID, and the unstage removes it', async () => {
+  // The first try added the WWID and died before the map was there (the record says "attaching").
+  fake.runner.handlers.unshift((s) => (s.cmd === 'multipathd' && s.args[0] === 'add' ? fail(1, 'multipathd down') : undefined));
+  await assert.rejects(stage());
+  fake.runner.handlers.shift();
+  assert.equal((await env.records.load('vol-1'))?.wwidAdded, true);
+  await stage(); // finds the WWID listed (by the first try)
+  assert.equal((await env.records.load('vol-1'))?.wwidAdded, true);
+  await unstageVolume(env, 'vol-1', STAGING, Date.now() + 10_000);
+  assert.ok(!((await fake.fs.readText('/etc/multipath/wwids')) ?? '').includes(`/${WWID}/`));
+});
+
+test('unstage: a map "in use" for a moment after the unmount (no holder) is flushed on a later try', async () => {
+  await stage();
+  let inUse = 2;
+  fake.runner.handlers.unshift((s) =>
+    s.cmd === 'multipath' && s.args[0] === '-f' && inUse-- > 0 ? fail(1, 'mpath0: map in use') : undefined,
+  );
+  await unstageVolume(env, 'vol-1', STAGING, Date.now() + 10_000);
+  assert.equal(fake.runner.lines().filter((l) => l === 'multipath -f mpath0').length, 3);
+  assert.equal(await env.records.load('vol-1'), null);
+});
+
+test('unstage: a map that stays in use, or has a holder, is FAILED_PRECONDITION and nothing is logged out', async () => {
+  await stage();
+  fake.runner.handlers.unshift((s) => (s.cmd === 'multipath' && s.args[0] === '-f' ? fail(1, 'mpath0: map in use') : undefined));
+  await rejectsWith(unstageVolume(env, 'vol-1', STAGING, Date.now() + 10_000), status.FAILED_PRECONDITION, /still in use after 5 tries/);
+  assert.ok(!fake.runner.lines().some((l) => l.includes('--logout')));
+  fake.runner.calls.length = 0;
+  fake.fs.set('/sys/block/dm-0/holders/dm-7', '');
+  await rejectsWith(unstageVolume(env, 'vol-1', STAGING, Date.now() + 10_000), status.FAILED_PRECONDITION, /held by dm-7/);
+  assert.equal(fake.runner.lines().filter((l) => l === 'multipath -f mpath0').length, 1, 'a holder: no retry');
+  assert.equal(fake.sessionList().length, 2);
+});
+
+test('unstage: iscsiadm -o delete tripping over a session another unstage is ending (exit 6) is tried again', async () => {
+  await stage();
+  let races = 2;
+  fake.runner.handlers.unshift((s) =>
+    s.cmd === 'iscsiadm' && s.args.includes('delete') && races-- > 0
+      ? fail(6, 'iscsiadm: could not read session targetname: 5\niscsiadm: could not find session info for session38')
+      : undefined,
+  );
+  await unstageVolume(env, 'vol-1', STAGING, Date.now() + 10_000);
+  assert.equal(await env.records.load('vol-1'), null);
+  assert.deepEqual(await fake.fs.readdir(`/etc/iscsi/nodes/${IQN}`), []);
+});
+
 test('unstage after a plugin restart works from the staging record alone', async () => {
-  await stage(req({ target: { iqn: IQN, portals: [P0, P1], lun: 0, wwid: WWID, chap: CHAP } }));
+  await stage(req({ target: { iqn: IQN, portals: [P0, P1], lun: 0, wwid: WWID, chap: CHAP, discoveryChap: null } }));
   const restarted = nodeEnvFor(fake, stateDir); // a new process: nothing in memory but the records on disk
   await unstageVolume(restarted, 'vol-1', STAGING, Date.now() + 10_000);
   assert.equal(fake.sessionList().length, 0);
