@@ -8,6 +8,7 @@
 
 import { hostError, type HostErrorKind } from './errors.js';
 import { setDiscoveryAuth, type ChapSettings } from './node-record.js';
+import { retryWhile } from './poll.js';
 import { describeFailure, type RunResult, type RunSpec } from './runner.js';
 import type { Host, PathPair } from './types.js';
 
@@ -51,16 +52,19 @@ const HINT: Readonly<Record<number, string>> = {
   [ISCSI_ERR.FATAL_LOGIN]: ' — the target refused this initiator (is the volume published to this node?)',
 };
 
-async function iscsiadm(h: Host, args: string[], network: boolean, okCodes: readonly number[] = [0]): Promise<RunResult> {
-  const spec: RunSpec = {
-    cmd: 'iscsiadm',
-    args,
-    timeoutMs: network ? h.timeouts.iscsiadmNetwork : h.timeouts.iscsiadmLocal,
-    deadline: h.deadline,
-  };
-  const r = await h.runner.run(spec);
+function iscsiadmSpec(h: Host, args: string[], network: boolean): RunSpec {
+  return { cmd: 'iscsiadm', args, timeoutMs: network ? h.timeouts.iscsiadmNetwork : h.timeouts.iscsiadmLocal, deadline: h.deadline };
+}
+
+/** r when its exit code is one of okCodes, else the HostError of that code. */
+function checked(spec: RunSpec, r: RunResult, okCodes: readonly number[]): RunResult {
   if (!okCodes.includes(r.code)) throw hostError(iscsiadmErrorKind(r.code), describeFailure(spec, r) + (HINT[r.code] ?? ''));
   return r;
+}
+
+async function iscsiadm(h: Host, args: string[], network: boolean, okCodes: readonly number[] = [0]): Promise<RunResult> {
+  const spec = iscsiadmSpec(h, args, network);
+  return checked(spec, await h.runner.run(spec), okCodes);
 }
 
 const nodeArgs = (iqn: string, p: PathPair): string[] => ['-m', 'node', '-T', iqn, '-p', p.portal, '-I', p.iface];
@@ -183,16 +187,13 @@ export async function logout(h: Host, iqn: string, p: PathPair): Promise<void> {
  * ISCSI_ERR_IDBM): seen with 10 volumes unstaged in parallel. That exit is tried again a few times.
  */
 async function deleteRecords(h: Host, args: string[], retryMs: number): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await iscsiadm(h, args, false, [0, ISCSI_ERR.NO_OBJS_FOUND]);
-      return;
-    } catch (err) {
-      const transient = err instanceof Error && / exit 6:/.test(err.message) && /session/.test(err.message);
-      if (!transient || attempt >= 4 || Date.now() + retryMs >= h.deadline) throw err;
-      await new Promise((resolve) => setTimeout(resolve, retryMs));
-    }
-  }
+  const spec = iscsiadmSpec(h, args, false);
+  const { result } = await retryWhile(
+    () => h.runner.run(spec),
+    (r) => r.code === ISCSI_ERR.IDBM && /session/.test(r.stderr + r.stdout),
+    { attempts: 4, intervalMs: retryMs, deadline: h.deadline },
+  );
+  checked(spec, result, [0, ISCSI_ERR.NO_OBJS_FOUND]);
 }
 
 export async function deleteNodeRecord(h: Host, iqn: string, p: PathPair, retryMs = 300): Promise<void> {

@@ -10,8 +10,8 @@
 //  - `multipath -f` at unstage, `multipathd resize map` at expansion.
 
 import { hostError } from './errors.js';
-import { pollUntil } from './poll.js';
-import { describeFailure, runOk, type RunSpec } from './runner.js';
+import { pollUntil, retryWhile } from './poll.js';
+import { describeFailure, runOk, type RunResult, type RunSpec } from './runner.js';
 import { blockSize } from './scsi-sysfs.js';
 import type { Host } from './types.js';
 
@@ -163,18 +163,17 @@ export const FLUSH_RETRY_MS = 600;
 export async function flushMap(h: Host, map: Pick<MultipathMap, 'name' | 'kernelName'>, retryMs = FLUSH_RETRY_MS): Promise<void> {
   await runOk(h.runner, spec(h, 'blockdev', ['--flushbufs', `/dev/${map.kernelName}`]));
   const s = spec(h, 'multipath', ['-f', map.name]);
-  for (let attempt = 1; ; attempt++) {
-    const r = await h.runner.run(s);
-    if (r.code === 0) return;
-    const inUse = /in use|busy/i.test(r.stderr + r.stdout);
-    const holders = inUse ? await h.fs.readdir(`/sys/block/${map.kernelName}/holders`) : [];
-    const retry = inUse && holders.length === 0 && attempt < FLUSH_RETRIES && Date.now() + retryMs < h.deadline;
-    if (!retry) {
-      const held = holders.length > 0 ? ` (held by ${holders.join(', ')})` : attempt > 1 ? ` (still in use after ${attempt} tries)` : '';
-      throw hostError(inUse ? 'busy' : 'failed', describeFailure(s, r) + held);
-    }
-    await new Promise((resolve) => setTimeout(resolve, retryMs));
-  }
+  const inUse = (r: RunResult): boolean => /in use|busy/i.test(r.stderr + r.stdout);
+  const holders = (): Promise<string[]> => h.fs.readdir(`/sys/block/${map.kernelName}/holders`);
+  const { result: r, attempts } = await retryWhile(
+    () => h.runner.run(s),
+    async (r) => r.code !== 0 && inUse(r) && (await holders()).length === 0,
+    { attempts: FLUSH_RETRIES, intervalMs: retryMs, deadline: h.deadline },
+  );
+  if (r.code === 0) return;
+  const heldBy = inUse(r) ? await holders() : [];
+  const held = heldBy.length > 0 ? ` (held by ${heldBy.join(', ')})` : attempts > 1 ? ` (still in use after ${attempts} tries)` : '';
+  throw hostError(inUse(r) ? 'busy' : 'failed', describeFailure(s, r) + held);
 }
 
 /** Stops the map queueing I/O when no path is left (multipathd disablequeueing): a flush of a map whose

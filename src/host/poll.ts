@@ -29,3 +29,29 @@ export async function pollUntil<T>(check: () => Promise<T | undefined>, opts: Po
     await new Promise((r) => setTimeout(r, opts.intervalMs));
   }
 }
+
+export interface RetryOptions {
+  /** Most attempts in all. */
+  readonly attempts: number;
+  /** Pause between two attempts (ms). */
+  readonly intervalMs: number;
+  /** The request's deadline (epoch ms): no attempt starts after it. */
+  readonly deadline: number;
+}
+
+/**
+ * Runs attempt (n = 1, 2, …) again while again(result) says the failure has a short-lived cause (a
+ * racing udev opener, a session vanishing under iscsiadm), at most opts.attempts times, intervalMs apart,
+ * within the deadline; returns the last result, for the caller to judge.
+ */
+export async function retryWhile<T>(
+  attempt: (n: number) => Promise<T>,
+  again: (result: T) => boolean | Promise<boolean>,
+  opts: RetryOptions,
+): Promise<{ result: T; attempts: number }> {
+  for (let n = 1; ; n++) {
+    const result = await attempt(n);
+    if (n >= opts.attempts || Date.now() + opts.intervalMs >= opts.deadline || !(await again(result))) return { result, attempts: n };
+    await new Promise((r) => setTimeout(r, opts.intervalMs));
+  }
+}

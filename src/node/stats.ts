@@ -66,8 +66,8 @@ async function deviceState(h: Host, r: StagingRecord): Promise<{ kernel: string 
   if (!r.map) {
     const d = r.singleDevice;
     if (!d) return { kernel: null, problem: 'no device recorded for the volume' };
-    const state = ((await h.fs.readText(`/sys/block/${d}/device/state`)) ?? '').trim();
     if (!(await h.fs.exists(`/sys/block/${d}`))) return { kernel: null, problem: `device ${d} is gone` };
+    const state = ((await h.fs.readText(`/sys/block/${d}/device/state`)) ?? '').trim();
     return { kernel: d, problem: state && state !== 'running' ? `device ${d} is ${state}` : null };
   }
   const m: MultipathMap | null = await findMap(h, r.wwid);

@@ -19,9 +19,19 @@ export function newSnapshotId(): string {
   return `snap-${randomBytes(8).toString('hex')}`;
 }
 
-const ID_RE = /^(vol|snap)-[0-9a-f]{16}$/;
+/** "vol-" or "snap-" and 16 hex digits: the ids newVolumeId and newSnapshotId make (lower case). */
+export const ID_PATTERN = '(?:vol|snap)-[0-9a-f]{16}';
+const ID_RE = new RegExp(`^${ID_PATTERN}$`);
+/** The same form in any letter case: what a name must not look like (a reference is looked up as an id first). */
+const ID_FORM_RE = new RegExp(`^${ID_PATTERN}$`, 'i');
+
 export function isLunarId(id: string): boolean {
   return ID_RE.test(id);
+}
+
+/** Whether text has the form of a Lunar id in any letter case. */
+export function hasIdForm(text: string): boolean {
+  return ID_FORM_RE.test(text);
 }
 
 /**

@@ -10,7 +10,7 @@
 // - resize: the file grows first, then the record.
 // Each state change is one transaction: it is durable and visible, or it failed and nothing changed.
 
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { componentLogger } from '../log.js';
@@ -36,6 +36,7 @@ import {
   SNAPSHOTS_DIR,
   VOLUMES_DIR,
   VolumeError,
+  notRecordedError,
   type AdoptSpec,
   type Orphan,
   type SessionControl,
@@ -46,6 +47,7 @@ import {
   type VolumeSource,
   type VolumeSpec,
 } from './types.js';
+import { errMessage } from '../util/errors.js';
 
 export interface VolumeManagerOptions {
   dataDir: string;
@@ -75,6 +77,11 @@ interface OpenVolume {
   file: { dev: number; ino: number } | null;
 }
 
+/** Is the file a volume serves still the one at its path (not deleted and put back, not replaced)? */
+function servesFile(ov: OpenVolume, file: Stats | Error): boolean {
+  return file instanceof Error || !ov.file || (file.dev === ov.file.dev && file.ino === ov.file.ino);
+}
+
 function freezeVolume(v: Volume): Volume {
   Object.freeze(v.portals);
   Object.freeze(v.allow);
@@ -83,10 +90,6 @@ function freezeVolume(v: Volume): Volume {
   if (v.chap) Object.freeze(v.chap);
   if (v.source) Object.freeze(v.source);
   return Object.freeze(v);
-}
-
-function errMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 export class VolumeManager implements VolumeService {
@@ -333,11 +336,12 @@ export class VolumeManager implements VolumeService {
     const problem = this.broken.get(id);
     if (problem) return { abnormal: true, message: problem };
     const path = this.volumePath(id);
-    const fileProblem = await this.fileProblem(rec);
+    const file = await this.statFile(id);
+    const fileProblem = this.fileProblem(rec, file);
     if (fileProblem) return { abnormal: true, message: fileProblem };
     const ov = this.open.get(id);
     if (!ov) return { abnormal: true, message: 'volume is not being served' };
-    if (!(await this.servesFileAtPath(id, ov))) {
+    if (!servesFile(ov, file)) {
       return {
         abnormal: true,
         message: `${path} was replaced while served (another file is there now); \`lunar volume rescan\` serves it`,
@@ -353,22 +357,17 @@ export class VolumeManager implements VolumeService {
     return { abnormal: false, message: 'volume is healthy' };
   }
 
-  /** What is wrong with the volume's backing file as the data directory holds it now, or null. */
-  private async fileProblem(rec: VolumeRecord): Promise<string | null> {
-    const path = this.volumePath(rec.id);
-    try {
-      const st = await fsp.stat(path);
-      if (st.size < rec.sizeBytes) return `${path} is ${st.size} bytes, smaller than the volume (${rec.sizeBytes})`;
-      return null;
-    } catch (err) {
-      return `backing file ${path} is missing: ${errMessage(err)}`;
-    }
+  /** The volume file's stats now, or the error of the stat (missing, unreadable). */
+  private statFile(id: string): Promise<Stats | Error> {
+    return fsp.stat(this.volumePath(id)).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err))));
   }
 
-  /** Is the file the volume serves still the one at its path (not deleted and put back, not replaced)? */
-  private async servesFileAtPath(id: string, ov: OpenVolume): Promise<boolean> {
-    const st = await fsp.stat(this.volumePath(id)).catch(() => null);
-    return !st || !ov.file || (st.dev === ov.file.dev && st.ino === ov.file.ino);
+  /** What is wrong with the volume's backing file as the data directory holds it now (its stats), or null. */
+  private fileProblem(rec: VolumeRecord, file: Stats | Error): string | null {
+    const path = this.volumePath(rec.id);
+    if (file instanceof Error) return `backing file ${path} is missing: ${file.message}`;
+    if (file.size < rec.sizeBytes) return `${path} is ${file.size} bytes, smaller than the volume (${rec.sizeBytes})`;
+    return null;
   }
 
   /**
@@ -384,7 +383,8 @@ export class VolumeManager implements VolumeService {
       const rec = this.record(id);
       let reopened = false;
       const served = this.open.get(id);
-      if (served && !(await this.servesFileAtPath(id, served)) && !(await this.fileProblem(rec))) {
+      const file = await this.statFile(id);
+      if (served && !servesFile(served, file) && !this.fileProblem(rec, file)) {
         this.opts.registry.remove(targetIqn(id));
         const closedSessions = this.opts.sessions.closeSessions({ targetName: targetIqn(id) });
         this.open.delete(id);
@@ -397,7 +397,7 @@ export class VolumeManager implements VolumeService {
         );
       }
       if (!this.open.has(id)) {
-        const problem = await this.fileProblem(rec);
+        const problem = this.fileProblem(rec, file);
         if (problem) this.broken.set(id, problem);
         else {
           try {
@@ -447,12 +447,7 @@ export class VolumeManager implements VolumeService {
 
   /** The VolumeError for a state change that did not become durable (nothing changed). */
   private notRecorded(what: string, err: unknown): VolumeError {
-    if (err instanceof VolumeError) return err;
-    const code = (err as NodeJS.ErrnoException | null)?.code;
-    return new VolumeError(
-      code === 'ENOSPC' || code === 'EDQUOT' ? 'resource-exhausted' : 'internal',
-      `could not record ${what} in ${this.state.location}: ${errMessage(err)}`,
-    );
+    return notRecordedError(this.state.location, what, err);
   }
 
   // ---------------------------------------------------------------------------------------------------

@@ -18,21 +18,21 @@ import { promises as fsp, type Stats } from 'node:fs';
 import { basename, join } from 'node:path';
 import type { Logger } from 'pino';
 import { fsyncDir } from '../util/atomic-file.js';
-import { isLunarId, newNaa6, newVolumeId, normaliseAclEntry } from '../util/ids.js';
+import { ID_PATTERN, newNaa6, newVolumeId } from '../util/ids.js';
 import { formatSize } from '../util/size.js';
-import { nameProblem } from './spec.js';
+import { nameProblem, normaliseAllow } from './spec.js';
 import type { StateReader, StateStore, VolumeRecord } from './state.js';
-import { MAX_VOLUME_BYTES, SIZE_ALIGNMENT, VolumeError, type AdoptSpec, type Orphan } from './types.js';
+import { MAX_VOLUME_BYTES, notRecordedError, SIZE_ALIGNMENT, VolumeError, type AdoptSpec, type Orphan } from './types.js';
+import { errMessage, isErrno } from '../util/errors.js';
 
 /** Sub-directory of the data directory holding orphans. */
 export const ORPHANS_DIR = 'orphans';
 
-const ORPHAN_NAME = /^((?:vol|snap)-[0-9a-f]{16})(?:\.(\d+))?\.img$/;
+const ORPHAN_NAME = new RegExp(`^(${ID_PATTERN})(?:\\.\\d+)?\\.img$`);
 
 /** The id in an orphan's file name ("<id>.img", "<id>.<n>.img"), or null for a name Lunar did not make. */
 export function orphanFileId(name: string): string | null {
-  const m = ORPHAN_NAME.exec(name);
-  return m && isLunarId(m[1]!) ? m[1]! : null;
+  return ORPHAN_NAME.exec(name)?.[1] ?? null;
 }
 
 /**
@@ -44,14 +44,6 @@ export function idInUse(state: StateReader, id: string): boolean {
   if (state.volume(id) !== undefined || state.snapshot(id) !== undefined) return true;
   if (state.snapshots().some((s) => s.sourceVolumeId === id)) return true;
   return state.volumes().some((v) => v.source?.id === id);
-}
-
-function errMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-function isErrno(err: unknown, code: string): boolean {
-  return (err as NodeJS.ErrnoException | null)?.code === code;
 }
 
 /** A candidate name for the n-th try of placing a file called name (n = 0: the name itself). */
@@ -193,13 +185,7 @@ export async function adoptOrphan(ctx: AdoptContext, file: string, spec: AdoptSp
   }
   const problem = nameProblem(spec.name);
   if (problem !== null) throw new VolumeError('invalid-argument', `volume name ${problem}`);
-  const allow: string[] = [];
-  for (const e of spec.allow ?? []) {
-    const r =
-      typeof (e as unknown) === 'string' ? normaliseAclEntry(e) : { ok: false as const, error: 'allow list entries must be strings' };
-    if (!r.ok) throw new VolumeError('invalid-argument', r.error);
-    if (!allow.includes(r.value)) allow.push(r.value);
-  }
+  const allow = normaliseAllow(spec.allow);
   const taken = ctx.state.volumeByName(spec.name);
   if (taken) throw new VolumeError('already-exists', `a volume named "${spec.name}" already exists (${taken.id}); pick another name`);
   const from = join(ctx.orphansDir, file);
@@ -255,12 +241,7 @@ export async function adoptOrphan(ctx: AdoptContext, file: string, spec: AdoptSp
     // Not recorded: the file stays what it was, an orphan.
     await fsp.unlink(to).catch(() => undefined);
     await fsyncDir(ctx.volumesDir).catch(() => undefined);
-    if (err instanceof VolumeError) throw err;
-    const code = (err as NodeJS.ErrnoException | null)?.code;
-    throw new VolumeError(
-      code === 'ENOSPC' || code === 'EDQUOT' ? 'resource-exhausted' : 'internal',
-      `could not record volume "${spec.name}" in ${ctx.state.location}: ${errMessage(err)}; ${file} stays in ${ctx.orphansDir}`,
-    );
+    throw notRecordedError(ctx.state.location, `volume "${spec.name}"`, err, `; ${file} stays in ${ctx.orphansDir}`);
   }
   // Recorded: the volume owns the file; its orphans/ name goes (a crash before this is finished at startup).
   await fsp.unlink(from);

@@ -21,6 +21,7 @@ import { fsyncDir, isTempName, TMP_PREFIX } from '../util/atomic-file.js';
 import { isLunarId } from '../util/ids.js';
 import { finishOrphanMoves, listOrphans, moveNoReplace } from './orphans.js';
 import { StateError, type StateStore } from './state.js';
+import { errMessage } from '../util/errors.js';
 
 export interface ReconcileContext {
   readonly state: StateStore;
@@ -29,10 +30,6 @@ export interface ReconcileContext {
   readonly orphansDir: string;
   readonly volumePath: (id: string) => string;
   readonly log: Logger;
-}
-
-function errMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 /** The id in a name Lunar makes (<id>.img, .tmp-<id>.img), or null. */

@@ -4,7 +4,7 @@
 
 import { randomBytes } from 'node:crypto';
 import type { ChapCredentials } from '../target/types.js';
-import { chapValueProblem, newChapSecret, normaliseAclEntry } from '../util/ids.js';
+import { chapValueProblem, hasIdForm, newChapSecret, normaliseAclEntry } from '../util/ids.js';
 import { alignUp, formatSize } from '../util/size.js';
 import type { VolumeRecord } from './state.js';
 import { MAX_VOLUME_BYTES, SIZE_ALIGNMENT, VolumeError, type ChapSetting, type VolumeSource, type VolumeSpec } from './types.js';
@@ -28,9 +28,6 @@ export interface NormalSpec {
 // eslint-disable-next-line no-control-regex -- control characters are what the name check refuses
 const CONTROL_CHARS = /[\x00-\x1f\x7f]/;
 
-/** What an id looks like (util/ids.ts), in any letter case: "vol-" or "snap-" and 16 hex digits. */
-const ID_FORM = /^(vol|snap)-[0-9a-f]{16}$/i;
-
 /**
  * A volume or snapshot name: 1 to 255 bytes without control characters, not blank, and not of the form
  * of an id. Every front end (CLI, admin socket, CSI) resolves a reference by id first and by name second,
@@ -40,7 +37,7 @@ export function nameProblem(name: unknown): string | null {
   if (typeof name !== 'string' || name.length === 0) return 'must not be empty';
   if (Buffer.byteLength(name) > 255 || CONTROL_CHARS.test(name)) return 'must be at most 255 bytes without control characters';
   if (name.trim() === '') return 'must not be blank (only whitespace)';
-  if (ID_FORM.test(name)) {
+  if (hasIdForm(name)) {
     return `must not have the form of a Lunar id (vol-/snap- and 16 hex digits, like "${name}"): ids are looked up before names; pick another name`;
   }
   return null;
@@ -123,6 +120,19 @@ export function checkNewSize(s: NormalSpec): void {
   }
 }
 
+/** An allow list (initiator names, addresses, CIDRs) checked and in normal form, each entry once. */
+export function normaliseAllow(entries: readonly string[] | undefined): string[] {
+  const allow: string[] = [];
+  for (const e of entries ?? []) {
+    // The list may come from JSON (admin socket): check what the type promises.
+    if (typeof (e as unknown) !== 'string') throw new VolumeError('invalid-argument', 'allow list entries must be strings');
+    const r = normaliseAclEntry(e);
+    if (!r.ok) throw new VolumeError('invalid-argument', r.error);
+    if (!allow.includes(r.value)) allow.push(r.value);
+  }
+  return allow;
+}
+
 /** Check a spec and put it in normal form; throws VolumeError (invalid-argument, out-of-range). */
 export function normaliseSpec(spec: VolumeSpec): NormalSpec {
   // The spec may come from JSON (admin socket): check what the types promise.
@@ -130,13 +140,7 @@ export function normaliseSpec(spec: VolumeSpec): NormalSpec {
   const problem = nameProblem(spec.name);
   if (problem !== null) throw new VolumeError('invalid-argument', `volume name ${problem}`);
   const sizeBytes = checkSize(spec.sizeBytes, 'volume size');
-  const allow: string[] = [];
-  for (const e of spec.allow ?? []) {
-    if (typeof (e as unknown) !== 'string') throw new VolumeError('invalid-argument', 'allow list entries must be strings');
-    const r = normaliseAclEntry(e);
-    if (!r.ok) throw new VolumeError('invalid-argument', r.error);
-    if (!allow.includes(r.value)) allow.push(r.value);
-  }
+  const allow = normaliseAllow(spec.allow);
   let portals: string[] | null = null;
   if (spec.portals && spec.portals.length > 0) portals = [...new Set(spec.portals)];
   const parameters: Record<string, string> = {};

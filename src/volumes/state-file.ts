@@ -32,6 +32,7 @@ import { decodeJournal, encodeFrame, HEADER_BYTES, JournalDamage, journalHeader 
 import { DelegatingReader, Draft, MemoryState } from './state-memory.js';
 import { checkUniqueNames, formatRecord, formatState, parseRecord, parseState } from './state-json.js';
 import { StateError, type StateChange, type StateReader, type StateStore, type StateTransaction } from './state.js';
+import { errMessage } from '../util/errors.js';
 
 export const STATE_FILE = 'state.json';
 export const JOURNAL_PREFIX = 'state.journal.';
@@ -60,10 +61,6 @@ interface Queued {
   readonly force: boolean;
   readonly resolve: (v: unknown) => void;
   readonly reject: (e: unknown) => void;
-}
-
-function errMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 /** Run fn on a fresh draft and seal it; fn must not return a promise (its changes would come too late). */

@@ -122,6 +122,19 @@ export class VolumeError extends Error {
   }
 }
 
+/**
+ * The error of a state change that could not be recorded (the store's write failed): resource-exhausted
+ * when the disk or quota is full, else internal; a VolumeError (a check inside the transaction) as it is.
+ */
+export function notRecordedError(location: string, what: string, err: unknown, then = ''): VolumeError {
+  if (err instanceof VolumeError) return err;
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return new VolumeError(
+    code === 'ENOSPC' || code === 'EDQUOT' ? 'resource-exhausted' : 'internal',
+    `could not record ${what} in ${location}: ${err instanceof Error ? err.message : String(err)}${then}`,
+  );
+}
+
 export interface VolumeService {
   create(spec: VolumeSpec): Promise<Volume>;
   get(id: string): Volume | undefined;

@@ -530,6 +530,14 @@ export class FakeNode {
 
 // ---- a NodeEnv over a FakeNode -------------------------------------------------------------------
 
+/** A node whose target iqn offers one 64 MiB LU (LUN 0) reporting wwid, blank (no signature). */
+export function fakeNodeWith(iqn: string, wwid: string): FakeNode {
+  const fake = new FakeNode();
+  fake.targets = [iqn];
+  fake.lus.set(`${iqn}/0`, { wwid, sizeBytes: 64 << 20, blkid: null });
+  return fake;
+}
+
 export function nodeEnvFor(fake: FakeNode, stateDir: string, over: Partial<NodeConfig> = {}): NodeEnv {
   return {
     config: {

@@ -17,7 +17,7 @@ import { stageVolume, type StageRequest } from '../../src/node/stage.js';
 import { unstageVolume } from '../../src/node/unstage.js';
 import type { NodeEnv } from '../../src/node/types.js';
 import type { Volume, VolumeService } from '../../src/volumes/types.js';
-import { FakeNode, nodeEnvFor } from '../support/fake-host.js';
+import { FakeNode, fakeNodeWith, nodeEnvFor } from '../support/fake-host.js';
 
 const IQN = 'iqn.2026-11.io.lunar:vol-1';
 const WWID = '360014050000000000000000000000001';
@@ -30,9 +30,7 @@ let fake: FakeNode;
 let env: NodeEnv;
 
 beforeEach(() => {
-  fake = new FakeNode();
-  fake.targets = [IQN];
-  fake.lus.set(`${IQN}/0`, { wwid: WWID, sizeBytes: 64 << 20, blkid: null });
+  fake = fakeNodeWith(IQN, WWID);
   fake.discoveryChap = DISC;
   env = nodeEnvFor(fake, mkdtempSync(join(tmpdir(), 'lunar-node-')));
 });

@@ -17,7 +17,7 @@ import { PvcEvents } from '../../src/kube/events.js';
 import { PathMonitor } from '../../src/node/path-monitor.js';
 import type { NodeEnv } from '../../src/node/types.js';
 import { FakeApiServer } from '../support/fake-apiserver.js';
-import { FakeNode, nodeEnvFor } from '../support/fake-host.js';
+import { FakeNode, fakeNodeWith, nodeEnvFor } from '../support/fake-host.js';
 
 const IQN = 'iqn.2026-11.io.lunar:vol-1';
 const WWID = '360014050000000000000000000000001';
@@ -54,9 +54,7 @@ describe('node Events on the PVC', () => {
   after(() => api.close());
   beforeEach(() => {
     api.events.clear();
-    fake = new FakeNode();
-    fake.targets = [IQN];
-    fake.lus.set(`${IQN}/0`, { wwid: WWID, sizeBytes: 64 << 20, blkid: null });
+    fake = fakeNodeWith(IQN, WWID);
     const events = new PvcEvents({
       client: new KubeClient({ server: api.url }, { component: 'node', retry: FAST }),
       component: 'lunar-node',
@@ -164,9 +162,7 @@ describe('node Events on the PVC', () => {
 describe('no_path_retry queue', () => {
   it('is written into the drop-in, and unstage turns queueing off before flushing the map', async () => {
     assert.match(dropInText({ fastIoFailTmo: 2, noPathRetry: 'queue' }), /\n\t\tno_path_retry queue\n/);
-    const fake = new FakeNode();
-    fake.targets = [IQN];
-    fake.lus.set(`${IQN}/0`, { wwid: WWID, sizeBytes: 64 << 20, blkid: null });
+    const fake = fakeNodeWith(IQN, WWID);
     const env = nodeEnvFor(fake, mkdtempSync(join(tmpdir(), 'lunar-node-')), { multipath: { fastIoFailTmo: 2, noPathRetry: 'queue' } });
     const node = new NodeService(env);
     await node.nodeStageVolume(stageReq({}), ctx());

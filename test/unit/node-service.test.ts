@@ -15,7 +15,7 @@ import { loadCsiPackage } from '../../src/csi/proto.js';
 import type { CallContext } from '../../src/csi/unary-call.js';
 import { parseNodeId } from '../../src/csi/validate.js';
 import type { NodeEnv } from '../../src/node/types.js';
-import { FakeNode, nodeEnvFor } from '../support/fake-host.js';
+import { FakeNode, fakeNodeWith, nodeEnvFor } from '../support/fake-host.js';
 import { pino } from 'pino';
 
 const IQN = 'iqn.2026-11.io.lunar:vol-1';
@@ -43,9 +43,7 @@ let node: NodeService;
 const ctx = (): CallContext => ({ deadline: Date.now() + 10_000, signal: new AbortController().signal });
 
 beforeEach(() => {
-  fake = new FakeNode();
-  fake.targets = [IQN];
-  fake.lus.set(`${IQN}/0`, { wwid: WWID, sizeBytes: 64 << 20, blkid: null });
+  fake = fakeNodeWith(IQN, WWID);
   env = nodeEnvFor(fake, mkdtempSync(join(tmpdir(), 'lunar-node-')));
   node = new NodeService(env);
 });

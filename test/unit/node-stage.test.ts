@@ -13,7 +13,7 @@ import { HostError } from '../../src/host/errors.js';
 import { stageVolume, type StageRequest } from '../../src/node/stage.js';
 import { unstageVolume } from '../../src/node/unstage.js';
 import type { NodeEnv } from '../../src/node/types.js';
-import { fail, FakeNode, nodeEnvFor } from '../support/fake-host.js';
+import { fail, FakeNode, fakeNodeWith, nodeEnvFor } from '../support/fake-host.js';
 
 const IQN = 'iqn.2026-11.io.lunar:vol-1';
 const WWID = '360014050000000000000000000000001';
@@ -27,9 +27,7 @@ let env: NodeEnv;
 let stateDir: string;
 
 beforeEach(() => {
-  fake = new FakeNode();
-  fake.targets = [IQN];
-  fake.lus.set(`${IQN}/0`, { wwid: WWID, sizeBytes: 64 << 20, blkid: null });
+  fake = fakeNodeWith(IQN, WWID);
   stateDir = mkdtempSync(join(tmpdir(), 'lunar-node-'));
   env = nodeEnvFor(fake, stateDir);
 });
