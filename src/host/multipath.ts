@@ -68,10 +68,20 @@ export async function ensureDropIn(h: Host, t: MultipathTimers): Promise<boolean
 /** multipath's wwids file (compiled in: multipath-tools' DEFAULT_WWIDS_FILE, STATE_DIR "/wwids"). */
 export const WWIDS_FILE = '/etc/multipath/wwids';
 
-/** Whether the wwids file lists wwid (a "/<wwid>/" line; a missing file lists nothing). */
-export async function wwidListed(h: Host, wwid: string): Promise<boolean> {
+/** The WWIDs the wwids file lists ("/<wwid>/" lines; a missing file lists none). */
+export async function listedWwids(h: Host): Promise<Set<string>> {
   const text = (await h.fs.readText(WWIDS_FILE)) ?? '';
-  return text.split('\n').some((l) => l.trim() === `/${wwid}/`);
+  const out = new Set<string>();
+  for (const l of text.split('\n')) {
+    const m = /^\/(.+)\/$/.exec(l.trim());
+    if (m) out.add(m[1]!);
+  }
+  return out;
+}
+
+/** Whether the wwids file lists wwid. */
+export async function wwidListed(h: Host, wwid: string): Promise<boolean> {
+  return (await listedWwids(h)).has(wwid);
 }
 
 /**

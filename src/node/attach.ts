@@ -13,7 +13,7 @@
 
 import { hostError, HostError } from '../host/errors.js';
 import { discover, ensureIface, login, newNodeRecord, updateNodeRecord } from '../host/iscsiadm.js';
-import { addPath, addWwid, ensureDropIn, waitForMap, wwidListed, type MultipathMap } from '../host/multipath.js';
+import { addPath, addWwid, ensureDropIn, waitForMap, type MultipathMap } from '../host/multipath.js';
 import { setRecordAuth } from '../host/node-record.js';
 import { pollUntil } from '../host/poll.js';
 import { runOk } from '../host/runner.js';
@@ -88,8 +88,18 @@ function sessionOf(sessions: readonly IscsiSession[], iqn: string, p: PathPair):
   return mine.find((s) => s.portal === p.portal) ?? (mine.length === 1 ? mine[0] : undefined);
 }
 
-/** Scans the LUN on the session and waits for its device with the volume's WWID (stale devices replaced). */
-export async function waitForDevice(env: NodeEnv, h: Host, s: IscsiSession, t: VolumeTarget, intervalMs = 100): Promise<ScsiDevice> {
+/**
+ * Scans the LUN on the session and waits for its device with the volume's WWID (stale devices replaced).
+ * onForeign hears every other WWID seen at the address before the device is deleted.
+ */
+export async function waitForDevice(
+  env: NodeEnv,
+  h: Host,
+  s: IscsiSession,
+  t: VolumeTarget,
+  onForeign: (wwid: string) => Promise<void>,
+  intervalMs = 100,
+): Promise<ScsiDevice> {
   const address = lunAddress(s, t.lun);
   let replaced = 0;
   let lastScan = Date.now();
@@ -111,6 +121,7 @@ export async function waitForDevice(env: NodeEnv, h: Host, s: IscsiSession, t: V
       }
       if (d.wwid !== t.wwid) {
         // A stale LUN: another LU answered at this address before (a reused LUN). Never use it.
+        await onForeign(d.wwid);
         if (replaced >= MAX_STALE_REPLACEMENTS) {
           throw hostError(
             'precondition',
@@ -143,8 +154,11 @@ export async function waitForDevice(env: NodeEnv, h: Host, s: IscsiSession, t: V
 export interface AttachHooks {
   /** The pairs about to be logged in. */
   onPairs(pairs: PathPair[]): Promise<void>;
-  /** The volume's WWID is not in the wwids file and is about to be added (unstage removes it again). */
-  onWwidAdding(): Promise<void>;
+  /**
+   * A device at the LUN's address reports another WWID than the volume's. Under find_multipaths
+   * greedy/yes multipathd may list that WWID in the wwids file on its own as the path appears.
+   */
+  onForeignWwid(wwid: string): Promise<void>;
 }
 
 /** Logs in on every pair and finds the volume's devices and map. */
@@ -188,13 +202,12 @@ export async function attach(env: NodeEnv, h: Host, t: VolumeTarget, hooks: Atta
       throw hostError('failed', `logged in to ${t.iqn} at ${p.portal} via ${p.iface}, but no such session in /sys/class/iscsi_session`);
     return s;
   });
-  const devices = await Promise.all(mine.map((s) => waitForDevice(env, h, s, t)));
+  const devices = await Promise.all(mine.map((s) => waitForDevice(env, h, s, t, (w) => hooks.onForeignWwid(w))));
   const names = devices.map((d) => d.blockName!);
 
   if (env.config.allowSinglePath && devices.length === 1) {
     return { pairs, devices, map: null, devicePath: `/dev/${names[0]!}`, kernelName: names[0]! };
   }
-  if (!(await wwidListed(h, t.wwid))) await hooks.onWwidAdding();
   for (const n of names) await addWwid(h, n);
   for (const n of names) await addPath(h, n);
   const map = await waitForMap(h, t.wwid, names);

@@ -10,7 +10,7 @@ import { hostError } from '../host/errors.js';
 import type { PvcRef } from '../kube/types.js';
 import { formatDecision, FORMATTABLE, growFilesystem, mkfs } from '../host/filesystem.js';
 import { mount, mountAt, parseMountinfo, unmount } from '../host/mount.js';
-import { findMap } from '../host/multipath.js';
+import { findMap, listedWwids } from '../host/multipath.js';
 import { blockSize } from '../host/scsi-sysfs.js';
 import type { Host } from '../host/types.js';
 import { attach } from './attach.js';
@@ -106,6 +106,7 @@ export async function stageVolume(env: NodeEnv, q: StageRequest, deadline: numbe
     env.log.warn({ volumeId: q.volumeId, state }, 'staged volume lost its device or mount: attaching and mounting it again');
     if (state === 'stale-mount') await unmount(h, q.stagingPath);
   }
+  const listedBefore = await listedWwids(h);
   let record: StagingRecord = {
     version: 1,
     volumeId: q.volumeId,
@@ -123,8 +124,12 @@ export async function stageVolume(env: NodeEnv, q: StageRequest, deadline: numbe
     map: previous?.map ?? null,
     singleDevice: previous?.singleDevice ?? null,
     publications: previous?.publications ?? {},
-    // An earlier try that added the WWID finds it listed: keep knowing it was Lunar's.
-    ...(previous?.wwidAdded ? { wwidAdded: true } : {}),
+    // Decided before the first login and saved with the pairs (onPairs), before any path can appear:
+    // multipathd under find_multipaths greedy/yes lists a WWID itself as its first path shows up, so a
+    // check after the login races it. An earlier try that added the WWID finds it listed: keep knowing
+    // it was Lunar's.
+    ...(previous?.wwidAdded || !listedBefore.has(q.target.wwid) ? { wwidAdded: true } : {}),
+    ...(previous?.foreignWwids ? { foreignWwids: previous.foreignWwids } : {}),
     ...(q.pvc ? { pvc: q.pvc } : {}),
     updatedAt: '',
   };
@@ -135,9 +140,10 @@ export async function stageVolume(env: NodeEnv, q: StageRequest, deadline: numbe
       record = { ...record, pairs: all };
       await env.records.save(record);
     },
-    async onWwidAdding() {
-      // Recorded before `multipath -a`: a crash right after it still leaves the entry to unstage.
-      record = { ...record, wwidAdded: true };
+    async onForeignWwid(wwid) {
+      // Recorded before the device is deleted: a crash right after still leaves the entry to unstage.
+      if (listedBefore.has(wwid) || record.foreignWwids?.includes(wwid)) return;
+      record = { ...record, foreignWwids: [...(record.foreignWwids ?? []), wwid] };
       await env.records.save(record);
     },
   });

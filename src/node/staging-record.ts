@@ -37,8 +37,17 @@ export interface StagingRecord {
   /** The SCSI device used without multipath (--allow-single-path), or null. */
   readonly singleDevice: string | null;
   readonly publications: Readonly<Record<string, Publication>>;
-  /** Lunar added the WWID to multipath's wwids file (it was not listed): unstage removes it. Absent = no. */
+  /**
+   * The WWID was not in multipath's wwids file before the first login of this stage, so the entry is
+   * Lunar's (its `multipath -a`, or multipathd's own under find_multipaths greedy/yes): unstage removes it.
+   * Absent = no.
+   */
   readonly wwidAdded?: boolean;
+  /**
+   * Other WWIDs seen at the LUN's address on this volume's sessions (a wrong or stale LU) that were not
+   * in the wwids file before the first login: multipathd may have listed them; unstage removes them.
+   */
+  readonly foreignWwids?: readonly string[];
   /** The PVC the volume was provisioned for (volume_context pvcName/pvcNamespace): where path Events go. */
   readonly pvc?: PvcRef | null;
   readonly updatedAt: string;

@@ -1,7 +1,9 @@
 // NodeUnstageVolume from the staging record (so it works after a plugin restart): unmount (busy is an
-// error), flush and remove the multipath map, remove the WWID from the wwids file when Lunar added it, delete every SCSI device of the volume through sysfs, log
-// out every session of the target on the recorded pairs, delete every node record of the target (discovery
-// records all its portals on every iface, used or not), then the staging record.
+// error), flush and remove the multipath map, remove the WWID from the wwids file when it was not listed
+// before the stage, delete every SCSI device of the volume through sysfs, log out every session of the
+// target on the recorded pairs, delete every node record of the target (discovery records all its portals
+// on every iface, used or not), remove the wwids entries of wrong LUs the sessions showed, then the
+// staging record.
 // Every failure is returned to the CO, never swallowed, and the record stays so that the retry does
 // what is left. Each command has its timeout and the request's deadline, so an unreachable target
 // makes the call fail in bounded time, never retry forever; logout and record deletion work without the
@@ -76,5 +78,8 @@ export async function unstageVolume(env: NodeEnv, volumeId: string, stagingPath:
   }
   // Then the records discovery made for pairs this volume never used (other portals, other ifaces).
   await deleteTargetRecords(h, r.targetIqn);
+  // WWIDs of wrong or stale LUs this stage's sessions showed, listed since (by multipathd under
+  // find_multipaths greedy/yes): their paths went with the logout, so nothing lists them again.
+  for (const w of r.foreignWwids ?? []) await removeWwid(h, w);
   await env.records.remove(volumeId);
 }

@@ -330,6 +330,51 @@ test('wwids file: a stage retried after a crash still knows Lunar added the WWID
   assert.ok(!((await fake.fs.readText('/etc/multipath/wwids')) ?? '').includes(`/${WWID}/`));
 });
 
+/** multipathd under find_multipaths greedy: it lists a WWID in the wwids file itself as the paths log in. */
+function multipathdListsOnLogin(wwid: string): void {
+  fake.runner.handlers.unshift((s) => {
+    if (s.cmd === 'iscsiadm' && s.args.includes('--login')) {
+      const text = fake.fs.files.get('/etc/multipath/wwids')?.toString() ?? '# Multipath wwids, Version : 1.0\n';
+      if (!text.includes(`/${wwid}/`)) fake.fs.set('/etc/multipath/wwids', `${text}/${wwid}/\n`);
+    }
+    return undefined;
+  });
+}
+
+test('wwids file: an entry multipathd lists itself as the paths appear (find_multipaths greedy) is removed at unstage', async () => {
+  multipathdListsOnLogin(WWID);
+  await stage();
+  assert.equal((await env.records.load('vol-1'))?.wwidAdded, true, "not listed before the first login: Lunar's");
+  await unstageVolume(env, 'vol-1', STAGING, Date.now() + 10_000);
+  assert.ok(!((await fake.fs.readText('/etc/multipath/wwids')) ?? '').includes(`/${WWID}/`));
+});
+
+test('wwids file: the WWID of a wrong LU at the LUN address, listed by multipathd during the refused stage, is removed at unstage', async () => {
+  const wrong = '3600140500000000000000000000000ff';
+  const hostsOwn = '3600140500000000000000000000000ee';
+  fake.fs.set('/etc/multipath/wwids', `# Multipath wwids, Version : 1.0\n/${hostsOwn}/\n`);
+  fake.stale.set(`${IQN}/0`, { wwid: wrong, count: 100 });
+  multipathdListsOnLogin(wrong);
+  await rejectsWith(stage(), status.FAILED_PRECONDITION, /refusing to use it/);
+  assert.deepEqual((await env.records.load('vol-1'))?.foreignWwids, [wrong]);
+  await unstageVolume(env, 'vol-1', STAGING, Date.now() + 10_000);
+  const text = (await fake.fs.readText('/etc/multipath/wwids')) ?? '';
+  assert.ok(!text.includes(`/${wrong}/`), text);
+  assert.ok(!text.includes(`/${WWID}/`), text);
+  assert.ok(text.includes(`/${hostsOwn}/`), "the host's own entry stays");
+  assert.equal(await env.records.load('vol-1'), null);
+});
+
+test('wwids file: a wrong LU whose WWID the host listed before the stage keeps its entry', async () => {
+  const wrong = '3600140500000000000000000000000ff';
+  fake.fs.set('/etc/multipath/wwids', `# Multipath wwids, Version : 1.0\n/${wrong}/\n`);
+  fake.stale.set(`${IQN}/0`, { wwid: wrong, count: 100 });
+  await rejectsWith(stage(), status.FAILED_PRECONDITION, /refusing to use it/);
+  assert.equal((await env.records.load('vol-1'))?.foreignWwids, undefined);
+  await unstageVolume(env, 'vol-1', STAGING, Date.now() + 10_000);
+  assert.ok(((await fake.fs.readText('/etc/multipath/wwids')) ?? '').includes(`/${wrong}/`));
+});
+
 test('unstage: a map "in use" for a moment after the unmount (no holder) is flushed on a later try', async () => {
   await stage();
   let inUse = 2;
