@@ -8,6 +8,8 @@
 //   node dist/bench/node-stage.js [--runs 3] [--parallel 10] [--size-mib 1024] [--tiny] [--json FILE]
 //
 // --tiny: 1 run per kind and 2 volumes in parallel (checks that the bench works; figures mean little).
+// The plugin runs at debug level, so each NodeStage/NodeUnstage log line carries its step timings
+// (`steps`, util/steps.ts): the bench prints their medians, to show where the seconds go.
 
 import { writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -20,6 +22,8 @@ import {
   controllerUnpublish,
   createVolume,
   leftovers,
+  makeStagingDir,
+  mapOf,
   MiB,
   NodePlugin,
   nodeStage,
@@ -33,8 +37,48 @@ import {
 } from '../test/guest/node-bed.js';
 
 interface Sample {
+  volumeId: string;
+  /** Client-side wall time of the call (CSI round trip through the forwarded socket included). */
   stageMs: number;
   unstageMs: number;
+}
+
+/** What the plugin's one log line of a call says: its duration and step timings. */
+interface CallLine {
+  durationMs: number;
+  steps: Record<string, number>;
+}
+
+/** rpc -> volume id -> the last OK line of that call (pino JSON lines of the plugin's log). */
+function callLines(log: string): Map<string, Map<string, CallLine>> {
+  const out = new Map<string, Map<string, CallLine>>();
+  for (const l of log.split('\n')) {
+    if (!l.startsWith('{') || !l.includes('"durationMs"')) continue;
+    let o: unknown;
+    try {
+      o = JSON.parse(l);
+    } catch {
+      continue;
+    }
+    if (typeof o !== 'object' || o === null) continue;
+    const r = o as { rpc?: unknown; volumeId?: unknown; code?: unknown; durationMs?: unknown; steps?: unknown };
+    if (typeof r.rpc !== 'string' || typeof r.volumeId !== 'string' || r.code !== 'OK' || typeof r.durationMs !== 'number') continue;
+    const steps = typeof r.steps === 'object' && r.steps !== null ? (r.steps as Record<string, number>) : {};
+    let m = out.get(r.rpc);
+    if (!m) out.set(r.rpc, (m = new Map<string, CallLine>()));
+    m.set(r.volumeId, { durationMs: r.durationMs, steps });
+  }
+  return out;
+}
+
+/** "step median" for each step of the lines, in the order of the first line, then the rest as medians. */
+function stepMedians(lines: readonly CallLine[]): string {
+  const names: string[] = [];
+  for (const l of lines) for (const k of Object.keys(l.steps)) if (!names.includes(k)) names.push(k);
+  const parts = names.map((k) => `${k} ${(stats(lines.map((l) => l.steps[k] ?? 0)).median / 1000).toFixed(2)}`);
+  const d = stats(lines.map((l) => l.durationMs)).median;
+  const rest = stats(lines.map((l) => l.durationMs - Object.values(l.steps).reduce((a, b) => a + b, 0))).median;
+  return `plugin ${fmt(d)} = ${parts.join(' + ')} + other ${(rest / 1000).toFixed(2)}`;
 }
 
 const fmt = (ms: number): string => `${(ms / 1000).toFixed(2)} s`;
@@ -46,8 +90,9 @@ const stats = (xs: number[]): { min: number; median: number; max: number } => {
 async function once(ctl: Controller, n: NodePlugin, fs: Fs, name: string, sizeBytes: number): Promise<Sample> {
   const vol = await createVolume(ctl, name, fs, sizeBytes);
   const pc = await controllerPublish(ctl, vol, n, fs);
+  await makeStagingDir(n, vol); // the CO's part, not timed
   let t0 = Date.now();
-  await nodeStage(n, vol, pc, fs);
+  await nodeStage(n, vol, pc, fs, { stagingDirMade: true });
   const stageMs = Date.now() - t0;
   t0 = Date.now();
   await nodeUnstage(n, vol);
@@ -55,7 +100,7 @@ async function once(ctl: Controller, n: NodePlugin, fs: Fs, name: string, sizeBy
   await checkClean(n, vol);
   await controllerUnpublish(ctl, vol, n);
   await call(ctl.controller, 'DeleteVolume', { volume_id: vol.volume_id });
-  return { stageMs, unstageMs };
+  return { volumeId: vol.volume_id, stageMs, unstageMs };
 }
 
 async function checkClean(n: NodePlugin, vol: CsiVolume): Promise<void> {
@@ -95,12 +140,19 @@ async function main(): Promise<number> {
 
     // Sequential stage/unstage, per kind.
     const rows: string[] = [];
+    const breakdown: string[] = [];
     for (const fs of ['ext4', 'xfs', 'block'] as const) {
       const samples: Sample[] = [];
       for (let i = 0; i < runs; i++) samples.push(await once(ctl, n, fs, `bench-${fs}-${i}`, sizeBytes));
       const st = stats(samples.map((s) => s.stageMs));
       const un = stats(samples.map((s) => s.unstageMs));
-      result[fs] = samples;
+      const lines = callLines(await n.log());
+      const of = (rpc: string): CallLine[] =>
+        samples.map((x) => lines.get(rpc)?.get(x.volumeId)).filter((l): l is CallLine => l !== undefined);
+      const st2 = of('NodeStageVolume');
+      const un2 = of('NodeUnstageVolume');
+      result[fs] = { samples, stage: st2, unstage: un2 };
+      breakdown.push(`| ${fs} | NodeStage | ${stepMedians(st2)} |`, `| ${fs} | NodeUnstage | ${stepMedians(un2)} |`);
       rows.push(
         `| ${fs}${fs === 'block' ? '' : ' (incl. mkfs)'} | ${fmt(st.median)} | ${fmt(st.min)} – ${fmt(st.max)} | ${fmt(un.median)} | ${fmt(un.min)} – ${fmt(un.max)} |`,
       );
@@ -109,6 +161,10 @@ async function main(): Promise<number> {
     out('| volume | NodeStage median | min – max | NodeUnstage median | min – max |');
     out('|---|---|---|---|---|');
     for (const r of rows) out(r);
+    out('\nWhere the time goes (plugin log line: duration and step medians, seconds)');
+    out('| volume | call | steps |');
+    out('|---|---|---|');
+    for (const r of breakdown) out(r);
 
     // Parallel: `parallel` ext4 volumes staged at once on the one guest, then unstaged at once.
     const vols: CsiVolume[] = [];
@@ -117,23 +173,35 @@ async function main(): Promise<number> {
       const v = await createVolume(ctl, `bench-par-${i}`, 'ext4', 256 * MiB);
       vols.push(v);
       pcs.push(await controllerPublish(ctl, v, n, 'ext4'));
+      await makeStagingDir(n, v);
     }
     const each: number[] = [];
     let t0 = Date.now();
     await Promise.all(
       vols.map(async (v, i) => {
         const t = Date.now();
-        await nodeStage(n, v, pcs[i]!, 'ext4', { timeoutMs: 600_000 });
+        await nodeStage(n, v, pcs[i]!, 'ext4', { timeoutMs: 600_000, stagingDirMade: true });
         each.push(Date.now() - t);
       }),
     );
     const stageWall = Date.now() - t0;
     let sessions = 0;
-    for (const v of vols) sessions += await sessionsTo(g, v.volume_context.targetIqn!);
-    if (sessions !== 2 * parallel) throw new Error(`${sessions} sessions for ${parallel} volumes staged on 2 paths`);
+    let maps = 0;
+    for (const v of vols) {
+      sessions += await sessionsTo(g, v.volume_context.targetIqn!);
+      const m = await mapOf(g, v.volume_context.wwid!.toLowerCase());
+      if (m && m.paths.length === 2 && m.paths.every((p) => p.dm === 'active')) maps++;
+    }
+    const parLines = callLines(await n.log());
+    const parStage = vols.map((v) => parLines.get('NodeStageVolume')?.get(v.volume_id)).filter((l): l is CallLine => l !== undefined);
+    const s = stats(each);
+    out(`\n${parallel} ext4 volumes (256 MiB) staged in parallel on one guest, 2 paths each`);
+    out('| | wall (all) | per call median | per call max |');
+    out('|---|---|---|---|');
+    out(`| NodeStage | ${fmt(stageWall)} | ${fmt(s.median)} | ${fmt(s.max)} |`);
     const eachUn: number[] = [];
     t0 = Date.now();
-    await Promise.all(
+    const unstaged = await Promise.allSettled(
       vols.map(async (v) => {
         const t = Date.now();
         await nodeUnstage(n, v);
@@ -141,19 +209,20 @@ async function main(): Promise<number> {
       }),
     );
     const unstageWall = Date.now() - t0;
+    const unstageFailures = unstaged.flatMap((r) => (r.status === 'rejected' ? [String(r.reason)] : []));
+    const u = stats(eachUn);
+    out(`| NodeUnstage | ${fmt(unstageWall)} | ${fmt(u.median)} | ${fmt(u.max)} |`);
+    out(`multipath maps up with 2 active paths: ${maps} of ${parallel}; iSCSI sessions: ${sessions} (expected ${2 * parallel})`);
+    if (parStage.length > 0) out(`NodeStage steps (medians): ${stepMedians(parStage)}`);
+    if (unstageFailures.length > 0) throw new Error(`${unstageFailures.length} parallel unstage(s) failed: ${unstageFailures.join('; ')}`);
     for (const v of vols) {
       await checkClean(n, v);
       await controllerUnpublish(ctl, v, n);
       await call(ctl.controller, 'DeleteVolume', { volume_id: v.volume_id });
     }
-    const s = stats(each);
-    const u = stats(eachUn);
-    out(`\n${parallel} ext4 volumes (256 MiB) staged in parallel on one guest, 2 paths each`);
-    out('| | wall (all) | per call median | per call max |');
-    out('|---|---|---|---|');
-    out(`| NodeStage | ${fmt(stageWall)} | ${fmt(s.median)} | ${fmt(s.max)} |`);
-    out(`| NodeUnstage | ${fmt(unstageWall)} | ${fmt(u.median)} | ${fmt(u.max)} |`);
-    result.parallelRun = { stageWall, unstageWall, each, eachUn };
+    result.parallelRun = { stageWall, unstageWall, each, eachUn, maps, sessions, stage: parStage };
+    if (sessions !== 2 * parallel || maps !== parallel)
+      throw new Error(`${maps} maps, ${sessions} sessions for ${parallel} volumes staged on 2 paths`);
     out(
       `\nload average after: ${loadavg()
         .map((x) => x.toFixed(2))

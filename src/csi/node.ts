@@ -137,7 +137,7 @@ export class NodeService {
     const target = parsePublishContext(r.publish_context, r.secrets);
     const pvc = pvcRefFrom(r.volume_context);
     try {
-      await this.timed('stage', () => stageVolume(this.env, { volumeId, stagingPath, ...cap, target, pvc }, ctx.deadline));
+      await this.timed('stage', () => stageVolume(this.env, { volumeId, stagingPath, ...cap, target, pvc }, ctx.deadline, ctx.steps));
     } catch (err) {
       if (pvc && this.env.events) {
         const why = nodeCsiError(err).message;
@@ -155,7 +155,7 @@ export class NodeService {
   async nodeUnstageVolume(r: NodeUnstageVolumeRequest, ctx: CallContext): Promise<NodeUnstageVolumeResponse> {
     const volumeId = requireString(r.volume_id, 'volume_id');
     const stagingPath = requirePath(r.staging_target_path, 'staging_target_path');
-    await this.timed('unstage', () => unstageVolume(this.env, volumeId, stagingPath, ctx.deadline));
+    await this.timed('unstage', () => unstageVolume(this.env, volumeId, stagingPath, ctx.deadline, ctx.steps));
     return {};
   }
 

@@ -9,6 +9,7 @@ import { boundedMessage, boundedValue } from './bounded.js';
 import { CsiError, toCsiError } from './errors.js';
 import { waitUntilFor, type InFlightGuard } from './in-flight.js';
 import { redact } from './validate.js';
+import { StepTimes } from '../util/steps.js';
 
 /** What a handler learns about its call besides the request. */
 export interface CallContext {
@@ -16,6 +17,8 @@ export interface CallContext {
   readonly deadline: number;
   /** Aborted when the caller cancels the call (or its deadline passes). */
   readonly signal: AbortSignal;
+  /** The call's step timings (util/steps.ts), logged at debug level on its one line; absent = not timed. */
+  readonly steps?: StepTimes;
 }
 
 /** What one RPC does, which objects it locks, and which ids go to its log line. */
@@ -66,6 +69,7 @@ export function unaryCall<Req, Res>(ctx: ServiceContext, method: string, spec: M
     const req = call.request;
     let ids: Record<string, string> = {};
     let release: (() => void) | null = null;
+    const steps = new StepTimes();
     const finish = (err: CsiError | null, res?: Res): void => {
       release?.();
       release = null;
@@ -83,6 +87,7 @@ export function unaryCall<Req, Res>(ctx: ServiceContext, method: string, spec: M
       };
       // At debug level the same single line carries the request and response, secrets redacted.
       if (log.isLevelEnabled('debug')) {
+        if (!steps.empty) line.steps = steps.summary();
         line.request = boundedValue(redact(req));
         if (!err) line.response = boundedValue(redact(res));
       }
@@ -117,7 +122,7 @@ export function unaryCall<Req, Res>(ctx: ServiceContext, method: string, spec: M
       .acquire(keys, { waitUntil: waitUntilFor(deadlineMs(call)), signal: cancelled.signal })
       .then((releaseKeys) => {
         release = releaseKeys;
-        return spec.call(req, { deadline: deadlineMs(call), signal: cancelled.signal });
+        return spec.call(req, { deadline: deadlineMs(call), signal: cancelled.signal, steps });
       })
       .then(
         (res) => {

@@ -39,9 +39,17 @@ async function readsAsZeros(h: Host, device: string, sizeBytes: number): Promise
 
 /** Whether device (its size known) may be formatted; throws when that cannot be known. */
 export async function formatDecision(h: Host, device: string, sizeBytes: number): Promise<FormatDecision> {
-  const p = await probe(h, device);
+  // Both reads at once (each is a few round trips to the target): the device is formatted only when
+  // both say it is empty; a signature wins over what the zero check found, an error of either refuses.
+  const [p, notZeros] = await Promise.all([
+    probe(h, device),
+    readsAsZeros(h, device, sizeBytes).then(
+      () => null,
+      (err: unknown) => (err instanceof Error ? err : new Error(String(err))),
+    ),
+  ]);
   if (p.kind === 'signature') return { format: false, existing: p.what };
-  await readsAsZeros(h, device, sizeBytes);
+  if (notZeros !== null) throw notZeros;
   return { format: true };
 }
 

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { writeFileAtomic } from '../util/atomic-file.js';
 
 export interface HostFs {
-  /** The file's text, or null when it does not exist. */
+  /** The file's text, or null when it does not exist (or is a sysfs attribute of an object being removed). */
   readText(path: string): Promise<string | null>;
   /** Replaces the file atomically (temporary file, fsync, rename), creating its directory. */
   writeAtomic(path: string, data: string, mode?: number): Promise<void>;
@@ -32,6 +32,15 @@ function isEnoent(err: unknown): boolean {
   return code === 'ENOENT' || code === 'ENOTDIR';
 }
 
+/**
+ * A sysfs attribute of an object the kernel is removing (a session logging out, a map being flushed)
+ * reads as ENODEV: the object is gone. Seen with 10 volumes unstaged in parallel (bench/node-stage.ts),
+ * while one unstage walked every session and map.
+ */
+export function isGone(err: unknown): boolean {
+  return isEnoent(err) || (err as NodeJS.ErrnoException).code === 'ENODEV';
+}
+
 /** The real host tree under root. */
 export function hostFs(root = '/'): HostFs {
   const at = (p: string): string => (root === '/' ? p : join(root, p));
@@ -40,7 +49,7 @@ export function hostFs(root = '/'): HostFs {
       try {
         return await fsp.readFile(at(path), 'utf8');
       } catch (err) {
-        if (isEnoent(err)) return null;
+        if (isGone(err)) return null;
         throw err;
       }
     },
@@ -53,7 +62,7 @@ export function hostFs(root = '/'): HostFs {
       try {
         return await fsp.readdir(at(path));
       } catch (err) {
-        if (isEnoent(err)) return [];
+        if (isGone(err)) return [];
         throw err;
       }
     },

@@ -11,6 +11,7 @@ import { setDiscoveryAuth, type ChapSettings } from './node-record.js';
 import { retryWhile } from './poll.js';
 import { describeFailure, type RunResult, type RunSpec } from './runner.js';
 import type { Host, PathPair } from './types.js';
+import { KeyedMutex } from '../util/mutex.js';
 
 /** iscsi_err.h codes Lunar tells apart. */
 export const ISCSI_ERR = {
@@ -181,23 +182,29 @@ export async function logout(h: Host, iqn: string, p: PathPair): Promise<void> {
   await iscsiadm(h, [...nodeArgs(iqn, p), '--logout'], true, [0, ISCSI_ERR.NO_OBJS_FOUND, ISCSI_ERR.SESS_NOT_FOUND]);
 }
 
+/** Record deletions of this process, one at a time (deleteRecords). */
+const deletions = new KeyedMutex();
+
 /**
- * `-o delete` first walks every session in sysfs to refuse deleting a record in use; a session another
- * unstage is logging out at that moment vanishes under it ("could not read session targetname", exit 6,
- * ISCSI_ERR_IDBM): seen with 10 volumes unstaged in parallel. That exit is tried again a few times.
+ * `-o delete` walks every record of the node database and every session in sysfs (to refuse deleting a
+ * record in use), and fails with exit 6 (ISCSI_ERR_IDBM) when something vanishes under the walk: another
+ * target's record directory deleted at that moment ("iface iter could not read dir
+ * /etc/iscsi/nodes/<other iqn>/…"), a session another unstage is ending ("could not read session
+ * targetname"), or with only "Could not execute operation on all records: encountered iSCSI database
+ * failure". With 10 volumes unstaged in parallel (bench/node-stage.ts) 9 of 10 unstages failed so. So this
+ * process deletes records one at a time, and exit 6 is tried again a few times for what it does not
+ * serialise (a discovery, a logout): the delete is idempotent (none left is exit 21).
  */
 async function deleteRecords(h: Host, args: string[], retryMs: number): Promise<void> {
   const spec = iscsiadmSpec(h, args, false);
-  const { result } = await retryWhile(
-    () => h.runner.run(spec),
-    (r) => r.code === ISCSI_ERR.IDBM && /session/.test(r.stderr + r.stdout),
-    { attempts: 4, intervalMs: retryMs, deadline: h.deadline },
+  const { result } = await deletions.run('records', () =>
+    retryWhile(
+      () => h.runner.run(spec),
+      (r) => r.code === ISCSI_ERR.IDBM,
+      { attempts: 6, intervalMs: retryMs, deadline: h.deadline },
+    ),
   );
   checked(spec, result, [0, ISCSI_ERR.NO_OBJS_FOUND]);
-}
-
-export async function deleteNodeRecord(h: Host, iqn: string, p: PathPair, retryMs = 300): Promise<void> {
-  await deleteRecords(h, [...nodeArgs(iqn, p), '-o', 'delete'], retryMs);
 }
 
 /**

@@ -154,6 +154,7 @@ export async function waitForMap(h: Host, wwid: string, paths: readonly string[]
       timeoutMs: h.timeouts.mapWait,
       deadline: h.deadline,
       intervalMs,
+      firstIntervalMs: Math.min(10, intervalMs),
       what: `multipath map of WWID ${wwid} with paths ${paths.join(', ')}`,
     },
     () => last,

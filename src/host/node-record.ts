@@ -136,12 +136,23 @@ export async function setDiscoveryAuth(fs: HostFs, portal: string, chap: ChapSet
   await fs.writeAtomic(file, setRecordValues(text, discoveryAuthValues(chap)), 0o600);
 }
 
-/** Writes the CHAP settings (or none) into the node record of (iqn, portal, iface). */
-export async function setRecordAuth(fs: HostFs, iqn: string, p: PathPair, chap: ChapSettings | null): Promise<void> {
+/**
+ * Writes settings into the node record of (iqn, portal, iface) in one atomic rewrite of its file (what
+ * `iscsiadm -o update` does one key per process). The CHAP keys go this way because argv is readable by
+ * every user; the other keys (startup, scan, timers) go with them because each iscsiadm process costs
+ * 0.1–0.3 s on a slow node (bench/node-stage.ts, TCG guest: 7 updates × 2 paths were 2.4 s of a stage).
+ * Values must be what iscsiadm itself would write (setRecordValues refuses line breaks).
+ */
+export async function setRecordSettings(fs: HostFs, iqn: string, p: PathPair, settings: Readonly<Record<string, string>>): Promise<void> {
   const file = await findRecordFile(fs, iqn, p);
   if (file === null) {
     throw hostError('failed', `no node record of ${iqn} at ${p.portal} iface ${p.iface} under ${NODE_DB_DIRS.join(' or ')}`);
   }
   const text = (await fs.readText(file)) ?? '';
-  await fs.writeAtomic(file, setRecordValues(text, authValues(chap)), 0o600);
+  await fs.writeAtomic(file, setRecordValues(text, settings), 0o600);
+}
+
+/** Writes the CHAP settings (or none) into the node record of (iqn, portal, iface). */
+export async function setRecordAuth(fs: HostFs, iqn: string, p: PathPair, chap: ChapSettings | null): Promise<void> {
+  await setRecordSettings(fs, iqn, p, authValues(chap));
 }

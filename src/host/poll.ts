@@ -9,8 +9,13 @@ export interface PollOptions {
   readonly timeoutMs: number;
   /** The request's deadline (epoch ms); Infinity = none. */
   readonly deadline: number;
-  /** Pause between checks (ms). */
+  /** Longest pause between checks (ms). */
   readonly intervalMs: number;
+  /**
+   * First pause (ms; default intervalMs): the pauses start there and double up to intervalMs, so that a
+   * wait that ends soon is not held a whole interval, and a long one costs no more checks than needed.
+   */
+  readonly firstIntervalMs?: number;
   /** What is waited for, for the timeout message. */
   readonly what: string;
 }
@@ -19,14 +24,16 @@ export interface PollOptions {
 export async function pollUntil<T>(check: () => Promise<T | undefined>, opts: PollOptions, lastState?: () => string): Promise<T> {
   const started = Date.now();
   const until = Math.min(started + opts.timeoutMs, opts.deadline);
+  let pause = Math.min(opts.firstIntervalMs ?? opts.intervalMs, opts.intervalMs);
   for (;;) {
     const v = await check();
     if (v !== undefined) return v;
-    if (Date.now() + opts.intervalMs > until) {
+    if (Date.now() + pause > until) {
       const state = lastState?.();
       throw hostError('timeout', `${opts.what}: not there after ${Date.now() - started} ms${state ? ` (${state})` : ''}`);
     }
-    await new Promise((r) => setTimeout(r, opts.intervalMs));
+    await new Promise((r) => setTimeout(r, pause));
+    pause = Math.min(pause * 2, opts.intervalMs);
   }
 }
 

@@ -1,10 +1,12 @@
 // The iSCSI half of NodeStageVolume, each step careful where peers lose data or time:
 //  1. one iface per configured NIC (iface binding), or the default iface;
-//  2. SendTargets discovery on every (portal, iface) pair, serialised per portal (iscsiadm's discovery
-//     records of one portal are shared by every volume), checking that the portal offers the target;
-//  3. node records with node.startup=manual (no login at boot for a volume this node may no longer
-//     have) and node.session.scan=manual (the kernel scans nothing by itself), the session timers, and
-//     CHAP on the record file (node-record.ts: never in argv, never in a global file);
+//  2. SendTargets discovery on every (portal, iface) pair, all at once but serialised per portal
+//     (iscsiadm's discovery records of one portal are shared by every volume), checking that the portal
+//     offers the target;
+//  3. once every discovery has ended, node records with node.startup=manual (no login at boot for a
+//     volume this node may no longer have) and node.session.scan=manual (the kernel scans nothing by
+//     itself), the session timers, and CHAP, in one rewrite of each record file (node-record.ts: never
+//     in argv, never in a global file);
 //  4. one login per pair, all at once; a pair that fails is named, the volume stages when one path is up;
 //  5. a scan of the volume's LUN only, on each session, and a wait for the device whose VPD 0x83 WWID is
 //     the volume's: a device at that address with another WWID (a LUN reused after a stale device stayed
@@ -12,9 +14,9 @@
 //  6. the multipath map of the WWID with every path, all of one size (multipath.ts).
 
 import { hostError, HostError } from '../host/errors.js';
-import { discover, ensureIface, login, newNodeRecord, updateNodeRecord } from '../host/iscsiadm.js';
+import { discover, ensureIface, login, newNodeRecord, type DiscoveredTarget } from '../host/iscsiadm.js';
 import { addPath, addWwid, ensureDropIn, waitForMap, type MultipathMap } from '../host/multipath.js';
-import { setRecordAuth } from '../host/node-record.js';
+import { authValues, setRecordSettings, type ChapSettings } from '../host/node-record.js';
 import { pollUntil } from '../host/poll.js';
 import { runOk } from '../host/runner.js';
 import { deleteDevice, deviceAt, listSessions, lunAddress, scanLun, type IscsiSession, type ScsiDevice } from '../host/scsi-sysfs.js';
@@ -22,7 +24,8 @@ import type { Host, PathPair } from '../host/types.js';
 import { KeyedMutex } from '../util/mutex.js';
 import { choosePairs, parseIpAddr, type IfaceInfo } from './pairs.js';
 import type { VolumeTarget } from './publish-context.js';
-import type { NodeEnv } from './types.js';
+import type { NodeEnv, SessionTimers } from './types.js';
+import type { StepTimes } from '../util/steps.js';
 
 /** Discovery per portal and iface creation are node-wide: one at a time per key. */
 const nodeLocks = new KeyedMutex();
@@ -57,8 +60,8 @@ export async function ifacesOf(env: NodeEnv, h: Host): Promise<IfaceInfo[]> {
   return out;
 }
 
-/** Discovery + node record settings of one pair. */
-async function prepareRecord(env: NodeEnv, h: Host, t: VolumeTarget, p: PathPair): Promise<void> {
+/** SendTargets discovery of one pair (serialised per portal, node-wide); fails when the portal does not offer the target. */
+async function discoverPair(h: Host, t: VolumeTarget, p: PathPair): Promise<DiscoveredTarget[]> {
   const found = await nodeLocks.run(`discovery:${p.portal}`, () => discover(h, p, t.discoveryChap));
   const offered = found.filter((d) => d.iqn === t.iqn);
   if (offered.length === 0) {
@@ -67,20 +70,31 @@ async function prepareRecord(env: NodeEnv, h: Host, t: VolumeTarget, p: PathPair
       `portal ${p.portal} (iface ${p.iface}) does not offer target ${t.iqn} in SendTargets (${found.length} other target(s)): is the volume published to this node (ControllerPublishVolume with this node's initiator name)?`,
     );
   }
+  return offered;
+}
+
+/** The settings of every node record Lunar logs in with (pure; tests check them). */
+export function recordSettings(s: SessionTimers, chap: ChapSettings | null): Record<string, string> {
+  return {
+    'node.startup': 'manual',
+    'node.session.scan': 'manual',
+    'node.session.timeo.replacement_timeout': String(s.replacementTimeout),
+    'node.conn[0].timeo.noop_out_interval': String(s.noopOutInterval),
+    'node.conn[0].timeo.noop_out_timeout': String(s.noopOutTimeout),
+    'node.conn[0].timeo.login_timeout': String(s.loginTimeout),
+    'node.session.initial_login_retry_max': '2',
+    ...authValues(chap),
+  };
+}
+
+/**
+ * The node record of one pair with Lunar's settings. Run after every discovery of the volume has ended,
+ * so that no discovery of this stage writes the record while it is rewritten here.
+ */
+async function prepareRecord(env: NodeEnv, h: Host, t: VolumeTarget, p: PathPair, offered: readonly DiscoveredTarget[]): Promise<void> {
   // Behind NAT the target advertises an address the node does not dial: make the record of the portal dialled.
   if (!offered.some((d) => d.portal === p.portal)) await newNodeRecord(h, t.iqn, p);
-  const s = env.config.session;
-  const settings: [string, string][] = [
-    ['node.startup', 'manual'],
-    ['node.session.scan', 'manual'],
-    ['node.session.timeo.replacement_timeout', String(s.replacementTimeout)],
-    ['node.conn[0].timeo.noop_out_interval', String(s.noopOutInterval)],
-    ['node.conn[0].timeo.noop_out_timeout', String(s.noopOutTimeout)],
-    ['node.conn[0].timeo.login_timeout', String(s.loginTimeout)],
-    ['node.session.initial_login_retry_max', '2'],
-  ];
-  for (const [k, v] of settings) await updateNodeRecord(h, t.iqn, p, k, v);
-  await setRecordAuth(h.fs, t.iqn, p, t.chap);
+  await setRecordSettings(h.fs, t.iqn, p, recordSettings(env.config.session, t.chap));
 }
 
 function sessionOf(sessions: readonly IscsiSession[], iqn: string, p: PathPair): IscsiSession | undefined {
@@ -144,6 +158,8 @@ export async function waitForDevice(
       timeoutMs: h.timeouts.deviceWait,
       deadline: h.deadline,
       intervalMs,
+      // The device usually shows up within tens of ms of the scan's return (bench/node-stage.ts).
+      firstIntervalMs: Math.min(10, intervalMs),
       what: `SCSI device of LUN ${t.lun} (WWID ${t.wwid}) on ${s.name}`,
     },
     () => last,
@@ -162,10 +178,10 @@ export interface AttachHooks {
 }
 
 /** Logs in on every pair and finds the volume's devices and map. */
-export async function attach(env: NodeEnv, h: Host, t: VolumeTarget, hooks: AttachHooks): Promise<Attached> {
+export async function attach(env: NodeEnv, h: Host, t: VolumeTarget, steps: StepTimes, hooks: AttachHooks): Promise<Attached> {
   // Before any login: multipathd applies Lunar's device settings to the paths as they appear.
-  await ensureDropIn(h, env.config.multipath);
-  const pairs = choosePairs(t.portals, await ifacesOf(env, h));
+  await steps.time('dropIn', () => ensureDropIn(h, env.config.multipath));
+  const pairs = choosePairs(t.portals, await steps.time('ifaces', () => ifacesOf(env, h)));
   // Recorded before the first login: an unstage after a crash from here on logs these out.
   await hooks.onPairs(pairs);
   const failures: string[] = [];
@@ -175,16 +191,20 @@ export async function attach(env: NodeEnv, h: Host, t: VolumeTarget, hooks: Atta
     if (err.kind !== 'precondition') seen.allRefused = false;
     failures.push(`${p.portal} via ${p.iface}: ${err.message}`);
   };
-  const ready: PathPair[] = [];
-  for (const p of pairs) {
-    try {
-      await prepareRecord(env, h, t, p);
-      ready.push(p);
-    } catch (err) {
-      failed(p, err);
-    }
-  }
-  const logins = await Promise.allSettled(ready.map((p) => login(h, t.iqn, p)));
+  // Discovery on every pair at once (pairs of one portal wait for each other), then the records.
+  const discovered = await steps.time('discovery', () => Promise.allSettled(pairs.map((p) => discoverPair(h, t, p))));
+  const found = pairs.flatMap((p, i) => {
+    const r = discovered[i]!;
+    if (r.status === 'rejected') failed(p, r.reason);
+    return r.status === 'fulfilled' ? [{ p, offered: r.value }] : [];
+  });
+  const prepared = await steps.time('nodeRecord', () => Promise.allSettled(found.map((f) => prepareRecord(env, h, t, f.p, f.offered))));
+  const ready = found.flatMap((f, i) => {
+    const r = prepared[i]!;
+    if (r.status === 'rejected') failed(f.p, r.reason);
+    return r.status === 'fulfilled' ? [f.p] : [];
+  });
+  const logins = await steps.time('login', () => Promise.allSettled(ready.map((p) => login(h, t.iqn, p))));
   const loggedIn = ready.filter((p, i) => {
     const r = logins[i]!;
     if (r.status === 'rejected') failed(p, r.reason);
@@ -202,14 +222,19 @@ export async function attach(env: NodeEnv, h: Host, t: VolumeTarget, hooks: Atta
       throw hostError('failed', `logged in to ${t.iqn} at ${p.portal} via ${p.iface}, but no such session in /sys/class/iscsi_session`);
     return s;
   });
-  const devices = await Promise.all(mine.map((s) => waitForDevice(env, h, s, t, (w) => hooks.onForeignWwid(w))));
+  const devices = await steps.time('device', () =>
+    Promise.all(mine.map((s) => waitForDevice(env, h, s, t, (w) => hooks.onForeignWwid(w)))),
+  );
   const names = devices.map((d) => d.blockName!);
 
   if (env.config.allowSinglePath && devices.length === 1) {
     return { pairs, devices, map: null, devicePath: `/dev/${names[0]!}`, kernelName: names[0]! };
   }
-  for (const n of names) await addWwid(h, n);
-  for (const n of names) await addPath(h, n);
-  const map = await waitForMap(h, t.wwid, names);
+  await steps.time('multipathAdd', async () => {
+    // Every device has the volume's WWID (waitForDevice checked it): one `multipath -a` lists it.
+    await addWwid(h, names[0]!);
+    await Promise.all(names.map((n) => addPath(h, n)));
+  });
+  const map = await steps.time('map', () => waitForMap(h, t.wwid, names));
   return { pairs, devices, map, devicePath: `/dev/${map.kernelName}`, kernelName: map.kernelName };
 }

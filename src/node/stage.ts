@@ -18,6 +18,7 @@ import { majorMinor, mountedFrom } from './device.js';
 import type { VolumeTarget } from './publish-context.js';
 import type { StagingRecord } from './staging-record.js';
 import { hostFor, type NodeEnv } from './types.js';
+import { StepTimes } from '../util/steps.js';
 
 export interface StageRequest {
   readonly volumeId: string;
@@ -57,7 +58,14 @@ async function stillStaged(env: NodeEnv, h: Host, r: StagingRecord): Promise<'ok
   return m ? 'stale-mount' : 'gone';
 }
 
-async function mountFilesystem(env: NodeEnv, h: Host, q: StageRequest, devicePath: string, kernelName: string): Promise<void> {
+async function mountFilesystem(
+  env: NodeEnv,
+  h: Host,
+  q: StageRequest,
+  devicePath: string,
+  kernelName: string,
+  steps: StepTimes,
+): Promise<void> {
   const dev = await majorMinor(h.fs, kernelName);
   const existing = mountAt(parseMountinfo(await env.readMountinfo()), q.stagingPath);
   if (existing && mountedFrom(existing, dev)) return; // mounted by an earlier try of this stage
@@ -70,10 +78,10 @@ async function mountFilesystem(env: NodeEnv, h: Host, q: StageRequest, devicePat
   }
   const size = await blockSize(h.fs, kernelName);
   if (size === null || size === 0) throw hostError('failed', `${devicePath} has no size; not probing it`);
-  const decision = await formatDecision(h, devicePath, size);
+  const decision = await steps.time('probe', () => formatDecision(h, devicePath, size));
   if (decision.format) {
     env.log.info({ volumeId: q.volumeId, device: devicePath, fsType: q.fsType }, 'device positively empty: formatting');
-    await mkfs(h, q.fsType, devicePath);
+    await steps.time('mkfs', () => mkfs(h, q.fsType, devicePath));
     if (q.pvc) void env.events?.record(q.pvc, 'VolumeFormatted', `volume ${q.volumeId} was empty: made a new ${q.fsType} filesystem on it`);
   } else if (decision.existing !== q.fsType) {
     const why = `${devicePath} already holds ${decision.existing}, not ${q.fsType}: it is neither formatted nor mounted (was the volume used with another fsType or as a block volume?)`;
@@ -88,11 +96,12 @@ async function mountFilesystem(env: NodeEnv, h: Host, q: StageRequest, devicePat
     throw hostError('precondition', why);
   }
   await env.localFs.mkdir(q.stagingPath);
-  await mount(h, devicePath, q.stagingPath, q.fsType, mountOptions(q.fsType, q.mountFlags));
-  await growFilesystem(h, q.fsType, devicePath, q.stagingPath);
+  await steps.time('mount', () => mount(h, devicePath, q.stagingPath, q.fsType, mountOptions(q.fsType, q.mountFlags)));
+  // A filesystem mkfs has just made fills the device already; an existing one may be smaller (expanded volume).
+  if (!decision.format) await steps.time('grow', () => growFilesystem(h, q.fsType, devicePath, q.stagingPath));
 }
 
-export async function stageVolume(env: NodeEnv, q: StageRequest, deadline: number): Promise<void> {
+export async function stageVolume(env: NodeEnv, q: StageRequest, deadline: number, steps = new StepTimes()): Promise<void> {
   if (q.accessType === 'mount' && !FORMATTABLE.includes(q.fsType)) {
     throw hostError('precondition', `fs_type ${q.fsType} cannot be staged by Lunar (${FORMATTABLE.join(', ')})`);
   }
@@ -133,12 +142,12 @@ export async function stageVolume(env: NodeEnv, q: StageRequest, deadline: numbe
     ...(q.pvc ? { pvc: q.pvc } : {}),
     updatedAt: '',
   };
-  const a = await attach(env, h, q.target, {
+  const a = await attach(env, h, q.target, steps, {
     async onPairs(pairs) {
       // Keep pairs an earlier try recorded too: unstage must log those out as well.
       const all = [...record.pairs, ...pairs.filter((p) => !record.pairs.some((o) => o.portal === p.portal && o.iface === p.iface))];
       record = { ...record, pairs: all };
-      await env.records.save(record);
+      await steps.time('record', () => env.records.save(record));
     },
     async onForeignWwid(wwid) {
       // Recorded before the device is deleted: a crash right after still leaves the entry to unstage.
@@ -153,7 +162,7 @@ export async function stageVolume(env: NodeEnv, q: StageRequest, deadline: numbe
     map: a.map ? { name: a.map.name, kernelName: a.map.kernelName } : null,
     singleDevice: a.map ? null : a.kernelName,
   };
-  await env.records.save(record);
-  if (q.accessType === 'mount') await mountFilesystem(env, h, q, a.devicePath, a.kernelName);
-  await env.records.save({ ...record, phase: 'staged' });
+  await steps.time('record', () => env.records.save(record));
+  if (q.accessType === 'mount') await mountFilesystem(env, h, q, a.devicePath, a.kernelName, steps);
+  await steps.time('record', () => env.records.save({ ...record, phase: 'staged' }));
 }

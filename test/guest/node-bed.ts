@@ -344,16 +344,21 @@ export async function controllerUnpublish(c: Controller, vol: CsiVolume, n: Node
   await call(c.controller, 'ControllerUnpublishVolume', { volume_id: vol.volume_id, node_id: n.nodeId });
 }
 
-/** kubelet's side of NodeStage: the staging dir exists (the CO creates it), then the call. */
+/** The staging dir of the volume made in the guest, as the CO makes it before NodeStage. */
+export async function makeStagingDir(n: NodePlugin, vol: CsiVolume): Promise<void> {
+  await n.g.sh(`mkdir -p ${q(kubeletPaths(vol.volume_id).staging)}`);
+}
+
+/** kubelet's side of NodeStage: the staging dir exists (the CO creates it; stagingDirMade: done already), then the call. */
 export async function nodeStage(
   n: NodePlugin,
   vol: CsiVolume,
   publishContext: Record<string, string>,
   fs: Fs,
-  opts: { mode?: AccessMode; mountFlags?: string[]; timeoutMs?: number; secrets?: Record<string, string> } = {},
+  opts: { mode?: AccessMode; mountFlags?: string[]; timeoutMs?: number; secrets?: Record<string, string>; stagingDirMade?: boolean } = {},
 ): Promise<void> {
   const { staging } = kubeletPaths(vol.volume_id);
-  await n.g.sh(`mkdir -p ${q(staging)}`);
+  if (!opts.stagingDirMade) await makeStagingDir(n, vol);
   await call(
     n.node,
     'NodeStageVolume',

@@ -11,7 +11,9 @@ import { parseExport, probe } from '../../src/host/blkid.js';
 import { HostError } from '../../src/host/errors.js';
 import { mkfsCommand } from '../../src/host/filesystem.js';
 import { DEFAULT_TIMEOUTS, type Host } from '../../src/host/types.js';
-import { iscsiadmErrorKind, parseDiscovery, parseIfaces, updateNodeRecord } from '../../src/host/iscsiadm.js';
+import { deleteTargetRecords, iscsiadmErrorKind, parseDiscovery, parseIfaces, updateNodeRecord } from '../../src/host/iscsiadm.js';
+import { isGone } from '../../src/host/host-fs.js';
+import { pollUntil } from '../../src/host/poll.js';
 import { parseInitiatorName } from '../../src/host/iscsid.js';
 import { mountAt, parseMountinfo, unmount } from '../../src/host/mount.js';
 import { dropInText } from '../../src/host/multipath.js';
@@ -253,4 +255,45 @@ test('path pairs: portal × iface, a portal in a NIC subnet only through that NI
     { portal: '192.0.2.1:3260', iface: 'lunar-eth1' },
   ]);
   assert.deepEqual(choosePairs(['10.0.2.2:3260'], [{ iface: 'default', cidrs: [] }]), [{ portal: '10.0.2.2:3260', iface: 'default' }]);
+});
+
+test('iscsiadm record deletions of one process run one at a time (they walk the whole node database)', async () => {
+  const runner = new FakeRunner();
+  let inFlight = 0;
+  let most = 0;
+  runner.handlers.push(async () => {
+    inFlight++;
+    most = Math.max(most, inFlight);
+    await new Promise((r) => setTimeout(r, 20));
+    inFlight--;
+    return { code: 0, stdout: '', stderr: '' };
+  });
+  const h = hostWith(runner);
+  await Promise.all(['a', 'b', 'c'].map((v) => deleteTargetRecords(h, `iqn.2026-11.io.lunar:${v}`)));
+  assert.equal(runner.calls.length, 3);
+  assert.equal(most, 1);
+});
+
+test('host fs: a sysfs attribute of an object being removed (ENODEV) reads as gone; other errors do not', () => {
+  const e = (code: string): NodeJS.ErrnoException => Object.assign(new Error(code), { code });
+  assert.equal(isGone(e('ENODEV')), true);
+  assert.equal(isGone(e('ENOENT')), true);
+  assert.equal(isGone(e('EIO')), false);
+  assert.equal(isGone(e('EACCES')), false);
+});
+
+test('poll: pauses start at firstIntervalMs and double up to intervalMs', async () => {
+  const at: number[] = [];
+  const t0 = Date.now();
+  await pollUntil(
+    () => {
+      at.push(Date.now() - t0);
+      return Promise.resolve(at.length === 7 ? true : undefined);
+    },
+    { timeoutMs: 10_000, deadline: Infinity, intervalMs: 100, firstIntervalMs: 10, what: 'x' },
+  );
+  const gaps = at.slice(1).map((t, i) => t - at[i]!);
+  // 10, 20, 40, 80, 100, 100 ms: timers fire late, never early; the first is far below the interval.
+  for (const [i, want] of [10, 20, 40, 80, 100, 100].entries()) assert.ok(gaps[i]! >= want - 1, `gap ${i}: ${gaps.join(', ')}`);
+  assert.ok(gaps[0]! < 100, `first pause ${gaps[0]!} ms, not the whole interval`);
 });

@@ -58,22 +58,39 @@ async function rejectsWith(p: Promise<unknown>, code: status, re?: RegExp): Prom
 test('stage: discovery, manual node records, one login per portal, LUN-only scan, map, mkfs on an empty device, mount', async () => {
   await stage();
   const lines = fake.runner.lines();
-  for (const p of [P0, P1]) {
+  for (const [p, dir] of [
+    [P0, '10.0.2.2,3260,1'],
+    [P1, '10.0.3.2,3260,1'],
+  ] as const) {
     assert.ok(lines.includes(`iscsiadm -m discovery -t sendtargets -p ${p} -I default -o new`), `discovery on ${p}`);
-    assert.ok(lines.includes(`iscsiadm -m node -T ${IQN} -p ${p} -I default -o update -n node.startup -v manual`));
-    assert.ok(lines.includes(`iscsiadm -m node -T ${IQN} -p ${p} -I default -o update -n node.session.scan -v manual`));
     assert.equal(lines.filter((l) => l === `iscsiadm -m node -T ${IQN} -p ${p} -I default --login`).length, 1);
+    // The record's settings in its file (one rewrite), not one iscsiadm -o update per key.
+    const rec = (await fake.fs.readText(`/etc/iscsi/nodes/${IQN}/${dir}/default`)) ?? '';
+    for (const kv of [
+      'node.startup = manual',
+      'node.session.scan = manual',
+      'node.session.timeo.replacement_timeout = 120',
+      'node.conn[0].timeo.noop_out_interval = 2',
+      'node.conn[0].timeo.noop_out_timeout = 2',
+      'node.conn[0].timeo.login_timeout = 5',
+      'node.session.initial_login_retry_max = 2',
+      'node.session.auth.authmethod = None',
+    ])
+      assert.ok(rec.split('\n').includes(kv), `${kv} in the record of ${p}:\n${rec}`);
+    assert.match(rec, /^# BEGIN RECORD[\s\S]*# END RECORD\n$/);
   }
+  assert.ok(!lines.some((l) => l.includes(' -o update')), 'no iscsiadm -o update');
   assert.ok(lines.includes('multipathd reconfigure'), 'drop-in written and read');
   assert.match(
     (await fake.fs.readText('/etc/multipath/conf.d/lunar.conf')) ?? '',
     /vendor "LUNAR"[\s\S]*fast_io_fail_tmo 5[\s\S]*no_path_retry 12/,
   );
-  assert.ok(lines.includes('multipath -a /dev/sda') && lines.includes('multipath -a /dev/sdb'), 'WWIDs added for find_multipaths strict');
+  assert.equal(lines.filter((l) => l.startsWith('multipath -a ')).length, 1, 'the WWID added once for find_multipaths strict');
+  assert.ok(lines.includes('multipathd add path sda') && lines.includes('multipathd add path sdb'));
   assert.ok(lines.includes('blkid -p -o export /dev/dm-0'));
   assert.ok(lines.includes('mkfs.ext4 -q -m 0 -E nodiscard /dev/dm-0'));
   assert.ok(lines.includes(`mount -t ext4 /dev/dm-0 ${STAGING}`));
-  assert.ok(lines.includes('resize2fs /dev/dm-0'));
+  assert.ok(!lines.includes('resize2fs /dev/dm-0'), 'a filesystem just made fills its device: not grown');
   assert.ok(!lines.some((l) => / -[fF]( |$)/.test(l) && l.startsWith('mkfs')), 'mkfs never forced');
   // Every command has a timeout and the request's deadline.
   for (const c of fake.runner.calls) assert.ok(c.timeoutMs > 0 && c.deadline !== undefined && Number.isFinite(c.deadline), c.cmd);
@@ -174,11 +191,47 @@ test('stage of a block volume mounts nothing and records the map', async () => {
 
 const noMkfs = (): void => assert.ok(!fake.runner.lines().some((l) => l.startsWith('mkfs')), 'mkfs ran');
 
-test('a device that holds the requested filesystem is mounted, not formatted', async () => {
+test('a device that holds the requested filesystem is mounted, not formatted, and grown to the device', async () => {
   fake.lus.get(`${IQN}/0`)!.blkid = 'ext4';
   await stage();
   noMkfs();
-  assert.ok(fake.runner.lines().includes(`mount -t ext4 /dev/dm-0 ${STAGING}`));
+  const lines = fake.runner.lines();
+  assert.ok(lines.indexOf('resize2fs /dev/dm-0') > lines.indexOf(`mount -t ext4 /dev/dm-0 ${STAGING}`));
+  assert.ok(lines.includes(`mount -t ext4 /dev/dm-0 ${STAGING}`));
+});
+
+test('discovery runs on both portals at once, and the records are written only after both have ended', async () => {
+  let inFlight = 0;
+  let most = 0;
+  const ended: string[] = [];
+  fake.runner.handlers.unshift(async (s) => {
+    if (s.cmd !== 'iscsiadm' || !s.args.includes('discovery')) return undefined;
+    inFlight++;
+    most = Math.max(most, inFlight);
+    await new Promise((r) => setTimeout(r, 30));
+    inFlight--;
+    ended.push(s.args[s.args.indexOf('-p') + 1]!);
+    return undefined; // the fake's own discovery answers
+  });
+  const writeAtomic = fake.fs.writeAtomic.bind(fake.fs);
+  const recordWrites: number[] = [];
+  fake.fs.writeAtomic = (file: string, data: string) => {
+    if (file.startsWith(`/etc/iscsi/nodes/${IQN}/`)) recordWrites.push(ended.length);
+    return writeAtomic(file, data);
+  };
+  await stage();
+  assert.equal(most, 2, 'both discoveries in flight together');
+  assert.deepEqual(recordWrites, [2, 2], 'each record rewritten once, after both discoveries');
+});
+
+test('a discovery that fails on one portal leaves the other pair staged', async () => {
+  fake.runner.handlers.unshift((s) =>
+    s.cmd === 'iscsiadm' && s.args.includes('discovery') && s.args.includes(P1) ? fail(4, 'iscsiadm: connection refused') : undefined,
+  );
+  await stage();
+  const lines = fake.runner.lines();
+  assert.ok(lines.includes(`iscsiadm -m node -T ${IQN} -p ${P0} -I default --login`));
+  assert.ok(!lines.includes(`iscsiadm -m node -T ${IQN} -p ${P1} -I default --login`));
 });
 
 for (const [holds, re] of [
@@ -274,7 +327,7 @@ test('a target the portal does not offer (not published to this node): FAILED_PR
 
 // ---- unstage --------------------------------------------------------------------------------------
 
-test('unstage: umount, flush + multipath -f, delete the SCSI devices, log out and delete each record, drop the record', async () => {
+test('unstage: umount, flush + multipath -f, delete the SCSI devices, log out, delete the records, drop the record', async () => {
   await stage();
   fake.runner.calls.length = 0;
   await unstageVolume(env, 'vol-1', STAGING, Date.now() + 10_000);
@@ -285,7 +338,7 @@ test('unstage: umount, flush + multipath -f, delete the SCSI devices, log out an
   assert.ok(at('multipath -f mpath0') > at('blockdev --flushbufs /dev/dm-0'));
   for (const p of [P0, P1]) {
     assert.ok(at(`iscsiadm -m node -T ${IQN} -p ${p} -I default --logout`) > at('multipath -f mpath0'));
-    assert.ok(at(`iscsiadm -m node -T ${IQN} -p ${p} -I default -o delete`) > at(`iscsiadm -m node -T ${IQN} -p ${p} -I default --logout`));
+    assert.ok(at(`iscsiadm -m node -T ${IQN} -o delete`) > at(`iscsiadm -m node -T ${IQN} -p ${p} -I default --logout`));
   }
   assert.equal(fake.sessionList().length, 0);
   assert.deepEqual(await fake.fs.readdir('/sys/class/scsi_device'), []);
@@ -409,6 +462,38 @@ test('unstage: iscsiadm -o delete tripping over a session another unstage is end
   await unstageVolume(env, 'vol-1', STAGING, Date.now() + 10_000);
   assert.equal(await env.records.load('vol-1'), null);
   assert.deepEqual(await fake.fs.readdir(`/etc/iscsi/nodes/${IQN}`), []);
+});
+
+test('unstage: exit 6 that names no session (seen with 10 unstages at once) is tried again too; the others are not', async () => {
+  await stage();
+  let races = 2;
+  const generic = 'iscsiadm: Could not execute operation on all records: encountered iSCSI database failure';
+  fake.runner.handlers.unshift((s) => (s.cmd === 'iscsiadm' && s.args.includes('delete') && races-- > 0 ? fail(6, generic) : undefined));
+  await unstageVolume(env, 'vol-1', STAGING, Date.now() + 10_000);
+  assert.equal(await env.records.load('vol-1'), null);
+  await stage();
+  fake.runner.calls.length = 0;
+  fake.runner.handlers.unshift((s) => (s.cmd === 'iscsiadm' && s.args.includes('delete') ? fail(7, 'iscsiadm: invalid') : undefined));
+  await rejectsWith(unstageVolume(env, 'vol-1', STAGING, Date.now() + 10_000), status.INTERNAL, /exit 7/);
+  assert.equal(fake.runner.lines().filter((l) => l.endsWith('-o delete')).length, 1, 'another exit: no retry');
+});
+
+test('unstage: the sessions of both pairs are logged out at once', async () => {
+  await stage();
+  let inFlight = 0;
+  let most = 0;
+  fake.runner.handlers.unshift(async (s) => {
+    if (s.cmd !== 'iscsiadm' || !s.args.includes('--logout')) return undefined;
+    inFlight++;
+    most = Math.max(most, inFlight);
+    await new Promise((r) => setTimeout(r, 30));
+    inFlight--;
+    return undefined;
+  });
+  await unstageVolume(env, 'vol-1', STAGING, Date.now() + 10_000);
+  assert.equal(most, 2, 'both logouts in flight together');
+  assert.equal(fake.sessionList().length, 0);
+  assert.equal(await env.records.load('vol-1'), null);
 });
 
 test('unstage after a plugin restart works from the staging record alone', async () => {
