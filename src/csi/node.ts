@@ -16,7 +16,7 @@ import { stageVolume } from '../node/stage.js';
 import { volumeStats } from '../node/stats.js';
 import type { NodeEnv } from '../node/types.js';
 import { unstageVolume } from '../node/unstage.js';
-import { CsiError, invalidArgument, toCsiError } from './errors.js';
+import { CsiError, invalidArgument, notFound, toCsiError } from './errors.js';
 import type { CsiServiceBinding } from './plugin-server.js';
 import type {
   NodeExpandVolumeRequest,
@@ -67,7 +67,20 @@ const MAX_PATH_BYTES = 4096;
 const requirePath = (v: string | undefined, field: string): string => {
   const p = requireString(v, field, MAX_PATH_BYTES);
   if (!p.startsWith('/')) throw invalidArgument(`${field} ${JSON.stringify(p)} must be an absolute path`);
-  return p.replace(/\/+$/, '') || '/';
+  return withoutTrailingSlash(p);
+};
+const withoutTrailingSlash = (p: string): string => p.replace(/\/+$/, '') || '/';
+
+/**
+ * volume_path of NodeGetVolumeStats / NodeExpandVolume: a path where the volume is. A relative path
+ * cannot be one, so it is NOT_FOUND (CSI spec: "a volume corresponding to the specified volume_id does not
+ * exist on specified volume_path"), as an absolute path without the volume is; only a missing one is
+ * INVALID_ARGUMENT.
+ */
+const requireVolumePath = (v: string | undefined, volumeId: string): string => {
+  const p = requireString(v, 'volume_path', MAX_PATH_BYTES);
+  if (!p.startsWith('/')) throw notFound(`volume ${volumeId} is not at volume_path ${JSON.stringify(p)}: not an absolute path`);
+  return withoutTrailingSlash(p);
 };
 
 function capabilityOf(
@@ -194,7 +207,7 @@ export class NodeService {
     const volumeId = requireString(r.volume_id, 'volume_id');
     requireString(r.volume_path, 'volume_path');
     await this.requireStaged(volumeId);
-    const volumePath = requirePath(r.volume_path, 'volume_path');
+    const volumePath = requireVolumePath(r.volume_path, volumeId);
     const s = await volumeStats(this.env, volumeId, volumePath, ctx.deadline);
     const usage: NodeGetVolumeStatsResponse['usage'] = [];
     if (s.bytes)
@@ -208,7 +221,7 @@ export class NodeService {
     const volumeId = requireString(r.volume_id, 'volume_id');
     requireString(r.volume_path, 'volume_path');
     await this.requireStaged(volumeId);
-    const volumePath = requirePath(r.volume_path, 'volume_path');
+    const volumePath = requireVolumePath(r.volume_path, volumeId);
     const bounds = capacityBounds(r.capacity_range);
     if (r.volume_capability) capabilityOf(r.volume_capability, 'volume_capability');
     const size = await this.timed('expand', () => expandVolume(this.env, volumeId, volumePath, bounds.required, ctx.deadline));

@@ -201,7 +201,7 @@ test('VolumeCondition of a block volume: abnormal when the multipath map is gone
   assert.deepEqual((await stats()).usage, [{ unit: 'BYTES', total: String(64 << 20), available: '0', used: '0' }]);
 });
 
-test('an unknown volume_id is NOT_FOUND for stats and expand even with a relative volume_path; a staged one with it INVALID_ARGUMENT', async () => {
+test('an unknown volume_id is NOT_FOUND for stats and expand and so is a staged one at a relative volume_path (the volume is not there); a missing volume_path is INVALID_ARGUMENT', async () => {
   const stats = (id: string, p: string) => code(node.nodeGetVolumeStats({ volume_id: id, volume_path: p, staging_target_path: '' }, ctx()));
   const expand = (id: string, p: string) =>
     code(
@@ -214,8 +214,10 @@ test('an unknown volume_id is NOT_FOUND for stats and expand even with a relativ
   assert.equal(await expand('unknown-vol', 'some/path'), grpc.status.NOT_FOUND);
   assert.equal(await stats('unknown-vol', ''), grpc.status.INVALID_ARGUMENT, 'a missing volume_path stays INVALID_ARGUMENT');
   await node.nodeStageVolume(stageReq(), ctx());
-  assert.equal(await stats('vol-1', 'some/path'), grpc.status.INVALID_ARGUMENT);
-  assert.equal(await expand('vol-1', 'some/path'), grpc.status.INVALID_ARGUMENT);
+  // csi-sanity "NodeGetVolumeStats should fail when volume does not exist on the specified path".
+  assert.equal(await stats('vol-1', 'some/path'), grpc.status.NOT_FOUND);
+  assert.equal(await expand('vol-1', 'some/path'), grpc.status.NOT_FOUND);
+  assert.equal(await stats('vol-1', ''), grpc.status.INVALID_ARGUMENT);
 });
 
 test('expand: rescan each path, wait for the new size on all, multipathd resize map, xfs_growfs on the mount', async () => {
