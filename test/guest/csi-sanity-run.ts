@@ -9,15 +9,20 @@
 // staging and target paths on the machine it runs on; here they must exist in the guest, so the runner
 // hands it --csi.createmountpathcmd & co.: small scripts that call back into this process (unix socket
 // <run dir>/paths.sock), which runs mkdir/rmdir/stat in the guest through the agent.
-// Exit code: csi-sanity's. The last lines printed are the spec counts.
+// Two csi-sanity passes: the whole suite against the driver as a CO sees it (driver-endpoint.ts: Node calls
+// to the plugin, Identity and Controller calls to the controller, so node specs ControllerPublish first),
+// then the Identity specs against the node plugin's own Identity.
+// Exit code: the last non-zero csi-sanity exit, else 0. The last lines printed are each pass's spec counts
+// (from ginkgo's JSON report): ran/passed/failed/skipped, each failed spec and each skipped spec with its reason.
 
 import { spawn } from 'node:child_process';
-import { chmod, writeFile } from 'node:fs/promises';
+import { chmod, readFile, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Bed, buildGuest, buildLunarDisk, type Guest } from './harness.js';
 import { q } from './initiator.js';
+import { startDriverEndpoint } from './driver-endpoint.js';
 import { KUBELET_DIR, MiB, NodePlugin, startController } from './node-bed.js';
 
 const self = fileURLToPath(import.meta.url);
@@ -78,6 +83,49 @@ async function servePathOps(g: Guest, sock: string): Promise<net.Server> {
   return srv;
 }
 
+/** The subset of ginkgo v2's JSON report read here. */
+interface GinkgoReport {
+  SpecReports?: Array<{
+    ContainerHierarchyTexts?: string[] | null;
+    LeafNodeText?: string;
+    LeafNodeType?: string;
+    State?: string;
+    Failure?: { Message?: string } | null;
+  }>;
+}
+
+/**
+ * Spec counts of a ginkgo JSON report: ran (passed + failed), passed, failed, skipped (by a Skip() in the
+ * spec, with its reason) and not selected (filtered out by focus/skip); each failed and skipped spec's name.
+ */
+async function summarise(file: string): Promise<string> {
+  let reports: GinkgoReport[];
+  try {
+    reports = JSON.parse(await readFile(file, 'utf8')) as GinkgoReport[];
+  } catch (e) {
+    return `  (no report ${file}: ${e instanceof Error ? e.message : String(e)})\n`;
+  }
+  const specs = reports.flatMap((r) => r.SpecReports ?? []).filter((s) => s.LeafNodeType === 'It');
+  const name = (s: (typeof specs)[number]): string => [...(s.ContainerHierarchyTexts ?? []), s.LeafNodeText ?? ''].join(' ');
+  const firstLine = (m: string | undefined): string => (m ?? '').trim().split('\n')[0] ?? '';
+  const passed = specs.filter((s) => s.State === 'passed');
+  const failed = specs.filter((s) => s.State !== 'passed' && s.State !== 'skipped' && s.State !== 'pending');
+  const skipped = specs.filter((s) => s.State === 'skipped' && firstLine(s.Failure?.Message) !== '');
+  const unselected = specs.filter((s) => s.State === 'skipped' && firstLine(s.Failure?.Message) === '');
+  const pending = specs.filter((s) => s.State === 'pending');
+  // Non-It nodes that failed (BeforeSuite, AfterSuite) fail the run too.
+  const suiteFailures = reports
+    .flatMap((r) => r.SpecReports ?? [])
+    .filter((s) => s.LeafNodeType !== 'It' && s.State !== 'passed' && s.State !== 'skipped');
+  let out =
+    `  specs ${specs.length}: ran ${passed.length + failed.length}, passed ${passed.length}, failed ${failed.length}, ` +
+    `skipped ${skipped.length}, not selected ${unselected.length}, pending ${pending.length}\n`;
+  for (const s of failed) out += `  FAILED  ${name(s)} [${s.State}]: ${firstLine(s.Failure?.Message)}\n`;
+  for (const s of suiteFailures) out += `  FAILED  ${s.LeafNodeType} [${s.State}]: ${firstLine(s.Failure?.Message)}\n`;
+  for (const s of skipped) out += `  SKIPPED ${name(s)}: ${firstLine(s.Failure?.Message)}\n`;
+  return out;
+}
+
 async function main(argv: string[]): Promise<number> {
   if (argv[0] === '--path-op') return pathOpClient(argv[1]!, argv[2]!, argv[3]!);
   const sanity = process.env.LUNAR_CSI_SANITY;
@@ -103,9 +151,9 @@ async function main(argv: string[]): Promise<number> {
       await chmod(f, 0o755);
       cmds[op] = f;
     }
-    const args = [
-      `--csi.endpoint=${n.endpoint}`,
-      `--csi.controllerendpoint=${ctl.endpoint}`,
+    const driver = await startDriverEndpoint(path.join(bed.runDir, 'driver.sock'), n.endpoint, ctl.endpoint);
+    bed.onClose(() => driver.close());
+    const common = [
       `--csi.mountdir=${KUBELET_DIR}/sanity/mount`,
       `--csi.stagingdir=${KUBELET_DIR}/sanity/staging`,
       `--csi.createmountpathcmd=${cmds.create}`,
@@ -116,21 +164,37 @@ async function main(argv: string[]): Promise<number> {
       `--csi.testvolumesize=${64 * MiB}`,
       `--csi.testvolumeexpandsize=${128 * MiB}`,
       '--ginkgo.v',
-      ...argv,
+      '--ginkgo.no-color',
     ];
-    process.stdout.write(`running: ${sanity} ${args.join(' ')}\n`);
-    const child = spawn(sanity, args, { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-      process.stdout.write(d);
-    });
-    const code = await new Promise<number>((r) => child.on('close', (c) => r(c ?? 1)));
-    const counts = /Ran \d+ of \d+ Specs.*\n.*(?:SUCCESS|FAIL)!?.*/.exec(out);
-    process.stdout.write(`\ncsi-sanity exit ${code}\n${counts ? counts[0] : '(no spec counts in the output)'}\n`);
-    const failed = [...out.matchAll(/\[FAIL\] (.*)/g)].map((m) => m[1]);
-    if (failed.length) process.stdout.write(`failed specs:\n${[...new Set(failed)].map((f) => `  ${f}`).join('\n')}\n`);
+    // Pass 1, the driver as a whole: Node calls reach the plugin in the guest, Identity and Controller calls
+    // the controller (driver-endpoint.ts says why). Pass 2: the Identity specs against the node plugin's own
+    // Identity, which pass 1 does not reach.
+    const passes: Array<{ name: string; args: string[] }> = [
+      {
+        name: 'driver (Node → guest plugin, Identity + Controller → host controller)',
+        args: [`--csi.endpoint=${driver.endpoint}`, `--csi.controllerendpoint=${ctl.endpoint}`, ...common, ...argv],
+      },
+      {
+        name: 'node plugin Identity',
+        args: [`--csi.endpoint=${n.endpoint}`, ...common, '--ginkgo.focus=Identity Service', ...argv],
+      },
+    ];
+    const summaries: string[] = [];
+    let code = 0;
+    for (const [i, p] of passes.entries()) {
+      const report = path.join(bed.runDir, `sanity-${i + 1}.json`);
+      const args = [...p.args, `--ginkgo.json-report=${report}`];
+      process.stdout.write(`\n=== pass ${i + 1}: ${p.name}\nrunning: ${sanity} ${args.join(' ')}\n`);
+      const child = spawn(sanity, args, { stdio: ['ignore', 'inherit', 'inherit'] });
+      const c = await new Promise<number>((r) => child.on('close', (x) => r(x ?? 1)));
+      if (c !== 0) code = c;
+      summaries.push(`pass ${i + 1} (${p.name}): csi-sanity exit ${c}\n${await summarise(report)}`);
+    }
+    process.stdout.write(
+      `\nrelayed by the driver endpoint: ${driver.relayed.node} Node calls, ${driver.relayed.controller} Identity/Controller calls\n`,
+    );
     if (code !== 0) process.stdout.write(`plugin log tail:\n${await n.logTail(40)}\n`);
+    process.stdout.write(`\n${summaries.join('\n')}`);
     return code;
   } finally {
     await bed.close();
