@@ -523,7 +523,7 @@ export class Session implements PduHandler {
       (!pdu.final && !pdu.write ? 'F bit clear on a command without W bit' : null);
     if (err) {
       if (task) this.dropTask(task);
-      this.log.warn({ itt: pdu.initiatorTaskTag, err }, 'SCSI command rejected');
+      this.conn.peerWarn('reject', { itt: pdu.initiatorTaskTag, err }, 'SCSI command rejected', this.log);
       this.reject(RejectReason.PROTOCOL_ERROR, pdu);
       return;
     }
@@ -603,7 +603,8 @@ export class Session implements PduHandler {
     if (fault) {
       // ERL 0 has no within-command recovery (§7.1.5): the command ends with CHECK CONDITION, ABORTED
       // COMMAND (§11.4.7.2) and its remaining Data-Out is discarded. The connection stays up.
-      this.log.warn(
+      this.conn.peerWarn(
+        'reject',
         {
           itt: task.itt,
           fault,
@@ -613,6 +614,7 @@ export class Session implements PduHandler {
           length: pdu.dataSegmentLength,
         },
         'Data-Out sequence error, command aborted',
+        this.log,
       );
       this.failTask(task, DATA_OUT_SENSE[fault]);
       return;
@@ -939,7 +941,7 @@ export class Session implements PduHandler {
     const known = pairs.some((p) => p.key === 'SendTargets' || this.ffpNegotiator.knows(p.key));
     const badValue = pairs.some((p) => p.key === 'SendTargets' && !/^(?:All|(?:iqn|eui|naa)\..+)?$/.test(p.value));
     if (!known || badValue) {
-      this.log.warn({ keys: pairs.map((p) => p.key) }, 'text request refused');
+      this.conn.peerWarn('reject', { keys: pairs.slice(0, 16).map((p) => p.key.slice(0, 64)) }, 'text request refused', this.log);
       return null;
     }
     const response: TextPair[] = [];
