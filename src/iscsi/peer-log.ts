@@ -11,13 +11,14 @@
 
 import type { Logger } from 'pino';
 
-export type PeerEvent = 'malformed-pdu' | 'reject' | 'login-refused' | 'protocol-error';
+export type PeerEvent = 'malformed-pdu' | 'reject' | 'login-refused' | 'protocol-error' | 'unanswered-ping';
 
 const EVENT_NOUN: Record<PeerEvent, readonly [string, string]> = {
   'malformed-pdu': ['malformed PDU', 'malformed PDUs'],
   reject: ['rejected command', 'rejected commands'],
   'login-refused': ['refused login', 'refused logins'],
   'protocol-error': ['protocol error', 'protocol errors'],
+  'unanswered-ping': ['unanswered NOP-In', 'unanswered NOP-Ins'],
 };
 const EVENTS = Object.keys(EVENT_NOUN) as PeerEvent[];
 
@@ -43,7 +44,13 @@ interface PeerWindow {
   readonly counts: Record<PeerEvent, number>;
 }
 
-const zeroCounts = (): Record<PeerEvent, number> => ({ 'malformed-pdu': 0, reject: 0, 'login-refused': 0, 'protocol-error': 0 });
+const zeroCounts = (): Record<PeerEvent, number> => ({
+  'malformed-pdu': 0,
+  reject: 0,
+  'login-refused': 0,
+  'protocol-error': 0,
+  'unanswered-ping': 0,
+});
 
 /** "minute" for 60 s, else "N s" (tests shorten the interval). */
 export function describeInterval(ms: number): string {

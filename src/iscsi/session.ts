@@ -410,7 +410,7 @@ export class Session implements PduHandler {
     const now = Date.now();
     if (this.pingTtt !== null) {
       if (now - this.pingSentAt > this.host.tuning.nopInTimeoutMs && now - this.conn.lastReceived > this.host.tuning.nopInTimeoutMs) {
-        this.log.warn({ remote: this.conn.remoteAddress }, 'initiator did not answer NOP-In, dropping connection');
+        this.conn.peerWarn('unanswered-ping', {}, 'initiator did not answer NOP-In, dropping connection', this.log);
         this.conn.destroy('NOP-In timeout');
       }
       return;
@@ -533,9 +533,11 @@ export class Session implements PduHandler {
     }
     const refusal = task ? null : this.writeRefusal(pdu);
     if (refusal) {
-      this.log.warn(
+      this.conn.peerWarn(
+        'reject',
         { itt: pdu.initiatorTaskTag, edtl: pdu.expectedDataTransferLength, status: refusal.status },
         'write refused: buffer limits',
+        this.log,
       );
       this.failCommand(pdu.initiatorTaskTag, refusal);
       return;
