@@ -13,6 +13,7 @@ import { adminSocketPath } from './admin/protocol.js';
 import { DEFAULT_PLUGIN_NAME } from './csi/identity.js';
 import { startControllerServer, type CsiServer } from './csi/controller-server.js';
 import { defaultCsiEndpoint } from './csi/endpoint.js';
+import type { AdmissionLimits } from './iscsi/admission.js';
 import { IscsiServer } from './iscsi/server.js';
 import type { KubeTarget } from './kube/client.js';
 import type { EventSink } from './kube/types.js';
@@ -48,6 +49,10 @@ export interface LunarConfig {
   metricsAddress?: string;
   /** The Kubernetes API server for Events on PVCs; absent/null = no Events. */
   kube?: KubeTarget | null;
+  /** Caps on peers that have not logged in and on sessions per initiator; absent fields = defaults. */
+  admission?: Partial<AdmissionLimits>;
+  /** Close a connection that has not completed login by then (ms); default 15 000. */
+  loginTimeoutMs?: number;
   logger?: Logger;
 }
 
@@ -131,7 +136,13 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
     // so that no initiator logs in before every volume is served.
     const registry = new VolumeTargetRegistry(config.portals, config.discoveryChap ?? null);
     const native = loadNative();
-    iscsi = new IscsiServer({ registry, logger: base.child({ component: 'iscsi' }), duplicateFd: (fd) => native.duplicateFd(fd) });
+    iscsi = new IscsiServer({
+      registry,
+      logger: base.child({ component: 'iscsi' }),
+      duplicateFd: (fd) => native.duplicateFd(fd),
+      ...(config.admission ? { admission: config.admission } : {}),
+      ...(config.loginTimeoutMs !== undefined ? { tuning: { loginTimeoutMs: config.loginTimeoutMs } } : {}),
+    });
     manager = await VolumeManager.open({
       dataDir: config.dataDir,
       portals: config.portals,
@@ -165,6 +176,7 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
       const transport = iscsi;
       metrics.setSessionsSource(() => sessionsPerVolume(volumes, transport));
       metrics.setCapacitySource(() => volumes.capacity());
+      metrics.setPeerSource(() => transport.peerStats());
       metricsServer = await startMetricsServer(metricsAddress, metrics, base.child({ component: 'metrics' }));
     }
     // ---------------------------------------------------------------------------------------------------

@@ -116,6 +116,16 @@ export function sizeArg(v: string | undefined, flag: string): number {
   }
 }
 
+/** --FLAG N, else $ENV_NAME, else dflt: a whole number from min to max (UsageError otherwise). */
+export function intOpt(ctx: CommandContext, flag: string, envName: string | null, dflt: number, min: number, max: number): number {
+  const text = str(ctx.values[flag]) ?? (envName ? ctx.io.env[envName] : undefined);
+  if (text === undefined || text === '') return dflt;
+  if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > max) {
+    throw new UsageError(`--${flag} ${JSON.stringify(text)}: expected a whole number from ${min} to ${max}`);
+  }
+  return Number(text);
+}
+
 /** --wait SECONDS in milliseconds (a whole or decimal number of seconds; 0 = ask once, no wait). */
 export function waitArg(value: string | undefined): number {
   if (value === undefined) return DEFAULT_WAIT_SECONDS * 1000;

@@ -9,7 +9,7 @@ import type { HostExecMode } from '../host/runner.js';
 import { DEFAULT_TIMEOUTS } from '../host/types.js';
 import { DEFAULT_SESSION_TIMERS, type NodeConfig } from '../node/types.js';
 import { LUNAR_VERSION } from '../util/version.js';
-import { noExtra, str, strs } from './args.js';
+import { intOpt, noExtra, str, strs } from './args.js';
 import type { Command, CommandContext } from './command.js';
 import { ExitCode, UsageError } from './errors.js';
 import { kubeTargetFrom, LABEL_NAME } from './serve.js';
@@ -17,15 +17,6 @@ import { logUnhandledRejections, runUntilSignal } from './foreground.js';
 
 export const DEFAULT_NODE_STATE_DIR = '/var/lib/lunar-node';
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
-
-function intOpt(ctx: CommandContext, flag: string, envName: string | null, dflt: number, min: number, max: number): number {
-  const text = str(ctx.values[flag]) ?? (envName ? ctx.io.env[envName] : undefined);
-  if (text === undefined || text === '') return dflt;
-  if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > max) {
-    throw new UsageError(`--${flag} ${JSON.stringify(text)}: expected a whole number from ${min} to ${max}`);
-  }
-  return Number(text);
-}
 
 /** --no-path-retry: checker intervals, or multipath's own "queue" / "fail". */
 function noPathRetryOpt(ctx: CommandContext): MultipathTimers['noPathRetry'] {

@@ -2,6 +2,8 @@
 // print where it listens, and run until SIGTERM or SIGINT.
 
 import { ADMIN_SOCKET } from '../admin/protocol.js';
+import { DEFAULT_ADMISSION, type AdmissionLimits } from '../iscsi/admission.js';
+import { DEFAULT_TUNING } from '../iscsi/negotiation.js';
 import type { KubeTarget } from '../kube/client.js';
 import { parseMetricsAddress } from '../metrics/server.js';
 import type { LunarConfig } from '../server.js';
@@ -10,7 +12,7 @@ import { chapValueProblem } from '../util/ids.js';
 import { parsePortals, portalKey, type Portal } from '../util/portal.js';
 import { effectivePoolSize, POOL_PRELOAD, WANTED_POOL_SIZE } from '../util/threadpool.js';
 import { LUNAR_VERSION } from '../util/version.js';
-import { noExtra, splitCreds, str, strs } from './args.js';
+import { intOpt, noExtra, splitCreds, str, strs } from './args.js';
 import type { Command, CommandContext, Io } from './command.js';
 import { ExitCode, UsageError } from './errors.js';
 import { logUnhandledRejections, runUntilSignal } from './foreground.js';
@@ -50,6 +52,36 @@ function metricsAddressOf(ctx: CommandContext): string {
     throw new UsageError(`--metrics-address: ${(err as Error).message}`);
   }
   return address;
+}
+
+/** The caps on peers that have not logged in, and on sessions per initiator (flags, else environment). */
+function admissionOf(ctx: CommandContext): AdmissionLimits {
+  return {
+    maxPendingConnections: intOpt(
+      ctx,
+      'max-pending-connections',
+      'LUNAR_MAX_PENDING_CONNECTIONS',
+      DEFAULT_ADMISSION.maxPendingConnections,
+      1,
+      1_000_000,
+    ),
+    maxPendingPerAddress: intOpt(
+      ctx,
+      'max-pending-per-address',
+      'LUNAR_MAX_PENDING_PER_ADDRESS',
+      DEFAULT_ADMISSION.maxPendingPerAddress,
+      1,
+      1_000_000,
+    ),
+    maxSessionsPerInitiator: intOpt(
+      ctx,
+      'max-sessions-per-initiator',
+      'LUNAR_MAX_SESSIONS_PER_INITIATOR',
+      DEFAULT_ADMISSION.maxSessionsPerInitiator,
+      1,
+      65_535,
+    ),
+  };
 }
 
 // Kubernetes label syntax: an optional DNS-subdomain prefix and "/", a name of up to 63 characters; values
@@ -133,6 +165,8 @@ async function run(ctx: CommandContext): Promise<number> {
     ...(Object.keys(topology).length > 0 ? { topology } : {}),
     metricsAddress: metricsAddressOf(ctx),
     kube: kubeTargetOf(ctx),
+    admission: admissionOf(ctx),
+    loginTimeoutMs: intOpt(ctx, 'login-timeout', 'LUNAR_LOGIN_TIMEOUT', DEFAULT_TUNING.loginTimeoutMs / 1000, 1, 3600) * 1000,
   };
   const shown = shownDir(ctx.dataDir);
 
@@ -168,7 +202,9 @@ export const serve: Command = {
   runsServer: true,
   usage:
     '  lunar serve [--data-dir DIR] [--portal HOST:PORT[=ADVERTISE]]... [--discovery-chap USER:SECRET]\n' +
-    '              [--csi-endpoint ENDPOINT] [--metrics-address ADDR] [--topology KEY=VALUE] [--kubeconfig PATH]\n',
+    '              [--csi-endpoint ENDPOINT] [--metrics-address ADDR] [--topology KEY=VALUE] [--kubeconfig PATH]\n' +
+    '              [--max-pending-connections N] [--max-pending-per-address N] [--max-sessions-per-initiator N]\n' +
+    '              [--login-timeout SECONDS]\n',
   help: `serve:
   --portal HOST:PORT[=ADVERTISE]  listen on HOST:PORT (repeatable; default $LUNAR_PORTALS, a comma list,
                                   else 127.0.0.1:3260). Portal group tags are 1, 2, ... in order.
@@ -183,6 +219,14 @@ export const serve: Command = {
                                   accessibility constraints; default $LUNAR_TOPOLOGY, else none)
   --kubeconfig PATH|none          Kubernetes API server for Events on PVCs (default $LUNAR_KUBECONFIG,
                                   else the pod's service account when run in a pod, else none)
+  --max-pending-connections N     connections not logged in yet, all peers together; more are closed at
+                                  accept (default $LUNAR_MAX_PENDING_CONNECTIONS, else ${DEFAULT_ADMISSION.maxPendingConnections})
+  --max-pending-per-address N     the same from one source address (default $LUNAR_MAX_PENDING_PER_ADDRESS,
+                                  else ${DEFAULT_ADMISSION.maxPendingPerAddress})
+  --max-sessions-per-initiator N  sessions of one initiator name; a login beyond is answered "out of
+                                  resources" (default $LUNAR_MAX_SESSIONS_PER_INITIATOR, else ${DEFAULT_ADMISSION.maxSessionsPerInitiator})
+  --login-timeout SECONDS         a connection that has not completed login by then is closed
+                                  (default $LUNAR_LOGIN_TIMEOUT, else ${DEFAULT_TUNING.loginTimeoutMs / 1000})
   Stops cleanly on SIGTERM or SIGINT. Logs are JSON lines on stderr (LUNAR_LOG_LEVEL=debug|info|warn).
 `,
   options: {
@@ -192,6 +236,10 @@ export const serve: Command = {
     'metrics-address': { type: 'string' },
     topology: { type: 'string' },
     kubeconfig: { type: 'string' },
+    'max-pending-connections': { type: 'string' },
+    'max-pending-per-address': { type: 'string' },
+    'max-sessions-per-initiator': { type: 'string' },
+    'login-timeout': { type: 'string' },
   },
   run,
 };

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { crc32cUpdate, DIGEST_LENGTH, readDigest } from './digest.js';
 import { IscsiProtocolError, RejectReason } from './errors.js';
 import { LoginStateMachine, type LoginContext, type LoginResult } from './login.js';
+import type { PeerEvent, PeerLog } from './peer-log.js';
 import {
   BHS_LENGTH,
   decodePdu,
@@ -22,6 +23,8 @@ const LOGIN_MAX_DATA = 8192;
 /** Pause reading while this much is queued for the socket (back-pressure). */
 const WRITE_HIGH_WATER = 16 * 1024 * 1024;
 const ZERO_PAD = Buffer.alloc(4);
+/** The slab before the first PDU is queued: a connection that never gets an answer never holds one. */
+const NO_SLAB = Buffer.alloc(0);
 /**
  * Outgoing PDUs are gathered per event-loop turn and handed to the socket in one go (one writev):
  * headers and data segments up to COPY_LIMIT bytes are copied into a slab, larger data segments are
@@ -54,6 +57,8 @@ export interface PduHandler {
 export interface ConnectionHooks {
   readonly login: Omit<LoginContext, 'remoteAddress'>;
   readonly logger: Logger;
+  /** Warn lines this connection's peer causes go through it (rate-limited per remote address); absent: logged as they come. */
+  readonly peerLog?: PeerLog;
   /** Login finished: create (or reinstate) the session and return its handler. */
   loginComplete(conn: IscsiConnection, result: LoginResult): { handler: PduHandler; tsih: number; maxCmdSN: number };
   /** Connection ended (for bookkeeping). */
@@ -93,7 +98,7 @@ export class IscsiConnection {
   private readonly login: LoginStateMachine;
   private handler: PduHandler | null = null;
   /** Bytes [slabStart, slabEnd) of slab are queued but not yet handed to the socket; bytes before slabStart are the socket's. */
-  private slab = Buffer.allocUnsafe(SLAB_SIZE);
+  private slab = NO_SLAB;
   private slabStart = 0;
   private slabEnd = 0;
   /** Pieces for the socket in order (slab views and large data segments), written at the end of the loop turn. */
@@ -333,7 +338,7 @@ export class IscsiConnection {
       }
       const data = p.sink ?? (p.pieces.length === 1 ? p.pieces[0]! : Buffer.concat(p.pieces, p.filled));
       if (p.error || !p.pdu) {
-        this.hooks.logger.warn({ remote: this.remoteAddress, err: p.error?.message }, 'malformed PDU rejected');
+        this.peerWarn('malformed-pdu', { err: p.error?.message }, 'malformed PDU rejected');
         if (this.phase === 'login')
           throw new IscsiProtocolError(p.error?.message ?? 'bad PDU during login', RejectReason.PROTOCOL_ERROR, true);
         this.sendReject(p.error?.reason ?? RejectReason.PROTOCOL_ERROR, p.header);
@@ -396,13 +401,12 @@ export class IscsiConnection {
     );
     if (reply.outcome === 'fail') {
       const who = this.login.identity();
-      this.hooks.logger.warn(
+      this.peerWarn(
+        'login-refused',
         {
-          event: 'login-refused',
           target: who.targetName,
           initiator: who.initiatorName,
           isid: who.isid,
-          remote: this.remoteAddress,
           status: `0x${((reply.statusClass << 8) | reply.statusDetail).toString(16).padStart(4, '0')}`,
           reason: reply.reason,
           durationMs: Date.now() - this.startedAt,
@@ -573,6 +577,12 @@ export class IscsiConnection {
   /** Set by the session so that Rejects carry the current command window. */
   handlerSeq: (() => { expCmdSN: number; maxCmdSN: number }) | null = null;
 
+  /** A warn line caused by the peer (rate-limited per remote address through the server's PeerLog). */
+  peerWarn(event: PeerEvent, fields: Record<string, unknown>, msg: string, log: Logger = this.hooks.logger): void {
+    if (this.hooks.peerLog) this.hooks.peerLog.warn(this.remoteAddress, event, fields, msg, log);
+    else log.warn({ remote: this.remoteAddress, event, ...fields }, msg);
+  }
+
   // ------------------------------------------------------------ closing
 
   private protocolFailure(e: unknown): void {
@@ -580,7 +590,7 @@ export class IscsiConnection {
       e instanceof IscsiProtocolError
         ? e
         : new IscsiProtocolError(`internal error: ${e instanceof Error ? e.message : String(e)}`, RejectReason.PROTOCOL_ERROR, true);
-    this.hooks.logger.warn({ remote: this.remoteAddress, err: err.message }, 'protocol error, closing connection');
+    this.peerWarn('protocol-error', { err: err.message }, 'protocol error, closing connection');
     this.endAfterFlush(err.message);
   }
 

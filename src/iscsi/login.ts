@@ -52,6 +52,11 @@ export interface LoginContext {
   /** A live session with this TSIH of this initiator/ISID/target, if any (§6.3.5 / §5.3.5 non-zero TSIH). */
   readonly sessionExists: (tsih: number, initiatorName: string, isid: string, targetName: string | null) => boolean;
   readonly random?: RandomSource;
+  /**
+   * May this login become a session (the per-initiator session cap, admission.ts)? Asked once, when the
+   * login would complete; false is answered "out of resources" (§11.13.5 status 0x0302).
+   */
+  readonly admitSession?: (who: { initiatorName: string; isid: string; targetName: string | null; sessionType: SessionType }) => boolean;
 }
 
 /** The result of a finished login. */
@@ -218,6 +223,18 @@ export class LoginStateMachine {
     // §13.12: declare our MaxRecvDataSegmentLength once we are in (or jump to) the operational keys.
     if (req.csg === Stage.OPERATIONAL || (transit && nsg === Stage.FULL_FEATURE)) response.push(...this.negotiator.declarations());
     const outcome = transit && nsg === Stage.FULL_FEATURE ? 'complete' : 'continue';
+    if (
+      outcome === 'complete' &&
+      this.ctx.admitSession &&
+      !this.ctx.admitSession({
+        initiatorName: this.initiatorName,
+        isid: this.isid,
+        targetName: this.target?.iqn ?? null,
+        sessionType: this.sessionType,
+      })
+    ) {
+      throw fail(LoginStatus.OUT_OF_RESOURCES, `initiator ${this.initiatorName} has too many sessions`);
+    }
     const reply: LoginReply = {
       transit,
       csg: req.csg,

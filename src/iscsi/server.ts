@@ -7,7 +7,9 @@ import net from 'node:net';
 import type { Logger } from 'pino';
 import { componentLogger } from '../log.js';
 import type { Portal, SessionInfo, TargetRegistry } from '../target/types.js';
+import { Admission, REFUSAL_REASONS, type AdmissionLimits, type PendingTicket, type RefusalReason } from './admission.js';
 import { IscsiConnection } from './connection.js';
+import { EventSummary, PEER_LOG_INTERVAL_MS, PeerLog } from './peer-log.js';
 import { ownSocket } from './own-socket.js';
 import type { LoginResult } from './login.js';
 import { DEFAULT_TUNING, type IscsiTuning } from './negotiation.js';
@@ -26,6 +28,20 @@ export interface IscsiServerOptions {
    * socket's 'data' chunks are parsed.
    */
   duplicateFd?: (fd: number) => number;
+  /** Caps on what peers that have not logged in may hold (admission.ts); defaults DEFAULT_ADMISSION. */
+  admission?: Partial<AdmissionLimits>;
+  /** Interval of the peer log's windows and summaries (peer-log.ts); default one minute (tests shorten it). */
+  peerLogIntervalMs?: number;
+  /** Warn lines one peer may cause per interval before they are only counted (peer-log.ts); default 5. */
+  peerLogLinesPerPeer?: number;
+}
+
+/** What unauthenticated peers cost, for /metrics (counters since start, and the pending count now). */
+export interface PeerStats {
+  readonly refused: Readonly<Record<RefusalReason, number>>;
+  readonly loginTimeouts: number;
+  readonly suppressedLogLines: number;
+  readonly pendingConnections: number;
 }
 
 export class IscsiServer {
@@ -39,21 +55,79 @@ export class IscsiServer {
   private closing = false;
   private readonly host: SessionHost;
   private readonly duplicateFd: ((fd: number) => number) | undefined;
+  readonly admission: Admission;
+  private readonly peerLog: PeerLog;
+  /** Connections closed at accept for a pre-login cap: counted and summarised, never logged one by one. */
+  private readonly refusals: EventSummary;
+  /** Connections closed because login did not complete within loginTimeoutMs. */
+  private readonly loginTimeouts: EventSummary;
+  private summaryTimer: NodeJS.Timeout | null = null;
+  private readonly summaryIntervalMs: number;
 
   constructor(opts: IscsiServerOptions) {
     this.duplicateFd = opts.duplicateFd;
     this.registry = opts.registry;
     this.logger = opts.logger ?? componentLogger('iscsi');
     this.tuning = { ...DEFAULT_TUNING, ...opts.tuning };
+    this.admission = new Admission(opts.admission);
+    const intervalMs = (this.summaryIntervalMs = opts.peerLogIntervalMs ?? PEER_LOG_INTERVAL_MS);
+    this.peerLog = new PeerLog({
+      logger: this.logger,
+      intervalMs,
+      ...(opts.peerLogLinesPerPeer !== undefined ? { linesPerPeer: opts.peerLogLinesPerPeer } : {}),
+    });
+    const limits = this.admission.limits;
+    this.refusals = new EventSummary({
+      logger: this.logger,
+      intervalMs,
+      line: ({ count, byReason, addresses, span }) => {
+        const global = byReason.get('pending_global') ?? 0;
+        const perAddress = byReason.get('pending_per_address') ?? 0;
+        return {
+          fields: { event: 'connections-refused', pendingGlobal: global, pendingPerAddress: perAddress },
+          msg:
+            `${count} connection${count === 1 ? '' : 's'} refused at accept in the last ${span} ` +
+            `(${global} over the cap of ${limits.maxPendingConnections} connections not logged in, ` +
+            `${perAddress} over the cap of ${limits.maxPendingPerAddress} per address), from ${addresses}`,
+        };
+      },
+    });
+    this.loginTimeouts = new EventSummary({
+      logger: this.logger,
+      intervalMs,
+      line: ({ count, addresses, span }) => ({
+        fields: { event: 'login-timeouts', loginTimeoutMs: this.tuning.loginTimeoutMs },
+        msg: `${count} connection${count === 1 ? '' : 's'} closed at the login timeout (${this.tuning.loginTimeoutMs / 1000} s) in the last ${span}, from ${addresses}`,
+      }),
+    });
     this.host = {
       registry: this.registry,
       tuning: this.tuning,
       logger: this.logger,
       sessionsOfTarget: (iqn) => [...this.byTsih.values()].filter((s) => s.targetName === iqn),
       sessionEnded: (s) => {
-        if (this.byTsih.get(s.tsih) === s) this.byTsih.delete(s.tsih);
+        if (this.byTsih.get(s.tsih) !== s) return;
+        this.byTsih.delete(s.tsih);
+        this.admission.sessionClosed(s.opts.initiatorName);
       },
     };
+  }
+
+  /** Counters of what peers cost (lunar_iscsi_* metrics). */
+  peerStats(): PeerStats {
+    const refused = Object.fromEntries(REFUSAL_REASONS.map((r) => [r, this.admission.refused[r]])) as Record<RefusalReason, number>;
+    return {
+      refused,
+      loginTimeouts: this.loginTimeouts.total,
+      suppressedLogLines: this.peerLog.suppressed,
+      pendingConnections: this.admission.pending,
+    };
+  }
+
+  private tickSummaries(): void {
+    this.peerLog.tick();
+    this.refusals.tick();
+    this.loginTimeouts.tick();
   }
 
   /** Bind every registry.portals() entry. */
@@ -63,6 +137,11 @@ export class IscsiServer {
   }
 
   async listen(): Promise<void> {
+    if (!this.summaryTimer) {
+      // Windows close on the next event too; the timer writes the last summary of a peer gone quiet.
+      this.summaryTimer = setInterval(() => this.tickSummaries(), Math.max(50, Math.min(5000, this.summaryIntervalMs / 4)));
+      this.summaryTimer.unref();
+    }
     for (const portal of this.registry.portals()) {
       // Paused until accept() has chosen the socket that will read (own-socket.ts).
       const srv = net.createServer({ noDelay: true, pauseOnConnect: true }, (socket) => this.accept(socket, portal));
@@ -90,6 +169,14 @@ export class IscsiServer {
       accepted.destroy();
       return;
     }
+    const remote = accepted.remoteAddress ?? '';
+    const ticket: PendingTicket | RefusalReason = this.admission.enter(remote);
+    if (typeof ticket === 'string') {
+      // Over a pre-login cap: closed before anything is read or allocated for it.
+      accepted.destroy();
+      this.refusals.record(remote, ticket);
+      return;
+    }
     let receiver: IscsiConnection | null = null;
     const own = this.duplicateFd
       ? ownSocket(
@@ -110,10 +197,25 @@ export class IscsiServer {
           const s = this.byTsih.get(tsih);
           return !!s && s.opts.initiatorName === initiatorName && s.opts.isid === isid && s.targetName === targetName;
         },
+        admitSession: (who) =>
+          this.admission.sessionAllowed(
+            who.initiatorName,
+            this.reinstated(who.initiatorName, who.isid, who.targetName, who.sessionType, portal.tpgt).length,
+          ),
       },
       logger: this.logger,
-      loginComplete: (c, r) => this.loginComplete(c, r, portal),
-      closed: (c) => this.connections.delete(c),
+      peerLog: this.peerLog,
+      loginComplete: (c, r) => {
+        ticket.leave();
+        return this.loginComplete(c, r, portal);
+      },
+      closed: (c) => {
+        // Every way a connection ends (login timeout, error, malformed PDU, refused login, peer gone,
+        // shutdown) comes here: it leaves the pending count if login did not complete.
+        ticket.leave();
+        this.connections.delete(c);
+        if (c.reason === 'login timeout') this.loginTimeouts.record(c.remoteAddress);
+      },
     });
     this.connections.add(conn);
     if (own) receiver = conn;
@@ -135,19 +237,22 @@ export class IscsiServer {
    * nexus: open-iscsi sends every SendTargets discovery with one fixed ISID, so discoveries on two portals
    * at once must not close each other.
    */
+  private reinstated(initiatorName: string, isid: string, targetName: string | null, type: string, tpgt: number): Session[] {
+    return [...this.byTsih.values()].filter(
+      (old) =>
+        old.opts.initiatorName === initiatorName &&
+        old.opts.isid === isid &&
+        old.targetName === targetName &&
+        old.opts.type === type &&
+        old.opts.portalGroupTag === tpgt,
+    );
+  }
+
   private loginComplete(conn: IscsiConnection, r: LoginResult, portal: Portal): { handler: Session; tsih: number; maxCmdSN: number } {
     const targetName = r.target?.iqn ?? null;
-    for (const old of [...this.byTsih.values()]) {
-      if (
-        old.opts.initiatorName === r.initiatorName &&
-        old.opts.isid === r.isid &&
-        old.targetName === targetName &&
-        old.opts.type === r.sessionType &&
-        old.opts.portalGroupTag === portal.tpgt
-      ) {
-        this.logger.info({ target: targetName, initiator: r.initiatorName, isid: r.isid, tsih: old.tsih }, 'session reinstatement');
-        old.end('reinstated by a new login');
-      }
+    for (const old of this.reinstated(r.initiatorName, r.isid, targetName, r.sessionType, portal.tpgt)) {
+      this.logger.info({ target: targetName, initiator: r.initiatorName, isid: r.isid, tsih: old.tsih }, 'session reinstatement');
+      old.end('reinstated by a new login');
     }
     const tsih = r.requestedTsih !== 0 && !this.byTsih.has(r.requestedTsih) ? r.requestedTsih : this.allocTsih();
     const session = new Session(this.host, conn, {
@@ -163,6 +268,7 @@ export class IscsiServer {
       cid: r.cid,
     });
     this.byTsih.set(tsih, session);
+    this.admission.sessionOpened(r.initiatorName);
     this.logger.info(
       {
         event: 'login',
@@ -215,6 +321,11 @@ export class IscsiServer {
     for (const s of [...this.byTsih.values()]) s.end('server shutdown');
     for (const c of [...this.connections]) c.destroy('server shutdown');
     this.listeners.length = 0;
+    if (this.summaryTimer) clearInterval(this.summaryTimer);
+    this.summaryTimer = null;
+    this.peerLog.flush();
+    this.refusals.flush();
+    this.loginTimeouts.flush();
     await Promise.all(closes);
   }
 }

@@ -410,7 +410,7 @@ export class Session implements PduHandler {
     const now = Date.now();
     if (this.pingTtt !== null) {
       if (now - this.pingSentAt > this.host.tuning.nopInTimeoutMs && now - this.conn.lastReceived > this.host.tuning.nopInTimeoutMs) {
-        this.log.warn({ remote: this.conn.remoteAddress }, 'initiator did not answer NOP-In, dropping connection');
+        this.conn.peerWarn('unanswered-ping', {}, 'initiator did not answer NOP-In, dropping connection', this.log);
         this.conn.destroy('NOP-In timeout');
       }
       return;
@@ -523,7 +523,7 @@ export class Session implements PduHandler {
       (!pdu.final && !pdu.write ? 'F bit clear on a command without W bit' : null);
     if (err) {
       if (task) this.dropTask(task);
-      this.log.warn({ itt: pdu.initiatorTaskTag, err }, 'SCSI command rejected');
+      this.conn.peerWarn('reject', { itt: pdu.initiatorTaskTag, err }, 'SCSI command rejected', this.log);
       this.reject(RejectReason.PROTOCOL_ERROR, pdu);
       return;
     }
@@ -533,9 +533,11 @@ export class Session implements PduHandler {
     }
     const refusal = task ? null : this.writeRefusal(pdu);
     if (refusal) {
-      this.log.warn(
+      this.conn.peerWarn(
+        'reject',
         { itt: pdu.initiatorTaskTag, edtl: pdu.expectedDataTransferLength, status: refusal.status },
         'write refused: buffer limits',
+        this.log,
       );
       this.failCommand(pdu.initiatorTaskTag, refusal);
       return;
@@ -603,7 +605,8 @@ export class Session implements PduHandler {
     if (fault) {
       // ERL 0 has no within-command recovery (§7.1.5): the command ends with CHECK CONDITION, ABORTED
       // COMMAND (§11.4.7.2) and its remaining Data-Out is discarded. The connection stays up.
-      this.log.warn(
+      this.conn.peerWarn(
+        'reject',
         {
           itt: task.itt,
           fault,
@@ -613,6 +616,7 @@ export class Session implements PduHandler {
           length: pdu.dataSegmentLength,
         },
         'Data-Out sequence error, command aborted',
+        this.log,
       );
       this.failTask(task, DATA_OUT_SENSE[fault]);
       return;
@@ -939,7 +943,7 @@ export class Session implements PduHandler {
     const known = pairs.some((p) => p.key === 'SendTargets' || this.ffpNegotiator.knows(p.key));
     const badValue = pairs.some((p) => p.key === 'SendTargets' && !/^(?:All|(?:iqn|eui|naa)\..+)?$/.test(p.value));
     if (!known || badValue) {
-      this.log.warn({ keys: pairs.map((p) => p.key) }, 'text request refused');
+      this.conn.peerWarn('reject', { keys: pairs.slice(0, 16).map((p) => p.key.slice(0, 64)) }, 'text request refused', this.log);
       return null;
     }
     const response: TextPair[] = [];

@@ -23,6 +23,15 @@ export interface Capacity {
   readonly totalBytes?: number;
 }
 
+/** What unauthenticated peers cost (the iSCSI server's counters since start; pendingConnections is now). */
+export interface PeerCounters {
+  /** Connections refused at accept and logins refused "out of resources", by reason. */
+  readonly refused: Readonly<Record<string, number>>;
+  readonly loginTimeouts: number;
+  readonly suppressedLogLines: number;
+  readonly pendingConnections: number;
+}
+
 type Values<T extends string> = Awaited<ReturnType<Counter<T>['get']>>;
 type HistValues<T extends string> = Awaited<ReturnType<Histogram<T>['get']>>;
 
@@ -32,6 +41,7 @@ export class LunarMetrics {
   private sessions: () => Iterable<readonly [string, number]> = () => [];
   private paths: () => Iterable<PathCount> = () => [];
   private capacity: (() => Promise<Capacity>) | null = null;
+  private peers: (() => PeerCounters) | null = null;
   private readonly csiCalls: Counter<'service' | 'method' | 'code'>;
   private readonly csiDuration: Histogram<'service' | 'method'>;
   private readonly nodeOps: Histogram<'operation' | 'result'>;
@@ -161,6 +171,35 @@ export class LunarMetrics {
         if (total !== undefined) this.set(total);
       },
     });
+    const peers = (): PeerCounters | null => this.peers?.() ?? null;
+    luCounter(
+      'lunar_iscsi_connections_refused_total',
+      'iSCSI connections closed at accept over a cap on connections not logged in (pending_global, pending_per_address), and logins answered "out of resources" over the sessions-per-initiator cap (sessions_per_initiator)',
+      ['reason'],
+      () => Object.entries(peers()?.refused ?? {}).map(([reason, value]) => ({ labels: { reason }, value })),
+    );
+    luCounter('lunar_iscsi_login_timeouts_total', 'iSCSI connections closed because login did not complete in time', [], () => {
+      const p = peers();
+      return p ? [{ labels: {}, value: p.loginTimeouts }] : [];
+    });
+    luCounter(
+      'lunar_iscsi_log_lines_suppressed_total',
+      'Warn lines caused by iSCSI peers (malformed PDUs, rejects, refused logins) not written one by one but counted in per-peer summaries',
+      [],
+      () => {
+        const p = peers();
+        return p ? [{ labels: {}, value: p.suppressedLogLines }] : [];
+      },
+    );
+    new Gauge({
+      name: 'lunar_iscsi_pending_connections',
+      help: 'iSCSI connections that have not completed login',
+      registers,
+      collect() {
+        const p = peers();
+        if (p) this.set(p.pendingConnections);
+      },
+    });
     this.csiCalls = new Counter({
       name: 'lunar_csi_calls_total',
       help: 'CSI calls answered, by service, method and gRPC code',
@@ -218,6 +257,10 @@ export class LunarMetrics {
 
   setPathsSource(fn: () => Iterable<PathCount>): void {
     this.paths = fn;
+  }
+
+  setPeerSource(fn: () => PeerCounters): void {
+    this.peers = fn;
   }
 
   setCapacitySource(fn: () => Promise<Capacity>): void {

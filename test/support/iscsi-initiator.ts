@@ -95,9 +95,10 @@ export class TestInitiator {
     socket.on('data', (c: Buffer) => this.onData(c));
   }
 
-  static connect(host: string, port: number): Promise<TestInitiator> {
+  /** localAddress: the source address (any of 127/8 reaches a loopback portal). */
+  static connect(host: string, port: number, localAddress?: string): Promise<TestInitiator> {
     return new Promise((resolve, reject) => {
-      const s = net.connect({ host, port }, () => {
+      const s = net.connect({ host, port, ...(localAddress ? { localAddress } : {}) }, () => {
         s.off('error', reject);
         resolve(new TestInitiator(s));
       });

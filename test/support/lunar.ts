@@ -24,6 +24,8 @@ export interface StartLunarOptions {
   netns?: string;
   /** Extra `lunar serve` arguments (e.g. ["--discovery-chap", "u:secret"]). */
   args?: string[];
+  /** How much of the server's output output() keeps (bytes); default 256 KiB. */
+  keepOutputBytes?: number;
   /** How long to wait for readiness (ms); default 30 000. */
   readyTimeoutMs?: number;
 }
@@ -52,8 +54,10 @@ export interface LunarProcess {
   restart(): Promise<void>;
   /** How the last server process ended (null while the first one runs). */
   readonly lastExit: { code: number | null; signal: NodeJS.Signals | null } | null;
-  /** Server stderr+stdout collected so far (last 256 KiB), for failure messages. */
+  /** Server stderr+stdout collected so far (the last keepOutputBytes, 256 KiB by default). */
   output(): string;
+  /** Bytes of server stderr+stdout since the first start (all of them, not only what output() keeps). */
+  outputBytes(): number;
   /** stop() and delete the data directory if this helper created it. */
   remove(): Promise<void>;
 }
@@ -95,9 +99,12 @@ export async function startLunarProcess(opts: StartLunarOptions): Promise<LunarP
   let child: ChildProcess | null = null;
   let lastExit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
   let log = '';
+  let logBytes = 0;
   const append = (b: Buffer): void => {
+    logBytes += b.length;
     log += b.toString('utf8');
-    if (log.length > 256 * 1024) log = log.slice(-256 * 1024);
+    const keep = opts.keepOutputBytes ?? 256 * 1024;
+    if (log.length > keep) log = log.slice(-keep);
   };
 
   const spawnServer = async (): Promise<void> => {
@@ -203,6 +210,7 @@ export async function startLunarProcess(opts: StartLunarOptions): Promise<LunarP
       await spawnServer();
     },
     output: () => log,
+    outputBytes: () => logBytes,
     remove: async () => {
       await stop();
       if (ownDir) await fsp.rm(dataDir, { recursive: true, force: true });
