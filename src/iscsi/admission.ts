@@ -16,7 +16,10 @@ export interface AdmissionLimits {
 export const DEFAULT_ADMISSION: AdmissionLimits = {
   maxPendingConnections: 1024,
   maxPendingPerAddress: 64,
-  maxSessionsPerInitiator: 64,
+  // Each volume is a target of its own, and a node logs in to each on every path (2 sessions per volume
+  // with two portals, more with iface binding), plus SendTargets discoveries: a node with a few hundred
+  // volumes holds hundreds of sessions under its one initiator name. The cap is for a runaway initiator.
+  maxSessionsPerInitiator: 1024,
 };
 
 /** Why a connection or login was refused (the `reason` label of lunar_iscsi_connections_refused_total). */

@@ -9,7 +9,7 @@ import { Admission, DEFAULT_ADMISSION, type PendingTicket } from '../../src/iscs
 
 describe('admission', () => {
   it('has the documented defaults and refuses caps that are not positive whole numbers', () => {
-    assert.deepEqual(new Admission().limits, { maxPendingConnections: 1024, maxPendingPerAddress: 64, maxSessionsPerInitiator: 64 });
+    assert.deepEqual(new Admission().limits, { maxPendingConnections: 1024, maxPendingPerAddress: 64, maxSessionsPerInitiator: 1024 });
     assert.deepEqual(DEFAULT_ADMISSION, new Admission().limits);
     assert.throws(() => new Admission({ maxPendingConnections: 0 }), /maxPendingConnections must be a positive whole number/);
     assert.throws(() => new Admission({ maxPendingPerAddress: 1.5 }), /maxPendingPerAddress/);
