@@ -81,6 +81,14 @@ function admissionOf(ctx: CommandContext): AdmissionLimits {
       1,
       65_535,
     ),
+    maxSessionsPerAddress: intOpt(
+      ctx,
+      'max-sessions-per-address',
+      'LUNAR_MAX_SESSIONS_PER_ADDRESS',
+      DEFAULT_ADMISSION.maxSessionsPerAddress,
+      1,
+      65_535,
+    ),
   };
 }
 
@@ -204,7 +212,7 @@ export const serve: Command = {
     '  lunar serve [--data-dir DIR] [--portal HOST:PORT[=ADVERTISE]]... [--discovery-chap USER:SECRET]\n' +
     '              [--csi-endpoint ENDPOINT] [--metrics-address ADDR] [--topology KEY=VALUE] [--kubeconfig PATH]\n' +
     '              [--max-pending-connections N] [--max-pending-per-address N] [--max-sessions-per-initiator N]\n' +
-    '              [--login-timeout SECONDS]\n',
+    '              [--max-sessions-per-address N] [--login-timeout SECONDS]\n',
   help: `serve:
   --portal HOST:PORT[=ADVERTISE]  listen on HOST:PORT (repeatable; default $LUNAR_PORTALS, a comma list,
                                   else 127.0.0.1:3260). Portal group tags are 1, 2, ... in order.
@@ -225,6 +233,8 @@ export const serve: Command = {
                                   else ${DEFAULT_ADMISSION.maxPendingPerAddress})
   --max-sessions-per-initiator N  sessions of one initiator name; a login beyond is answered "out of
                                   resources" (default $LUNAR_MAX_SESSIONS_PER_INITIATOR, else ${DEFAULT_ADMISSION.maxSessionsPerInitiator})
+  --max-sessions-per-address N    sessions from one source address, whatever their initiator names; the
+                                  same answer (default $LUNAR_MAX_SESSIONS_PER_ADDRESS, else ${DEFAULT_ADMISSION.maxSessionsPerAddress})
   --login-timeout SECONDS         a connection that has not completed login by then is closed
                                   (default $LUNAR_LOGIN_TIMEOUT, else ${DEFAULT_TUNING.loginTimeoutMs / 1000})
   Stops cleanly on SIGTERM or SIGINT. Logs are JSON lines on stderr (LUNAR_LOG_LEVEL=debug|info|warn).
@@ -238,6 +248,7 @@ export const serve: Command = {
     kubeconfig: { type: 'string' },
     'max-pending-connections': { type: 'string' },
     'max-pending-per-address': { type: 'string' },
+    'max-sessions-per-address': { type: 'string' },
     'max-sessions-per-initiator': { type: 'string' },
     'login-timeout': { type: 'string' },
   },

@@ -1,7 +1,8 @@
 // What an unauthenticated peer may hold: connections that have not completed login are capped in total
-// and per source address (a connection over a cap is closed at accept), and full-feature sessions are
-// capped per initiator name (a login beyond it is answered "out of resources", RFC 7143 §11.13.5 status
-// 0x0302). Pure bookkeeping: the server (server.ts) calls it at accept, login complete, session end and
+// and per source address (a connection over a cap is closed at accept), and sessions are capped per
+// initiator name and per source address (a login beyond either is answered "out of resources", RFC 7143
+// §11.13.5 status 0x0302). The per-address session cap is what bounds a peer that completes CHAP-less
+// logins (a Discovery session, a volume without CHAP or ACL) under a new initiator name each time. Pure bookkeeping: the server (server.ts) calls it at accept, login complete, session end and
 // close, and reads the counters for /metrics.
 
 export interface AdmissionLimits {
@@ -11,6 +12,14 @@ export interface AdmissionLimits {
   readonly maxPendingPerAddress: number;
   /** Sessions (Normal and Discovery) of one initiator name. */
   readonly maxSessionsPerInitiator: number;
+  /** Sessions (Normal and Discovery) from one source address, whatever initiator names they use. */
+  readonly maxSessionsPerAddress: number;
+}
+
+/** Who holds a session, for the session caps. */
+export interface SessionOwner {
+  readonly initiatorName: string;
+  readonly address: string;
 }
 
 export const DEFAULT_ADMISSION: AdmissionLimits = {
@@ -20,11 +29,18 @@ export const DEFAULT_ADMISSION: AdmissionLimits = {
   // with two portals, more with iface binding), plus SendTargets discoveries: a node with a few hundred
   // volumes holds hundreds of sessions under its one initiator name. The cap is for a runaway initiator.
   maxSessionsPerInitiator: 1024,
+  // A node's sessions all come from its addresses (one per NIC with iface binding): the same reasoning.
+  maxSessionsPerAddress: 1024,
 };
 
 /** Why a connection or login was refused (the `reason` label of lunar_iscsi_connections_refused_total). */
-export type RefusalReason = 'pending_global' | 'pending_per_address' | 'sessions_per_initiator';
-export const REFUSAL_REASONS: readonly RefusalReason[] = ['pending_global', 'pending_per_address', 'sessions_per_initiator'];
+export type RefusalReason = 'pending_global' | 'pending_per_address' | 'sessions_per_initiator' | 'sessions_per_address';
+export const REFUSAL_REASONS: readonly RefusalReason[] = [
+  'pending_global',
+  'pending_per_address',
+  'sessions_per_initiator',
+  'sessions_per_address',
+];
 
 /** The limits checked: each a positive whole number. */
 export function admissionProblem(limits: AdmissionLimits): string | null {
@@ -48,7 +64,13 @@ export class Admission {
   readonly #pendingByAddress = new Map<string, number>();
   #pending = 0;
   readonly #sessionsByInitiator = new Map<string, number>();
-  readonly refused: Record<RefusalReason, number> = { pending_global: 0, pending_per_address: 0, sessions_per_initiator: 0 };
+  readonly #sessionsByAddress = new Map<string, number>();
+  readonly refused: Record<RefusalReason, number> = {
+    pending_global: 0,
+    pending_per_address: 0,
+    sessions_per_initiator: 0,
+    sessions_per_address: 0,
+  };
 
   constructor(limits: Partial<AdmissionLimits> = {}) {
     this.limits = { ...DEFAULT_ADMISSION, ...limits };
@@ -103,24 +125,42 @@ export class Admission {
     };
   }
 
+  sessionsFrom(address: string): number {
+    return this.#sessionsByAddress.get(address) ?? 0;
+  }
+
   /**
-   * May initiatorName open one more session? `replacing` of its sessions end when this login completes
-   * (§6.3.5 reinstatement of the same initiator port), so they do not count. A refusal is counted.
+   * May who open one more session? The sessions in `replacing` end when this login completes (§6.3.5
+   * reinstatement of the same initiator port), so they do not count. A refusal is counted.
    */
-  sessionAllowed(initiatorName: string, replacing = 0): boolean {
-    const now = Math.max(0, this.sessionsOf(initiatorName) - replacing);
-    if (now < this.limits.maxSessionsPerInitiator) return true;
-    this.refused.sessions_per_initiator += 1;
-    return false;
+  sessionAllowed(who: SessionOwner, replacing: readonly SessionOwner[] = []): boolean {
+    const byName = this.sessionsOf(who.initiatorName) - replacing.filter((r) => r.initiatorName === who.initiatorName).length;
+    if (byName >= this.limits.maxSessionsPerInitiator) {
+      this.refused.sessions_per_initiator += 1;
+      return false;
+    }
+    const byAddress = this.sessionsFrom(who.address) - replacing.filter((r) => r.address === who.address).length;
+    if (byAddress >= this.limits.maxSessionsPerAddress) {
+      this.refused.sessions_per_address += 1;
+      return false;
+    }
+    return true;
   }
 
-  sessionOpened(initiatorName: string): void {
-    this.#sessionsByInitiator.set(initiatorName, this.sessionsOf(initiatorName) + 1);
+  sessionOpened(who: SessionOwner): void {
+    bump(this.#sessionsByInitiator, who.initiatorName, 1);
+    bump(this.#sessionsByAddress, who.address, 1);
   }
 
-  sessionClosed(initiatorName: string): void {
-    const n = this.sessionsOf(initiatorName) - 1;
-    if (n > 0) this.#sessionsByInitiator.set(initiatorName, n);
-    else this.#sessionsByInitiator.delete(initiatorName);
+  sessionClosed(who: SessionOwner): void {
+    bump(this.#sessionsByInitiator, who.initiatorName, -1);
+    bump(this.#sessionsByAddress, who.address, -1);
   }
+}
+
+/** Adds d to m's count of key; a count that reaches 0 leaves the map (the maps stay bounded by what is open). */
+function bump(m: Map<string, number>, key: string, d: number): void {
+  const n = (m.get(key) ?? 0) + d;
+  if (n > 0) m.set(key, n);
+  else m.delete(key);
 }

@@ -7,7 +7,14 @@ import net from 'node:net';
 import type { Logger } from 'pino';
 import { componentLogger } from '../log.js';
 import type { Portal, SessionInfo, TargetRegistry } from '../target/types.js';
-import { Admission, REFUSAL_REASONS, type AdmissionLimits, type PendingTicket, type RefusalReason } from './admission.js';
+import {
+  Admission,
+  REFUSAL_REASONS,
+  type AdmissionLimits,
+  type PendingTicket,
+  type RefusalReason,
+  type SessionOwner,
+} from './admission.js';
 import { IscsiConnection } from './connection.js';
 import { EventSummary, PEER_LOG_INTERVAL_MS, PeerLog } from './peer-log.js';
 import { ownSocket } from './own-socket.js';
@@ -51,6 +58,8 @@ export class IscsiServer {
   private readonly listeners: net.Server[] = [];
   private readonly connections = new Set<IscsiConnection>();
   private readonly byTsih = new Map<number, Session>();
+  /** Who holds each session (initiator name, source address), for the session caps of admission.ts. */
+  private readonly owners = new Map<Session, SessionOwner>();
   private nextTsih = 1;
   private closing = false;
   private readonly host: SessionHost;
@@ -108,7 +117,9 @@ export class IscsiServer {
       sessionEnded: (s) => {
         if (this.byTsih.get(s.tsih) !== s) return;
         this.byTsih.delete(s.tsih);
-        this.admission.sessionClosed(s.opts.initiatorName);
+        const owner = this.owners.get(s);
+        this.owners.delete(s);
+        if (owner) this.admission.sessionClosed(owner);
       },
     };
   }
@@ -199,15 +210,17 @@ export class IscsiServer {
         },
         admitSession: (who) =>
           this.admission.sessionAllowed(
-            who.initiatorName,
-            this.reinstated(who.initiatorName, who.isid, who.targetName, who.sessionType, portal.tpgt).length,
+            { initiatorName: who.initiatorName, address: remote },
+            this.reinstated(who.initiatorName, who.isid, who.targetName, who.sessionType, portal.tpgt).flatMap(
+              (s) => this.owners.get(s) ?? [],
+            ),
           ),
       },
       logger: this.logger,
       peerLog: this.peerLog,
       loginComplete: (c, r) => {
         ticket.leave();
-        return this.loginComplete(c, r, portal);
+        return this.loginComplete(c, r, portal, remote);
       },
       closed: (c) => {
         // Every way a connection ends (login timeout, error, malformed PDU, refused login, peer gone,
@@ -248,7 +261,12 @@ export class IscsiServer {
     );
   }
 
-  private loginComplete(conn: IscsiConnection, r: LoginResult, portal: Portal): { handler: Session; tsih: number; maxCmdSN: number } {
+  private loginComplete(
+    conn: IscsiConnection,
+    r: LoginResult,
+    portal: Portal,
+    remote: string,
+  ): { handler: Session; tsih: number; maxCmdSN: number } {
     const targetName = r.target?.iqn ?? null;
     for (const old of this.reinstated(r.initiatorName, r.isid, targetName, r.sessionType, portal.tpgt)) {
       this.logger.info({ target: targetName, initiator: r.initiatorName, isid: r.isid, tsih: old.tsih }, 'session reinstatement');
@@ -268,7 +286,9 @@ export class IscsiServer {
       cid: r.cid,
     });
     this.byTsih.set(tsih, session);
-    this.admission.sessionOpened(r.initiatorName);
+    const owner = { initiatorName: r.initiatorName, address: remote };
+    this.owners.set(session, owner);
+    this.admission.sessionOpened(owner);
     this.logger.info(
       {
         event: 'login',

@@ -174,7 +174,7 @@ export class LunarMetrics {
     const peers = (): PeerCounters | null => this.peers?.() ?? null;
     luCounter(
       'lunar_iscsi_connections_refused_total',
-      'iSCSI connections closed at accept over a cap on connections not logged in (pending_global, pending_per_address), and logins answered "out of resources" over the sessions-per-initiator cap (sessions_per_initiator)',
+      'iSCSI connections closed at accept over a cap on connections not logged in (pending_global, pending_per_address), and logins answered "out of resources" over the sessions-per-initiator or per-address cap (sessions_per_initiator, sessions_per_address)',
       ['reason'],
       () => Object.entries(peers()?.refused ?? {}).map(([reason, value]) => ({ labels: { reason }, value })),
     );

@@ -100,6 +100,8 @@ describe('bounded resources for unauthenticated peers (lunar serve, small caps)'
         '5',
         '--max-sessions-per-initiator',
         '2',
+        '--max-sessions-per-address',
+        '4',
         '--login-timeout',
         '60',
       ],
@@ -183,6 +185,40 @@ describe('bounded resources for unauthenticated peers (lunar serve, small caps)'
     }
     await sleep(200);
     assert.equal(await metric('lunar_iscsi_pending_connections'), 0);
+  });
+
+  it('answers a session over the per-address cap with 0x0302, whatever initiator name it gives', async () => {
+    const sessions: TestInitiator[] = [];
+    try {
+      // A peer that logs in without CHAP under a new name each time: bounded by its address.
+      for (let k = 0; k < 4; k++) {
+        const i = await TestInitiator.connect(HOST, PORT, '127.0.0.20');
+        sessions.push(i);
+        const r = await i.login({ initiatorName: `${INITIATOR}-name${k}`, targetName: volume.iqn });
+        assert.equal(r.statusClass, 0, `session ${k + 1} of 4`);
+      }
+      const fifth = await TestInitiator.connect(HOST, PORT, '127.0.0.20');
+      sessions.push(fifth);
+      const r = await fifth.login({ initiatorName: `${INITIATOR}-name4`, targetName: volume.iqn });
+      assert.equal((r.statusClass << 8) | r.statusDetail, 0x0302, 'out of resources');
+      await fifth.closed;
+      assert.equal(await metric('lunar_iscsi_connections_refused_total', { reason: 'sessions_per_address' }), 1);
+      const elsewhere = await TestInitiator.connect(HOST, PORT, '127.0.0.21');
+      sessions.push(elsewhere);
+      const e = await elsewhere.login({ initiatorName: `${INITIATOR}-name4`, targetName: volume.iqn });
+      assert.equal(e.statusClass, 0, 'another address has its own count');
+      // A session that ends frees its place.
+      sessions[0]!.close();
+      await sessions[0]!.closed;
+      await sleep(100);
+      const again = await TestInitiator.connect(HOST, PORT, '127.0.0.20');
+      sessions.push(again);
+      const a = await again.login({ initiatorName: `${INITIATOR}-name5`, targetName: volume.iqn });
+      assert.equal(a.statusClass, 0, 'admitted once one of the four ended');
+    } finally {
+      for (const s of sessions) s.close();
+    }
+    await sleep(200);
   });
 
   it('500 malformed PDUs from one peer give a few log lines and a summary', async () => {

@@ -9,7 +9,12 @@ import { Admission, DEFAULT_ADMISSION, type PendingTicket } from '../../src/iscs
 
 describe('admission', () => {
   it('has the documented defaults and refuses caps that are not positive whole numbers', () => {
-    assert.deepEqual(new Admission().limits, { maxPendingConnections: 1024, maxPendingPerAddress: 64, maxSessionsPerInitiator: 1024 });
+    assert.deepEqual(new Admission().limits, {
+      maxPendingConnections: 1024,
+      maxPendingPerAddress: 64,
+      maxSessionsPerInitiator: 1024,
+      maxSessionsPerAddress: 1024,
+    });
     assert.deepEqual(DEFAULT_ADMISSION, new Admission().limits);
     assert.throws(() => new Admission({ maxPendingConnections: 0 }), /maxPendingConnections must be a positive whole number/);
     assert.throws(() => new Admission({ maxPendingPerAddress: 1.5 }), /maxPendingPerAddress/);
@@ -25,7 +30,7 @@ describe('admission', () => {
     assert.equal(typeof a.enter('10.0.0.3'), 'object');
     assert.equal(a.enter('10.0.0.4'), 'pending_global');
     assert.equal(a.pending, 4);
-    assert.deepEqual(a.refused, { pending_global: 1, pending_per_address: 1, sessions_per_initiator: 0 });
+    assert.deepEqual(a.refused, { pending_global: 1, pending_per_address: 1, sessions_per_initiator: 0, sessions_per_address: 0 });
     // Leaving twice (login complete, then close) counts once.
     t1.leave();
     t1.leave();
@@ -39,17 +44,36 @@ describe('admission', () => {
   it('caps sessions per initiator name; sessions a login reinstates do not count', () => {
     const a = new Admission({ maxSessionsPerInitiator: 2 });
     const name = 'iqn.2026-01.test:a';
-    assert.ok(a.sessionAllowed(name));
-    a.sessionOpened(name);
-    a.sessionOpened(name);
-    assert.equal(a.sessionAllowed(name), false);
+    const at = (address: string) => ({ initiatorName: name, address });
+    assert.ok(a.sessionAllowed(at('10.0.0.1')));
+    a.sessionOpened(at('10.0.0.1'));
+    a.sessionOpened(at('10.0.0.2'));
+    assert.equal(a.sessionAllowed(at('10.0.0.3')), false, 'the name holds 2, whatever the address');
     assert.equal(a.refused.sessions_per_initiator, 1);
-    assert.ok(a.sessionAllowed(name, 1), 'one of the two is reinstated by this login');
-    assert.ok(a.sessionAllowed('iqn.2026-01.test:b'), 'another initiator has its own count');
-    a.sessionClosed(name);
-    assert.ok(a.sessionAllowed(name));
-    a.sessionClosed(name);
+    assert.ok(a.sessionAllowed(at('10.0.0.1'), [at('10.0.0.1')]), 'one of the two is reinstated by this login');
+    assert.ok(a.sessionAllowed({ initiatorName: 'iqn.2026-01.test:b', address: '10.0.0.1' }), 'another initiator has its own count');
+    a.sessionClosed(at('10.0.0.1'));
+    assert.ok(a.sessionAllowed(at('10.0.0.1')));
+    a.sessionClosed(at('10.0.0.2'));
     assert.equal(a.sessionsOf(name), 0);
+    assert.equal(a.sessionsFrom('10.0.0.1'), 0);
+  });
+
+  it('caps sessions per source address whatever initiator names they give', () => {
+    const a = new Admission({ maxSessionsPerAddress: 3 });
+    const from = (i: number, address = '10.0.0.9') => ({ initiatorName: `iqn.2026-01.test:fresh-${i}`, address });
+    for (let i = 0; i < 3; i++) {
+      assert.ok(a.sessionAllowed(from(i)));
+      a.sessionOpened(from(i));
+    }
+    assert.equal(a.sessionAllowed(from(3)), false, 'a fourth name from the same address');
+    assert.equal(a.refused.sessions_per_address, 1);
+    assert.equal(a.refused.sessions_per_initiator, 0);
+    assert.ok(a.sessionAllowed(from(3, '10.0.0.10')), 'another address has its own count');
+    assert.ok(a.sessionAllowed(from(0), [from(0)]), 'a reinstatement from the address is not a new session');
+    a.sessionClosed(from(1));
+    assert.ok(a.sessionAllowed(from(3)));
+    assert.equal(a.sessionsFrom('10.0.0.9'), 2);
   });
 
   it('never exceeds the caps and returns to zero (property)', () => {
