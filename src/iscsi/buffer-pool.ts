@@ -57,8 +57,11 @@ export class BufferPool {
   }
 }
 
-/** One pool per thread for every session's write buffers: 32 MiB covers QD32 of 1 MiB writes. */
-export const writeBuffers = new BufferPool(32 * 1024 * 1024);
+/**
+ * One pool per thread for every session's write buffers: 32 MiB covers QD32 of 1 MiB writes. From
+ * 4 KiB, as for reads: a 4 KiB Buffer.allocUnsafe is an allocation of its own per command.
+ */
+export const writeBuffers = new BufferPool(32 * 1024 * 1024, 4096);
 
 /**
  * One pool per thread for read commands' Data-In buffers (ScsiCommand.dataIn), from 4 KiB: a 4 KiB
