@@ -1,5 +1,6 @@
-// Reusable buffers for the data of SCSI commands: write commands' Data-Out (one per command,
-// ExpectedDataTransferLength bytes) and read commands' Data-In (the buffer a command set reads into).
+// Reusable buffers of the data path: write commands' Data-Out (one per command,
+// ExpectedDataTransferLength bytes), read commands' Data-In (the buffer a command set reads into) and
+// the slabs that connections gather their outgoing PDUs in (connection.ts send()).
 //
 // Why: a fresh Buffer.allocUnsafe(1 MiB) per 1 MiB command is an allocation outside V8's heap that V8
 // accounts as external memory, and external memory growth starts full (mark-compact) collections. At
@@ -7,7 +8,7 @@
 // for 1 MiB reads V8's helper threads spent 700 µs of CPU per command marking the heap (more than the
 // main thread's own user time, see docs/benchmarks.md). Buffers come back only after nothing can touch
 // them any more: Data-Out after the SCSI device has finished with the command, Data-In after the
-// socket has taken its bytes.
+// socket has taken its bytes, slabs after the socket's write of them completed.
 
 export class BufferPool {
   readonly #free = new Map<number, Buffer[]>();
@@ -56,11 +57,24 @@ export class BufferPool {
   }
 }
 
-/** One pool per thread for every session's write buffers: 32 MiB covers QD32 of 1 MiB writes. */
-export const writeBuffers = new BufferPool(32 * 1024 * 1024);
+/**
+ * One pool per thread for every session's write buffers: 32 MiB covers QD32 of 1 MiB writes. From
+ * 4 KiB, as for reads: a 4 KiB Buffer.allocUnsafe is an allocation of its own per command.
+ */
+export const writeBuffers = new BufferPool(32 * 1024 * 1024, 4096);
 
 /**
  * One pool per thread for read commands' Data-In buffers (ScsiCommand.dataIn), from 4 KiB: a 4 KiB
  * Buffer.allocUnsafe is not a slice of Node's shared pool but an allocation of its own.
  */
 export const readBuffers = new BufferPool(32 * 1024 * 1024, 4096);
+
+/** Size of one slab of outgoing PDUs (connection.ts): a turn's 4 KiB Data-In at QD16 fits in one. */
+export const SLAB_SIZE = 64 * 1024;
+
+/**
+ * One pool per thread for the slabs connections gather their outgoing PDUs in, taken when a turn has
+ * something to send and given back when the socket's write completed, so that the slabs resident are
+ * those in flight, not one per connection. Most recently returned first: a slab's pages stay warm.
+ */
+export const outputSlabs = new BufferPool(16 * 1024 * 1024, SLAB_SIZE);

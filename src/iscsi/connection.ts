@@ -2,6 +2,7 @@
 // the login phase (§6.3), then full feature phase handed to a PduHandler (the session).
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
+import { outputSlabs, SLAB_SIZE } from './buffer-pool.js';
 import { crc32cUpdate, DIGEST_LENGTH, readDigest } from './digest.js';
 import { IscsiProtocolError, RejectReason } from './errors.js';
 import { LoginStateMachine, type LoginContext, type LoginResult } from './login.js';
@@ -23,15 +24,14 @@ const LOGIN_MAX_DATA = 8192;
 /** Pause reading while this much is queued for the socket (back-pressure). */
 const WRITE_HIGH_WATER = 16 * 1024 * 1024;
 const ZERO_PAD = Buffer.alloc(4);
-/** The slab before the first PDU is queued: a connection that never gets an answer never holds one. */
-const NO_SLAB = Buffer.alloc(0);
 /**
  * Outgoing PDUs are gathered per event-loop turn and handed to the socket in one go (one writev):
  * headers and data segments up to COPY_LIMIT bytes are copied into a slab, larger data segments are
  * passed by reference between slab pieces. Copying a 4 KiB segment costs less than the stream
  * machinery of a separate write() for it (measured with callgrind, see docs/benchmarks.md).
+ * Slabs come from the thread's pool (buffer-pool.ts outputSlabs) when a turn has something to send and
+ * go back to it once the socket's write of them completed: an idle connection holds none.
  */
-const SLAB_SIZE = 256 * 1024;
 const COPY_LIMIT = 16 * 1024;
 /** Data-Out still missing from which the next socket read goes straight into the command's buffer (readInto). */
 const DIRECT_READ_MIN = 16 * 1024;
@@ -97,10 +97,15 @@ export class IscsiConnection {
   private pending: PendingPdu | null = null;
   private readonly login: LoginStateMachine;
   private handler: PduHandler | null = null;
-  /** Bytes [slabStart, slabEnd) of slab are queued but not yet handed to the socket; bytes before slabStart are the socket's. */
-  private slab = NO_SLAB;
+  /**
+   * Bytes [slabStart, slabEnd) of slab are queued but not yet handed to the socket; bytes before
+   * slabStart are the socket's. null: nothing queued since the last flush.
+   */
+  private slab: Buffer | null = null;
   private slabStart = 0;
   private slabEnd = 0;
+  /** Slabs of this turn's output (the current one included): back to the pool when its write completed. */
+  private slabsOut: Buffer[] = [];
   /** Pieces for the socket in order (slab views and large data segments), written at the end of the loop turn. */
   private readonly out: Buffer[] = [];
   private outBytes = 0;
@@ -445,27 +450,30 @@ export class IscsiConnection {
     let referenced = false;
     const hd = this.headerDigest ? DIGEST_LENGTH : 0;
     let o = this.reserve(header.length + hd);
-    header.copy(this.slab, o);
-    if (hd) this.slab.writeUInt32LE(crc32cUpdate(0, header), o + header.length);
+    let slab = this.slab!;
+    header.copy(slab, o);
+    if (hd) slab.writeUInt32LE(crc32cUpdate(0, header), o + header.length);
     if (data && data.length > 0) {
       const pad = pad4(data.length);
       const dd = this.dataDigest ? DIGEST_LENGTH : 0;
       if (data.length <= COPY_LIMIT) {
         o = this.reserve(data.length + pad + dd);
-        data.copy(this.slab, o);
+        slab = this.slab!;
+        data.copy(slab, o);
       } else {
         this.cutSlab();
         this.out.push(data);
         this.outBytes += data.length;
         referenced = true;
         o = this.reserve(pad + dd) - data.length; // padding and digest follow the data
+        slab = this.slab!;
       }
       const end = o + data.length;
-      if (pad) this.slab.fill(0, end, end + pad);
+      if (pad) slab.fill(0, end, end + pad);
       if (dd) {
         let crc = crc32cUpdate(0, data);
         if (pad) crc = crc32cUpdate(crc, ZERO_PAD.subarray(0, pad));
-        this.slab.writeUInt32LE(crc, end + pad);
+        slab.writeUInt32LE(crc, end + pad);
       }
     }
     if (!this.flushScheduled) {
@@ -492,15 +500,23 @@ export class IscsiConnection {
   /** afterWrite() callbacks waiting for the next flush's write to complete. */
   private written: (() => void)[] = [];
 
-  private static runAll(fns: readonly (() => void)[]): void {
+  /** A write completed (or will never happen): its afterWrite() callbacks run and its slabs go back to the pool. */
+  private static release(fns: readonly (() => void)[], slabs: readonly Buffer[]): void {
+    for (const b of slabs) outputSlabs.give(b);
     for (const f of fns) f();
   }
 
-  /** n bytes at the end of the queue, in the slab; returns their offset. A full slab is cut and a new one started. */
+  /**
+   * n bytes at the end of the queue, in the slab; returns their offset. Without a slab, or when it is
+   * full, the queued bytes are cut and a slab is taken from the pool (a larger one of its own for n >
+   * SLAB_SIZE, which the pool does not keep).
+   */
   private reserve(n: number): number {
-    if (this.slabEnd + n > this.slab.length) {
+    if (this.slab === null || this.slabEnd + n > this.slab.length) {
       this.cutSlab();
-      this.slab = Buffer.allocUnsafe(Math.max(SLAB_SIZE, n));
+      const slab = n <= SLAB_SIZE ? outputSlabs.take(SLAB_SIZE) : Buffer.allocUnsafe(n);
+      this.slab = slab;
+      this.slabsOut.push(slab);
       this.slabStart = 0;
       this.slabEnd = 0;
     }
@@ -511,7 +527,7 @@ export class IscsiConnection {
 
   /** Move the slab's queued bytes to the output list (the socket owns them from then on). */
   private cutSlab(): void {
-    if (this.slabEnd > this.slabStart) {
+    if (this.slab !== null && this.slabEnd > this.slabStart) {
       this.out.push(this.slab.subarray(this.slabStart, this.slabEnd));
       this.outBytes += this.slabEnd - this.slabStart;
       this.slabStart = this.slabEnd;
@@ -523,21 +539,30 @@ export class IscsiConnection {
     this.flush();
   };
 
-  /** Hand everything queued to the socket: one write, or one corked writev for several pieces. */
+  /**
+   * Hand everything queued to the socket: one write, or one corked writev for several pieces. The
+   * slabs of this turn go with it: the next send() takes a slab from the pool again.
+   */
   flush(): void {
     this.cutSlab();
     const out = this.out;
     const written = this.written;
     if (written.length > 0) this.written = [];
+    const slabs = this.slabsOut;
+    if (slabs.length > 0) this.slabsOut = [];
+    this.slab = null;
+    this.slabStart = 0;
+    this.slabEnd = 0;
     const s = this.socket;
     if (s.destroyed || out.length === 0) {
       out.length = 0;
       this.outBytes = 0;
-      IscsiConnection.runAll(written);
+      IscsiConnection.release(written, slabs);
       return;
     }
-    // Writes complete in order: the last one's callback means the socket is done with all of them.
-    const cb = written.length > 0 ? (): void => IscsiConnection.runAll(written) : undefined;
+    // Writes complete in order: the last one's callback means the socket is done with all of them
+    // (also when it failed or the socket was destroyed: Node then calls it with the error).
+    const cb = written.length > 0 || slabs.length > 0 ? (): void => IscsiConnection.release(written, slabs) : undefined;
     if (out.length === 1) {
       s.write(out[0]!, cb);
     } else {
