@@ -35,12 +35,6 @@ export const DEFAULT_ADMISSION: AdmissionLimits = {
 
 /** Why a connection or login was refused (the `reason` label of lunar_iscsi_connections_refused_total). */
 export type RefusalReason = 'pending_global' | 'pending_per_address' | 'sessions_per_initiator' | 'sessions_per_address';
-export const REFUSAL_REASONS: readonly RefusalReason[] = [
-  'pending_global',
-  'pending_per_address',
-  'sessions_per_initiator',
-  'sessions_per_address',
-];
 
 /** The limits checked: each a positive whole number. */
 export function admissionProblem(limits: AdmissionLimits): string | null {

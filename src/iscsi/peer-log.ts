@@ -44,13 +44,7 @@ interface PeerWindow {
   readonly counts: Record<PeerEvent, number>;
 }
 
-const zeroCounts = (): Record<PeerEvent, number> => ({
-  'malformed-pdu': 0,
-  reject: 0,
-  'login-refused': 0,
-  'protocol-error': 0,
-  'unanswered-ping': 0,
-});
+const zeroCounts = (): Record<PeerEvent, number> => Object.fromEntries(EVENTS.map((e) => [e, 0])) as Record<PeerEvent, number>;
 
 /** "minute" for 60 s, else "N s" (tests shorten the interval). */
 export function describeInterval(ms: number): string {
@@ -122,7 +116,11 @@ export class PeerLog {
   #evictOldest(): void {
     const [peer, w] = this.#peers.entries().next().value as [string, PeerWindow];
     this.#peers.delete(peer);
-    if (w.suppressed === 0) return;
+    if (w.suppressed > 0) this.#foldIntoOthers(w);
+  }
+
+  /** A peer's counts go to the "from N other peers" line. */
+  #foldIntoOthers(w: PeerWindow): void {
     for (const e of EVENTS) this.#others[e] += w.counts[e];
     this.#otherPeers += 1;
   }
@@ -145,8 +143,7 @@ export class PeerLog {
           `${countsText(w.counts)} from ${peer} in the last ${span}`,
         );
       } else {
-        for (const e of EVENTS) this.#others[e] += w.counts[e];
-        this.#otherPeers += 1;
+        this.#foldIntoOthers(w);
       }
     }
     if (this.#otherPeers > 0) {

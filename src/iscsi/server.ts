@@ -7,14 +7,7 @@ import net from 'node:net';
 import type { Logger } from 'pino';
 import { componentLogger } from '../log.js';
 import type { Portal, SessionInfo, TargetRegistry } from '../target/types.js';
-import {
-  Admission,
-  REFUSAL_REASONS,
-  type AdmissionLimits,
-  type PendingTicket,
-  type RefusalReason,
-  type SessionOwner,
-} from './admission.js';
+import { Admission, type AdmissionLimits, type PendingTicket, type RefusalReason, type SessionOwner } from './admission.js';
 import { IscsiConnection } from './connection.js';
 import { EventSummary, PEER_LOG_INTERVAL_MS, PeerLog } from './peer-log.js';
 import { ownSocket } from './own-socket.js';
@@ -126,9 +119,8 @@ export class IscsiServer {
 
   /** Counters of what peers cost (lunar_iscsi_* metrics). */
   peerStats(): PeerStats {
-    const refused = Object.fromEntries(REFUSAL_REASONS.map((r) => [r, this.admission.refused[r]])) as Record<RefusalReason, number>;
     return {
-      refused,
+      refused: { ...this.admission.refused },
       loginTimeouts: this.loginTimeouts.total,
       suppressedLogLines: this.peerLog.suppressed,
       pendingConnections: this.admission.pending,

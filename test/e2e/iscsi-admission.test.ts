@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import type { Volume } from '../../src/volumes/types.js';
 import { TestInitiator } from '../support/iscsi-initiator.js';
-import { startLunarProcess, type LunarProcess } from '../support/lunar.js';
+import { readyMetricsUrl, startLunarProcess, type LunarProcess } from '../support/lunar.js';
 import { parsePrometheusText, sampleValue } from '../support/prom-text.js';
 
 const exec = promisify(execFile);
@@ -106,10 +106,7 @@ describe('bounded resources for unauthenticated peers (lunar serve, small caps)'
         '60',
       ],
     });
-    for (let i = 0; i < 100 && !/; metrics http:/.test(lunar.output()); i++) await sleep(50);
-    const m = /; metrics (http:\/\/\S+\/metrics)/.exec(lunar.output());
-    assert.ok(m, `no metrics address in:\n${lunar.output()}`);
-    metricsUrl = m[1]!;
+    metricsUrl = await readyMetricsUrl(lunar);
     const r = await lunar.cli(['volume', 'create', 'adm', '--size', '8MiB', '--json']);
     assert.equal(r.code, 0, r.stderr);
     volume = JSON.parse(r.stdout) as Volume;
@@ -253,8 +250,7 @@ describe('bounded resources for unauthenticated peers (lunar serve, small caps)'
     try {
       const conns = await Promise.all(Array.from({ length: 6 }, (_, k) => idle(`127.0.1.${1 + (k % 2)}`, PORT + 1)));
       await Promise.all(conns.map((c) => c.closed));
-      for (let k = 0; k < 100 && !/; metrics http:/.test(quick.output()); k++) await sleep(50);
-      const url = /; metrics (http:\/\/\S+\/metrics)/.exec(quick.output())![1]!;
+      const url = await readyMetricsUrl(quick);
       const fam = parsePrometheusText(await (await fetch(url)).text());
       assert.equal(sampleValue(fam, 'lunar_iscsi_login_timeouts_total'), 6);
       await quick.stop();

@@ -18,7 +18,7 @@ import { loadCsiPackage } from '../../src/csi/proto.js';
 import type { Volume } from '../../src/volumes/types.js';
 import { rpc } from '../support/csi.js';
 import { FakeApiServer, kubeconfigFor } from '../support/fake-apiserver.js';
-import { startLunarProcess, type LunarProcess } from '../support/lunar.js';
+import { readyMetricsUrl, startLunarProcess, type LunarProcess } from '../support/lunar.js';
 import { parsePrometheusText, sampleValue, type Family } from '../support/prom-text.js';
 
 const exec = promisify(execFile);
@@ -50,12 +50,9 @@ describe('/metrics during e2e I/O, and Events on the PVC', () => {
       portals: [PORTAL],
       args: ['--metrics-address', '127.0.0.1:0', '--csi-endpoint', 'tcp://127.0.0.1:0', '--kubeconfig', kubeconfig],
     });
-    // The ready line follows the admin socket's readiness by a moment.
-    for (let i = 0; i < 100 && !/; metrics http:/.test(lunar.output()); i++) await sleep(50);
-    const m = /; metrics (http:\/\/\S+\/metrics)/.exec(lunar.output());
+    metricsUrl = await readyMetricsUrl(lunar);
     const c = /; CSI (tcp:\/\/\S+?)(;|\s|$)/.exec(lunar.output());
-    assert.ok(m && c, `no metrics or CSI address in the ready line:\n${lunar.output()}`);
-    metricsUrl = m[1]!;
+    assert.ok(c, `no CSI address in the ready line:\n${lunar.output()}`);
     csiEndpoint = c[1]!.replace(/^tcp:\/\//, '');
   });
 

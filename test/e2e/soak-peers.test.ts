@@ -22,7 +22,7 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import type { Volume } from '../../src/volumes/types.js';
 import type { AttackConfig, AttackCounters } from '../support/peer-attackers.js';
-import { startLunarProcess, type LunarProcess } from '../support/lunar.js';
+import { readyMetricsUrl, startLunarProcess, type LunarProcess } from '../support/lunar.js';
 import { parsePrometheusText, sampleValue } from '../support/prom-text.js';
 
 const exec = promisify(execFile);
@@ -82,8 +82,7 @@ describe('soak: hostile peers while an initiator writes and reads', { timeout: 2
         String(PER_ADDRESS_CAP),
       ],
     });
-    for (let i = 0; i < 100 && !/; metrics http:/.test(lunar.output()); i++) await sleep(50);
-    metricsUrl = /; metrics (http:\/\/\S+\/metrics)/.exec(lunar.output())![1]!;
+    metricsUrl = await readyMetricsUrl(lunar);
     for (const [name, size] of [
       ['soak', '128MiB'],
       ['fuzz', '8MiB'],

@@ -217,3 +217,14 @@ export async function startLunarProcess(opts: StartLunarOptions): Promise<LunarP
     },
   };
 }
+
+/**
+ * The /metrics URL of the server's ready line (`--metrics-address` given); the ready line follows the
+ * admin socket's readiness by a moment, so it is waited for (5 s). Throws naming the output when absent.
+ */
+export async function readyMetricsUrl(lunar: Pick<LunarProcess, 'output'>): Promise<string> {
+  for (let i = 0; i < 100 && !/; metrics http:/.test(lunar.output()); i++) await sleep(50);
+  const m = /; metrics (http:\/\/\S+\/metrics)/.exec(lunar.output());
+  if (!m) throw new Error(`no metrics address in the ready line:\n${lunar.output()}`);
+  return m[1]!;
+}
