@@ -5,6 +5,8 @@
 // Figures: 4 KiB random read and write IOPS at QD1 and QD32, 1 MiB sequential read and write MB/s
 // at QD8. Each is run `runs` times for `seconds`, alternating the two targets run by run so that
 // both see the same background noise; the median and the spread (max-min over median) are shown.
+// Every run also records how busy the whole machine was (/proc/stat), and the two-session row gets a
+// Lunar-only ceiling: two separate `lunar serve` processes, one session each.
 
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
@@ -26,12 +28,28 @@ import { newestProfile, readProfileSummary } from './profile.js';
 import { startLunar, type LunarTarget } from './lunar.js';
 import { mib, readMemory, sampleMaxRss } from './memory.js';
 import { startTgt, type TgtTarget } from './tgt.js';
-import { cpuBusyPercent, exec, fmtNum, loadAverage, markdownTable, summarize, type Summary } from './util.js';
+import {
+  busyPercentBetween,
+  cpuBusyPercent,
+  cpuJiffies,
+  exec,
+  fmtNum,
+  loadAverage,
+  markdownTable,
+  summarize,
+  type Summary,
+} from './util.js';
 
 /** Loopback ports of the iSCSI bench (13360-13379; other tests and benches use other ranges). */
 export const LUNAR_PORT = 13360;
 export const TGT_PORT = 13361;
 export const TGT_CONTROL_PORT = 13370;
+/** The second `lunar serve` of the two-session ceiling. */
+export const LUNAR_CEILING_PORT = 13362;
+
+/** The one-session and two-session rows that the per-session table compares. */
+const ONE_SESSION_KEY = 'randread-4k-qd32';
+const TWO_SESSIONS_KEY = 'randread-4k-qd32-2s';
 
 export interface Workload extends LoadSpec {
   readonly key: string;
@@ -117,6 +135,8 @@ export const DEFAULT_SCALE: ScaleOptions = { luns: 64, sessionsPerLu: 4, qd: 4, 
 
 /** The goal cell of a row that has no goal of its own (every row shows one). */
 const NO_GOAL = '—';
+/** The tgt cell of a Lunar-only row (the ceiling). */
+const NOT_MEASURED = '—';
 
 /** Login keys copied from Lunar's answers to tgt's target settings in "match" mode. */
 const MATCHED_KEYS = ['InitialR2T', 'ImmediateData', 'FirstBurstLength', 'MaxBurstLength', 'MaxOutstandingR2T', 'MaxRecvDataSegmentLength'];
@@ -159,6 +179,8 @@ interface RunRecord {
   readonly cpuUsPerIo: number;
   /** Largest VmRSS of the target process during the run, KiB. */
   readonly maxRssKiB: number;
+  /** All CPUs busy during the run, percent (100 % = every core; initiator and target share them). */
+  readonly machineBusyPct: number;
 }
 
 interface Cell {
@@ -195,27 +217,176 @@ function alive(pid: number): boolean {
 }
 
 function measure(tool: string, s: Subject, w: Workload, seconds: number): Promise<RunRecord> {
-  return measureWith(s.pid, () => runLoad(tool, s.url, w, seconds));
+  return measureWith([s.pid], () => runLoad(tool, s.url, w, seconds));
 }
 
-/** Runs a load and records the target process's CPU time and largest RSS meanwhile. */
-async function measureWith(pid: number, load: () => Promise<LoadResult>): Promise<RunRecord> {
-  const t0 = cpuTicks(pid);
+/**
+ * Runs a load and records meanwhile the target processes' CPU time (summed), the largest RSS of any
+ * of them, and how busy the whole machine was: on this 2-vCPU VM the initiator shares the cores, so
+ * a target can only use what the initiator leaves (one session already kept it 97–98 % busy).
+ */
+async function measureWith(pids: readonly number[], load: () => Promise<LoadResult>): Promise<RunRecord> {
+  const ticks = (): number => pids.reduce((a, p) => a + cpuTicks(p), 0);
+  const t0 = ticks();
+  const machine0 = cpuJiffies();
   const wall0 = process.hrtime.bigint();
-  const rss = sampleMaxRss(pid, 100);
+  const rss = pids.map((p) => sampleMaxRss(p, 100));
+  const maxRss = (): number => Math.max(...rss.map((r) => r.stop()));
   try {
     const result = await load();
     const wall = Number(process.hrtime.bigint() - wall0) / 1e9;
-    const cpuSec = (cpuTicks(pid) - t0) / CLK_TCK;
-    return { result, cpuPct: (cpuSec / wall) * 100, cpuUsPerIo: (cpuSec / Math.max(1, result.ios)) * 1e6, maxRssKiB: rss.stop() };
+    const cpuSec = (ticks() - t0) / CLK_TCK;
+    return {
+      result,
+      cpuPct: (cpuSec / wall) * 100,
+      cpuUsPerIo: (cpuSec / Math.max(1, result.ios)) * 1e6,
+      maxRssKiB: maxRss(),
+      machineBusyPct: busyPercentBetween(machine0, cpuJiffies()),
+    };
   } finally {
-    rss.stop();
+    maxRss();
+  }
+}
+
+/** The progress line of one run. */
+function fmtRun(w: Workload, rec: RunRecord): string {
+  return (
+    `${fmtNum(value(w, rec.result))} ${w.unit}, p50 ${rec.result.latUs.p50} us, p99 ${rec.result.latUs.p99} us, ` +
+    `target CPU ${fmtNum(rec.cpuPct)}%, machine busy ${fmtNum(rec.machineBusyPct)}%`
+  );
+}
+
+/** One run as written to the JSON results. */
+function runJson(w: Workload, r: RunRecord): Record<string, unknown> {
+  return {
+    value: value(w, r.result),
+    ...r.result,
+    cpuPct: r.cpuPct,
+    cpuUsPerIo: r.cpuUsPerIo,
+    maxRssKiB: r.maxRssKiB,
+    machineBusyPct: r.machineBusyPct,
+  };
+}
+
+/**
+ * The ceiling of the two-session row: a second `lunar serve` (own data directory, own port, its own LU
+ * of the same size, filled and checked the same way) beside the first, one session to each. The two
+ * processes share nothing, so this is the upper bound of any threading design inside one process on
+ * this machine: measured by hand, two separate processes reached only 0.8–1.3× one session, because
+ * one session already kept both vCPUs 97–98 % busy (initiator and target share them).
+ */
+interface Ceiling {
+  readonly second: LunarTarget;
+  readonly pids: readonly number[];
+  readonly urls: readonly string[];
+}
+
+async function startCeiling(
+  tool: string,
+  first: LunarTarget,
+  dataDir: string,
+  size: string,
+  log: (line: string) => void,
+): Promise<Ceiling> {
+  const second = await startLunar({ dataDir, portal: `127.0.0.1:${LUNAR_CEILING_PORT}`, size });
+  try {
+    const f = await fillLu(tool, second.url);
+    const v = await verifyLu(tool, second.url, 4000);
+    if (v.mismatches > 0) throw new Error(`read back ${v.mismatches} of ${v.checked} random 4 KiB blocks wrong after the fill`);
+    log(
+      `Lunar (ceiling, second process): pid ${second.pid}, ${second.url}, filled ${fmtNum((f.blocks * f.blockSize) / 2 ** 20)} MiB ` +
+        `in ${f.seconds.toFixed(1)} s, read back ${v.checked} random 4 KiB blocks, all match`,
+    );
+    return { second, pids: [first.pid, second.pid], urls: [first.url, second.url] };
+  } catch (e) {
+    await second.stop();
+    throw e;
+  }
+}
+
+/** One run of the ceiling, driven like the two-session row: one iscsi-load process, two sessions (one per process here). */
+async function runCeiling(
+  tool: string,
+  c: Ceiling,
+  cell: Cell,
+  w: Workload,
+  seconds: number,
+  run: number,
+  log: (line: string) => void,
+): Promise<void> {
+  if (cell.error) return;
+  if (!c.pids.every(alive)) {
+    cell.error = 'a Lunar process exited';
+    return;
+  }
+  try {
+    const rec = await measureWith(c.pids, () => runLoad(tool, c.urls, { ...w, sessions: 1 }, seconds));
+    cell.runs.push(rec);
+    log(`  ${w.key} Lunar, two processes, run ${run + 1}: ${fmtRun(w, rec)}`);
+  } catch (e) {
+    cell.error = e instanceof Error ? e.message : String(e);
+    log(`  ${w.key} Lunar, two processes, run ${run + 1}: FAILED ${cell.error}`);
   }
 }
 
 /** "median (min-max)" */
 function fmtSummary(s: Summary): string {
   return s.runs.length > 1 ? `${fmtNum(s.median)} (${fmtNum(s.min)}–${fmtNum(s.max)})` : fmtNum(s.median);
+}
+
+function ratioText(a: number | undefined, b: number | undefined): string {
+  return a !== undefined && b !== undefined && Number.isFinite(a / b) && b > 0 ? (a / b).toFixed(2) : 'n/a';
+}
+
+/** Median of `f` over a cell's runs; undefined without runs. */
+function cellMedian(c: Cell, f: (r: RunRecord) => number): number | undefined {
+  return c.runs.length ? summarize(c.runs.map(f)).median : undefined;
+}
+
+/**
+ * The per-session table: one session, two sessions to one LU and their ratio (the goal); with the
+ * ceiling, the same two sessions on two separate Lunar processes, and how busy the machine was, so
+ * that the goal can be read against what this machine allows at all.
+ */
+function pathRows(
+  subjects: readonly Subject[],
+  cellOf: (w: Workload, s: Subject) => Cell,
+  one: Workload | undefined,
+  two: Workload,
+  ceiling: Cell | undefined,
+): string[][] {
+  const iops = (r: RunRecord): number => r.result.iops;
+  const busy = (r: RunRecord): number => r.machineBusyPct;
+  const at = (w: Workload | undefined, s: Subject, f: (r: RunRecord) => number): number | undefined =>
+    w ? cellMedian(cellOf(w, s), f) : undefined;
+  const fmt = (x: number | undefined): string => fmtNum(x ?? Number.NaN);
+  const rows = [
+    ['one session (IOPS)', ...subjects.map((s) => fmt(at(one, s, iops))), NO_GOAL],
+    ['two sessions to one LU (IOPS)', ...subjects.map((s) => fmt(at(two, s, iops))), NO_GOAL],
+    [
+      'two sessions / one session',
+      ...subjects.map((s) => ratioText(at(two, s, iops), at(one, s, iops))),
+      `Lunar ≥ ${GOALS.twoSessionsVsOne.toFixed(1)}`,
+    ],
+    ['target CPU% (two sessions)', ...subjects.map((s) => fmt(at(two, s, (r) => r.cpuPct))), '(200 % = both cores)'],
+  ];
+  const busyOne = ['machine busy % (one session)', ...subjects.map((s) => fmt(at(one, s, busy))), '(100 % = every core busy)'];
+  if (!ceiling) return [...rows, busyOne];
+  const failed = ceiling.runs.length === 0 && ceiling.error !== undefined;
+  const lunarOnly = (f: (s: Subject) => string): string[] =>
+    subjects.map((s) => (s.name !== 'Lunar' ? NOT_MEASURED : failed ? 'FAILED' : f(s)));
+  return [
+    ...rows,
+    ['two sessions, two separate Lunar processes (IOPS)', ...lunarOnly(() => fmt(cellMedian(ceiling, iops))), NO_GOAL],
+    [
+      'ceiling: separate processes / one session',
+      ...lunarOnly((s) => ratioText(cellMedian(ceiling, iops), at(one, s, iops))),
+      'the most one process can reach here',
+    ],
+    busyOne,
+    ['machine busy % (two separate Lunar processes)', ...lunarOnly(() => fmt(cellMedian(ceiling, busy))), '(100 % = every core busy)'],
+    ['target CPU% (two separate Lunar processes)', ...lunarOnly(() => fmt(cellMedian(ceiling, (r) => r.cpuPct))), '(200 % = both cores)'],
+  ];
 }
 
 export async function runIscsiBench(opts: BenchOptions): Promise<number> {
@@ -231,12 +402,15 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
 
   const tool = await ensureLoadTool();
   const dataDir = mkdtempSync(join(tmpdir(), 'lunar-bench-'));
-  // The LUs are filled (2 x size on disk): remove them even when the run is interrupted.
-  const removeDataDir = (): void => rmSync(dataDir, { recursive: true, force: true });
+  const dirs = [dataDir];
+  // The LUs are filled (2-3 x size on disk): remove them even when the run is interrupted.
+  const removeDataDir = (): void => dirs.forEach((d) => rmSync(d, { recursive: true, force: true }));
   process.once('exit', removeDataDir);
   const memory: Record<string, string> = {};
   let lunar: LunarTarget | undefined;
   let tgt: TgtTarget | undefined;
+  let ceiling: Ceiling | undefined;
+  const ceilingCell: Cell = { runs: [] };
   const subjects: Subject[] = [];
   const notes: string[] = [];
   try {
@@ -329,6 +503,19 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
     }
     if (lunar) memory['after fill'] = mib(readMemory(lunar.pid).rssKiB);
 
+    // --- the two-session ceiling: a second Lunar process, only when the two-session row runs
+    const lunarSubject = subjects.find((s) => s.name === 'Lunar');
+    if (lunar && lunarSubject && !lunarSubject.failed && workloads.some((w) => w.key === TWO_SESSIONS_KEY)) {
+      const dir = mkdtempSync(join(tmpdir(), 'lunar-bench-ceiling-'));
+      dirs.push(dir);
+      try {
+        ceiling = await startCeiling(tool, lunar, dir, opts.size, log);
+      } catch (e) {
+        ceilingCell.error = e instanceof Error ? e.message : String(e);
+        log(`Lunar (ceiling, second process) unavailable: ${ceilingCell.error}`);
+      }
+    }
+
     // --- measurements, targets alternating run by run
     const cells = new Map<string, Cell>();
     const cell = (w: Workload, s: Subject): Cell => {
@@ -350,13 +537,14 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
           try {
             const rec = await measure(tool, s, w, opts.seconds);
             c.runs.push(rec);
-            log(
-              `  ${w.key} ${s.name} run ${r + 1}: ${fmtNum(value(w, rec.result))} ${w.unit}, ` +
-                `p50 ${rec.result.latUs.p50} us, p99 ${rec.result.latUs.p99} us, target CPU ${fmtNum(rec.cpuPct)}%`,
-            );
+            log(`  ${w.key} ${s.name} run ${r + 1}: ${fmtRun(w, rec)}`);
           } catch (e) {
             c.error = e instanceof Error ? e.message : String(e);
             log(`  ${w.key} ${s.name} run ${r + 1}: FAILED ${c.error}`);
+          }
+          // Right after Lunar's own two-session run, so that both see the same background load.
+          if (ceiling && s.name === 'Lunar' && w.key === TWO_SESSIONS_KEY) {
+            await runCeiling(tool, ceiling, ceilingCell, w, opts.seconds, r, log);
           }
         }
       }
@@ -389,7 +577,7 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
           for (let i = 0; i < urls.length; i += 8) await Promise.all(urls.slice(i, i + 8).map((u) => fillLu(tool, u)));
           const groups = Array.from({ length: sc.loadProcesses }, (_, g) => urls.filter((_u, i) => i % sc.loadProcesses === g));
           const spec: LoadSpec = { op: 'read', pattern: 'rand', bytes: 4096, qd: sc.qd, sessions: sc.sessionsPerLu };
-          const rec = await measureWith(s.pid, () => runLoadParallel(tool, groups, spec, opts.seconds));
+          const rec = await measureWith([s.pid], () => runLoadParallel(tool, groups, spec, opts.seconds));
           scaleRuns.set(s.name, rec);
           log(
             `  scale ${s.name}: ${rec.result.sessions} sessions, ${fmtNum(rec.result.iops)} IOPS, per session ` +
@@ -426,23 +614,19 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
     const loadAfter = loadAverage();
     const names = subjects.map((s) => s.name);
     const ratioOk = names.length === 2 && names[0] === 'Lunar';
-    const ratioText = (a: number | undefined, b: number | undefined): string =>
-      a !== undefined && b !== undefined && Number.isFinite(a / b) && b > 0 ? (a / b).toFixed(2) : 'n/a';
     const header = [
       'workload',
       'unit',
       ...names.flatMap((n) => [`${n} median (min–max)`]),
       ...(ratioOk ? ['Lunar/tgt', 'goal'] : []),
       ...names.map((n) => `${n} CPU%`),
+      ...names.map((n) => `${n} machine busy %`),
     ];
     const rows: string[][] = [];
     const latRows: string[][] = [];
     const cpuRows: string[][] = [];
     const json: Record<string, unknown> = {};
-    const medianOf = (w: Workload, s: Subject, f: (r: RunRecord) => number): number | undefined => {
-      const c = cell(w, s);
-      return c.runs.length ? summarize(c.runs.map(f)).median : undefined;
-    };
+    const medianOf = (w: Workload, s: Subject, f: (r: RunRecord) => number): number | undefined => cellMedian(cell(w, s), f);
     for (const w of workloads) {
       const sums = subjects.map((s) => {
         const c = cell(w, s);
@@ -451,6 +635,7 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
       const row = [w.label, w.unit, ...sums.map(({ s, c }) => (s ? fmtSummary(s) : c.error ? 'FAILED' : 'n/a'))];
       if (ratioOk) row.push(ratioText(sums[0]!.s?.median, sums[1]!.s?.median), w.goal !== undefined ? `≥ ${w.goal.toFixed(1)}` : NO_GOAL);
       row.push(...sums.map(({ c }) => (c.runs.length ? fmtNum(summarize(c.runs.map((r) => r.cpuPct)).median) : 'n/a')));
+      row.push(...sums.map(({ c }) => (c.runs.length ? fmtNum(summarize(c.runs.map((r) => r.machineBusyPct)).median) : 'n/a')));
       rows.push(row);
       const lat = subjects.map((s) => ({
         p50: medianOf(w, s, (r) => r.result.latUs.p50),
@@ -473,18 +658,23 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
           s.name,
           {
             unit: w.unit,
-            runs: cell(w, s).runs.map((r) => ({
-              value: value(w, r.result),
-              ...r.result,
-              cpuPct: r.cpuPct,
-              cpuUsPerIo: r.cpuUsPerIo,
-              maxRssKiB: r.maxRssKiB,
-            })),
+            runs: cell(w, s).runs.map((r) => runJson(w, r)),
             summary: sums[i]!.s ?? null,
             error: cell(w, s).error ?? null,
           },
         ]),
       );
+    }
+    if (ceiling || ceilingCell.error !== undefined) {
+      const w2 = WORKLOADS.find((w) => w.key === TWO_SESSIONS_KEY)!;
+      json[`${TWO_SESSIONS_KEY}-two-processes`] = {
+        Lunar: {
+          unit: w2.unit,
+          runs: ceilingCell.runs.map((r) => runJson(w2, r)),
+          summary: ceilingCell.runs.length ? summarize(ceilingCell.runs.map((r) => value(w2, r.result))) : null,
+          error: ceilingCell.error ?? null,
+        },
+      };
     }
     const table = markdownTable(header, rows);
     const cpuTable = markdownTable(['target CPU time per command (us)', ...names, ...(ratioOk ? ['Lunar/tgt', 'goal'] : [])], cpuRows);
@@ -497,37 +687,14 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
       latRows,
     );
     // Two sessions to one LU against one session, per target: does the second path add throughput?
-    const one = workloads.find((w) => w.key === 'randread-4k-qd32');
-    const two = workloads.find((w) => w.key === 'randread-4k-qd32-2s');
-    const pathTable =
-      one && two
-        ? markdownTable(
-            ['4 KiB random read, QD32 per session', ...names, 'goal'],
-            [
-              ['one session (IOPS)', ...subjects.map((s) => fmtNum(medianOf(one, s, (r) => r.result.iops) ?? Number.NaN)), NO_GOAL],
-              [
-                'two sessions to one LU (IOPS)',
-                ...subjects.map((s) => fmtNum(medianOf(two, s, (r) => r.result.iops) ?? Number.NaN)),
-                NO_GOAL,
-              ],
-              [
-                'two sessions / one session',
-                ...subjects.map((s) =>
-                  ratioText(
-                    medianOf(two, s, (r) => r.result.iops),
-                    medianOf(one, s, (r) => r.result.iops),
-                  ),
-                ),
-                `Lunar ≥ ${GOALS.twoSessionsVsOne.toFixed(1)}`,
-              ],
-              [
-                'target CPU% (two sessions)',
-                ...subjects.map((s) => fmtNum(medianOf(two, s, (r) => r.cpuPct) ?? Number.NaN)),
-                '(200 % = both cores)',
-              ],
-            ],
-          )
-        : '';
+    const one = workloads.find((w) => w.key === ONE_SESSION_KEY);
+    const two = workloads.find((w) => w.key === TWO_SESSIONS_KEY);
+    const pathTable = two
+      ? markdownTable(
+          ['4 KiB random read, QD32 per session', ...names, 'goal'],
+          pathRows(subjects, cell, one, two, ceiling ? ceilingCell : undefined),
+        )
+      : '';
     let scaleTable = '';
     if (opts.scale && scaleRuns.size > 0) {
       const sc = opts.scale;
@@ -607,7 +774,8 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
           }),
         ),
       )
-      .concat([...scaleRuns].flatMap(([n, r]) => (typeof r === 'string' ? [`scale ${n}: ${r}`] : [])));
+      .concat([...scaleRuns].flatMap(([n, r]) => (typeof r === 'string' ? [`scale ${n}: ${r}`] : [])))
+      .concat(ceilingCell.error !== undefined ? [`${TWO_SESSIONS_KEY} Lunar, two processes: ${ceilingCell.error}`] : []);
     const elapsed = (Date.now() - t0) / 1000;
     const noise =
       `load average at start ${loadBefore.join(' ')}, at end ${loadAfter.join(' ')}; ` +
@@ -672,6 +840,7 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
     return errors.length ? 1 : 0;
   } finally {
     await tgt?.stop().catch((e: unknown) => log(`tgt stop: ${String(e)}`));
+    await ceiling?.second.stop().catch((e: unknown) => log(`lunar (ceiling) stop: ${String(e)}`));
     await lunar?.stop().catch((e: unknown) => log(`lunar stop: ${String(e)}`));
     if (lunar && opts.profileDir) {
       const file = newestProfile(opts.profileDir);

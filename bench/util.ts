@@ -111,22 +111,30 @@ export function loadAverage(): [number, number, number] {
   return [f[0] ?? Number.NaN, f[1] ?? Number.NaN, f[2] ?? Number.NaN];
 }
 
-/** Busy and total jiffies of all CPUs from /proc/stat (first line). */
+/**
+ * Busy and total jiffies of all CPUs from /proc/stat's first line (proc(5)): busy is
+ * user+nice+system+irq+softirq+steal, total adds idle and iowait. guest and guest_nice are left out:
+ * the kernel already counts them in user and nice.
+ */
 export function cpuJiffies(): { busy: number; total: number } {
   const first = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] ?? '';
-  const f = first.trim().split(/\s+/).slice(1).map(Number);
-  const total = f.reduce((a, b) => a + b, 0);
-  const idle = (f[3] ?? 0) + (f[4] ?? 0); // idle + iowait
-  return { busy: total - idle, total };
+  const f = first.trim().split(/\s+/).slice(1, 9).map(Number);
+  const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = f;
+  const busy = user + nice + system + irq + softirq + steal;
+  return { busy, total: busy + idle + iowait };
+}
+
+/** Percentage of all CPUs busy between two cpuJiffies() readings (100 % = every core busy). */
+export function busyPercentBetween(a: { busy: number; total: number }, b: { busy: number; total: number }): number {
+  const dt = b.total - a.total;
+  return dt > 0 ? ((b.busy - a.busy) / dt) * 100 : Number.NaN;
 }
 
 /** Percentage of all CPUs busy over `ms` milliseconds (100 % = every core busy). */
 export async function cpuBusyPercent(ms: number): Promise<number> {
   const a = cpuJiffies();
   await sleep(ms);
-  const b = cpuJiffies();
-  const dt = b.total - a.total;
-  return dt > 0 ? ((b.busy - a.busy) / dt) * 100 : Number.NaN;
+  return busyPercentBetween(a, cpuJiffies());
 }
 
 /**

@@ -56,7 +56,21 @@ describe('npm run bench --smoke', () => {
       assert.equal(rows.length, 3, `workload "${w.label}": expected a row in each of the 3 per-workload tables`);
       for (const row of rows) assert.ok(!/FAILED|n\/a/.test(row), `row with a missing figure: ${row}`);
     }
-    for (const col of ['Lunar p99.9', 'tgt p99.9', 'Lunar/tgt', 'goal']) assert.ok(out.includes(col), `no column ${col}`);
+    for (const col of ['Lunar p99.9', 'tgt p99.9', 'Lunar/tgt', 'goal', 'Lunar machine busy %', 'tgt machine busy %']) {
+      assert.ok(out.includes(col), `no column ${col}`);
+    }
+    // The per-session table with the two-session ceiling (a second Lunar process; Lunar only).
+    for (const label of [
+      'two sessions / one session',
+      'two sessions, two separate Lunar processes (IOPS)',
+      'ceiling: separate processes / one session',
+      'machine busy % (one session)',
+      'machine busy % (two separate Lunar processes)',
+    ]) {
+      const rows = out.split('\n').filter((l) => l.split('|')[1]?.trim() === label);
+      assert.equal(rows.length, 1, `per-session table: expected one row "${label}"`);
+      assert.match(rows[0]!.split('|')[2]!, /^ *[\d.][\d .]* *$/, `row "${label}": no Lunar figure: ${rows[0]}`);
+    }
     assert.match(out, /noise before start: load average [\d.]+ [\d.]+ [\d.]+/);
     assert.match(out, /Lunar CPU profile .*lunar-\d+\.cpuprofile/, 'the --profile summary is printed');
     assert.ok(!out.includes('no CPU profile found'), 'a CPU profile was written');
@@ -71,8 +85,14 @@ describe('npm run bench --smoke', () => {
       for (const target of ['Lunar', 'tgt']) {
         const t = cell[target];
         assert.ok(isRecord(t) && Array.isArray(t['runs']) && t['runs'].length === 1, `${w.key} ${target}: one run expected`);
+        const run: unknown = t['runs'][0];
+        assert.ok(isRecord(run) && typeof run['machineBusyPct'] === 'number', `${w.key} ${target}: machineBusyPct per run`);
       }
     }
+    const ceiling = results['randread-4k-qd32-2s-two-processes'];
+    assert.ok(isRecord(ceiling) && isRecord(ceiling['Lunar']), 'the two-process ceiling in the JSON');
+    const ceilingRuns = ceiling['Lunar']['runs'];
+    assert.ok(Array.isArray(ceilingRuns) && ceilingRuns.length === 1, 'ceiling: one run expected');
     const scale = results['scale'];
     assert.ok(isRecord(scale) && isRecord(scale['Lunar']) && isRecord(scale['tgt']), 'scale rows for both targets');
     assert.deepEqual(o['errors'], []);
