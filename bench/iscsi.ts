@@ -6,7 +6,8 @@
 // at QD8. Each is run `runs` times for `seconds`, alternating the two targets run by run so that
 // both see the same background noise; the median and the spread (max-min over median) are shown.
 // Every run also records how busy the whole machine was (/proc/stat), and the two-session row gets a
-// Lunar-only ceiling: two separate `lunar serve` processes, one session each.
+// Lunar-only ceiling: two separate `lunar serve` processes, one session each (driven by one
+// iscsi-load process as the row is, and by one iscsi-load per Lunar process).
 
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
@@ -304,28 +305,71 @@ async function startCeiling(
   }
 }
 
-/** One run of the ceiling, driven like the two-session row: one iscsi-load process, two sessions (one per process here). */
+/** One way of driving the ceiling's two sessions (one to each Lunar process, QD32 each). */
+interface CeilingShape {
+  /** Suffix of the two-session row's key in the JSON results. */
+  readonly key: string;
+  /** Names the rows of the per-session table. */
+  readonly label: string;
+  readonly ratioLabel: string;
+  /** The goal-column cell of the ratio row: what the ratio tells. */
+  readonly reading: string;
+  readonly load: (tool: string, c: Ceiling, w: Workload, seconds: number) => Promise<LoadResult>;
+}
+
+const CEILING_SHAPES: readonly CeilingShape[] = [
+  // As the two-session row is driven: one iscsi-load process holding both sessions.
+  {
+    key: 'two-processes',
+    label: 'two separate Lunar processes',
+    ratioLabel: 'ceiling: separate processes / one session',
+    reading: 'same loader as two sessions',
+    load: (tool, c, w, seconds) => runLoad(tool, c.urls, { ...w, sessions: 1 }, seconds),
+  },
+  // One iscsi-load process per Lunar process: with one loader for both, the machine stayed 79–83 %
+  // busy (0.65× one session: three processes handing work to each other on two vCPUs); with one
+  // each it was 98–100 % busy (0.97×), so this shape is the bound the CPUs set.
+  {
+    key: 'two-processes-two-loaders',
+    label: 'two separate Lunar processes, one iscsi-load each',
+    ratioLabel: 'ceiling, one iscsi-load each / one session',
+    reading: 'the most one process can reach here',
+    load: (tool, c, w, seconds) =>
+      runLoadParallel(
+        tool,
+        c.urls.map((u) => [u]),
+        { ...w, sessions: 1 },
+        seconds,
+      ),
+  },
+];
+
+/** One run of each ceiling shape, in alternating order run by run (as the targets alternate). */
 async function runCeiling(
   tool: string,
   c: Ceiling,
-  cell: Cell,
+  cells: ReadonlyMap<string, Cell>,
   w: Workload,
   seconds: number,
   run: number,
   log: (line: string) => void,
 ): Promise<void> {
-  if (cell.error) return;
-  if (!c.pids.every(alive)) {
-    cell.error = 'a Lunar process exited';
-    return;
-  }
-  try {
-    const rec = await measureWith(c.pids, () => runLoad(tool, c.urls, { ...w, sessions: 1 }, seconds));
-    cell.runs.push(rec);
-    log(`  ${w.key} Lunar, two processes, run ${run + 1}: ${fmtRun(w, rec)}`);
-  } catch (e) {
-    cell.error = e instanceof Error ? e.message : String(e);
-    log(`  ${w.key} Lunar, two processes, run ${run + 1}: FAILED ${cell.error}`);
+  const shapes = run % 2 === 0 ? CEILING_SHAPES : [...CEILING_SHAPES].reverse();
+  for (const sh of shapes) {
+    const cell = cells.get(sh.key)!;
+    if (cell.error) continue;
+    if (!c.pids.every(alive)) {
+      cell.error = 'a Lunar process exited';
+      continue;
+    }
+    try {
+      const rec = await measureWith(c.pids, () => sh.load(tool, c, w, seconds));
+      cell.runs.push(rec);
+      log(`  ${w.key} Lunar, ${sh.label}, run ${run + 1}: ${fmtRun(w, rec)}`);
+    } catch (e) {
+      cell.error = e instanceof Error ? e.message : String(e);
+      log(`  ${w.key} Lunar, ${sh.label}, run ${run + 1}: FAILED ${cell.error}`);
+    }
   }
 }
 
@@ -345,7 +389,7 @@ function cellMedian(c: Cell, f: (r: RunRecord) => number): number | undefined {
 
 /**
  * The per-session table: one session, two sessions to one LU and their ratio (the goal); with the
- * ceiling, the same two sessions on two separate Lunar processes, and how busy the machine was, so
+ * ceiling, the same two sessions on two separate Lunar processes (both shapes), and how busy the machine was, so
  * that the goal can be read against what this machine allows at all.
  */
 function pathRows(
@@ -353,7 +397,7 @@ function pathRows(
   cellOf: (w: Workload, s: Subject) => Cell,
   one: Workload | undefined,
   two: Workload,
-  ceiling: Cell | undefined,
+  ceiling: ReadonlyMap<string, Cell> | undefined,
 ): string[][] {
   const iops = (r: RunRecord): number => r.result.iops;
   const busy = (r: RunRecord): number => r.machineBusyPct;
@@ -372,20 +416,26 @@ function pathRows(
   ];
   const busyOne = ['machine busy % (one session)', ...subjects.map((s) => fmt(at(one, s, busy))), '(100 % = every core busy)'];
   if (!ceiling) return [...rows, busyOne];
-  const failed = ceiling.runs.length === 0 && ceiling.error !== undefined;
-  const lunarOnly = (f: (s: Subject) => string): string[] =>
-    subjects.map((s) => (s.name !== 'Lunar' ? NOT_MEASURED : failed ? 'FAILED' : f(s)));
+  const per = CEILING_SHAPES.map((sh) => ({ sh, c: ceiling.get(sh.key) ?? { runs: [] } }));
+  const lunarOnly = (c: Cell, f: (s: Subject) => string): string[] =>
+    subjects.map((s) => (s.name !== 'Lunar' ? NOT_MEASURED : c.runs.length === 0 && c.error !== undefined ? 'FAILED' : f(s)));
   return [
     ...rows,
-    ['two sessions, two separate Lunar processes (IOPS)', ...lunarOnly(() => fmt(cellMedian(ceiling, iops))), NO_GOAL],
-    [
-      'ceiling: separate processes / one session',
-      ...lunarOnly((s) => ratioText(cellMedian(ceiling, iops), at(one, s, iops))),
-      'the most one process can reach here',
-    ],
+    ...per.flatMap(({ sh, c }) => [
+      [`two sessions, ${sh.label} (IOPS)`, ...lunarOnly(c, () => fmt(cellMedian(c, iops))), NO_GOAL],
+      [sh.ratioLabel, ...lunarOnly(c, (s) => ratioText(cellMedian(c, iops), at(one, s, iops))), sh.reading],
+    ]),
     busyOne,
-    ['machine busy % (two separate Lunar processes)', ...lunarOnly(() => fmt(cellMedian(ceiling, busy))), '(100 % = every core busy)'],
-    ['target CPU% (two separate Lunar processes)', ...lunarOnly(() => fmt(cellMedian(ceiling, (r) => r.cpuPct))), '(200 % = both cores)'],
+    ...per.map(({ sh, c }) => [
+      `machine busy % (${sh.label})`,
+      ...lunarOnly(c, () => fmt(cellMedian(c, busy))),
+      '(100 % = every core busy)',
+    ]),
+    ...per.map(({ sh, c }) => [
+      `target CPU% (${sh.label})`,
+      ...lunarOnly(c, () => fmt(cellMedian(c, (r) => r.cpuPct))),
+      '(200 % = both cores)',
+    ]),
   ];
 }
 
@@ -410,7 +460,7 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
   let lunar: LunarTarget | undefined;
   let tgt: TgtTarget | undefined;
   let ceiling: Ceiling | undefined;
-  const ceilingCell: Cell = { runs: [] };
+  const ceilingCells = new Map<string, Cell>(CEILING_SHAPES.map((sh) => [sh.key, { runs: [] }]));
   const subjects: Subject[] = [];
   const notes: string[] = [];
   try {
@@ -511,8 +561,9 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
       try {
         ceiling = await startCeiling(tool, lunar, dir, opts.size, log);
       } catch (e) {
-        ceilingCell.error = e instanceof Error ? e.message : String(e);
-        log(`Lunar (ceiling, second process) unavailable: ${ceilingCell.error}`);
+        const msg = `second Lunar process: ${e instanceof Error ? e.message : String(e)}`;
+        for (const c of ceilingCells.values()) c.error = msg;
+        log(`Lunar (ceiling) unavailable: ${msg}`);
       }
     }
 
@@ -544,7 +595,7 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
           }
           // Right after Lunar's own two-session run, so that both see the same background load.
           if (ceiling && s.name === 'Lunar' && w.key === TWO_SESSIONS_KEY) {
-            await runCeiling(tool, ceiling, ceilingCell, w, opts.seconds, r, log);
+            await runCeiling(tool, ceiling, ceilingCells, w, opts.seconds, r, log);
           }
         }
       }
@@ -665,16 +716,20 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
         ]),
       );
     }
-    if (ceiling || ceilingCell.error !== undefined) {
+    const ceilingRan = ceiling !== undefined || [...ceilingCells.values()].some((c) => c.error !== undefined);
+    if (ceilingRan) {
       const w2 = WORKLOADS.find((w) => w.key === TWO_SESSIONS_KEY)!;
-      json[`${TWO_SESSIONS_KEY}-two-processes`] = {
-        Lunar: {
-          unit: w2.unit,
-          runs: ceilingCell.runs.map((r) => runJson(w2, r)),
-          summary: ceilingCell.runs.length ? summarize(ceilingCell.runs.map((r) => value(w2, r.result))) : null,
-          error: ceilingCell.error ?? null,
-        },
-      };
+      for (const sh of CEILING_SHAPES) {
+        const c = ceilingCells.get(sh.key)!;
+        json[`${TWO_SESSIONS_KEY}-${sh.key}`] = {
+          Lunar: {
+            unit: w2.unit,
+            runs: c.runs.map((r) => runJson(w2, r)),
+            summary: c.runs.length ? summarize(c.runs.map((r) => value(w2, r.result))) : null,
+            error: c.error ?? null,
+          },
+        };
+      }
     }
     const table = markdownTable(header, rows);
     const cpuTable = markdownTable(['target CPU time per command (us)', ...names, ...(ratioOk ? ['Lunar/tgt', 'goal'] : [])], cpuRows);
@@ -692,7 +747,7 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
     const pathTable = two
       ? markdownTable(
           ['4 KiB random read, QD32 per session', ...names, 'goal'],
-          pathRows(subjects, cell, one, two, ceiling ? ceilingCell : undefined),
+          pathRows(subjects, cell, one, two, ceilingRan ? ceilingCells : undefined),
         )
       : '';
     let scaleTable = '';
@@ -775,7 +830,12 @@ export async function runIscsiBench(opts: BenchOptions): Promise<number> {
         ),
       )
       .concat([...scaleRuns].flatMap(([n, r]) => (typeof r === 'string' ? [`scale ${n}: ${r}`] : [])))
-      .concat(ceilingCell.error !== undefined ? [`${TWO_SESSIONS_KEY} Lunar, two processes: ${ceilingCell.error}`] : []);
+      .concat(
+        CEILING_SHAPES.flatMap((sh) => {
+          const e = ceilingCells.get(sh.key)!.error;
+          return e !== undefined ? [`${TWO_SESSIONS_KEY} Lunar, ${sh.label}: ${e}`] : [];
+        }),
+      );
     const elapsed = (Date.now() - t0) / 1000;
     const noise =
       `load average at start ${loadBefore.join(' ')}, at end ${loadAfter.join(' ')}; ` +

@@ -64,8 +64,11 @@ describe('npm run bench --smoke', () => {
       'two sessions / one session',
       'two sessions, two separate Lunar processes (IOPS)',
       'ceiling: separate processes / one session',
+      'two sessions, two separate Lunar processes, one iscsi-load each (IOPS)',
+      'ceiling, one iscsi-load each / one session',
       'machine busy % (one session)',
       'machine busy % (two separate Lunar processes)',
+      'machine busy % (two separate Lunar processes, one iscsi-load each)',
     ]) {
       const rows = out.split('\n').filter((l) => l.split('|')[1]?.trim() === label);
       assert.equal(rows.length, 1, `per-session table: expected one row "${label}"`);
@@ -89,10 +92,12 @@ describe('npm run bench --smoke', () => {
         assert.ok(isRecord(run) && typeof run['machineBusyPct'] === 'number', `${w.key} ${target}: machineBusyPct per run`);
       }
     }
-    const ceiling = results['randread-4k-qd32-2s-two-processes'];
-    assert.ok(isRecord(ceiling) && isRecord(ceiling['Lunar']), 'the two-process ceiling in the JSON');
-    const ceilingRuns = ceiling['Lunar']['runs'];
-    assert.ok(Array.isArray(ceilingRuns) && ceilingRuns.length === 1, 'ceiling: one run expected');
+    for (const key of ['randread-4k-qd32-2s-two-processes', 'randread-4k-qd32-2s-two-processes-two-loaders']) {
+      const ceiling = results[key];
+      assert.ok(isRecord(ceiling) && isRecord(ceiling['Lunar']), `the two-process ceiling ${key} in the JSON`);
+      const ceilingRuns = ceiling['Lunar']['runs'];
+      assert.ok(Array.isArray(ceilingRuns) && ceilingRuns.length === 1, `${key}: one run expected`);
+    }
     const scale = results['scale'];
     assert.ok(isRecord(scale) && isRecord(scale['Lunar']) && isRecord(scale['tgt']), 'scale rows for both targets');
     assert.deepEqual(o['errors'], []);
