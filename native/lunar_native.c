@@ -44,7 +44,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <limits.h>
+#include <stdbool.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <uv.h>
 #ifdef LUNAR_HAVE_URING
@@ -304,6 +307,61 @@ static napi_value js_duplicate_fd(napi_env env, napi_callback_info info) {
     return NULL;
   }
   NAPI_CALL(env, napi_create_int32(env, nfd, &result));
+  return result;
+}
+
+/* ---- sendNoWait ------------------------------------------------------------------------------------ */
+
+/* sendNoWait(fd, buffers) -> bytes | -errno, synchronous: one sendmsg(MSG_DONTWAIT | MSG_NOSIGNAL) of the
+ * buffers in order (at most IOV_MAX of them). Why: net.Socket's write path (Writable.write,
+ * writeOrBuffer, a WriteWrap, LibuvStreamWrap's try-write, then a process.nextTick for the callback) is
+ * a fixed cost per loop turn that a connection answering one command per turn (QD1) pays in full; the
+ * caller writes here only when the stream holds nothing, and queues what the kernel did not take on
+ * the stream as before (docs/benchmarks.md). sendmsg, not writev: on a descriptor that is not a socket
+ * it fails with ENOTSOCK instead of writing. */
+static napi_value js_send_nowait(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], result;
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd;
+  uint32_t count;
+  bool is_array = false;
+  if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
+      napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array ||
+      napi_get_array_length(env, argv[1], &count) != napi_ok) {
+    napi_throw_type_error(env, NULL, "sendNoWait(fd, buffers): integer >= 0 and an array of Buffers expected");
+    return NULL;
+  }
+  if (count > IOV_MAX) count = IOV_MAX;
+  struct iovec iov_small[16];
+  struct iovec *iov = count <= 16 ? iov_small : malloc(sizeof(struct iovec) * count);
+  if (iov == NULL) {
+    NAPI_CALL(env, napi_create_double(env, -(double)ENOMEM, &result));
+    return result;
+  }
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value el;
+    void *data;
+    size_t len;
+    if (napi_get_element(env, argv[1], i, &el) != napi_ok || napi_get_buffer_info(env, el, &data, &len) != napi_ok) {
+      if (iov != iov_small) free(iov);
+      napi_throw_type_error(env, NULL, "sendNoWait(fd, buffers): every element must be a Buffer");
+      return NULL;
+    }
+    iov[i].iov_base = data;
+    iov[i].iov_len = len;
+  }
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_iov = iov;
+  msg.msg_iovlen = count;
+  ssize_t n;
+  do {
+    n = sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  int e = errno;
+  if (iov != iov_small) free(iov);
+  NAPI_CALL(env, napi_create_double(env, n < 0 ? -(double)e : (double)n, &result));
   return result;
 }
 
@@ -652,6 +710,8 @@ static napi_value init(napi_env env, napi_value exports) {
   NAPI_CALL(env, napi_set_named_property(env, exports, "allocationMap", fn));
   NAPI_CALL(env, napi_create_function(env, "duplicateFd", NAPI_AUTO_LENGTH, js_duplicate_fd, NULL, &fn));
   NAPI_CALL(env, napi_set_named_property(env, exports, "duplicateFd", fn));
+  NAPI_CALL(env, napi_create_function(env, "sendNoWait", NAPI_AUTO_LENGTH, js_send_nowait, NULL, &fn));
+  NAPI_CALL(env, napi_set_named_property(env, exports, "sendNoWait", fn));
   NAPI_CALL(env, napi_create_function(env, "preadNoWait", NAPI_AUTO_LENGTH, js_pread_nowait, NULL, &fn));
   NAPI_CALL(env, napi_set_named_property(env, exports, "preadNoWait", fn));
   NAPI_CALL(env, napi_create_function(env, "pwriteNoWait", NAPI_AUTO_LENGTH, js_pwrite_nowait, NULL, &fn));

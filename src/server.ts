@@ -140,6 +140,7 @@ export async function startLunar(config: LunarConfig): Promise<LunarServer> {
       registry,
       logger: base.child({ component: 'iscsi' }),
       duplicateFd: (fd) => native.duplicateFd(fd),
+      sendNoWait: (fd, buffers) => native.sendNoWait(fd, buffers),
       ...(config.admission ? { admission: config.admission } : {}),
       ...(config.loginTimeoutMs !== undefined ? { tuning: { loginTimeoutMs: config.loginTimeoutMs } } : {}),
     });

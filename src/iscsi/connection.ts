@@ -54,11 +54,24 @@ export interface PduHandler {
   connectionClosed(reason: string): void;
 }
 
+/** What net.Socket exposes of its libuv handle on Linux: the descriptor (not in @types/node). */
+interface SocketWithHandle {
+  readonly _handle?: { readonly fd?: unknown } | null;
+}
+
+/** The socket's descriptor while its handle is open, else -1. */
+function socketFd(s: Socket): number {
+  const fd = (s as unknown as SocketWithHandle)._handle?.fd;
+  return typeof fd === 'number' ? fd : -1;
+}
+
 export interface ConnectionHooks {
   readonly login: Omit<LoginContext, 'remoteAddress'>;
   readonly logger: Logger;
   /** Warn lines this connection's peer causes go through it (rate-limited per remote address); absent: logged as they come. */
   readonly peerLog?: PeerLog;
+  /** sendmsg(MSG_DONTWAIT) on the socket's descriptor: bytes taken or -errno (IscsiServerOptions.sendNoWait). */
+  readonly sendNoWait?: (fd: number, buffers: readonly Buffer[]) => number;
   /** Login finished: create (or reinstate) the session and return its handler. */
   loginComplete(conn: IscsiConnection, result: LoginResult): { handler: PduHandler; tsih: number; maxCmdSN: number };
   /** Connection ended (for bookkeeping). */
@@ -560,15 +573,38 @@ export class IscsiConnection {
       IscsiConnection.release(written, slabs);
       return;
     }
+    let first = 0;
+    const direct = this.hooks.sendNoWait;
+    // Straight to the kernel when the stream holds nothing (else the bytes would overtake what it
+    // holds): the stream's per-write machinery is then skipped, and what the kernel did not take
+    // (a full send buffer) is queued on the stream below, in order. The descriptor is read from the
+    // live handle each time: after destroy() there is none, so a reused descriptor number is never
+    // written to.
+    if (direct !== undefined && s.writableLength === 0 && !s.writableEnded) {
+      const fd = socketFd(s);
+      let n = fd < 0 ? -1 : direct(fd, out);
+      if (n > 0) {
+        while (first < out.length && n >= out[first]!.length) n -= out[first++]!.length;
+        if (n > 0) out[first] = out[first]!.subarray(n);
+      }
+      if (first === out.length) {
+        out.length = 0;
+        this.outBytes = 0;
+        IscsiConnection.release(written, slabs);
+        // send() paused reading at the high-water mark; no 'drain' follows a write the stream never saw.
+        if (s.isPaused() && this.phase !== 'closed') s.resume();
+        return;
+      }
+    }
     // Writes complete in order: the last one's callback means the socket is done with all of them
     // (also when it failed or the socket was destroyed: Node then calls it with the error).
     const cb = written.length > 0 || slabs.length > 0 ? (): void => IscsiConnection.release(written, slabs) : undefined;
-    if (out.length === 1) {
-      s.write(out[0]!, cb);
+    const last = out.length - 1;
+    if (first === last) {
+      s.write(out[last]!, cb);
     } else {
       s.cork();
-      const last = out.length - 1;
-      for (let i = 0; i < last; i++) s.write(out[i]!);
+      for (let i = first; i < last; i++) s.write(out[i]!);
       s.write(out[last]!, cb);
       s.uncork();
     }

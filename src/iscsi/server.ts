@@ -28,6 +28,12 @@ export interface IscsiServerOptions {
    * socket's 'data' chunks are parsed.
    */
   duplicateFd?: (fd: number) => number;
+  /**
+   * sendmsg(MSG_DONTWAIT) of buffers on a socket's descriptor (the native addon's sendNoWait): the bytes
+   * taken or -errno. Given, a connection whose socket holds nothing queued writes its turn's PDUs with it
+   * and queues only what the kernel did not take on the socket (connection.ts flush).
+   */
+  sendNoWait?: (fd: number, buffers: readonly Buffer[]) => number;
   /** Caps on what peers that have not logged in may hold (admission.ts); defaults DEFAULT_ADMISSION. */
   admission?: Partial<AdmissionLimits>;
   /** Interval of the peer log's windows and summaries (peer-log.ts); default one minute (tests shorten it). */
@@ -57,6 +63,7 @@ export class IscsiServer {
   private closing = false;
   private readonly host: SessionHost;
   private readonly duplicateFd: ((fd: number) => number) | undefined;
+  private readonly sendNoWait: ((fd: number, buffers: readonly Buffer[]) => number) | undefined;
   readonly admission: Admission;
   private readonly peerLog: PeerLog;
   /** Connections closed at accept for a pre-login cap: counted and summarised, never logged one by one. */
@@ -68,6 +75,7 @@ export class IscsiServer {
 
   constructor(opts: IscsiServerOptions) {
     this.duplicateFd = opts.duplicateFd;
+    this.sendNoWait = opts.sendNoWait;
     this.registry = opts.registry;
     this.logger = opts.logger ?? componentLogger('iscsi');
     this.tuning = { ...DEFAULT_TUNING, ...opts.tuning };
@@ -210,6 +218,7 @@ export class IscsiServer {
       },
       logger: this.logger,
       peerLog: this.peerLog,
+      ...(this.sendNoWait ? { sendNoWait: this.sendNoWait } : {}),
       loginComplete: (c, r) => {
         ticket.leave();
         return this.loginComplete(c, r, portal, remote);

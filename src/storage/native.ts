@@ -14,6 +14,11 @@ export interface LunarNative {
   /** fcntl(fd, F_DUPFD_CLOEXEC): a second descriptor of the same open file (or socket). Throws with .code. */
   duplicateFd(fd: number): number;
   /**
+   * sendmsg(MSG_DONTWAIT | MSG_NOSIGNAL) of the buffers in order (at most IOV_MAX of them), in the calling
+   * thread: the bytes the kernel took (possibly short), or -errno (-EAGAIN: the send buffer is full).
+   */
+  sendNoWait(fd: number, buffers: readonly Buffer[]): number;
+  /**
    * preadv2/pwritev2(RWF_NOWAIT) of buf[offset, offset+length) at position, in the calling thread: the
    * bytes done (possibly short), or -errno (-EAGAIN: not without waiting for the device).
    */
