@@ -1,5 +1,6 @@
 // Loader for the lunar_native N-API addon (native/lunar_native.c, built by node-gyp into build/Release).
 // Node's fs has no fallocate(2), no lseek SEEK_DATA/SEEK_HOLE and no io_uring; the addon provides those.
+// Loading it also fixes glibc's mmap threshold for the process (see mmapThreshold).
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -40,6 +41,12 @@ export interface LunarNative {
   uringReadv(ring: UringHandle, slot: number, fd: number, buf: Buffer, offset: number, length: number, position: number): number;
   uringWritev(ring: UringHandle, slot: number, fd: number, buf: Buffer, offset: number, length: number, position: number): number;
   uringClose(ring: UringHandle): void;
+  /**
+   * The bytes glibc's mmap threshold was fixed at when the addon was first loaded in this process
+   * (131072), or 0 when it was left alone: not glibc, or MALLOC_MMAP_THRESHOLD_ / a
+   * glibc.malloc.mmap_threshold tunable in the environment (the operator's value stands).
+   */
+  mmapThreshold(): number;
   readonly FALLOC_FL_KEEP_SIZE: number;
   readonly FALLOC_FL_PUNCH_HOLE: number;
   readonly FALLOC_FL_ZERO_RANGE: number;
