@@ -54,6 +54,9 @@ export interface PduHandler {
   connectionClosed(reason: string): void;
 }
 
+/** afterWrite() callbacks of a write that has none (never pushed to). */
+const NO_CALLBACKS: readonly (() => void)[] = [];
+
 /** What net.Socket exposes of its libuv handle on Linux: the descriptor (not in @types/node). */
 interface SocketWithHandle {
   readonly _handle?: { readonly fd?: unknown } | null;
@@ -598,18 +601,25 @@ export class IscsiConnection {
     }
     // Writes complete in order: the last one's callback means the socket is done with all of them
     // (also when it failed or the socket was destroyed: Node then calls it with the error).
-    const cb = written.length > 0 || slabs.length > 0 ? (): void => IscsiConnection.release(written, slabs) : undefined;
+    // `written` is still this.written when it was empty: the callback must not hold it, else a later
+    // turn's afterWrite() would run when this turn's write completes, before its own bytes left.
+    const fns = written.length > 0 ? written : NO_CALLBACKS;
+    const cb = fns.length > 0 || slabs.length > 0 ? (): void => IscsiConnection.release(fns, slabs) : undefined;
     const last = out.length - 1;
+    let ok: boolean;
     if (first === last) {
-      s.write(out[last]!, cb);
+      ok = s.write(out[last]!, cb);
     } else {
       s.cork();
       for (let i = first; i < last; i++) s.write(out[i]!);
-      s.write(out[last]!, cb);
+      ok = s.write(out[last]!, cb);
       s.uncork();
     }
     out.length = 0;
     this.outBytes = 0;
+    // send() paused reading at the high-water mark and the stream is below its own: no 'drain' will
+    // follow (the kernel took all but this rest).
+    if (ok && s.isPaused() && this.phase !== 'closed') s.resume();
   }
 
   /** Queue one PDU; true when its data was queued by reference (see afterWrite). */

@@ -26,6 +26,9 @@ class FakeSocket extends EventEmitter {
   }
   cork(): void {}
   uncork(): void {}
+  isPaused(): boolean {
+    return false;
+  }
   pause(): this {
     return this;
   }
