@@ -1,13 +1,14 @@
 /*
- * lunar_native: the few Linux file primitives a sparse-file backing store needs and Node.js lacks.
+ * lunar_native: the few Linux file and socket primitives Lunar's data path needs and Node.js lacks.
  *
  * Why hand-written: Node's fs has no fallocate(2) (PUNCH_HOLE for UNMAP / WRITE SAME UNMAP, preallocation)
  * and no lseek(2) SEEK_DATA / SEEK_HOLE (GET LBA STATUS allocation maps), and no maintained npm package
- * offers them. This addon is deliberately tiny: three functions, plain N-API (ABI-stable), no C++.
+ * offers them. This addon is deliberately small: plain N-API (ABI-stable), no C++.
  *
  *   fallocate(fd, mode, offset, length) -> Promise<void>        (async work: runs on the libuv pool)
  *   allocationMap(fd, offset, length)   -> Promise<number[]>    (async; flat [offset, length, mapped(0/1), ...])
  *   duplicateFd(fd)                     -> number               (fcntl F_DUPFD_CLOEXEC, synchronous)
+ *   sendNoWait(fd, buffers)             -> bytes | -errno       (one sendmsg MSG_DONTWAIT|MSG_NOSIGNAL, synchronous)
  *   preadNoWait / pwriteNoWait(fd, buf, offset, length, position) -> bytes | -errno  (RWF_NOWAIT, synchronous)
  *   pwriteInline(fd, buf, offset, length, position) -> bytes | -errno  (plain pwritev2, synchronous)
  *   mmapThreshold()                     -> number               (bytes glibc's mmap threshold was fixed at by this addon, or 0)
