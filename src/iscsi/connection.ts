@@ -6,6 +6,7 @@ import { outputSlabs, SLAB_SIZE } from './buffer-pool.js';
 import { crc32cUpdate, DIGEST_LENGTH, readDigest } from './digest.js';
 import { IscsiProtocolError, RejectReason } from './errors.js';
 import { LoginStateMachine, type LoginContext, type LoginResult } from './login.js';
+import { socketFd } from './own-socket.js';
 import type { PeerEvent, PeerLog } from './peer-log.js';
 import {
   BHS_LENGTH,
@@ -56,17 +57,6 @@ export interface PduHandler {
 
 /** afterWrite() callbacks of a write that has none (never pushed to). */
 const NO_CALLBACKS: readonly (() => void)[] = [];
-
-/** What net.Socket exposes of its libuv handle on Linux: the descriptor (not in @types/node). */
-interface SocketWithHandle {
-  readonly _handle?: { readonly fd?: unknown } | null;
-}
-
-/** The socket's descriptor while its handle is open, else -1. */
-function socketFd(s: Socket): number {
-  const fd = (s as unknown as SocketWithHandle)._handle?.fd;
-  return typeof fd === 'number' ? fd : -1;
-}
 
 export interface ConnectionHooks {
   readonly login: Omit<LoginContext, 'remoteAddress'>;
@@ -590,36 +580,32 @@ export class IscsiConnection {
         while (first < out.length && n >= out[first]!.length) n -= out[first++]!.length;
         if (n > 0) out[first] = out[first]!.subarray(n);
       }
-      if (first === out.length) {
-        out.length = 0;
-        this.outBytes = 0;
-        IscsiConnection.release(written, slabs);
-        // send() paused reading at the high-water mark; no 'drain' follows a write the stream never saw.
-        if (s.isPaused() && this.phase !== 'closed') s.resume();
-        return;
-      }
     }
-    // Writes complete in order: the last one's callback means the socket is done with all of them
-    // (also when it failed or the socket was destroyed: Node then calls it with the error).
-    // `written` is still this.written when it was empty: the callback must not hold it, else a later
-    // turn's afterWrite() would run when this turn's write completes, before its own bytes left.
-    const fns = written.length > 0 ? written : NO_CALLBACKS;
-    const cb = fns.length > 0 || slabs.length > 0 ? (): void => IscsiConnection.release(fns, slabs) : undefined;
-    const last = out.length - 1;
-    let ok: boolean;
-    if (first === last) {
-      ok = s.write(out[last]!, cb);
+    // true: the stream is below its high-water mark (or saw nothing), so no 'drain' will follow.
+    let belowHighWater = true;
+    if (first === out.length) {
+      IscsiConnection.release(written, slabs);
     } else {
-      s.cork();
-      for (let i = first; i < last; i++) s.write(out[i]!);
-      ok = s.write(out[last]!, cb);
-      s.uncork();
+      // Writes complete in order: the last one's callback means the socket is done with all of them
+      // (also when it failed or the socket was destroyed: Node then calls it with the error).
+      // `written` is still this.written when it was empty: the callback must not hold it, else a later
+      // turn's afterWrite() would run when this turn's write completes, before its own bytes left.
+      const fns = written.length > 0 ? written : NO_CALLBACKS;
+      const cb = fns.length > 0 || slabs.length > 0 ? (): void => IscsiConnection.release(fns, slabs) : undefined;
+      const last = out.length - 1;
+      if (first === last) {
+        belowHighWater = s.write(out[last]!, cb);
+      } else {
+        s.cork();
+        for (let i = first; i < last; i++) s.write(out[i]!);
+        belowHighWater = s.write(out[last]!, cb);
+        s.uncork();
+      }
     }
     out.length = 0;
     this.outBytes = 0;
-    // send() paused reading at the high-water mark and the stream is below its own: no 'drain' will
-    // follow (the kernel took all but this rest).
-    if (ok && s.isPaused() && this.phase !== 'closed') s.resume();
+    // send() paused reading at WRITE_HIGH_WATER; with no 'drain' to come, reading resumes here.
+    if (belowHighWater && s.isPaused() && this.phase !== 'closed') s.resume();
   }
 
   /** Queue one PDU; true when its data was queued by reference (see afterWrite). */

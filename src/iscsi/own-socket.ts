@@ -29,6 +29,12 @@ interface SocketWithHandle {
   readonly _handle?: { readonly fd?: unknown } | null;
 }
 
+/** The socket's descriptor while its libuv handle is open, else -1 (after destroy() there is none). */
+export function socketFd(s: net.Socket): number {
+  const fd = (s as unknown as SocketWithHandle)._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : -1;
+}
+
 /**
  * The accepted socket's connection on a socket of our own whose reads go to onBytes (the chunk is valid
  * only during the call), or null when that cannot be done (no descriptor exposed, dup failed): the
@@ -44,8 +50,8 @@ export function ownSocket(
   onBytes: (chunk: Buffer) => void,
   readInto: () => Buffer | null = () => null,
 ): net.Socket | null {
-  const fd = (accepted as unknown as SocketWithHandle)._handle?.fd;
-  if (typeof fd !== 'number' || fd < 0) return null;
+  const fd = socketFd(accepted);
+  if (fd < 0) return null;
   let copy: number;
   try {
     copy = duplicateFd(fd);

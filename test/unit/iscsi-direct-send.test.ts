@@ -12,12 +12,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { pino } from 'pino';
 import { outputSlabs, SLAB_SIZE } from '../../src/iscsi/buffer-pool.js';
 import { IscsiConnection, type ConnectionHooks } from '../../src/iscsi/connection.js';
-import { DEFAULT_TUNING } from '../../src/iscsi/negotiation.js';
 import { loadNative } from '../../src/storage/native.js';
-import type { TargetRegistry } from '../../src/target/types.js';
+import { testConnectionHooks } from '../support/connection-hooks.js';
 
 const FD = 57;
 const EAGAIN = 11;
@@ -115,14 +113,7 @@ function rig(): Rig {
   const calls: number[] = [];
   const violations: string[] = [];
   const take: { next: Take } = { next: (p) => total(p) };
-  const hooks: ConnectionHooks = {
-    login: {
-      registry: {} as TargetRegistry,
-      tuning: { ...DEFAULT_TUNING, loginTimeoutMs: 0 },
-      portalGroupTag: 1,
-      sessionExists: () => false,
-    },
-    logger: pino({ level: 'silent' }),
+  const hooks = testConnectionHooks({
     sendNoWait: (fd, pieces) => {
       calls.push(fd);
       if (sock.writableLength > 0) violations.push(`called while the stream holds ${sock.writableLength} bytes`);
@@ -133,11 +124,7 @@ function rig(): Rig {
       if (n > 0) sock.wire.push(Buffer.from(Buffer.concat(pieces as Buffer[]).subarray(0, n)));
       return n;
     },
-    loginComplete: () => {
-      throw new Error('not used');
-    },
-    closed: () => undefined,
-  };
+  });
   return { conn: new IscsiConnection(sock as unknown as Socket, hooks), sock, calls, violations, take };
 }
 
@@ -507,20 +494,7 @@ describe('direct send over a real loopback socket with the native sendmsg', () =
   }
 
   function hooksWith(sendNoWait: ConnectionHooks['sendNoWait']): ConnectionHooks {
-    return {
-      login: {
-        registry: {} as TargetRegistry,
-        tuning: { ...DEFAULT_TUNING, loginTimeoutMs: 0 },
-        portalGroupTag: 1,
-        sessionExists: () => false,
-      },
-      logger: pino({ level: 'silent' }),
-      ...(sendNoWait ? { sendNoWait } : {}),
-      loginComplete: () => {
-        throw new Error('not used');
-      },
-      closed: () => undefined,
-    };
+    return testConnectionHooks(sendNoWait ? { sendNoWait } : {});
   }
 
   it('~32 MiB in PDUs of varied sizes while the peer does not read, then reads: the same bytes in order', async () => {

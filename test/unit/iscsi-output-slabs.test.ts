@@ -6,11 +6,9 @@ import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { describe, it } from 'node:test';
-import { pino } from 'pino';
 import { BufferPool, outputSlabs, SLAB_SIZE } from '../../src/iscsi/buffer-pool.js';
-import { IscsiConnection, type ConnectionHooks } from '../../src/iscsi/connection.js';
-import { DEFAULT_TUNING } from '../../src/iscsi/negotiation.js';
-import type { TargetRegistry } from '../../src/target/types.js';
+import { IscsiConnection } from '../../src/iscsi/connection.js';
+import { testConnectionHooks } from '../support/connection-hooks.js';
 
 /** The part of net.Socket that IscsiConnection uses; write callbacks wait until complete() is called. */
 class FakeSocket extends EventEmitter {
@@ -55,19 +53,7 @@ class FakeSocket extends EventEmitter {
 
 function connection(): { conn: IscsiConnection; sock: FakeSocket } {
   const sock = new FakeSocket();
-  const hooks: ConnectionHooks = {
-    login: {
-      registry: {} as TargetRegistry,
-      tuning: { ...DEFAULT_TUNING, loginTimeoutMs: 0 },
-      portalGroupTag: 1,
-      sessionExists: () => false,
-    },
-    logger: pino({ level: 'silent' }),
-    loginComplete: () => {
-      throw new Error('not used');
-    },
-    closed: () => undefined,
-  };
+  const hooks = testConnectionHooks();
   return { conn: new IscsiConnection(sock as unknown as Socket, hooks), sock };
 }
 
