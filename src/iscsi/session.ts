@@ -715,7 +715,8 @@ export class Session implements PduHandler {
     this.dropTask(task);
     // The device is done with the Data-Out buffer (and no Data-Out can land in it any more: the task ran
     // only after all of it arrived). Reuse it unless the response carries a view of it.
-    if (task.buf && resp?.data?.buffer !== task.buf.buffer) writeBuffers.give(task.buf);
+    // (A write's response has no data: then no `.buffer` is read, a call into V8's C++ builtins.)
+    if (task.buf && (!resp?.data || resp.data.buffer !== task.buf.buffer)) writeBuffers.give(task.buf);
     if (this.idleWaiters.length > 0) queueMicrotask(() => this.idleWaiters.forEach((w) => w()));
     if (this.ended || task.state === 'aborted') {
       if (resp?.data) readBuffers.give(resp.data);
@@ -746,7 +747,8 @@ export class Session implements PduHandler {
       });
       return;
     }
-    const readData = task.pdu.read && resp.data ? resp.data.subarray(0, Math.min(resp.data.length, edtl)) : null;
+    // The pooled buffer itself where it fits (no view per command: see buffer-pool.ts give()).
+    const readData = task.pdu.read && resp.data ? (resp.data.length <= edtl ? resp.data : resp.data.subarray(0, edtl)) : null;
     // §11.4.5 residuals: what the CDB asked for vs ExpectedDataTransferLength.
     const transferLength = resp.transferLength ?? (task.pdu.read && !task.pdu.write ? (resp.data?.length ?? 0) : edtl);
     const overflow = transferLength > edtl;
@@ -783,7 +785,7 @@ export class Session implements PduHandler {
             bufferOffset: off,
             residualCount: withStatus ? residual : 0,
           },
-          readData.subarray(off, off + n),
+          n === readData.length ? readData : readData.subarray(off, off + n),
         );
         referenced ||= byReference;
         statusSent = withStatus;

@@ -52,7 +52,18 @@ interface Task {
   readonly nexusKey: string;
   readonly taskTag: number;
   readonly controller: TaskAbort;
-  done: Promise<unknown>;
+  /**
+   * The command's run (it may reject). Waiters take settled(run): building that once per command, for
+   * the rare waiter (ORDERED, task management, drain), cost a promise and a microtask per command.
+   */
+  run: Promise<unknown>;
+}
+
+const NOTHING_YET: Promise<unknown> = Promise.resolve();
+const ignore = (): void => undefined;
+/** Resolves once p has settled, whichever way. */
+function settled(p: Promise<unknown>): Promise<void> {
+  return p.then(ignore, ignore);
 }
 
 /** Most unit attentions kept per nexus; older ones collapse into the newest (SPC-4 §5.14 allows it). */
@@ -234,13 +245,13 @@ export class LogicalUnit implements LogicalUnitView {
     if (!this.#nexuses.has(nexusKey)) this.nexusAdded(cmd.nexus); // a nexus we were not told about: treat as new
     const taskKey = this.#taskKey(nexusKey, cmd.taskTag);
     const controller = new TaskAbort();
-    const task: Task = { nexusKey, taskTag: cmd.taskTag, controller, done: Promise.resolve() };
+    const task: Task = { nexusKey, taskTag: cmd.taskTag, controller, run: NOTHING_YET };
     const prior = this.#tasks.get(taskKey);
     // SAM-5 §8.6 task attributes: an ORDERED task starts after every older task has completed, and
     // younger SIMPLE tasks start after it; HEAD OF QUEUE starts at once. (Linux sends SIMPLE only.)
     let waitFor: Promise<unknown> | null = null;
     if (cmd.attribute === 'ordered') {
-      const older = [...this.#tasks.values()].map((t) => t.done);
+      const older: Promise<unknown>[] = [...this.#tasks.values()].map((t) => settled(t.run));
       if (this.#barrier) older.push(this.#barrier);
       waitFor = Promise.all(older);
     } else if (cmd.attribute !== 'head-of-queue' && this.#barrier) {
@@ -253,9 +264,9 @@ export class LogicalUnit implements LogicalUnitView {
       waitFor = Promise.race([waitFor, abortedWait]);
     }
     const run = waitFor ? waitFor.then(() => this.#run(cmd, controller)) : this.#run(cmd, controller);
-    task.done = run.catch(() => undefined);
+    task.run = run;
     if (cmd.attribute === 'ordered') {
-      const barrier = task.done;
+      const barrier = settled(run);
       this.#barrier = barrier;
       void barrier.then(() => {
         if (this.#barrier === barrier) this.#barrier = null;
@@ -331,7 +342,7 @@ export class LogicalUnit implements LogicalUnitView {
   abortTasks(match: (t: Task) => boolean): Promise<number> {
     const victims = [...this.#tasks.values()].filter(match);
     for (const t of victims) t.controller.abort();
-    return Promise.all(victims.map((t) => t.done)).then(() => victims.length);
+    return Promise.all(victims.map((t) => settled(t.run))).then(() => victims.length);
   }
 
   /** ABORT TASK (SAM-5 §7.2). */
@@ -371,6 +382,6 @@ export class LogicalUnit implements LogicalUnitView {
 
   /** Wait for every task to finish (device close). */
   async drain(): Promise<void> {
-    await Promise.all([...this.#tasks.values()].map((t) => t.done));
+    await Promise.all([...this.#tasks.values()].map((t) => settled(t.run)));
   }
 }

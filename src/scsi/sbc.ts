@@ -70,7 +70,12 @@ export async function read(ctx: CommandContext): Promise<ScsiResponse> {
   if (n === 0) return good(total);
   const buf = cmd.dataIn ? cmd.dataIn.take(n) : Buffer.allocUnsafe(n);
   checkNotAborted(ctx.signal);
-  await storeRead(lu, buf, c.lba * lu.blockSize);
+  // storeRead()'s mapping inline: one async layer (a promise and a microtask hop) less per READ.
+  try {
+    await lu.store.read(buf, c.lba * lu.blockSize);
+  } catch (e) {
+    throw ioErrorToScsi(e, false);
+  }
   return { status: ScsiStatus.GOOD, data: buf, sense: null, transferLength: total };
 }
 

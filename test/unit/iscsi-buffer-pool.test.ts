@@ -26,6 +26,23 @@ describe('BufferPool', () => {
     assert.equal(pool.take(8192), a);
   });
 
+  it('takes a lent buffer back once whichever comes first, itself or a view, and lends it again', () => {
+    const pool = new BufferPool(8 << 20, 4096);
+    const a = pool.take(8192);
+    pool.give(a);
+    pool.give(a.subarray(4096));
+    pool.give(a);
+    assert.equal(pool.freeBytes, 8192, 'one return, later ones ignored');
+    assert.equal(pool.take(8192), a);
+    pool.give(a.subarray(0, 100));
+    pool.give(a);
+    assert.equal(pool.freeBytes, 8192, 'a view first, then the buffer itself: still one return');
+    assert.equal(pool.take(8192), a);
+    pool.give(a);
+    assert.equal(pool.take(8192), a, 'lent again after every return');
+    assert.equal(pool.freeBytes, 0);
+  });
+
   it('keeps no small buffers, nothing it did not lend and nothing beyond its cap', () => {
     const pool = new BufferPool(2 << 20);
     const small = pool.take(4096);
