@@ -694,13 +694,19 @@ export class Session implements PduHandler {
       dataIn: readBuffers,
     };
     const device = this.opts.target!.device;
-    let promise: Promise<ScsiResponse | null>;
+    let result: ScsiResponse | null | Promise<ScsiResponse | null>;
     try {
-      promise = device.execute(cmd);
+      result = device.execute(cmd);
     } catch (e) {
-      promise = Promise.reject(e instanceof Error ? e : new Error(errText(e)));
+      result = Promise.reject(e instanceof Error ? e : new Error(errText(e)));
     }
-    promise.then(
+    if (!(result instanceof Promise)) {
+      // Finished at once (a READ from the page cache): Data-In and status go out in this same turn.
+      const resp = result;
+      this.guard(() => this.complete(task, resp));
+      return;
+    }
+    result.then(
       (resp) => this.guard(() => this.complete(task, resp)),
       (e: unknown) => {
         this.log.error({ itt: task.itt, err: errText(e) }, 'SCSI device failed a command');

@@ -99,7 +99,7 @@ export function createTargetDevice(opts: {
       const lu = units.get(cmd.lun);
       if (lu && !closed) return lu.execute(cmd);
       try {
-        return Promise.resolve(noSuchLun(cmd));
+        return noSuchLun(cmd);
       } catch (e) {
         return Promise.reject(e instanceof Error ? e : new Error(String(e)));
       }

@@ -238,7 +238,12 @@ export class LogicalUnit implements LogicalUnitView {
 
   // ---- execution ----------------------------------------------------------------------------------
 
-  async execute(cmd: ScsiCommand): Promise<ScsiResponse | null> {
+  /**
+   * Run one command (ScsiTargetDevice.execute): the response at once when the command finished without
+   * waiting (a READ from the page cache), else a promise of it. Never throws, never rejects for SCSI
+   * errors (CHECK CONDITION responses); null when task management aborted it.
+   */
+  execute(cmd: ScsiCommand): ScsiResponse | null | Promise<ScsiResponse | null> {
     // performance.now() is a double (process.hrtime.bigint() would allocate a BigInt per command).
     const arrived = this.#observer ? performance.now() : 0;
     const nexusKey = cmd.nexus.key;
@@ -264,6 +269,8 @@ export class LogicalUnit implements LogicalUnitView {
       waitFor = Promise.race([waitFor, abortedWait]);
     }
     const run = waitFor ? waitFor.then(() => this.#run(cmd, controller)) : this.#run(cmd, controller);
+    // Finished at once (nothing to wait for, served without I/O): answered in this same call.
+    if (!(run instanceof Promise)) return this.#finish(cmd, task, taskKey, prior, run, arrived);
     task.run = run;
     if (cmd.attribute === 'ordered') {
       const barrier = settled(run);
@@ -272,19 +279,33 @@ export class LogicalUnit implements LogicalUnitView {
         if (this.#barrier === barrier) this.#barrier = null;
       });
     }
+    return run.then(
+      (res) => this.#finish(cmd, task, taskKey, prior, res, arrived),
+      (e: unknown) => {
+        this.#untrack(task, taskKey, prior);
+        throw e;
+      },
+    );
+  }
+
+  /** A command's end: its answer (null when aborted), its statistics, and its place in the task table freed. */
+  #finish(cmd: ScsiCommand, task: Task, taskKey: number, prior: Task | undefined, res: ScsiResponse, arrived: number): ScsiResponse | null {
     try {
-      const res = await run;
-      const answer = controller.aborted ? null : res;
+      const answer = task.controller.aborted ? null : res;
       if (this.#observer) this.#observe(this.#observer, cmd, answer, arrived);
       if (this.#space && answer?.status === ScsiStatus.CHECK_CONDITION && isSpaceAllocationFailure(answer.sense)) {
         this.#space.spaceAllocationFailed();
       }
       return answer;
     } finally {
-      if (this.#tasks.get(taskKey) === task) {
-        if (prior && prior !== task) this.#tasks.set(taskKey, prior);
-        else this.#tasks.delete(taskKey);
-      }
+      this.#untrack(task, taskKey, prior);
+    }
+  }
+
+  #untrack(task: Task, taskKey: number, prior: Task | undefined): void {
+    if (this.#tasks.get(taskKey) === task) {
+      if (prior && prior !== task) this.#tasks.set(taskKey, prior);
+      else this.#tasks.delete(taskKey);
     }
   }
 
@@ -299,7 +320,7 @@ export class LogicalUnit implements LogicalUnitView {
   }
 
   /** Not async: returning #dispatch's promise from an async function would cost a promise and three microtask hops per command. */
-  #run(cmd: ScsiCommand, signal: AbortFlag): Promise<ScsiResponse> {
+  #run(cmd: ScsiCommand, signal: AbortFlag): ScsiResponse | Promise<ScsiResponse> {
     return this.log.isLevelEnabled('debug') ? this.#runLogged(cmd, signal) : this.#dispatch(cmd, signal);
   }
 
@@ -311,7 +332,8 @@ export class LogicalUnit implements LogicalUnitView {
     return res;
   }
 
-  async #dispatch(cmd: ScsiCommand, signal: AbortFlag): Promise<ScsiResponse> {
+  /** Look the command up and run its handler: synchronous when the handler was (see execute). */
+  #dispatch(cmd: ScsiCommand, signal: AbortFlag): ScsiResponse | Promise<ScsiResponse> {
     if (signal.aborted) return TASK_ABORTED;
     const entry: CommandDescriptor | 'invalid-service-action' | undefined = lookupCommand(cmd.cdb, this);
     // SPC-4 §5.14: a pending unit attention is reported for any command but INQUIRY, REPORT LUNS and
@@ -326,14 +348,24 @@ export class LogicalUnit implements LogicalUnitView {
         throw new ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB, { field: { cdb: true, byte: 1, bit: 4 } });
       if (cmd.cdb.length < entry.cdbUsage.length) throw invalidOpcode();
       if (this.reservations.conflicts(cmd.nexus, cmd.cdb)) return RESERVATION_CONFLICT;
-      return clampToExpected(cmd, await entry.handler({ cmd, lu: this, device: this.device, signal }));
+      const res = entry.handler({ cmd, lu: this, device: this.device, signal });
+      if (!(res instanceof Promise)) return clampToExpected(cmd, res);
+      return res.then(
+        (r) => clampToExpected(cmd, r),
+        (e: unknown) => this.#failed(cmd, entry, signal, e),
+      );
     } catch (e) {
-      if (e instanceof ScsiError) return e.toResponse();
-      if (e instanceof AbortedError || isAborted(signal)) return TASK_ABORTED;
-      const writing = typeof entry === 'object' && entry.writes === true;
-      this.log.error({ lun: this.lun, opcode: cmd.cdb[0], err: e }, 'command failed');
-      return ioErrorToScsi(e, writing).toResponse();
+      return this.#failed(cmd, entry, signal, e);
     }
+  }
+
+  /** What a command that threw (or whose handler rejected) answers: the one mapping of errors to responses. */
+  #failed(cmd: ScsiCommand, entry: CommandDescriptor | 'invalid-service-action' | undefined, signal: AbortFlag, e: unknown): ScsiResponse {
+    if (e instanceof ScsiError) return e.toResponse();
+    if (e instanceof AbortedError || isAborted(signal)) return TASK_ABORTED;
+    const writing = typeof entry === 'object' && entry.writes === true;
+    this.log.error({ lun: this.lun, opcode: cmd.cdb[0], err: e }, 'command failed');
+    return ioErrorToScsi(e, writing).toResponse();
   }
 
   // ---- task management ------------------------------------------------------------------------------

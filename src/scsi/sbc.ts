@@ -58,8 +58,12 @@ function firstDifference(a: Buffer, b: Buffer): number {
   return n;
 }
 
-/** SBC-3 §5.7-5.11 READ(6/10/12/16). One buffer of the transfer size, read straight into. */
-export async function read(ctx: CommandContext): Promise<ScsiResponse> {
+/**
+ * SBC-3 §5.7-5.11 READ(6/10/12/16). One buffer of the transfer size, read straight into. A read the
+ * store can serve at once (page-cache hit, BackingStore.readNow) completes synchronously: no promise and
+ * no microtask turn between the socket's read callback and the Data-In (docs/benchmarks.md).
+ */
+export function read(ctx: CommandContext): ScsiResponse | Promise<ScsiResponse> {
   const { cmd, lu } = ctx;
   const c = decodeBlock(cmd.cdb);
   checkNoProtection(c);
@@ -70,13 +74,10 @@ export async function read(ctx: CommandContext): Promise<ScsiResponse> {
   if (n === 0) return good(total);
   const buf = cmd.dataIn ? cmd.dataIn.take(n) : Buffer.allocUnsafe(n);
   checkNotAborted(ctx.signal);
-  // storeRead()'s mapping inline: one async layer (a promise and a microtask hop) less per READ.
-  try {
-    await lu.store.read(buf, c.lba * lu.blockSize);
-  } catch (e) {
-    throw ioErrorToScsi(e, false);
-  }
-  return { status: ScsiStatus.GOOD, data: buf, sense: null, transferLength: total };
+  const response: ScsiResponse = { status: ScsiStatus.GOOD, data: buf, sense: null, transferLength: total };
+  const offset = c.lba * lu.blockSize;
+  if (lu.store.readNow?.(buf, offset) === true) return response;
+  return storeRead(lu, buf, offset).then(() => response);
 }
 
 /** SBC-3 §5.31-5.35 WRITE(6/10/12/16) and §5.36-5.38 WRITE AND VERIFY: Data-Out written in place, no copy. */

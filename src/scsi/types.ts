@@ -107,12 +107,14 @@ export interface ScsiTargetDevice {
   /** LUNs present, ascending. */
   luns(): number[];
   /**
-   * Execute one command. Resolves with the response, or with null when the task was aborted by task
-   * management (the transport then sends no SCSI Response for it). Never rejects for a SCSI-level error:
-   * those are CHECK CONDITION responses. A command to a LUN that does not exist gets
-   * LOGICAL UNIT NOT SUPPORTED (or REPORT LUNS / INQUIRY answers for the well-known cases).
+   * Execute one command. Returns the response, or null when the task was aborted by task management
+   * (the transport then sends no SCSI Response for it): at once when the command finished without
+   * waiting (a READ served from the page cache: no promise, no microtask turn per command), else as a
+   * promise. Never rejects for a SCSI-level error: those are CHECK CONDITION responses. A command to a
+   * LUN that does not exist gets LOGICAL UNIT NOT SUPPORTED (or REPORT LUNS / INQUIRY answers for the
+   * well-known cases).
    */
-  execute(cmd: ScsiCommand): Promise<ScsiResponse | null>;
+  execute(cmd: ScsiCommand): ScsiResponse | null | Promise<ScsiResponse | null>;
   /** Task management (SAM-5 §7). refTaskTag for ABORT TASK. */
   taskManagement(fn: TaskManagementFunction, nexus: ITNexus, lun: number, refTaskTag?: number): Promise<TaskManagementResult>;
   /** A new I_T nexus exists (login): it owes a POWER ON, RESET, OR BUS DEVICE RESET OCCURRED unit attention. */

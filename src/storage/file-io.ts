@@ -140,6 +140,19 @@ function tryNoWait(write: boolean, fd: number, buf: Buffer, off: number, len: nu
 }
 
 /**
+ * pread(2) of len bytes at pos into buf[off..] now, from the page cache only (RWF_NOWAIT): true when all
+ * of them were read. false when declined, short, at end of file or failed: the caller then reads with
+ * preadFile(), which reports any error.
+ */
+export function preadNow(fd: number, buf: Buffer, off: number, len: number, pos: number): boolean {
+  try {
+    return tryNoWait(false, fd, buf, off, len, pos) === len;
+  } catch {
+    return false;
+  }
+}
+
+/**
  * Writes up to this size are done with a plain pwrite in the calling thread (pwriteInline), not queued.
  *
  * Why: ext4 refuses RWF_NOWAIT for buffered writes, so on the ring every write is punted to an io-wq

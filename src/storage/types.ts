@@ -19,6 +19,13 @@ export interface BackingStore {
   size(): number;
   /** Read exactly buf.length bytes at offset into buf (holes read as zeroes). */
   read(buf: Buffer, offset: number): Promise<void>;
+  /**
+   * The same read done now, in the calling thread, when it cannot block (every byte in the page
+   * cache): true when buf holds them. false when it could not (not cached, not supported, any error:
+   * read() then does it and reports what went wrong); buf's contents are then undefined. Optional: a
+   * store without it is always read with read().
+   */
+  readNow?(buf: Buffer, offset: number): boolean;
   /** Write all of buf at offset. When fua is true the data is durable (fdatasync) before the promise resolves. */
   write(buf: Buffer, offset: number, fua: boolean): Promise<void>;
   /** Make every completed write durable (fdatasync). SYNCHRONIZE CACHE. */

@@ -1,7 +1,8 @@
 // How many microtask turns a READ takes through the target device and the LU when the store answers at
 // once (a page-cache hit served inline): each turn is a promise job on the event loop's thread, paid by
 // every command (docs/benchmarks.md, "async functions that only forward a promise"). The bound is the
-// count measured after that lever; the two forwarding async functions removed by it (device execute, LU #run) made it 6.
+// count measured after that lever; the two forwarding async functions removed by it (device execute, LU #run) made it 6,
+// and a READ the store serves at once (BackingStore.readNow) now takes none: it is answered synchronously.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createTargetDevice } from '../../src/scsi/device.js';
@@ -43,7 +44,7 @@ const NEXUS: ITNexus = {
 };
 
 /** Microtask turns until p settles (a counter re-queued one turn at a time). */
-async function turnsUntil(p: Promise<ScsiResponse | null>): Promise<{ turns: number; res: ScsiResponse | null }> {
+async function turnsUntil(p: ScsiResponse | null | Promise<ScsiResponse | null>): Promise<{ turns: number; res: ScsiResponse | null }> {
   let turns = 0;
   let settled = false;
   const tick = (): void => {
@@ -65,38 +66,87 @@ function read16(lba: number, blocks: number): Buffer {
   return b;
 }
 
+/** The instant store with readNow (what a file store does on a page-cache hit), counting its calls. */
+function instantStoreWithReadNow(): BackingStore & { readNowCalls: number; readCalls: number } {
+  const base = instantStore();
+  const s = {
+    ...base,
+    readNowCalls: 0,
+    readCalls: 0,
+    read(buf: Buffer, offset: number): Promise<void> {
+      s.readCalls++;
+      return base.read(buf, offset);
+    },
+    readNow(buf: Buffer, offset: number): boolean {
+      s.readNowCalls++;
+      buf.fill(0x5a);
+      return offset < SIZE / 2; // the first half "cached", the second not
+    },
+  };
+  return s;
+}
+
+function deviceOver(store: BackingStore): ReturnType<typeof createTargetDevice> {
+  return createTargetDevice({
+    luns: new Map([
+      [
+        0,
+        {
+          identity: { naa: '6001405abcdef0123456789abcdef012', serial: 's1', vendor: 'LUNAR', product: 'P', revision: '0001' },
+          store,
+          blockSize: 512,
+          thinProvisioned: true,
+          readOnly: false,
+        },
+      ],
+    ]),
+    targetPorts: [1],
+  });
+}
+
+const cmd = (taskTag: number, cdb: Buffer): ScsiCommand => ({
+  nexus: NEXUS,
+  lun: 0,
+  taskTag,
+  attribute: 'simple',
+  cdb,
+  expectedDataLength: 4096,
+  read: true,
+  write: false,
+  dataOut: null,
+});
+
 describe('command path: microtask turns per command', () => {
-  it('a READ(16) served at once settles within 4 microtask turns (no forwarding async wrappers)', async () => {
-    const dev = createTargetDevice({
-      luns: new Map([
-        [
-          0,
-          {
-            identity: { naa: '6001405abcdef0123456789abcdef012', serial: 's1', vendor: 'LUNAR', product: 'P', revision: '0001' },
-            store: instantStore(),
-            blockSize: 512,
-            thinProvisioned: true,
-            readOnly: false,
-          },
-        ],
-      ]),
-      targetPorts: [1],
-    });
-    const cmd = (taskTag: number, cdb: Buffer): ScsiCommand => ({
-      nexus: NEXUS,
-      lun: 0,
-      taskTag,
-      attribute: 'simple',
-      cdb,
-      expectedDataLength: 4096,
-      read: true,
-      write: false,
-      dataOut: null,
-    });
+  it('a READ(16) from a store without readNow settles within 4 microtask turns (no forwarding async wrappers)', async () => {
+    const dev = deviceOver(instantStore());
     // The first commands report the power-on unit attention; take them out of the way.
     for (let t = 1; t <= 3; t++) await dev.execute(cmd(t, read16(0, 8)));
-    const { turns, res } = await turnsUntil(dev.execute(cmd(10, read16(8, 8))));
+    const pending = dev.execute(cmd(10, read16(8, 8)));
+    assert.ok(pending instanceof Promise, "a read that needs the store's read() answers with a promise");
+    const { turns, res } = await turnsUntil(pending);
     assert.equal(res?.status, ScsiStatus.GOOD);
     assert.ok(turns <= 4, `READ settled after ${turns} microtask turns`);
+  });
+
+  it('a READ(16) the store serves at once (readNow) is answered synchronously; a miss falls back to read()', async () => {
+    const store = instantStoreWithReadNow();
+    const dev = deviceOver(store);
+    for (let t = 1; t <= 3; t++) await dev.execute(cmd(t, read16(0, 8)));
+    const lu = dev.logicalUnit(0)!;
+    const hit = dev.execute(cmd(20, read16(8, 8)));
+    assert.ok(!(hit instanceof Promise), 'a page-cache hit is no promise');
+    assert.equal(hit?.status, ScsiStatus.GOOD);
+    assert.deepEqual(hit?.data, Buffer.alloc(4096, 0x5a), 'the bytes readNow put in the buffer');
+    assert.equal(lu.taskCount(), 0, 'the task is out of the task table already');
+    const readsBefore = store.readCalls;
+    const miss = dev.execute(cmd(21, read16(SIZE / 512 - 8, 8)));
+    assert.ok(miss instanceof Promise, 'not cached: read() and a promise');
+    assert.equal((await miss)?.status, ScsiStatus.GOOD);
+    assert.equal(store.readCalls, readsBefore + 1);
+    assert.equal(lu.taskCount(), 0);
+    // A command that must not run at once (a unit attention pending, an ORDERED task) is answered as before.
+    const ordered = dev.execute({ ...cmd(22, read16(8, 8)), attribute: 'ordered' });
+    assert.ok(ordered instanceof Promise, 'ORDERED waits for the task set: a promise');
+    assert.equal((await ordered)?.status, ScsiStatus.GOOD);
   });
 });

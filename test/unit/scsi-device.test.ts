@@ -591,7 +591,7 @@ describe('SCSI target device on a sparse file', () => {
     const lu = dev.logicalUnit(0)!;
     const resume = await lu.quiesce();
     const t = 777;
-    const write = (nx: ITNexus, fill: number): Promise<ScsiResponse | null> =>
+    const write = (nx: ITNexus, fill: number): Promise<ScsiResponse | null> | ScsiResponse | null =>
       dev.execute({
         nexus: nx,
         lun: 0,
@@ -678,8 +678,8 @@ describe('SCSI target device on a sparse file', () => {
     const resume = await lu.quiesce();
     const order: string[] = [];
     const run = (name: string, attribute: 'simple' | 'ordered' | 'head-of-queue', c: Buffer, dataOut?: Buffer): Promise<unknown> =>
-      dev
-        .execute({
+      Promise.resolve(
+        dev.execute({
           nexus: A,
           lun: 0,
           taskTag: tag++,
@@ -689,11 +689,11 @@ describe('SCSI target device on a sparse file', () => {
           read: !dataOut,
           write: !!dataOut,
           dataOut: dataOut ?? null,
-        })
-        .then((r) => {
-          order.push(name);
-          return r;
-        });
+        }),
+      ).then((r) => {
+        order.push(name);
+        return r;
+      });
     const w = run('write', 'simple', rw10(0x2a, 0, 1), Buffer.alloc(BS, 1)); // blocked by quiesce
     const o = run('ordered', 'ordered', rw10(0x28, 0, 1));
     const s = run('simple-after', 'simple', rw10(0x28, 0, 1));

@@ -55,6 +55,33 @@ describe('file-store (real sparse files)', () => {
     await s2.close();
   });
 
+  it('readNow serves cached bytes at once, and declines (false) what read() must do: beyond the end, other engines, a closed store', async () => {
+    const p = join(dir, 'read-now.img');
+    const s = await openFileStore(p, { create: { size: 4 * MiB } });
+    const data = Buffer.alloc(64 * 1024);
+    for (let k = 0; k < data.length; k += 4) data.writeUInt32LE((k * 2654435761) >>> 0, k);
+    await s.write(data, MiB, false); // just written: in the page cache
+    const got = Buffer.alloc(data.length, 0xee);
+    assert.equal(s.readNow!(got, MiB), true);
+    assert.ok(got.equals(data), 'the bytes written');
+    const sub = Buffer.alloc(4096);
+    assert.equal(s.readNow!(sub, MiB + 8192), true);
+    assert.ok(sub.equals(data.subarray(8192, 8192 + 4096)));
+    assert.equal(s.readNow!(Buffer.alloc(4096), 4 * MiB), false, 'at the end of the file: nothing to read now');
+    assert.equal(s.readNow!(Buffer.alloc(8192), 4 * MiB - 4096), false, 'a read that would be short');
+    assert.equal(s.readNow!(Buffer.alloc(4096), -1), false);
+    await s.close();
+    assert.equal(s.readNow!(Buffer.alloc(4096), MiB), false, 'closed: no read on a descriptor that may be reused');
+    for (const engine of ['io_uring', 'threadpool'] as const) {
+      const t = await openFileStore(p, { engine });
+      assert.equal(t.readNow!(Buffer.alloc(4096), MiB), false, `${engine}: every read stays on that engine`);
+      const viaRead = Buffer.alloc(4096);
+      await t.read(viaRead, MiB);
+      assert.ok(viaRead.equals(data.subarray(0, 4096)));
+      await t.close();
+    }
+  });
+
   it('large writes (sent in 256 KiB pieces aligned in the file) land whole, at any offset and length, on every engine', async () => {
     for (const engine of ['inline', 'io_uring', 'threadpool'] as const) {
       const p = join(dir, `pieces-${engine}.img`);
