@@ -93,6 +93,13 @@ export class IoGate {
    * behind an exclusive holder) fn starts at once, without the acquire promise and the microtask
    * turns of awaiting it.
    */
+  /** Enter shared at once when nobody holds or waits for the gate exclusively: the release function, else null. */
+  enterSharedNow(): (() => void) | null {
+    if (this.#waiters.length > 0 || !this.#canEnter(false)) return null;
+    this.#enter(false);
+    return this.#releaser(false);
+  }
+
   run<T>(exclusive: boolean, signal: AbortFlag | undefined, fn: () => Promise<T>): Promise<T> {
     if (!signal?.aborted && this.#waiters.length === 0 && this.#canEnter(exclusive)) {
       this.#enter(exclusive);

@@ -80,8 +80,13 @@ export function read(ctx: CommandContext): ScsiResponse | Promise<ScsiResponse> 
   return storeRead(lu, buf, offset).then(() => response);
 }
 
-/** SBC-3 §5.31-5.35 WRITE(6/10/12/16) and §5.36-5.38 WRITE AND VERIFY: Data-Out written in place, no copy. */
-export async function write(ctx: CommandContext): Promise<ScsiResponse> {
+/**
+ * SBC-3 §5.31-5.35 WRITE(6/10/12/16) and §5.36-5.38 WRITE AND VERIFY: Data-Out written in place, no copy.
+ * A write that needs no flush (no FUA, write cache enabled) and that the store can do at once
+ * (BackingStore.writeNow) completes synchronously, inside the shared gate as any write; everything
+ * else (FUA, WCE=0, a gate held for COMPARE AND WRITE / ORWRITE / a snapshot, a large write) waits as before.
+ */
+export function write(ctx: CommandContext): ScsiResponse | Promise<ScsiResponse> {
   const { cmd, lu } = ctx;
   const c = decodeBlock(cmd.cdb);
   if (lu.writeProtected) throw writeProtected();
@@ -92,11 +97,25 @@ export async function write(ctx: CommandContext): Promise<ScsiResponse> {
   // RFC 7143 §11.4.5: when the initiator sent less than the CDB asked (EDTL < TL) only that much is written.
   const data = parameterList(cmd, total);
   if (data.length === 0) return good(total);
-  await lu.gate.run(false, ctx.signal, async () => {
-    checkNotAborted(ctx.signal);
-    await storeWrite(lu, data, c.lba * lu.blockSize, c.fua);
-  });
-  return good(total);
+  const offset = c.lba * lu.blockSize;
+  if (!c.fua && lu.mode.wce && lu.store.writeNow && !ctx.signal.aborted) {
+    const release = lu.gate.enterSharedNow();
+    if (release) {
+      let written = false;
+      try {
+        written = lu.store.writeNow(data, offset);
+      } finally {
+        release();
+      }
+      if (written) return good(total);
+    }
+  }
+  return lu.gate
+    .run(false, ctx.signal, async () => {
+      checkNotAborted(ctx.signal);
+      await storeWrite(lu, data, offset, c.fua);
+    })
+    .then(() => good(total));
 }
 
 /** SBC-3 §5.26-5.28 VERIFY(10/12/16): BYTCHK 00b medium check, 01b compare, 11b one block against each. */

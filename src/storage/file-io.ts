@@ -153,6 +153,19 @@ export function preadNow(fd: number, buf: Buffer, off: number, len: number, pos:
 }
 
 /**
+ * pwrite(2) of len bytes at pos from buf[off..] now, in this thread, where pwriteFile() would do it
+ * inline too (len ≤ INLINE_WRITE_MAX, not backing off): true when all of them were written. false
+ * otherwise or on failure: the caller then writes with pwriteFile(), which reports any error.
+ */
+export function pwriteNow(fd: number, buf: Buffer, off: number, len: number, pos: number): boolean {
+  try {
+    return len > 0 && tryInlineWrite(fd, buf, off, len, pos) === len;
+  } catch {
+    return false;
+  }
+}
+
+/**
  * Writes up to this size are done with a plain pwrite in the calling thread (pwriteInline), not queued.
  *
  * Why: ext4 refuses RWF_NOWAIT for buffered writes, so on the ring every write is punted to an io-wq

@@ -2,7 +2,7 @@
 // fallocate(PUNCH_HOLE) for deallocation and SEEK_DATA/SEEK_HOLE for the allocation map.
 import { constants as fsc } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { preadFile, preadNow, pwriteFile, type FileIoEngine } from './file-io.js';
+import { preadFile, preadNow, pwriteFile, pwriteNow, type FileIoEngine } from './file-io.js';
 import type { AllocationExtent, ZeroingBackingStore } from './types.js';
 import { loadNative, type LunarNative } from './native.js';
 
@@ -92,6 +92,12 @@ class FileStore implements ZeroingBackingStore {
     if (this.#closed || (this.engine !== undefined && this.engine !== 'inline')) return false;
     if (!Number.isSafeInteger(offset) || offset < 0 || buf.length === 0) return false;
     return preadNow(this.fh.fd, buf, 0, buf.length, offset);
+  }
+
+  writeNow(buf: Buffer, offset: number): boolean {
+    if (this.#closed || (this.engine !== undefined && this.engine !== 'inline')) return false;
+    if (!Number.isSafeInteger(offset) || offset < 0) return false;
+    return pwriteNow(this.fh.fd, buf, 0, buf.length, offset);
   }
 
   async write(buf: Buffer, offset: number, fua: boolean): Promise<void> {

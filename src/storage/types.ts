@@ -26,6 +26,13 @@ export interface BackingStore {
    * store without it is always read with read().
    */
   readNow?(buf: Buffer, offset: number): boolean;
+  /**
+   * write(buf, offset, false) done now, in the calling thread, when the store can do it without
+   * waiting for the device (a small buffered write): true when every byte was written, as write()
+   * without FUA would have. false when it could not (any reason, any error: write() then does the
+   * write and reports what went wrong); any bytes it wrote are rewritten by that write. Optional.
+   */
+  writeNow?(buf: Buffer, offset: number): boolean;
   /** Write all of buf at offset. When fua is true the data is durable (fdatasync) before the promise resolves. */
   write(buf: Buffer, offset: number, fua: boolean): Promise<void>;
   /** Make every completed write durable (fdatasync). SYNCHRONIZE CACHE. */

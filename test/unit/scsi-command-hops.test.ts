@@ -67,7 +67,13 @@ function read16(lba: number, blocks: number): Buffer {
 }
 
 /** The instant store with readNow (what a file store does on a page-cache hit), counting its calls. */
-function instantStoreWithReadNow(): BackingStore & { readNowCalls: number; readCalls: number } {
+function instantStoreWithReadNow(): BackingStore & {
+  readNowCalls: number;
+  readCalls: number;
+  writeCalls: number;
+  writeNowCalls: number;
+  fuaWrites: number;
+} {
   const base = instantStore();
   const s = {
     ...base,
@@ -81,6 +87,20 @@ function instantStoreWithReadNow(): BackingStore & { readNowCalls: number; readC
       s.readNowCalls++;
       buf.fill(0x5a);
       return offset < SIZE / 2; // the first half "cached", the second not
+    },
+    writeCalls: 0,
+    writeNowCalls: 0,
+    fuaWrites: 0,
+    write(buf: Buffer, offset: number, fua: boolean): Promise<void> {
+      s.writeCalls++;
+      if (fua) s.fuaWrites++;
+      return base.write(buf, offset, fua);
+    },
+    writeNow(buf: Buffer, offset: number): boolean {
+      s.writeNowCalls++;
+      if (offset >= SIZE / 2) return false; // the second half "cannot be written now"
+      void base.write(buf, offset, false);
+      return true;
     },
   };
   return s;
@@ -148,5 +168,50 @@ describe('command path: microtask turns per command', () => {
     const ordered = dev.execute({ ...cmd(22, read16(8, 8)), attribute: 'ordered' });
     assert.ok(ordered instanceof Promise, 'ORDERED waits for the task set: a promise');
     assert.equal((await ordered)?.status, ScsiStatus.GOOD);
+  });
+
+  it('a WRITE without FUA, write cache on, that the store does at once (writeNow) is answered synchronously; FUA, WCE=0, a held gate and a miss are not', async () => {
+    const store = instantStoreWithReadNow();
+    const dev = deviceOver(store);
+    for (let t = 1; t <= 3; t++) await dev.execute(cmd(t, read16(0, 8)));
+    const lu = dev.logicalUnit(0)!;
+    const write16 = (lba: number, fua: boolean): Buffer => {
+      const b = read16(lba, 8);
+      b[0] = 0x8a;
+      if (fua) b[1] = 0x08;
+      return b;
+    };
+    const w = (tag: number, lba: number, fua = false): ReturnType<typeof dev.execute> =>
+      dev.execute({ ...cmd(tag, write16(lba, fua)), read: false, write: true, dataOut: Buffer.alloc(4096, tag) });
+    const now = w(30, 8);
+    assert.ok(!(now instanceof Promise), 'written at once: no promise');
+    assert.equal(now?.status, ScsiStatus.GOOD);
+    assert.equal(store.writeNowCalls, 1);
+    assert.equal(lu.taskCount(), 0);
+    const fua = w(31, 8, true);
+    assert.ok(fua instanceof Promise, 'FUA: write() with fua, a promise');
+    assert.equal((await fua)?.status, ScsiStatus.GOOD);
+    assert.equal(store.fuaWrites, 1);
+    assert.equal(store.writeNowCalls, 1, 'FUA never tries writeNow');
+    const miss = w(32, SIZE / 512 - 8);
+    assert.ok(miss instanceof Promise, 'writeNow declined: write() and a promise');
+    assert.equal((await miss)?.status, ScsiStatus.GOOD);
+    // A held exclusive gate (a snapshot's quiesce, COMPARE AND WRITE) keeps the write waiting.
+    const resume = await lu.quiesce();
+    const held = w(33, 8);
+    assert.ok(held instanceof Promise, 'gate held: the write waits');
+    let done = false;
+    void held.then(() => (done = true));
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(done, false, 'not before the gate is released');
+    resume();
+    assert.equal((await held)?.status, ScsiStatus.GOOD);
+    // WCE=0: every write is durable before completion, so none is written now.
+    lu.mode = { ...lu.mode, wce: false };
+    const before = store.fuaWrites;
+    const noCache = w(34, 8);
+    assert.ok(noCache instanceof Promise);
+    assert.equal((await noCache)?.status, ScsiStatus.GOOD);
+    assert.equal(store.fuaWrites, before + 1, 'WCE=0: written with fua');
   });
 });

@@ -82,6 +82,25 @@ describe('file-store (real sparse files)', () => {
     }
   });
 
+  it('writeNow writes small buffers at once and declines (false) what write() must do: large ones, other engines, a closed store', async () => {
+    const p = join(dir, 'write-now.img');
+    const s = await openFileStore(p, { create: { size: 4 * MiB } });
+    const small = Buffer.alloc(8192, 0x3c);
+    assert.equal(s.writeNow!(small, MiB + 512), true);
+    const back = Buffer.alloc(8192);
+    await s.read(back, MiB + 512);
+    assert.ok(back.equals(small), 'the bytes are in the file');
+    assert.equal(s.writeNow!(Buffer.alloc(256 * 1024, 1), 0), false, 'larger than an inline write: write() does it');
+    assert.equal(s.writeNow!(Buffer.alloc(4096), -4096), false);
+    await s.close();
+    assert.equal(s.writeNow!(Buffer.alloc(4096), 0), false, 'closed');
+    for (const engine of ['io_uring', 'threadpool'] as const) {
+      const t = await openFileStore(p, { engine });
+      assert.equal(t.writeNow!(Buffer.alloc(4096), 0), false, `${engine}: every write stays on that engine`);
+      await t.close();
+    }
+  });
+
   it('large writes (sent in 256 KiB pieces aligned in the file) land whole, at any offset and length, on every engine', async () => {
     for (const engine of ['inline', 'io_uring', 'threadpool'] as const) {
       const p = join(dir, `pieces-${engine}.img`);
