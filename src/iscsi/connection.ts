@@ -116,6 +116,9 @@ export class IscsiConnection {
   private readonly out: Buffer[] = [];
   private outBytes = 0;
   private flushScheduled = false;
+  /** Inside receive(): PDUs queued now leave when it returns (flushAfterReceive), not at the end of the turn. */
+  private receiving = false;
+  private flushAfterReceive = false;
   private loginTimer: NodeJS.Timeout | null = null;
   private closeReason = '';
   lastReceived = Date.now();
@@ -167,10 +170,19 @@ export class IscsiConnection {
    */
   receive(chunk: Buffer): void {
     this.transient = true;
+    this.receiving = true;
     try {
       this.onData(chunk);
     } finally {
       this.transient = false;
+      this.receiving = false;
+      // Commands answered synchronously (page-cache reads, small writes) have their Data-In and status
+      // queued by now: they leave with this read's callback, one write for all of them, instead of
+      // after the microtask checkpoint and libuv's check phase (a QD1 command's latency).
+      if (this.flushAfterReceive) {
+        this.flushAfterReceive = false;
+        this.flush();
+      }
       if (this.avail > 0) {
         const rest = Buffer.allocUnsafe(this.avail);
         this.consume(this.avail, (piece) => piece.copy(rest, rest.length - this.avail));
@@ -482,7 +494,8 @@ export class IscsiConnection {
         slab.writeUInt32LE(crc, end + pad);
       }
     }
-    if (!this.flushScheduled) {
+    if (this.receiving) this.flushAfterReceive = true;
+    else if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(this.flushTurn);
     }
