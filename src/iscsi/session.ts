@@ -701,7 +701,7 @@ export class Session implements PduHandler {
       result = Promise.reject(e instanceof Error ? e : new Error(errText(e)));
     }
     if (!(result instanceof Promise)) {
-      // Finished at once (a READ from the page cache): Data-In and status go out in this same turn.
+      // Finished at once (a READ from the page cache, a small write): Data-In and status go out now.
       const resp = result;
       this.guard(() => this.complete(task, resp));
       return;

@@ -88,11 +88,6 @@ export class IoGate {
     });
   }
 
-  /**
-   * Run fn while holding the gate. Not async: when the gate is free (every ordinary write but one
-   * behind an exclusive holder) fn starts at once, without the acquire promise and the microtask
-   * turns of awaiting it.
-   */
   /** Enter shared at once when nobody holds or waits for the gate exclusively: the release function, else null. */
   enterSharedNow(): (() => void) | null {
     if (this.#waiters.length > 0 || !this.#canEnter(false)) return null;
@@ -100,6 +95,11 @@ export class IoGate {
     return this.#releaser(false);
   }
 
+  /**
+   * Run fn while holding the gate. Not async: when the gate is free (every ordinary write but one
+   * behind an exclusive holder) fn starts at once, without the acquire promise and the microtask
+   * turns of awaiting it.
+   */
   run<T>(exclusive: boolean, signal: AbortFlag | undefined, fn: () => Promise<T>): Promise<T> {
     if (!signal?.aborted && this.#waiters.length === 0 && this.#canEnter(exclusive)) {
       this.#enter(exclusive);

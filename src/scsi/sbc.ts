@@ -83,7 +83,7 @@ export function read(ctx: CommandContext): ScsiResponse | Promise<ScsiResponse> 
 /**
  * SBC-3 §5.31-5.35 WRITE(6/10/12/16) and §5.36-5.38 WRITE AND VERIFY: Data-Out written in place, no copy.
  * A write that needs no flush (no FUA, write cache enabled) and that the store can do at once
- * (BackingStore.writeNow) completes synchronously, inside the shared gate as any write; everything
+ * (BackingStore.writeNow) completes synchronously, inside the shared gate like every write; everything
  * else (FUA, WCE=0, a gate held for COMPARE AND WRITE / ORWRITE / a snapshot, a large write) waits as before.
  */
 export function write(ctx: CommandContext): ScsiResponse | Promise<ScsiResponse> {

@@ -109,7 +109,7 @@ export interface ScsiTargetDevice {
   /**
    * Execute one command. Returns the response, or null when the task was aborted by task management
    * (the transport then sends no SCSI Response for it): at once when the command finished without
-   * waiting (a READ served from the page cache: no promise, no microtask turn per command), else as a
+   * waiting (a READ from the page cache, a small write: no promise, no microtask turn), else as a
    * promise. Never rejects for a SCSI-level error: those are CHECK CONDITION responses. A command to a
    * LUN that does not exist gets LOGICAL UNIT NOT SUPPORTED (or REPORT LUNS / INQUIRY answers for the
    * well-known cases).

@@ -140,26 +140,21 @@ function tryNoWait(write: boolean, fd: number, buf: Buffer, off: number, len: nu
 }
 
 /**
- * pread(2) of len bytes at pos into buf[off..] now, from the page cache only (RWF_NOWAIT): true when all
- * of them were read. false when declined, short, at end of file or failed: the caller then reads with
- * preadFile(), which reports any error.
+ * What preadFile() / pwriteFile() do first, in this thread: a page-cache hit (RWF_NOWAIT), or for a
+ * write a small plain pwritev2. The byte count, or null when the request must be queued; throws on failure.
  */
-export function preadNow(fd: number, buf: Buffer, off: number, len: number, pos: number): boolean {
-  try {
-    return tryNoWait(false, fd, buf, off, len, pos) === len;
-  } catch {
-    return false;
-  }
+function tryInline(write: boolean, fd: number, buf: Buffer, off: number, len: number, pos: number): number | null {
+  return tryNoWait(write, fd, buf, off, len, pos) ?? (write ? tryInlineWrite(fd, buf, off, len, pos) : null);
 }
 
 /**
- * pwrite(2) of len bytes at pos from buf[off..] now, in this thread, where pwriteFile() would do it
- * inline too (len ≤ INLINE_WRITE_MAX, not backing off): true when all of them were written. false
- * otherwise or on failure: the caller then writes with pwriteFile(), which reports any error.
+ * That inline attempt alone, for a caller that completes at once or not at all: true when all len
+ * bytes were read or written. false when declined, short, at end of file or failed: the caller then
+ * uses preadFile() / pwriteFile(), which report any error.
  */
-export function pwriteNow(fd: number, buf: Buffer, off: number, len: number, pos: number): boolean {
+export function fileIoNow(write: boolean, fd: number, buf: Buffer, off: number, len: number, pos: number): boolean {
   try {
-    return len > 0 && tryInlineWrite(fd, buf, off, len, pos) === len;
+    return len > 0 && tryInline(write, fd, buf, off, len, pos) === len;
   } catch {
     return false;
   }
@@ -252,7 +247,7 @@ function fileIo(write: boolean, fd: number, buf: Buffer, off: number, len: numbe
   if (engine === 'inline') {
     let n: number | null;
     try {
-      n = tryNoWait(write, fd, buf, off, len, pos) ?? (write ? tryInlineWrite(fd, buf, off, len, pos) : null);
+      n = tryInline(write, fd, buf, off, len, pos);
     } catch (e) {
       return Promise.reject(e instanceof Error ? e : new Error(String(e)));
     }

@@ -2,7 +2,7 @@
 // fallocate(PUNCH_HOLE) for deallocation and SEEK_DATA/SEEK_HOLE for the allocation map.
 import { constants as fsc } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { preadFile, preadNow, pwriteFile, pwriteNow, type FileIoEngine } from './file-io.js';
+import { fileIoNow, preadFile, pwriteFile, type FileIoEngine } from './file-io.js';
 import type { AllocationExtent, ZeroingBackingStore } from './types.js';
 import { loadNative, type LunarNative } from './native.js';
 
@@ -87,17 +87,21 @@ class FileStore implements ZeroingBackingStore {
   }
 
   readNow(buf: Buffer, offset: number): boolean {
-    // Only where read() itself would try the page cache first (the default engine); a store forced
-    // onto the ring or the pool (tests, LUNAR_NO_NOWAIT) keeps every read on that path.
-    if (this.#closed || (this.engine !== undefined && this.engine !== 'inline')) return false;
-    if (!Number.isSafeInteger(offset) || offset < 0 || buf.length === 0) return false;
-    return preadNow(this.fh.fd, buf, 0, buf.length, offset);
+    return this.#now(false, buf, offset);
   }
 
   writeNow(buf: Buffer, offset: number): boolean {
+    return this.#now(true, buf, offset);
+  }
+
+  /**
+   * Only where read() / write() would try inline first (the default engine: a store forced onto the
+   * ring or the pool keeps every request there), on an open descriptor and a valid offset.
+   */
+  #now(write: boolean, buf: Buffer, offset: number): boolean {
     if (this.#closed || (this.engine !== undefined && this.engine !== 'inline')) return false;
     if (!Number.isSafeInteger(offset) || offset < 0) return false;
-    return pwriteNow(this.fh.fd, buf, 0, buf.length, offset);
+    return fileIoNow(write, this.fh.fd, buf, 0, buf.length, offset);
   }
 
   async write(buf: Buffer, offset: number, fua: boolean): Promise<void> {

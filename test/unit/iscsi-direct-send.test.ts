@@ -5,7 +5,6 @@
 // after the stream's write completed otherwise; reading paused at the high-water mark resumes.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { EventEmitter } from 'node:events';
 import { closeSync, openSync, readFileSync, rmSync, mkdtempSync } from 'node:fs';
 import net, { type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -16,6 +15,7 @@ import { outputSlabs, SLAB_SIZE } from '../../src/iscsi/buffer-pool.js';
 import { IscsiConnection, type ConnectionHooks } from '../../src/iscsi/connection.js';
 import { loadNative } from '../../src/storage/native.js';
 import { testConnectionHooks } from '../support/connection-hooks.js';
+import { FakeSocketBase } from '../support/fake-socket.js';
 
 const FD = 57;
 const EAGAIN = 11;
@@ -32,35 +32,13 @@ const WRITE_HIGH_WATER = 16 * 1024 * 1024;
  * follows once such a write completed (as Writable does). `wire` is what the peer received, in order:
  * what the fake kernel took, and each stream write's bytes as they are when the write completes.
  */
-class FakeSocket extends EventEmitter {
-  readonly remoteAddress = '127.0.0.1';
-  readonly localAddress = '127.0.0.1';
-  readonly writableHighWaterMark = 16 * 1024;
-  destroyed = false;
-  writableEnded = false;
-  _handle: { fd: number } | null = { fd: FD };
-  paused = false;
+class FakeSocket extends FakeSocketBase {
+  override _handle: { fd: number } | null = { fd: FD };
   private needDrain = false;
   readonly writes: { buf: Buffer; cb: (() => void) | undefined }[] = [];
   readonly wire: Buffer[] = [];
   get writableLength(): number {
     return this.writes.reduce((n, w) => n + w.buf.length, 0);
-  }
-  setNoDelay(): this {
-    return this;
-  }
-  cork(): void {}
-  uncork(): void {}
-  isPaused(): boolean {
-    return this.paused;
-  }
-  pause(): this {
-    this.paused = true;
-    return this;
-  }
-  resume(): this {
-    this.paused = false;
-    return this;
   }
   write(buf: Buffer, cb?: () => void): boolean {
     this.writes.push({ buf, cb });
@@ -68,13 +46,8 @@ class FakeSocket extends EventEmitter {
     if (!ok) this.needDrain = true;
     return ok;
   }
-  end(): this {
-    this.writableEnded = true;
-    return this;
-  }
-  destroy(): this {
-    this.destroyed = true;
-    this._handle = null;
+  override destroy(): this {
+    super.destroy();
     // Node calls pending writes' callbacks with ERR_STREAM_DESTROYED; their bytes never leave.
     for (const w of this.writes.splice(0)) w.cb?.();
     return this;

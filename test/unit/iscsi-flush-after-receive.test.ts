@@ -3,51 +3,22 @@
 // is written before receive() returns, in one write; what is queued outside it (completions of commands
 // that waited for I/O) at the end of the event-loop turn, in one write for the whole turn.
 import assert from 'node:assert/strict';
-import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import { IscsiConnection } from '../../src/iscsi/connection.js';
 import { encodePdu } from '../../src/iscsi/pdu.js';
 import type { TargetRegistry } from '../../src/target/types.js';
 import { testConnectionHooks } from '../support/connection-hooks.js';
+import { FakeSocketBase } from '../support/fake-socket.js';
 
-/** The part of net.Socket a connection uses before and during login; stream writes are only counted. */
-class FakeSocket extends EventEmitter {
-  readonly remoteAddress = '127.0.0.1';
-  readonly localAddress = '127.0.0.1';
-  readonly writableHighWaterMark = 16 * 1024;
+/** A socket whose stream writes complete at once and are only counted (the kernel takes everything). */
+class FakeSocket extends FakeSocketBase {
   readonly writableLength = 0;
-  destroyed = false;
-  writableEnded = false;
-  _handle: { fd: number } | null = { fd: 57 };
   streamWrites = 0;
-  setNoDelay(): this {
-    return this;
-  }
-  cork(): void {}
-  uncork(): void {}
-  isPaused(): boolean {
-    return false;
-  }
-  pause(): this {
-    return this;
-  }
-  resume(): this {
-    return this;
-  }
   write(_buf: Buffer, cb?: () => void): boolean {
     this.streamWrites++;
     cb?.();
     return true;
-  }
-  end(): this {
-    this.writableEnded = true;
-    return this;
-  }
-  destroy(): this {
-    this.destroyed = true;
-    this._handle = null;
-    return this;
   }
 }
 

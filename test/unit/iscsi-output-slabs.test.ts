@@ -3,47 +3,21 @@
 // once the socket's write of it completed, a slab in flight is never handed to another connection,
 // and the pool keeps at most its cap.
 import assert from 'node:assert/strict';
-import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import { BufferPool, outputSlabs, SLAB_SIZE } from '../../src/iscsi/buffer-pool.js';
 import { IscsiConnection } from '../../src/iscsi/connection.js';
 import { testConnectionHooks } from '../support/connection-hooks.js';
+import { FakeSocketBase } from '../support/fake-socket.js';
 
-/** The part of net.Socket that IscsiConnection uses; write callbacks wait until complete() is called. */
-class FakeSocket extends EventEmitter {
-  readonly remoteAddress = '127.0.0.1';
-  readonly localAddress = '127.0.0.1';
-  destroyed = false;
-  writableEnded = false;
+/** A socket whose write callbacks wait until complete() is called. */
+class FakeSocket extends FakeSocketBase {
   writableLength = 0;
   /** Every write: the memory the socket holds until its callback, and that callback. */
   readonly writes: { buf: Buffer; cb: (() => void) | undefined }[] = [];
-  setNoDelay(): this {
-    return this;
-  }
-  cork(): void {}
-  uncork(): void {}
-  isPaused(): boolean {
-    return false;
-  }
-  pause(): this {
-    return this;
-  }
-  resume(): this {
-    return this;
-  }
   write(buf: Buffer, cb?: () => void): boolean {
     this.writes.push({ buf, cb });
     return true;
-  }
-  end(): this {
-    this.writableEnded = true;
-    return this;
-  }
-  destroy(): this {
-    this.destroyed = true;
-    return this;
   }
   /** Complete every write so far, in order (what libuv reports). */
   complete(): void {
